@@ -1,0 +1,168 @@
+//! Byte buffers that own memory only while they hold bytes.
+//!
+//! A [`Buffer`] is a queue of bytes: producers append at the back, the socket (or a parser)
+//! consumes from the front. Two properties matter for an event loop with thousands of mostly
+//! idle connections:
+//!
+//! * **Lazy allocation.** A new buffer owns no heap memory. It allocates on the first append.
+//! * **Given back when empty.** When the last byte is consumed the allocation is released, so
+//!   an idle connection costs only the size of the struct (DESIGN.md invariant 9).
+//!
+//! Consuming from the front only moves an offset; the remaining bytes are moved to the start
+//! only when an append would otherwise have to grow the allocation. That keeps a partial write
+//! of a large buffer O(1) instead of O(remaining).
+//!
+//! Watermarks are not the buffer's business: the connection compares [`Buffer::len`] with its
+//! configured limits. The buffer never performs a system call.
+
+/// A FIFO of bytes that holds heap memory only while it is non-empty.
+#[derive(Debug, Default)]
+pub struct Buffer {
+    bytes: Vec<u8>,
+    /// Offset of the first unconsumed byte in `bytes`.
+    start: usize,
+}
+
+impl Buffer {
+    /// An empty buffer. Does not allocate.
+    pub const fn new() -> Buffer {
+        Buffer {
+            bytes: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// Number of unconsumed bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    /// Whether there are no unconsumed bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of heap memory currently owned (zero when empty after a [`Buffer::consume`]).
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// The unconsumed bytes, oldest first.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    /// Appends `data` at the back.
+    pub fn extend(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        // Compact before growing: if the consumed prefix is at least as large as what we are
+        // about to need, moving the live bytes down avoids a reallocation.
+        if self.start > 0 && self.bytes.len() + data.len() > self.bytes.capacity() {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        self.bytes.extend_from_slice(data);
+    }
+
+    /// Drops the first `n` bytes (they were written, or parsed). Releases the memory once the
+    /// buffer is empty.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is larger than [`Buffer::len`].
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.len(), "consume({n}) of a {}-byte buffer", self.len());
+        self.start += n;
+        if self.start == self.bytes.len() {
+            self.release();
+        }
+    }
+
+    /// Forgets every byte but keeps the allocation, for a scratch buffer that is reused at
+    /// once (the loop's shared output scratch).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.start = 0;
+    }
+
+    /// Forgets every byte and returns the memory to the allocator.
+    pub fn release(&mut self) {
+        self.bytes = Vec::new();
+        self.start = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new buffer owns no heap memory.
+    #[test]
+    fn new_buffer_does_not_allocate() {
+        let buf = Buffer::new();
+        assert_eq!(buf.capacity(), 0);
+        assert!(buf.is_empty());
+    }
+
+    /// Bytes come out in the order they went in, across partial consumes.
+    #[test]
+    fn fifo_order_across_partial_consumes() {
+        let mut buf = Buffer::new();
+        buf.extend(b"hello ");
+        buf.extend(b"world");
+        buf.consume(3);
+        assert_eq!(buf.as_slice(), b"lo world");
+        buf.extend(b"!");
+        buf.consume(2);
+        assert_eq!(buf.as_slice(), b" world!");
+    }
+
+    /// Consuming the last byte gives the allocation back.
+    #[test]
+    fn empty_buffer_releases_memory() {
+        let mut buf = Buffer::new();
+        buf.extend(&[7; 4096]);
+        assert!(buf.capacity() >= 4096);
+        buf.consume(4000);
+        assert!(buf.capacity() >= 4096, "still holding 96 bytes");
+        buf.consume(96);
+        assert_eq!(buf.capacity(), 0);
+    }
+
+    /// Appending after a large consume reuses the consumed prefix instead of growing.
+    #[test]
+    fn compaction_avoids_growth() {
+        let mut buf = Buffer::new();
+        buf.extend(&[1; 1000]);
+        let cap = buf.capacity();
+        buf.consume(900);
+        buf.extend(&[2; 800]);
+        assert_eq!(buf.capacity(), cap);
+        assert_eq!(buf.len(), 900);
+        assert_eq!(&buf.as_slice()[..100], &[1; 100][..]);
+        assert_eq!(&buf.as_slice()[100..], &[2; 800][..]);
+    }
+
+    /// `clear` keeps the allocation for reuse; `release` drops it.
+    #[test]
+    fn clear_keeps_and_release_drops_capacity() {
+        let mut buf = Buffer::new();
+        buf.extend(&[0; 64]);
+        buf.clear();
+        assert!(buf.is_empty());
+        assert!(buf.capacity() >= 64);
+        buf.release();
+        assert_eq!(buf.capacity(), 0);
+    }
+
+    /// Over-consuming is a bug in the caller and panics loudly.
+    #[test]
+    #[should_panic(expected = "consume(5) of a 4-byte buffer")]
+    fn over_consume_panics() {
+        let mut buf = Buffer::new();
+        buf.extend(b"abcd");
+        buf.consume(5);
+    }
+}

@@ -1,0 +1,299 @@
+//! Every tunable, its default, and why that default.
+//!
+//! The binary turns flags into a [`Config`]; [`Config::validate`] is the single place that
+//! decides whether a combination makes sense. Nothing here touches a socket.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::service::Builtin;
+
+/// Where `loopd` listens when no `--listen` is given. Loopback, so a bare `loopd` exposes
+/// nothing to the network; 7007 because the RFC port 7 needs privileges.
+pub const DEFAULT_LISTEN: &str = "echo=127.0.0.1:7007";
+
+/// Connections served at once. An idle connection costs about a hundred bytes of user memory
+/// plus the kernel's socket, so ten thousand is modest; the real ceiling is usually the
+/// open-files limit, which start-up checks against this.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Close connections with no traffic in either direction for this long. Five minutes outlives
+/// interactive pauses and still reclaims descriptors from peers that vanished silently.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Abort a connection whose pending output has not moved for this long: the peer stopped
+/// reading. Thirty seconds rides out a congested path but not a wedged client.
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After our FIN, keep reading and discarding the peer's data for at most this long before
+/// closing (nginx's `lingering_timeout` idea). Five seconds covers a peer that finishes a
+/// request in flight; a longer wait only pins a descriptor.
+pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// On SIGTERM, give connections this long to flush and close before force-closing them.
+/// Ten seconds is twice the linger timeout, so a lingering close always completes in time.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stop reading from a connection when this much output is pending for it. 256 KiB keeps a
+/// loopback or LAN pipe full (it exceeds a typical bandwidth-delay product there) while
+/// bounding what one slow reader can cost.
+pub const DEFAULT_HIGH_WATERMARK: usize = 256 * 1024;
+
+/// Resume reading when pending output falls below this. A quarter of the high watermark gives
+/// hysteresis, so a connection does not flap between paused and reading on every write.
+pub const DEFAULT_LOW_WATERMARK: usize = 64 * 1024;
+
+/// Read at most this much from one connection per loop turn before serving others. 256 KiB is
+/// a few large reads: enough to amortise the turn, small enough that one bulk sender delays
+/// other connections by well under a millisecond.
+pub const DEFAULT_READ_BUDGET: usize = 256 * 1024;
+
+/// The kernel's queue of completed connections not yet accepted. mio's own `bind` uses 128,
+/// which overflows during connect bursts (dropped SYNs cost a client a one-second retransmit);
+/// 1024 rides out bursts. The kernel caps it at `net.core.somaxconn`.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Disable Nagle's algorithm. Request/response traffic with small messages otherwise waits
+/// for delayed ACKs (up to 40 ms on Linux).
+pub const DEFAULT_NODELAY: bool = true;
+
+/// TCP keepalive idle time. Catches peers that vanished without a FIN when the idle timeout
+/// is off or long; one minute is the common production choice (Redis uses 300 s).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// One `--listen SERVICE=ADDR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// What to serve.
+    pub service: Builtin,
+    /// Where. `[::]` is dual-stack (IPv4 and IPv6); a specific IPv6 address is IPv6 only.
+    pub addr: SocketAddr,
+}
+
+impl FromStr for ListenSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ListenSpec, String> {
+        let (service, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("'{s}' is not SERVICE=ADDR (for example echo=127.0.0.1:7007)"))?;
+        let service = service.parse()?;
+        let addr = addr
+            .parse()
+            .map_err(|_| format!("'{addr}' is not an IP:PORT address (IPv6 as [::1]:7007)"))?;
+        Ok(ListenSpec { service, addr })
+    }
+}
+
+impl fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.service, self.addr)
+    }
+}
+
+/// Per-connection limits, shared by every connection of a loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// See [`DEFAULT_HIGH_WATERMARK`].
+    pub high_watermark: usize,
+    /// See [`DEFAULT_LOW_WATERMARK`].
+    pub low_watermark: usize,
+    /// See [`DEFAULT_READ_BUDGET`].
+    pub read_budget: usize,
+    /// See [`DEFAULT_IDLE_TIMEOUT`]; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// See [`DEFAULT_WRITE_STALL_TIMEOUT`]; `None` = never.
+    pub write_stall_timeout: Option<Duration>,
+    /// See [`DEFAULT_LINGER_TIMEOUT`].
+    pub linger_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            high_watermark: DEFAULT_HIGH_WATERMARK,
+            low_watermark: DEFAULT_LOW_WATERMARK,
+            read_budget: DEFAULT_READ_BUDGET,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
+            linger_timeout: DEFAULT_LINGER_TIMEOUT,
+        }
+    }
+}
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Listeners, in order.
+    pub listen: Vec<ListenSpec>,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`DEFAULT_DRAIN_TIMEOUT`].
+    pub drain_timeout: Duration,
+    /// See [`DEFAULT_BACKLOG`].
+    pub backlog: u32,
+    /// See [`DEFAULT_NODELAY`].
+    pub nodelay: bool,
+    /// See [`DEFAULT_KEEPALIVE`]; `None` = off.
+    pub keepalive: Option<Duration>,
+    /// Per-connection limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: vec![DEFAULT_LISTEN.parse().expect("default listen spec parses")],
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            backlog: DEFAULT_BACKLOG,
+            nodelay: DEFAULT_NODELAY,
+            keepalive: Some(DEFAULT_KEEPALIVE),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A configuration that cannot work, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The low watermark must be below the high one, or reading would never resume.
+    Watermarks {
+        /// The low watermark given.
+        low: usize,
+        /// The high watermark given.
+        high: usize,
+    },
+    /// A size or count that must be positive was zero.
+    Zero(&'static str),
+    /// Two listeners on the same address.
+    DuplicateListen(SocketAddr),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Watermarks { low, high } => write!(
+                f,
+                "low watermark ({low} bytes) must be below high watermark ({high} bytes)"
+            ),
+            ConfigError::Zero(what) => write!(f, "{what} must be greater than zero"),
+            ConfigError::DuplicateListen(addr) => write!(f, "{addr} is given twice in --listen"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks that the settings can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.high_watermark == 0 {
+            return Err(ConfigError::Zero("high watermark"));
+        }
+        if l.low_watermark >= l.high_watermark {
+            return Err(ConfigError::Watermarks {
+                low: l.low_watermark,
+                high: l.high_watermark,
+            });
+        }
+        if l.read_budget == 0 {
+            return Err(ConfigError::Zero("read budget"));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Zero("max connections"));
+        }
+        if self.backlog == 0 {
+            return Err(ConfigError::Zero("backlog"));
+        }
+        if self.listen.is_empty() {
+            return Err(ConfigError::Zero("the number of listeners"));
+        }
+        for (i, spec) in self.listen.iter().enumerate() {
+            if self.listen[..i].iter().any(|other| other.addr == spec.addr) {
+                return Err(ConfigError::DuplicateListen(spec.addr));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration in human units (`300s`, `5m`, `250ms`). A bare `0` means zero, which the
+/// timeout flags read as "off".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 30s or 5m ({e})"))
+}
+
+/// Parses a byte size in human units (`256KiB`, `1MiB`, `4096`). `KiB`/`MiB` are powers of
+/// two; `KB`/`MB` are powers of ten.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize = s
+        .parse()
+        .map_err(|e| format!("'{s}' is not a size like 256KiB or 1MiB ({e})"))?;
+    usize::try_from(size.as_u64()).map_err(|_| format!("'{s}' is too large"))
+}
+
+/// Zero means "off" for the optional timeouts.
+pub fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults are a valid configuration serving echo on loopback port 7007.
+    #[test]
+    fn defaults_validate() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen[0].service, Builtin::Echo);
+        assert_eq!(c.listen[0].addr, "127.0.0.1:7007".parse().unwrap());
+    }
+
+    /// SERVICE=ADDR accepts IPv4, IPv6 and the dual-stack wildcard.
+    #[test]
+    fn listen_specs() {
+        let v4: ListenSpec = "discard=0.0.0.0:9".parse().unwrap();
+        assert_eq!(v4.service, Builtin::Discard);
+        let v6: ListenSpec = "chargen=[::1]:19".parse().unwrap();
+        assert!(v6.addr.is_ipv6());
+        let dual: ListenSpec = "echo=[::]:7".parse().unwrap();
+        assert_eq!(dual.to_string(), "echo=[::]:7");
+        assert!("echo".parse::<ListenSpec>().unwrap_err().contains("SERVICE=ADDR"));
+        assert!("echo=localhost:7".parse::<ListenSpec>().is_err());
+    }
+
+    /// Watermarks must leave hysteresis; zero sizes are refused.
+    #[test]
+    fn invalid_combinations() {
+        let mut c = Config::default();
+        c.limits.low_watermark = c.limits.high_watermark;
+        assert!(matches!(c.validate(), Err(ConfigError::Watermarks { .. })));
+        let mut c = Config::default();
+        c.limits.read_budget = 0;
+        assert_eq!(c.validate(), Err(ConfigError::Zero("read budget")));
+        let mut c = Config::default();
+        c.listen.push(c.listen[0]);
+        assert!(matches!(c.validate(), Err(ConfigError::DuplicateListen(_))));
+    }
+
+    /// Human units for durations and sizes.
+    #[test]
+    fn human_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("256KiB"), Ok(256 * 1024));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+    }
+}

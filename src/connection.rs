@@ -1,0 +1,664 @@
+//! The life of one connection: a state machine driven by readiness.
+//!
+//! **Read this first.** The loop calls [`Connection::turn`] when the socket became readable
+//! or writable, or when the connection is on the run queue because it used up its budget. A
+//! turn does three things, in this order, and then reports whether the connection wants to
+//! wait for the next event, run again next turn, or is closed:
+//!
+//! 1. **Flush** pending output. Writing first frees room, so step 3 is not paused needlessly,
+//!    and keeps bytes in order.
+//! 2. **Produce**: while output is below the low watermark, let a streaming service add more
+//!    ([`Service::on_drained`]).
+//! 3. **Read** until the socket is drained, the per-turn budget is spent, or output reached
+//!    the high watermark (backpressure). Every read is handed to the service at once and its
+//!    reply written at once ("write eagerly").
+//!
+//! Edge-triggered readiness is reported once, so the connection *remembers* it: `read_ready`
+//! stays set until a read returns `WouldBlock` or a short count, and `write_blocked` stays set
+//! from a short write until the next writable event. A turn that stops with work left
+//! returns [`Turn::Again`] and the loop runs it next turn without waiting for an event.
+//!
+//! # States
+//!
+//! Named after what they mean on the wire:
+//!
+//! ```text
+//!             peer FIN (read() == 0)
+//!   Open ───────────────────────────────▶ CloseWait ──(service finished, output flushed,
+//!    │                                        ▲         shutdown(Write))──▶ Closed
+//!    │ service finished / server draining     │ peer FIN
+//!    ▼                                        │
+//!   Closing ──(output flushed, shutdown(Write))──▶ Lingering ──(peer FIN, or linger
+//!   (input discarded)                               (input discarded)  timeout)──▶ Closed
+//! ```
+//!
+//! * **Open** — both directions carry data.
+//! * **CloseWait** — the peer finished sending. The service may still produce; once it has
+//!   finished and every byte is flushed, we send our FIN and close. Closing here cannot reset:
+//!   the peer sends nothing after its FIN, so no unread data is left behind.
+//! * **Closing** — we finished (the service called [`Output::finish`], or the server is
+//!   draining). Pending output is flushed before our FIN; input is read and discarded so a
+//!   peer blocked on writing can get on to reading.
+//! * **Lingering** — our FIN is sent. Keep reading and discarding until the peer's FIN, so the
+//!   kernel never closes with unread data (which sends RST and can destroy the reply we just
+//!   sent before the peer reads it), or until the linger timeout.
+//! * **Closed** — terminal; the loop drops the socket.
+//!
+//! Every transition goes through `set_state`, which logs it at `trace` level.
+//!
+//! Errors stay local: `WouldBlock` waits, `Interrupted` retries, a reset closes quietly, and
+//! anything else closes this connection with one log line.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::ops::ControlFlow::{self, Break, Continue};
+
+use log::{debug, trace, warn};
+
+use crate::buffer::Buffer;
+use crate::config::Limits;
+use crate::service::{Output, Service};
+use crate::stats::{CloseReason, Stats};
+use crate::timer::{Time, TimerSlot};
+
+/// What a connection needs from its socket. Implemented for mio's `TcpStream` by the loop,
+/// and by a scripted fake in the tests.
+pub trait Socket: Read + Write {
+    /// Sends FIN: shuts down the sending half.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+    /// Makes the coming close abortive (RST, `SO_LINGER` 0): for stalled writers and forced
+    /// shutdown only.
+    fn set_abortive(&mut self);
+}
+
+/// Where the connection is in its life. See the [module documentation](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Both directions open.
+    Open,
+    /// The peer finished sending; flushing our side.
+    CloseWait,
+    /// We finished; flushing before our FIN, discarding input.
+    Closing,
+    /// Our FIN is sent; discarding input until the peer's FIN or the linger timeout.
+    Lingering,
+    /// Done.
+    Closed,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Open => "OPEN",
+            State::CloseWait => "CLOSE-WAIT",
+            State::Closing => "CLOSING",
+            State::Lingering => "LINGERING",
+            State::Closed => "CLOSED",
+        })
+    }
+}
+
+/// Readiness reported by the loop for one turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ready {
+    /// The socket may have data (or EOF, or an error) to read.
+    pub readable: bool,
+    /// The socket may accept more output.
+    pub writable: bool,
+    /// The peer's FIN or an error is already queued (`EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR`).
+    /// Data and FIN often arrive under one edge; after this, a short read no longer proves
+    /// the queue empty, so the connection reads on until `0` or an error.
+    pub closed: bool,
+}
+
+impl Ready {
+    /// No new readiness: a turn from the run queue.
+    pub const NONE: Ready = Ready {
+        readable: false,
+        writable: false,
+        closed: false,
+    };
+}
+
+/// The readiness a connection wants to be told about next, derived from its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    /// Wants READABLE.
+    pub read: bool,
+    /// Wants WRITABLE (only while output is pending).
+    pub write: bool,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Nothing more to do until the next readiness event or deadline.
+    Wait,
+    /// The budget ran out with work left: run again next turn, without waiting for an event.
+    Again,
+    /// The connection is over; drop it.
+    Closed(CloseReason),
+}
+
+/// What the loop lends a connection for one turn.
+pub struct Context<'a> {
+    /// The loop's time for this turn.
+    pub now: Time,
+    /// Watermarks, budget and timeouts.
+    pub limits: &'a Limits,
+    /// The loop's shared read buffer: every read lands here first, so an idle connection owns
+    /// no read buffer.
+    pub scratch: &'a mut [u8],
+    /// The loop's shared output buffer: a service's reply is written here and flushed to the
+    /// socket at once; only the part the kernel did not take is copied to the connection.
+    pub out_scratch: &'a mut Buffer,
+    /// Counters.
+    pub stats: &'a Stats,
+}
+
+/// One connection's state machine. See the [module documentation](self).
+pub struct Connection<S> {
+    socket: S,
+    service: Box<dyn Service>,
+    /// Serial number, for logs.
+    id: u64,
+    state: State,
+    /// Bytes read that the service has not consumed yet (a partial request).
+    input: Buffer,
+    /// Bytes written by the service that the kernel has not accepted yet.
+    output: Buffer,
+    /// The last read or write that moved bytes.
+    last_active: Time,
+    /// The last write the kernel accepted bytes from, or when output started pending.
+    last_progress: Time,
+    /// When the current state was entered.
+    since: Time,
+    /// The loop's timer entry for this connection.
+    pub(crate) timer: TimerSlot,
+    /// Readable edge seen and the socket not yet drained.
+    read_ready: bool,
+    /// A write came up short; wait for a writable edge before writing again.
+    write_blocked: bool,
+    /// The poller reported the peer's FIN or an error: read to the end regardless of short
+    /// reads. Sticky, like the condition it reports.
+    peer_closing: bool,
+    /// Reading stopped because output reached the high watermark.
+    paused: bool,
+    /// The service has produced its last byte.
+    finished: bool,
+}
+
+impl<S: Socket> Connection<S> {
+    /// A new connection in the `Open` state. Call [`Connection::open`] next.
+    pub fn new(socket: S, service: Box<dyn Service>, id: u64, now: Time) -> Connection<S> {
+        Connection {
+            socket,
+            service,
+            id,
+            state: State::Open,
+            input: Buffer::new(),
+            output: Buffer::new(),
+            last_active: now,
+            last_progress: now,
+            since: now,
+            timer: TimerSlot::default(),
+            read_ready: false,
+            write_blocked: false,
+            peer_closing: false,
+            paused: false,
+            finished: false,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Bytes waiting for the kernel to accept them.
+    pub fn pending_output(&self) -> usize {
+        self.output.len()
+    }
+
+    /// Heap bytes held by this connection's buffers (zero when idle).
+    pub fn buffered_capacity(&self) -> usize {
+        self.input.capacity() + self.output.capacity()
+    }
+
+    /// The socket, for the loop's registration.
+    pub fn socket_mut(&mut self) -> &mut S {
+        &mut self.socket
+    }
+
+    /// Greets the peer: calls [`Service::on_connect`] and writes what it produced.
+    ///
+    /// A greeting is flushed, and a streaming service keeps producing, in this same turn:
+    /// if the kernel takes everything, no writable edge would ever come to ask again.
+    pub fn open(&mut self, cx: &mut Context<'_>) -> Turn {
+        let mut budget = cx.limits.read_budget;
+        let flow = self.greet(cx, &mut budget);
+        self.end_turn(cx, flow, budget)
+    }
+
+    /// Runs one turn. See the [module documentation](self).
+    pub fn turn(&mut self, cx: &mut Context<'_>, ready: Ready) -> Turn {
+        if ready.writable {
+            self.write_blocked = false;
+        }
+        if ready.readable || ready.closed {
+            self.read_ready = true;
+        }
+        self.peer_closing |= ready.closed;
+        let mut budget = cx.limits.read_budget;
+        let flow = self.work(cx, &mut budget);
+        self.end_turn(cx, flow, budget)
+    }
+
+    /// Starts a graceful close on server shutdown: the service is done, pending output is
+    /// flushed, then FIN and lingering close.
+    pub fn shut_down(&mut self, cx: &mut Context<'_>) -> Turn {
+        self.finished = true;
+        if self.state == State::Open {
+            self.set_state(State::Closing, cx.now);
+        }
+        let mut budget = cx.limits.read_budget;
+        let flow = self.work(cx, &mut budget);
+        self.end_turn(cx, flow, budget)
+    }
+
+    /// Closes at once with RST (drain deadline).
+    pub fn abort(&mut self) {
+        self.socket.set_abortive();
+        self.state = State::Closed;
+    }
+
+    /// The next time this connection needs attention without an event: the linger, write-stall
+    /// or idle deadline, whichever is first.
+    pub fn deadline(&self, limits: &Limits) -> Option<Time> {
+        match self.state {
+            State::Closed => None,
+            State::Lingering => Some(self.since.after(limits.linger_timeout)),
+            _ => {
+                let idle = limits.idle_timeout.map(|d| self.last_active.after(d));
+                let stall = limits
+                    .write_stall_timeout
+                    .filter(|_| !self.output.is_empty())
+                    .map(|d| self.last_progress.after(d));
+                match (idle, stall) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        }
+    }
+
+    /// The loop's timer came due: closes the connection if one of its deadlines has passed.
+    pub fn on_deadline(&mut self, cx: &mut Context<'_>) -> Turn {
+        let now = cx.now;
+        let l = cx.limits;
+        let expired = |since: Time, d: Option<std::time::Duration>| d.is_some_and(|d| now >= since.after(d));
+        let reason = if self.state == State::Lingering && expired(self.since, Some(l.linger_timeout)) {
+            debug!("conn {}: peer did not finish within the linger timeout", self.id);
+            Some(CloseReason::LingerTimeout)
+        } else if !self.output.is_empty() && expired(self.last_progress, l.write_stall_timeout) {
+            debug!(
+                "conn {}: {} bytes pending and none accepted for the write-stall timeout; aborting",
+                self.id,
+                self.output.len()
+            );
+            self.socket.set_abortive();
+            Some(CloseReason::WriteStall)
+        } else if expired(self.last_active, l.idle_timeout) {
+            debug!("conn {}: idle timeout", self.id);
+            Some(CloseReason::Idle)
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => self.close(reason, now),
+            None => Turn::Wait,
+        }
+    }
+
+    /// The readiness to register for, derived from the state. `None` when nothing is wanted
+    /// (closed, or waiting only on the run queue).
+    pub fn want(&self) -> Want {
+        let read = match self.state {
+            State::Open => !self.paused,
+            State::Closing | State::Lingering => true,
+            State::CloseWait | State::Closed => false,
+        };
+        Want {
+            read,
+            write: !self.output.is_empty() && self.state != State::Closed,
+        }
+    }
+
+    /// The single choke point for state changes.
+    fn set_state(&mut self, next: State, now: Time) {
+        trace!("conn {}: state={}=>{}", self.id, self.state, next);
+        self.state = next;
+        self.since = now;
+    }
+
+    fn close(&mut self, reason: CloseReason, now: Time) -> Turn {
+        self.set_state(State::Closed, now);
+        Turn::Closed(reason)
+    }
+
+    fn end_turn(&mut self, cx: &Context<'_>, flow: ControlFlow<CloseReason>, budget: usize) -> Turn {
+        match flow {
+            Break(reason) => self.close(reason, cx.now),
+            Continue(()) if budget == 0 && self.has_more_work(cx.limits) => Turn::Again,
+            Continue(()) => Turn::Wait,
+        }
+    }
+
+    fn has_more_work(&self, limits: &Limits) -> bool {
+        (self.read_ready && self.want().read) || self.may_produce(limits)
+    }
+
+    fn may_produce(&self, limits: &Limits) -> bool {
+        matches!(self.state, State::Open | State::CloseWait)
+            && !self.finished
+            && !self.write_blocked
+            && self.output.len() < limits.low_watermark
+    }
+
+    fn greet(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> ControlFlow<CloseReason> {
+        self.call_service(cx, |service, _, out| service.on_connect(out))?;
+        self.work(cx, budget)
+    }
+
+    /// Flush, produce, read; then see whether a closing state can move on.
+    fn work(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> ControlFlow<CloseReason> {
+        self.flush(cx)?;
+        self.produce(cx, budget)?;
+        self.read(cx, budget)?;
+        self.advance_close(cx)
+    }
+
+    /// Lets a streaming service refill output while it is below the low watermark and the
+    /// socket keeps taking it, up to the turn's budget.
+    fn produce(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> ControlFlow<CloseReason> {
+        while *budget > 0 && self.may_produce(cx.limits) {
+            let before = self.output.len();
+            self.call_service(cx, |service, _, out| service.on_drained(out))?;
+            let produced = cx.out_scratch.len() + self.output.len() - before;
+            self.flush(cx)?;
+            if produced == 0 {
+                if self.state == State::CloseWait && !self.finished {
+                    // The peer is gone and the service has nothing more to say: without this
+                    // the connection would wait for an event that never comes.
+                    self.finished = true;
+                }
+                break;
+            }
+            *budget = budget.saturating_sub(produced);
+        }
+        Continue(())
+    }
+
+    /// Reads until drained, out of budget, or paused by backpressure.
+    fn read(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> ControlFlow<CloseReason> {
+        while self.read_ready && self.want().read && *budget > 0 {
+            // Never read more than output has room for: the echo of one read then cannot push
+            // pending output past the high watermark.
+            let room = cx.limits.high_watermark.saturating_sub(self.output.len());
+            let want = cx.scratch.len().min(*budget).min(room.max(1));
+            match self.socket.read(&mut cx.scratch[..want]) {
+                Ok(0) => {
+                    self.read_ready = false;
+                    return self.on_peer_fin(cx);
+                }
+                Ok(n) => {
+                    *budget -= n;
+                    self.last_active = cx.now;
+                    self.deliver(cx, n)?;
+                    if n < want && !self.peer_closing {
+                        // A short read means the receive queue is empty; new data will raise
+                        // a new edge, so do not spend a read() just to see WouldBlock.
+                        self.read_ready = false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Break(self.io_error("read", &e)),
+            }
+        }
+        Continue(())
+    }
+
+    /// Hands `n` freshly read bytes in the scratch buffer to the service, or drops them if
+    /// the service is done.
+    fn deliver(&mut self, cx: &mut Context<'_>, n: usize) -> ControlFlow<CloseReason> {
+        if self.state != State::Open {
+            Stats::add(&cx.stats.bytes_discarded, n as u64);
+            return Continue(());
+        }
+        Stats::add(&cx.stats.bytes_in, n as u64);
+        self.call_service(cx, |service, input, out| {
+            let fresh = &input.scratch[..n];
+            if input.held.is_empty() {
+                // Fast path: the service reads straight from the loop's scratch buffer, and
+                // only an unconsumed tail (a partial request) is copied to the connection.
+                let used = service.on_input(fresh, out);
+                input.held.extend(&fresh[used..]);
+            } else {
+                input.held.extend(fresh);
+                let used = service.on_input(input.held.as_slice(), out);
+                input.held.consume(used);
+            }
+        })?;
+        if self.input.len() > cx.limits.high_watermark {
+            warn!(
+                "conn {}: service left {} bytes of input unconsumed (limit {}); closing",
+                self.id,
+                self.input.len(),
+                cx.limits.high_watermark
+            );
+            return Break(CloseReason::Protocol);
+        }
+        self.flush(cx)
+    }
+
+    /// The peer sent FIN.
+    fn on_peer_fin(&mut self, cx: &mut Context<'_>) -> ControlFlow<CloseReason> {
+        match self.state {
+            State::Open => {
+                self.set_state(State::CloseWait, cx.now);
+                self.call_service(cx, |service, _, out| service.on_peer_finished(out))?;
+                self.flush(cx)
+            }
+            // We were flushing our last bytes; the peer is done too, so no lingering needed.
+            State::Closing => {
+                self.set_state(State::CloseWait, cx.now);
+                Continue(())
+            }
+            // The peer acknowledged our FIN with its own: a clean server-side close.
+            State::Lingering => Break(CloseReason::Server),
+            State::CloseWait | State::Closed => Continue(()),
+        }
+    }
+
+    /// Moves a closing connection on once its output is flushed.
+    fn advance_close(&mut self, cx: &mut Context<'_>) -> ControlFlow<CloseReason> {
+        if !self.output.is_empty() {
+            return Continue(());
+        }
+        match self.state {
+            State::CloseWait if self.finished => {
+                self.send_fin();
+                Break(CloseReason::Peer)
+            }
+            State::Closing => {
+                self.send_fin();
+                self.set_state(State::Lingering, cx.now);
+                // The peer's FIN may already be queued behind data we have not read.
+                self.read_ready = true;
+                let mut budget = cx.limits.read_budget;
+                self.read(cx, &mut budget)
+            }
+            _ => Continue(()),
+        }
+    }
+
+    fn send_fin(&mut self) {
+        if let Err(e) = self.socket.shutdown_write() {
+            // The peer may already have reset; the close that follows is all that is left.
+            debug!("conn {}: shutdown(Write) failed: {e}", self.id);
+        }
+    }
+
+    /// Calls a service hook with an output sink, then applies `finish()`.
+    fn call_service<F>(&mut self, cx: &mut Context<'_>, hook: F) -> ControlFlow<CloseReason>
+    where
+        F: FnOnce(&mut dyn Service, InputView<'_>, &mut Output<'_>),
+    {
+        if self.finished {
+            return Continue(());
+        }
+        debug_assert!(cx.out_scratch.is_empty());
+        // Output goes to the shared scratch unless bytes are already pending: then it must
+        // queue behind them to keep order.
+        let target = if self.output.is_empty() {
+            &mut *cx.out_scratch
+        } else {
+            &mut self.output
+        };
+        let mut out = Output::new(target, cx.limits.high_watermark, &mut self.finished);
+        let input = InputView {
+            scratch: cx.scratch,
+            held: &mut self.input,
+        };
+        hook(self.service.as_mut(), input, &mut out);
+        if self.finished && self.state == State::Open {
+            self.set_state(State::Closing, cx.now);
+        }
+        Continue(())
+    }
+
+    /// Writes new output from the scratch buffer, or pending output after a writable edge.
+    /// Keeps what the kernel did not accept, and applies the watermarks.
+    fn flush(&mut self, cx: &mut Context<'_>) -> ControlFlow<CloseReason> {
+        let was_empty = self.output.is_empty();
+        if !cx.out_scratch.is_empty() {
+            let written = if was_empty && !self.write_blocked {
+                match self.write_some(cx, Source::Scratch) {
+                    Continue(n) => n,
+                    Break(reason) => {
+                        cx.out_scratch.clear();
+                        return Break(reason);
+                    }
+                }
+            } else {
+                0
+            };
+            self.output.extend(&cx.out_scratch.as_slice()[written..]);
+            cx.out_scratch.clear();
+        } else if !was_empty && !self.write_blocked {
+            let written = self.write_some(cx, Source::Pending)?;
+            self.output.consume(written);
+        }
+
+        let pending = self.output.len();
+        if was_empty && pending > 0 {
+            // The write-stall clock starts when output starts waiting.
+            self.last_progress = cx.now;
+        }
+        cx.stats.note_pending(pending);
+        if !self.paused && pending >= cx.limits.high_watermark {
+            self.paused = true;
+            Stats::incr(&cx.stats.backpressure_pauses);
+            trace!("conn {}: paused reading at {pending} bytes pending", self.id);
+        } else if self.paused && pending < cx.limits.low_watermark {
+            // Resume by reading at once: data may already be waiting, and no new edge will
+            // announce it.
+            self.paused = false;
+            self.read_ready = true;
+            trace!("conn {}: resumed reading at {pending} bytes pending", self.id);
+        }
+        Continue(())
+    }
+
+    /// Writes until the data is gone or the kernel takes less than offered. Returns the
+    /// number of bytes written.
+    fn write_some(&mut self, cx: &mut Context<'_>, source: Source) -> ControlFlow<CloseReason, usize> {
+        let data = match source {
+            Source::Scratch => cx.out_scratch.as_slice(),
+            Source::Pending => self.output.as_slice(),
+        };
+        let mut written = 0;
+        while written < data.len() {
+            match self.socket.write(&data[written..]) {
+                Ok(0) => {
+                    let e = io::Error::from(io::ErrorKind::WriteZero);
+                    return Break(self.io_error("write", &e));
+                }
+                Ok(n) => {
+                    written += n;
+                    self.last_progress = cx.now;
+                    self.last_active = cx.now;
+                    Stats::add(&cx.stats.bytes_out, n as u64);
+                    if written < data.len() {
+                        // A short write means the send buffer is full; the writable edge will
+                        // say when there is room again.
+                        self.write_blocked = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Break(self.io_error("write", &e)),
+            }
+        }
+        Continue(written)
+    }
+
+    /// Classifies a socket error and logs it once.
+    fn io_error(&self, op: &str, e: &io::Error) -> CloseReason {
+        use io::ErrorKind::*;
+        match e.kind() {
+            ConnectionReset | BrokenPipe | ConnectionAborted => {
+                debug!("conn {}: {op}: peer reset ({e})", self.id);
+                CloseReason::Reset
+            }
+            _ => {
+                warn!("conn {}: {op} failed in state {}: {e}", self.id, self.state);
+                CloseReason::Error
+            }
+        }
+    }
+}
+
+impl<S> fmt::Debug for Connection<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .field("input", &self.input.len())
+            .field("output", &self.output.len())
+            .field("paused", &self.paused)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which buffer `write_some` writes from.
+#[derive(Clone, Copy)]
+enum Source {
+    Scratch,
+    Pending,
+}
+
+/// The two places input lives during `on_input`: fresh bytes in the loop's scratch, and the
+/// connection's held partial request.
+struct InputView<'a> {
+    scratch: &'a [u8],
+    held: &'a mut Buffer,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,701 @@
+//! The state machine without sockets: a scripted fake returns partial reads, partial writes,
+//! `WouldBlock`, EOF and resets on cue. Grouped by state; the fixture builders put a
+//! connection in a given state the way a peer would.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::time::Duration;
+
+use super::*;
+use crate::service::{Chargen, Daytime, Echo};
+
+/// One scripted answer to `read()`.
+#[derive(Debug, Clone)]
+enum Step {
+    Data(Vec<u8>),
+    Eof,
+    Fail(ErrorKind),
+}
+
+/// A socket whose reads follow a script (then `WouldBlock`) and whose writes accept at most
+/// `window` bytes before `WouldBlock`, like a send buffer that is never drained by itself.
+#[derive(Debug, Default)]
+struct Fake {
+    script: VecDeque<Step>,
+    window: usize,
+    written: Vec<u8>,
+    write_error: Option<ErrorKind>,
+    fin: bool,
+    abortive: bool,
+    reads: usize,
+    writes: usize,
+}
+
+impl Read for Fake {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads += 1;
+        match self.script.pop_front() {
+            None => Err(ErrorKind::WouldBlock.into()),
+            Some(Step::Eof) => {
+                self.script.push_front(Step::Eof);
+                Ok(0)
+            }
+            Some(Step::Fail(kind)) => Err(kind.into()),
+            Some(Step::Data(mut data)) => {
+                let n = buf.len().min(data.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                if n < data.len() {
+                    self.script.push_front(Step::Data(data.split_off(n)));
+                }
+                Ok(n)
+            }
+        }
+    }
+}
+
+impl Write for Fake {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writes += 1;
+        if let Some(kind) = self.write_error {
+            return Err(kind.into());
+        }
+        if self.window == 0 {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.window);
+        self.window -= n;
+        self.written.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Socket for Fake {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.fin = true;
+        Ok(())
+    }
+
+    fn set_abortive(&mut self) {
+        self.abortive = true;
+    }
+}
+
+/// A connection plus the loop-owned pieces a turn borrows.
+struct Rig {
+    conn: Connection<Fake>,
+    limits: Limits,
+    scratch: Vec<u8>,
+    out: Buffer,
+    stats: Stats,
+    now: Time,
+}
+
+const BIG_WINDOW: usize = usize::MAX / 2;
+
+impl Rig {
+    fn new(service: Box<dyn Service>) -> Rig {
+        Rig::with_limits(service, small_limits())
+    }
+
+    fn with_limits(service: Box<dyn Service>, limits: Limits) -> Rig {
+        let fake = Fake {
+            window: BIG_WINDOW,
+            ..Fake::default()
+        };
+        Rig {
+            conn: Connection::new(fake, service, 1, Time(0)),
+            limits,
+            scratch: vec![0; 64],
+            out: Buffer::new(),
+            stats: Stats::default(),
+            now: Time(0),
+        }
+    }
+
+    fn cx(&mut self) -> (&mut Connection<Fake>, Context<'_>) {
+        let cx = Context {
+            now: self.now,
+            limits: &self.limits,
+            scratch: &mut self.scratch,
+            out_scratch: &mut self.out,
+            stats: &self.stats,
+        };
+        (&mut self.conn, cx)
+    }
+
+    fn open(&mut self) -> Turn {
+        let (conn, mut cx) = self.cx();
+        conn.open(&mut cx)
+    }
+
+    fn turn(&mut self, ready: Ready) -> Turn {
+        let (conn, mut cx) = self.cx();
+        let turn = conn.turn(&mut cx, ready);
+        assert!(cx.out_scratch.is_empty(), "scratch output left behind");
+        turn
+    }
+
+    /// A readable event, with the closed flag set when a FIN is queued, as epoll reports it.
+    fn readable(&mut self) -> Turn {
+        let closed = self.sock().script.iter().any(|s| matches!(s, Step::Eof));
+        self.turn(Ready { closed, ..READABLE })
+    }
+
+    fn writable(&mut self) -> Turn {
+        self.turn(WRITABLE)
+    }
+
+    fn deadline(&mut self) -> Turn {
+        let (conn, mut cx) = self.cx();
+        conn.on_deadline(&mut cx)
+    }
+
+    fn shut_down(&mut self) -> Turn {
+        let (conn, mut cx) = self.cx();
+        conn.shut_down(&mut cx)
+    }
+
+    fn send(&mut self, data: &[u8]) {
+        self.sock().script.push_back(Step::Data(data.to_vec()));
+    }
+
+    fn send_fin(&mut self) {
+        self.sock().script.push_back(Step::Eof);
+    }
+
+    fn sock(&mut self) -> &mut Fake {
+        self.conn.socket_mut()
+    }
+
+    fn take_written(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.sock().written)
+    }
+}
+
+const READABLE: Ready = Ready {
+    readable: true,
+    writable: false,
+    closed: false,
+};
+const WRITABLE: Ready = Ready {
+    readable: false,
+    writable: true,
+    closed: false,
+};
+
+/// Watermarks and budget small enough to reach with a few bytes.
+fn small_limits() -> Limits {
+    Limits {
+        high_watermark: 32,
+        low_watermark: 8,
+        read_budget: 1024,
+        idle_timeout: Some(Duration::from_secs(300)),
+        write_stall_timeout: Some(Duration::from_secs(30)),
+        linger_timeout: Duration::from_secs(5),
+    }
+}
+
+/// An open echo connection with nothing pending.
+fn echo_open() -> Rig {
+    let mut rig = Rig::new(Box::new(Echo));
+    assert_eq!(rig.open(), Turn::Wait);
+    rig
+}
+
+/// An echo connection whose peer has half-closed while `pending` bytes of echo are stuck.
+fn echo_close_wait(pending: usize) -> Rig {
+    let mut rig = echo_open();
+    rig.sock().window = 0;
+    rig.send(&vec![b'x'; pending]);
+    rig.send_fin();
+    assert_eq!(rig.readable(), Turn::Wait);
+    assert_eq!(rig.conn.state(), State::CloseWait);
+    rig
+}
+
+/// A daytime connection that has sent its line and FIN and is waiting for the peer's FIN.
+fn daytime_lingering() -> Rig {
+    let mut rig = Rig::new(Box::new(Daytime));
+    assert_eq!(rig.open(), Turn::Wait);
+    assert_eq!(rig.conn.state(), State::Lingering);
+    rig
+}
+
+/// A service that consumes only whole lines, to exercise held input.
+struct Lines;
+
+impl Service for Lines {
+    fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize {
+        let mut used = 0;
+        while let Some(nl) = input[used..].iter().position(|&b| b == b'\n') {
+            out.write(&input[used..used + nl + 1]);
+            used += nl + 1;
+        }
+        used
+    }
+}
+
+/// A service that never consumes anything.
+struct Hoarder;
+
+impl Service for Hoarder {
+    fn on_input(&mut self, _: &[u8], _: &mut Output<'_>) -> usize {
+        0
+    }
+}
+
+mod open {
+    use super::*;
+
+    /// Bytes read are echoed in the same turn and no buffer is kept afterwards.
+    #[test]
+    fn echo_round_trip_holds_no_buffers() {
+        let mut rig = echo_open();
+        rig.send(b"hello");
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.take_written(), b"hello");
+        assert_eq!(rig.conn.buffered_capacity(), 0);
+        assert_eq!(rig.conn.want(), Want { read: true, write: false });
+    }
+
+    /// A short read ends the drain: no extra read() just to see WouldBlock.
+    #[test]
+    fn short_read_needs_no_second_read() {
+        let mut rig = echo_open();
+        rig.send(b"abc");
+        rig.readable();
+        assert_eq!(rig.sock().reads, 1);
+        assert_eq!(rig.sock().writes, 1);
+    }
+
+    /// A full read keeps reading until the socket says WouldBlock.
+    #[test]
+    fn full_read_drains_until_would_block() {
+        let mut limits = small_limits();
+        limits.high_watermark = 1 << 20;
+        let mut rig = Rig::with_limits(Box::new(Echo), limits);
+        rig.open();
+        rig.send(&[7; 64]);
+        rig.send(&[8; 10]);
+        rig.readable();
+        assert_eq!(rig.sock().reads, 2);
+        assert_eq!(rig.take_written().len(), 74);
+    }
+
+    /// A partial write keeps only the tail and asks for WRITABLE until it is flushed.
+    #[test]
+    fn partial_write_keeps_tail() {
+        let mut rig = echo_open();
+        rig.sock().window = 3;
+        rig.send(b"hello");
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.take_written(), b"hel");
+        assert_eq!(rig.conn.pending_output(), 2);
+        assert_eq!(rig.conn.want(), Want { read: true, write: true });
+
+        rig.sock().window = BIG_WINDOW;
+        assert_eq!(rig.writable(), Turn::Wait);
+        assert_eq!(rig.take_written(), b"lo");
+        assert_eq!(rig.conn.want(), Want { read: true, write: false });
+        assert_eq!(rig.conn.buffered_capacity(), 0);
+    }
+
+    /// While a write is blocked, new output queues behind the pending bytes, in order, and no
+    /// write is attempted until the writable edge.
+    #[test]
+    fn output_queues_in_order_while_blocked() {
+        let mut rig = echo_open();
+        rig.sock().window = 2;
+        rig.send(b"abcd");
+        rig.readable();
+        let writes = rig.sock().writes;
+        rig.send(b"ef");
+        rig.readable();
+        assert_eq!(rig.sock().writes, writes, "wrote while blocked");
+        assert_eq!(rig.conn.pending_output(), 4);
+        rig.sock().window = BIG_WINDOW;
+        rig.writable();
+        assert_eq!(rig.take_written(), b"abcdef");
+    }
+
+    /// Output reaching the high watermark pauses reading; it never exceeds the watermark.
+    #[test]
+    fn backpressure_pauses_at_high_watermark() {
+        let mut rig = echo_open();
+        rig.sock().window = 0;
+        rig.send(&[1; 100]);
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.conn.pending_output(), 32);
+        assert_eq!(rig.conn.want(), Want { read: false, write: true });
+        assert_eq!(rig.stats.snapshot().backpressure_pauses, 1);
+        assert_eq!(rig.stats.snapshot().peak_pending_output, 32);
+    }
+
+    /// Draining below the low watermark resumes by reading at once, without a readable edge.
+    #[test]
+    fn resume_reads_immediately_below_low_watermark() {
+        let mut rig = echo_open();
+        rig.sock().window = 0;
+        rig.send(&[1; 100]);
+        rig.readable();
+        rig.sock().window = BIG_WINDOW;
+        // Only a writable event: the 68 bytes still queued must be read in this same turn.
+        assert_eq!(rig.writable(), Turn::Wait);
+        assert_eq!(rig.take_written(), vec![1; 100]);
+        assert_eq!(rig.conn.want(), Want { read: true, write: false });
+    }
+
+    /// Hysteresis: draining to between the watermarks does not resume reading.
+    #[test]
+    fn no_resume_between_watermarks() {
+        let mut rig = echo_open();
+        rig.sock().window = 0;
+        rig.send(&[1; 100]);
+        rig.readable();
+        rig.sock().window = 20; // 32 -> 12 pending, still above the low watermark of 8
+        rig.writable();
+        assert_eq!(rig.conn.pending_output(), 12);
+        assert_eq!(rig.conn.want(), Want { read: false, write: true });
+    }
+
+    /// A spent read budget returns Again, and run-queue turns finish the job with no event.
+    #[test]
+    fn budget_requeues_without_new_edge() {
+        let mut limits = small_limits();
+        limits.read_budget = 10;
+        limits.high_watermark = 1 << 20;
+        let mut rig = Rig::with_limits(Box::new(Echo), limits);
+        rig.open();
+        rig.send(&[5; 25]);
+        assert_eq!(rig.readable(), Turn::Again);
+        assert_eq!(rig.take_written().len(), 10);
+        assert_eq!(rig.turn(Ready::NONE), Turn::Again);
+        assert_eq!(rig.turn(Ready::NONE), Turn::Wait);
+        assert_eq!(rig.take_written().len(), 15);
+    }
+
+    /// A partial request is held by the connection until the rest arrives.
+    #[test]
+    fn unconsumed_input_is_held() {
+        let mut rig = Rig::new(Box::new(Lines));
+        rig.open();
+        rig.send(b"one\ntw");
+        rig.readable();
+        assert_eq!(rig.take_written(), b"one\n");
+        rig.send(b"o\n");
+        rig.readable();
+        assert_eq!(rig.take_written(), b"two\n");
+        assert_eq!(rig.conn.buffered_capacity(), 0);
+    }
+
+    /// A service that never consumes is closed once held input exceeds the high watermark.
+    #[test]
+    fn hoarding_service_is_a_protocol_error() {
+        let mut rig = Rig::new(Box::new(Hoarder));
+        rig.open();
+        rig.send(&[0; 40]);
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Protocol));
+    }
+
+    /// A reset while reading closes quietly with reason Reset.
+    #[test]
+    fn reset_on_read() {
+        let mut rig = echo_open();
+        rig.sock().script.push_back(Step::Fail(ErrorKind::ConnectionReset));
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Reset));
+        assert_eq!(rig.conn.state(), State::Closed);
+    }
+
+    /// A broken pipe while writing is a reset too; other errors are errors.
+    #[test]
+    fn write_errors_are_classified() {
+        let mut rig = echo_open();
+        rig.sock().write_error = Some(ErrorKind::BrokenPipe);
+        rig.send(b"x");
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Reset));
+
+        let mut rig = echo_open();
+        rig.sock().write_error = Some(ErrorKind::PermissionDenied);
+        rig.send(b"x");
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Error));
+    }
+
+    /// `Interrupted` is retried, not treated as an error.
+    #[test]
+    fn interrupted_read_retries() {
+        let mut rig = echo_open();
+        rig.sock().script.push_back(Step::Fail(ErrorKind::Interrupted));
+        rig.send(b"ok");
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.take_written(), b"ok");
+    }
+
+    /// With nothing to read, a readable turn costs one read and changes nothing.
+    #[test]
+    fn spurious_readable_is_harmless() {
+        let mut rig = echo_open();
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.conn.state(), State::Open);
+    }
+}
+
+mod close_wait {
+    use super::*;
+
+    /// Peer FIN after data: the data is echoed, then our FIN, then closed with reason Peer.
+    #[test]
+    fn half_close_echoes_then_fins() {
+        let mut rig = echo_open();
+        rig.send(b"last words");
+        rig.send_fin();
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Peer));
+        assert_eq!(rig.take_written(), b"last words");
+        assert!(rig.sock().fin);
+        assert!(!rig.sock().abortive);
+    }
+
+    /// With echo still pending at the peer's FIN, our FIN waits until every byte is flushed.
+    #[test]
+    fn fin_waits_for_pending_output() {
+        let mut rig = echo_close_wait(20);
+        assert!(!rig.sock().fin);
+        assert_eq!(rig.conn.want(), Want { read: false, write: true });
+        rig.sock().window = 15;
+        assert_eq!(rig.writable(), Turn::Wait);
+        assert!(!rig.sock().fin);
+        rig.sock().window = BIG_WINDOW;
+        assert_eq!(rig.writable(), Turn::Closed(CloseReason::Peer));
+        assert_eq!(rig.take_written(), vec![b'x'; 20]);
+        assert!(rig.sock().fin);
+    }
+
+    /// Data and FIN under one edge: the FIN is found even though the data read was short.
+    #[test]
+    fn fin_behind_short_read_is_seen() {
+        let mut rig = echo_open();
+        rig.send(b"tiny");
+        rig.send_fin();
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Peer));
+        assert_eq!(rig.sock().reads, 2);
+    }
+
+    /// In CLOSE-WAIT nothing more is read (the peer sent FIN).
+    #[test]
+    fn no_reads_after_fin() {
+        let mut rig = echo_close_wait(5);
+        let reads = rig.sock().reads;
+        rig.readable();
+        assert_eq!(rig.sock().reads, reads);
+    }
+}
+
+mod closing {
+    use super::*;
+
+    /// A service that finishes with output stuck sends FIN only after the flush, and input
+    /// arriving meanwhile is read and discarded.
+    #[test]
+    fn flush_before_fin_discarding_input() {
+        let mut rig = Rig::new(Box::new(Daytime));
+        rig.sock().window = 4;
+        assert_eq!(rig.open(), Turn::Wait);
+        assert_eq!(rig.conn.state(), State::Closing);
+        assert!(!rig.sock().fin);
+        assert_eq!(rig.conn.want(), Want { read: true, write: true });
+
+        rig.send(b"ignored");
+        rig.readable();
+        assert_eq!(rig.stats.snapshot().bytes_discarded, 7);
+        assert_eq!(rig.stats.snapshot().bytes_in, 0);
+
+        rig.sock().window = BIG_WINDOW;
+        assert_eq!(rig.writable(), Turn::Wait);
+        assert!(rig.sock().fin);
+        assert_eq!(rig.conn.state(), State::Lingering);
+        let line = rig.take_written();
+        assert!(line.ends_with(b"Z\r\n"), "{line:?}");
+    }
+
+    /// The peer's FIN while we flush skips lingering: flush, FIN, closed.
+    #[test]
+    fn peer_fin_while_closing() {
+        let mut rig = Rig::new(Box::new(Daytime));
+        rig.sock().window = 4;
+        rig.open();
+        rig.send_fin();
+        rig.readable();
+        assert_eq!(rig.conn.state(), State::CloseWait);
+        rig.sock().window = BIG_WINDOW;
+        assert_eq!(rig.writable(), Turn::Closed(CloseReason::Peer));
+        assert!(rig.sock().fin);
+    }
+
+    /// Server shutdown from OPEN: pending output is flushed, then FIN, then lingering.
+    #[test]
+    fn shutdown_flushes_then_lingers() {
+        let mut rig = echo_open();
+        rig.sock().window = 2;
+        rig.send(b"abcd");
+        rig.readable();
+        assert_eq!(rig.shut_down(), Turn::Wait);
+        assert_eq!(rig.conn.state(), State::Closing);
+        rig.send(b"after shutdown");
+        rig.sock().window = BIG_WINDOW;
+        rig.turn(Ready {
+            readable: true,
+            writable: true,
+            closed: false,
+        });
+        assert_eq!(rig.take_written(), b"abcd", "nothing read after shutdown is echoed");
+        assert!(rig.sock().fin);
+        assert_eq!(rig.conn.state(), State::Lingering);
+    }
+}
+
+mod lingering {
+    use super::*;
+
+    /// After our FIN, input is discarded until the peer's FIN, which closes cleanly.
+    #[test]
+    fn discards_until_peer_fin() {
+        let mut rig = daytime_lingering();
+        rig.send(&[9; 100]);
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.stats.snapshot().bytes_discarded, 100);
+        rig.send_fin();
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Server));
+        assert!(!rig.sock().abortive);
+    }
+
+    /// A peer that never finishes is closed at the linger deadline.
+    #[test]
+    fn linger_timeout() {
+        let mut rig = daytime_lingering();
+        let deadline = rig.conn.deadline(&rig.limits).unwrap();
+        assert_eq!(deadline, Time(5_000));
+        rig.now = Time(4_999);
+        assert_eq!(rig.deadline(), Turn::Wait);
+        rig.now = deadline;
+        assert_eq!(rig.deadline(), Turn::Closed(CloseReason::LingerTimeout));
+    }
+
+    /// A lingering connection wants only READABLE.
+    #[test]
+    fn wants_read_only() {
+        let rig = daytime_lingering();
+        assert_eq!(rig.conn.want(), Want { read: true, write: false });
+    }
+}
+
+mod timeouts {
+    use super::*;
+
+    /// The idle deadline follows the last activity.
+    #[test]
+    fn idle_deadline_moves_with_activity() {
+        let mut rig = echo_open();
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(300_000)));
+        rig.now = Time(1_000);
+        rig.send(b"x");
+        rig.readable();
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(301_000)));
+        rig.now = Time(300_999);
+        assert_eq!(rig.deadline(), Turn::Wait);
+        rig.now = Time(301_000);
+        assert_eq!(rig.deadline(), Turn::Closed(CloseReason::Idle));
+        assert!(!rig.sock().abortive);
+    }
+
+    /// Output stuck with no progress is aborted with RST at the write-stall deadline.
+    #[test]
+    fn write_stall_aborts() {
+        let mut rig = echo_open();
+        rig.now = Time(10);
+        rig.sock().window = 0;
+        rig.send(b"stuck");
+        rig.readable();
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(30_010)));
+        rig.now = Time(30_010);
+        assert_eq!(rig.deadline(), Turn::Closed(CloseReason::WriteStall));
+        assert!(rig.sock().abortive);
+    }
+
+    /// Progress on a slow writer pushes the stall deadline out.
+    #[test]
+    fn progress_defers_stall() {
+        let mut rig = echo_open();
+        rig.sock().window = 1;
+        rig.send(b"slow");
+        rig.readable();
+        rig.now = Time(20_000);
+        rig.sock().window = 1;
+        rig.writable();
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(50_000)));
+    }
+
+    /// Timeouts set to off leave no deadline.
+    #[test]
+    fn disabled_timeouts() {
+        let mut limits = small_limits();
+        limits.idle_timeout = None;
+        limits.write_stall_timeout = None;
+        let mut rig = Rig::with_limits(Box::new(Echo), limits);
+        rig.open();
+        assert_eq!(rig.conn.deadline(&rig.limits), None);
+    }
+}
+
+mod streaming {
+    use super::*;
+
+    /// Chargen fills output only up to the high watermark and refills only as it drains, so
+    /// a reader that stops costs bounded memory.
+    #[test]
+    fn chargen_is_bounded_by_watermarks() {
+        let mut rig = Rig::new(Box::new(Chargen::new()));
+        rig.sock().window = 10;
+        assert_eq!(rig.open(), Turn::Wait);
+        assert_eq!(rig.conn.pending_output(), 22, "room filled to the high watermark");
+        for _ in 0..5 {
+            rig.readable();
+        }
+        assert_eq!(rig.conn.pending_output(), 22, "no growth without drain");
+        rig.sock().window = 20; // 22 -> 2 pending, below the low watermark: refill to 32
+        rig.writable();
+        assert_eq!(rig.take_written().len(), 30);
+        assert!(rig.conn.pending_output() <= 32);
+        assert!(rig.stats.snapshot().peak_pending_output <= 32);
+    }
+
+    /// Against a fast reader, chargen stops at the turn budget and asks to run again.
+    #[test]
+    fn chargen_yields_at_budget() {
+        let mut rig = Rig::new(Box::new(Chargen::new()));
+        assert_eq!(rig.open(), Turn::Again);
+        let first = rig.take_written().len();
+        // The budget (1024) plus the greeting, which is not counted against it.
+        assert_eq!(first, 1024 + 32);
+        assert_eq!(rig.turn(Ready::NONE), Turn::Again);
+    }
+
+    /// Chargen output is the RFC 864 pattern regardless of how the kernel splits writes.
+    #[test]
+    fn chargen_pattern_survives_partial_writes() {
+        let mut rig = Rig::new(Box::new(Chargen::new()));
+        rig.sock().window = 7;
+        rig.open();
+        for w in [1, 13, 74, 5, 40, 33] {
+            rig.sock().window = w;
+            rig.writable();
+        }
+        let got = rig.take_written();
+        let mut reference = crate::service::Harness::new(Chargen::new());
+        reference.high_watermark = got.len();
+        reference.connect();
+        assert_eq!(got, reference.take_output());
+    }
+}

@@ -1,0 +1,185 @@
+//! The loop's counters, kept in one place.
+//!
+//! Each loop owns one [`Stats`]. Only the loop thread writes; anyone holding the `Arc` (tests,
+//! the exit log, a future metrics endpoint) reads a [`Snapshot`]. Relaxed atomics are enough:
+//! every counter is independent, and a reader only needs each value to be one the loop wrote.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Graceful, after the peer's FIN: the normal end.
+    Peer,
+    /// Graceful, after our FIN (service finished or server draining) and the peer's FIN.
+    Server,
+    /// The peer reset the connection (ECONNRESET, EPIPE).
+    Reset,
+    /// Any other socket error.
+    Error,
+    /// No traffic for the idle timeout; closed gracefully.
+    Idle,
+    /// Output pending without progress for the write-stall timeout; aborted with RST.
+    WriteStall,
+    /// The peer did not finish within the linger timeout after our FIN.
+    LingerTimeout,
+    /// The service broke its contract (kept too much input unconsumed).
+    Protocol,
+    /// Still open at the end of the drain timeout on shutdown; aborted.
+    Forced,
+}
+
+impl CloseReason {
+    fn counter(self, stats: &Stats) -> &AtomicU64 {
+        match self {
+            CloseReason::Peer => &stats.closed_peer,
+            CloseReason::Server => &stats.closed_server,
+            CloseReason::Reset => &stats.closed_reset,
+            CloseReason::Error => &stats.closed_error,
+            CloseReason::Idle => &stats.closed_idle,
+            CloseReason::WriteStall => &stats.closed_write_stall,
+            CloseReason::LingerTimeout => &stats.closed_linger_timeout,
+            CloseReason::Protocol => &stats.closed_protocol,
+            CloseReason::Forced => &stats.closed_forced,
+        }
+    }
+}
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Live counters of one loop. See the [module documentation](self).
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
+        }
+
+        /// A copy of every counter at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct Snapshot {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl Stats {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $( $name: self.$name.load(Relaxed), )* }
+            }
+        }
+
+        impl fmt::Display for Snapshot {
+            /// One line of `key=value` pairs, for logs and line protocols.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut sep = "";
+                $( write!(f, "{sep}{}={}", stringify!($name), self.$name)?; sep = " "; )*
+                Ok(())
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections accepted.
+    accepted,
+    /// Connections open now.
+    active,
+    /// Closed after the peer's FIN.
+    closed_peer,
+    /// Closed after our FIN.
+    closed_server,
+    /// Closed by a reset from the peer.
+    closed_reset,
+    /// Closed by another socket error.
+    closed_error,
+    /// Closed by the idle timeout.
+    closed_idle,
+    /// Aborted by the write-stall timeout.
+    closed_write_stall,
+    /// Closed when lingering ran out.
+    closed_linger_timeout,
+    /// Closed for a service protocol violation.
+    closed_protocol,
+    /// Aborted at the drain deadline.
+    closed_forced,
+    /// Bytes read and handed to services.
+    bytes_in,
+    /// Bytes written (accepted by the kernel).
+    bytes_out,
+    /// Bytes read and dropped while closing or lingering.
+    bytes_discarded,
+    /// Times a connection stopped reading because its output reached the high watermark.
+    backpressure_pauses,
+    /// The largest pending output seen on any connection, in bytes.
+    peak_pending_output,
+    /// Times accepting was paused because descriptors or memory ran out.
+    accept_pauses,
+    /// Times accepting stopped at the connection limit.
+    accept_limit_stops,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn opened(&self) {
+        Stats::incr(&self.accepted);
+        Stats::incr(&self.active);
+    }
+
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        self.active.fetch_sub(1, Relaxed);
+        Stats::incr(reason.counter(self));
+    }
+
+    pub(crate) fn note_pending(&self, pending: usize) {
+        self.peak_pending_output.fetch_max(pending as u64, Relaxed);
+    }
+}
+
+impl Snapshot {
+    /// Connections closed for any reason.
+    pub fn closed(&self) -> u64 {
+        self.closed_peer
+            + self.closed_server
+            + self.closed_reset
+            + self.closed_error
+            + self.closed_idle
+            + self.closed_write_stall
+            + self.closed_linger_timeout
+            + self.closed_protocol
+            + self.closed_forced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opening and closing move `active` and the reason's counter together.
+    #[test]
+    fn open_close_accounting() {
+        let s = Stats::default();
+        s.opened();
+        s.opened();
+        s.closed(CloseReason::Reset);
+        let snap = s.snapshot();
+        assert_eq!((snap.accepted, snap.active, snap.closed_reset), (2, 1, 1));
+        assert_eq!(snap.closed(), 1);
+    }
+
+    /// The one-line form lists every counter as key=value.
+    #[test]
+    fn display_is_key_value() {
+        let s = Stats::default();
+        Stats::add(&s.bytes_in, 42);
+        let line = s.snapshot().to_string();
+        assert!(line.starts_with("accepted=0 active=0 "), "{line}");
+        assert!(line.contains(" bytes_in=42 "), "{line}");
+        assert!(!line.contains('\n'));
+    }
+}
