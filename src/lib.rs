@@ -1,8 +1,96 @@
-//! placeholder
-#![allow(missing_docs)]
+//! # loopd
+//!
+//! An event-loop network server built directly on readiness (epoll on Linux, kqueue on the
+//! BSDs and macOS) through [mio], and a codebase meant to be read by anyone learning I/O
+//! multiplexing.
+//!
+//! One thread runs one [`EventLoop`]: a `mio::Poll`, its listening sockets, and a slab of
+//! [`Connection`](connection::Connection) state machines, each with a read and a write buffer
+//! that exist only while they hold bytes. Readiness is edge-triggered, so every part of the
+//! loop follows the ten invariants in `docs/02-event-loop.md`: drain or remember, write
+//! eagerly and register lazily, stop reading at the high watermark and resume by reading,
+//! half-close as two halves, close without losing data, keep errors local, accept until
+//! `WouldBlock` and pause on exhaustion, never misroute a stale token, let memory follow
+//! work, and keep time in a deadline structure rather than a sweep.
+//!
+//! # Layout
+//!
+//! A suggested reading order, one concern per module:
+//!
+//! 1. [`service`] — the public trait a protocol implements, and the built-in echo, discard,
+//!    chargen and daytime. Pure bytes in, bytes out: no sockets.
+//! 2. [`buffer`] — a byte queue that allocates lazily and gives its memory back when empty.
+//! 3. [`connection`] — the state machine (`Open`, `CloseWait`, `Closing`, `Lingering`,
+//!    `Closed`): partial reads and writes, backpressure, half-close, lingering close. Tested
+//!    without sockets.
+//! 4. [`timer`] — deadlines (idle, write stall, linger) in an ordered set with lazy re-arming.
+//! 5. [`listener`] — socket2 set-up and what each `accept()` error means.
+//! 6. [`event_loop`] — `Poll`, tokens, the run queue, accepting, shutdown. The only module,
+//!    with `listener`, that touches mio.
+//! 7. [`config`], [`stats`], [`rlimit`] — tunables with their reasons, counters, and the
+//!    open-files limit.
+//!
+//! # Writing a service
+//!
+//! A service sees only bytes. This one answers every complete line with its length, waits
+//! for the rest of a partial line by consuming only whole lines, and is served on an
+//! ephemeral loopback port:
+//!
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::net::{SocketAddr, TcpStream};
+//! use std::sync::Arc;
+//! use loopd::service::{Output, Service, ServiceFactory};
+//! use loopd::{Config, EventLoop};
+//!
+//! struct LineLength;
+//!
+//! impl Service for LineLength {
+//!     fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize {
+//!         let mut used = 0;
+//!         while let Some(n) = input[used..].iter().position(|&b| b == b'\n') {
+//!             out.write(format!("{}\n", n).as_bytes());
+//!             used += n + 1;
+//!         }
+//!         used // an incomplete line stays buffered until the rest arrives
+//!     }
+//! }
+//!
+//! let factory: Arc<dyn ServiceFactory> =
+//!     Arc::new(|_peer: SocketAddr| Box::new(LineLength) as Box<dyn Service>);
+//! let addr: SocketAddr = "127.0.0.1:0".parse()?;
+//! let server = EventLoop::serve(&Config::default(), [(addr, factory)])?;
+//! let addr = server.local_addrs()[0];
+//! let handle = server.handle();
+//! let thread = std::thread::spawn(move || server.run());
+//!
+//! let mut client = TcpStream::connect(addr)?;
+//! client.write_all(b"hello\nwor")?;
+//! client.write_all(b"ld!\n")?;
+//! let mut lines = BufReader::new(client).lines();
+//! assert_eq!(lines.next().unwrap()?, "5");
+//! assert_eq!(lines.next().unwrap()?, "6");
+//! drop(lines); // our FIN: the server's lingering close ends at once
+//!
+//! handle.shutdown();
+//! thread.join().unwrap()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [mio]: https://docs.rs/mio
+
+#![deny(missing_docs)]
+
 pub mod buffer;
 pub mod config;
 pub mod connection;
+pub mod event_loop;
+pub mod listener;
+pub mod rlimit;
 pub mod service;
 pub mod stats;
 pub mod timer;
+
+pub use config::Config;
+pub use event_loop::{EventLoop, Exit, Handle};
+pub use service::{Output, Service, ServiceFactory};

@@ -1,1 +1,236 @@
-fn main() {}
+//! `loopd`: flags in, a validated [`Config`] out, then the library runs the loop.
+//!
+//! Exit status: 0 after a graceful shutdown, 1 on a runtime failure or a second signal,
+//! 2 for bad flags.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use log::{error, info, warn};
+
+use loopd::config::{self, nonzero, parse_duration, parse_size, Config, Limits, ListenSpec};
+use loopd::{rlimit, EventLoop, Exit};
+
+/// An edge-triggered event-loop server for echo, discard, chargen and daytime.
+///
+/// Sizes take units (256KiB, 1MiB); durations take units (30s, 5m, 250ms); 0 turns a
+/// timeout off. RUST_LOG overrides -v/-q.
+#[derive(Debug, Parser)]
+#[command(version, about, max_term_width = 100)]
+struct Args {
+    /// Serve SERVICE (echo, discard, chargen, daytime) on ADDR; repeatable. IPv6 as [::1]:7;
+    /// [::] listens on IPv4 and IPv6. Default: loopback only, so a bare loopd exposes nothing.
+    #[arg(short, long = "listen", value_name = "SERVICE=ADDR", default_value = config::DEFAULT_LISTEN)]
+    listen: Vec<ListenSpec>,
+
+    /// Connections served at once; more wait in the kernel backlog. Lowered at start-up if
+    /// the open-files limit cannot hold them.
+    #[arg(long, value_name = "N", default_value = "10000")]
+    max_connections: usize,
+
+    /// Close a connection with no traffic for this long; reclaims descriptors from vanished
+    /// peers.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+
+    /// Abort (RST) a connection whose pending output has not moved for this long: its peer
+    /// stopped reading.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    write_stall_timeout: Duration,
+
+    /// After our FIN, read and discard the peer's data for at most this long, so closing never
+    /// resets a reply the peer has not read.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    linger_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, let connections flush and close for this long, then abort the rest
+    /// (twice the linger timeout, so a lingering close completes).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+
+    /// Stop reading from a connection when this much output is pending for it; bounds the
+    /// memory one slow reader can cost.
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
+    high_watermark: usize,
+
+    /// Resume reading when pending output falls below this; the gap keeps a connection from
+    /// flapping between paused and reading.
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    low_watermark: usize,
+
+    /// Read at most this much from one connection per loop turn before serving the others;
+    /// keeps one bulk sender from delaying everyone.
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
+    read_budget: usize,
+
+    /// Listen backlog (capped by net.core.somaxconn); large enough to ride out connect bursts,
+    /// where mio's own bind uses 128.
+    #[arg(long, value_name = "N", default_value = "1024")]
+    backlog: u32,
+
+    /// TCP_NODELAY on accepted connections; small replies are not held back for delayed ACKs.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch)]
+    tcp_nodelay: bool,
+
+    /// TCP keepalive idle time on accepted connections (0 = off); finds peers that vanished
+    /// without a FIN.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    tcp_keepalive: Duration,
+
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Less logging (-q warnings only, -qq errors only).
+    #[arg(short, long, action = ArgAction::Count)]
+    quiet: u8,
+}
+
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("'{s}' is not on or off")),
+    }
+}
+
+impl Args {
+    /// Raw flags to a validated configuration.
+    fn into_config(self) -> Result<Config, config::ConfigError> {
+        let config = Config {
+            listen: self.listen,
+            max_connections: self.max_connections,
+            drain_timeout: self.drain_timeout,
+            backlog: self.backlog,
+            nodelay: self.tcp_nodelay,
+            keepalive: nonzero(self.tcp_keepalive),
+            limits: Limits {
+                high_watermark: self.high_watermark,
+                low_watermark: self.low_watermark,
+                read_budget: self.read_budget,
+                idle_timeout: nonzero(self.idle_timeout),
+                write_stall_timeout: nonzero(self.write_stall_timeout),
+                linger_timeout: self.linger_timeout,
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn log_level(&self) -> log::LevelFilter {
+        use log::LevelFilter::*;
+        match (self.verbose, self.quiet) {
+            (0, 0) => Info,
+            (1, _) => Debug,
+            (v, _) if v >= 2 => Trace,
+            (_, 1) => Warn,
+            _ => Error,
+        }
+    }
+}
+
+/// Raises the open-files limit and lowers the connection limit if it still cannot fit.
+fn fit_descriptors(config: &mut Config) {
+    match rlimit::raise_nofile_limit() {
+        Ok(nofile) => {
+            let fit = rlimit::connections_that_fit(nofile);
+            if config.max_connections > fit {
+                warn!(
+                    "open-files limit is {nofile}: lowering max connections from {} to {fit}",
+                    config.max_connections
+                );
+                config.max_connections = fit.max(1);
+            }
+        }
+        Err(e) => warn!("cannot read or raise the open-files limit: {e}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::new()
+        .filter_level(args.log_level())
+        .parse_default_env()
+        .init();
+    let mut config = match args.into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("loopd: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    fit_descriptors(&mut config);
+
+    let mut server = match EventLoop::new(&config) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = server.handle_signals() {
+        error!("cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    let listening: Vec<String> = config
+        .listen
+        .iter()
+        .zip(server.local_addrs())
+        .map(|(spec, addr)| format!("{}={addr}", spec.service))
+        .collect();
+    info!(
+        "listening on {} (max {} connections)",
+        listening.join(" "),
+        config.max_connections
+    );
+
+    match server.run() {
+        Ok(Exit::Drained | Exit::DrainTimeout { .. }) => ExitCode::SUCCESS,
+        Ok(Exit::Interrupted { .. }) => ExitCode::from(1),
+        Err(e) => {
+            error!("event loop failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The flag defaults are exactly the library's documented defaults.
+    #[test]
+    fn flag_defaults_match_config_defaults() {
+        let config = Args::parse_from(["loopd"]).into_config().unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    /// The clap definition is internally consistent.
+    #[test]
+    fn clap_definition() {
+        Args::command().debug_assert();
+    }
+
+    /// Repeated --listen gives several listeners; human units parse.
+    #[test]
+    fn listen_and_units() {
+        let c = Args::parse_from([
+            "loopd",
+            "--listen",
+            "echo=127.0.0.1:0",
+            "-l",
+            "daytime=[::1]:0",
+            "--high-watermark",
+            "1MiB",
+            "--idle-timeout",
+            "0",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.limits.high_watermark, 1 << 20);
+        assert_eq!(c.limits.idle_timeout, None);
+    }
+}

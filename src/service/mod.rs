@@ -42,7 +42,9 @@ use std::sync::Arc;
 use crate::buffer::Buffer;
 
 /// A per-connection protocol handler. See the [module documentation](self).
-pub trait Service {
+///
+/// `Send` so that a loop can be built on one thread and run on another.
+pub trait Service: Send {
     /// The connection was accepted. Default: nothing.
     fn on_connect(&mut self, out: &mut Output<'_>) {
         let _ = out;

@@ -1,0 +1,672 @@
+//! The event loop: one `Poll`, its listeners, a slab of connections, a run queue and a set
+//! of deadlines.
+//!
+//! One turn of [`EventLoop::run`]:
+//!
+//! 1. **Poll** with a timeout that is zero while the run queue or a listener has work left,
+//!    and otherwise the time to the next deadline (or forever).
+//! 2. **Dispatch** each event: connections get a [`Connection::turn`] with the readiness;
+//!    listeners are marked ready; signals and the shutdown [`Handle`] start draining.
+//! 3. **Accept** from ready listeners until `WouldBlock`, the connection limit, or descriptor
+//!    exhaustion (which pauses accepting on a timer). Existing connections were served first.
+//! 4. **Run queue**: connections that used up their budget last turn run again, without an
+//!    event, so a budget never loses a wakeup.
+//! 5. **Deadlines** that came due are handed to their connections.
+//!
+//! # Tokens
+//!
+//! A slab key is reused as soon as a connection is removed, but the same poll batch, the run
+//! queue or the deadline set may still name the old occupant. Each token therefore carries
+//! the low 32 bits of the connection's serial number beside its slab key, and a lookup whose
+//! serial does not match is ignored (DESIGN.md invariant 8). Tokens with serial 0 belong to
+//! the loop itself: listeners, signals, the waker.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::buffer::Buffer;
+use crate::config::{Config, Limits};
+use crate::connection::{Connection, Context, Ready, Socket, Turn, Want};
+use crate::listener::{self, Accepted, Listener};
+use crate::service::ServiceFactory;
+use crate::stats::{CloseReason, Snapshot, Stats};
+use crate::timer::{Clock, Time, Timers};
+
+/// Size of the loop's shared read buffer. 64 KiB takes a loopback burst in one read (the
+/// loopback MTU is 64 KiB) and still fits in L2 cache; it is allocated once per loop, not per
+/// connection.
+pub const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Events taken from the kernel per `poll`. Larger batches amortise the system call; 1024 is
+/// where the gain flattens out while keeping the array (12 bytes per event) small.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Connections accepted per listener per turn before serving others. Accepting until
+/// `WouldBlock` under a connect flood would starve established connections.
+const ACCEPT_BUDGET: usize = 256;
+
+/// How long accepting pauses after `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM`. Long enough that an
+/// exhausted server costs a few system calls a second; short enough that a freed descriptor
+/// is used promptly.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Minimum interval between two "accept paused" warnings; the ones in between are counted.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+const SIGNAL_KEY: usize = u32::MAX as usize - 1;
+const WAKER_KEY: usize = u32::MAX as usize;
+
+/// What a token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Listener(usize),
+    Signals,
+    Waker,
+    Connection { key: usize, serial: u32 },
+}
+
+fn conn_token(key: usize, serial: u64) -> Token {
+    Token(((serial as u32 as usize) << 32) | key)
+}
+
+fn loop_token(key: usize) -> Token {
+    Token(key)
+}
+
+fn decode(token: Token) -> Target {
+    let (serial, key) = ((token.0 >> 32) as u32, token.0 & 0xFFFF_FFFF);
+    match (serial, key) {
+        (0, SIGNAL_KEY) => Target::Signals,
+        (0, WAKER_KEY) => Target::Waker,
+        (0, i) => Target::Listener(i),
+        (serial, key) => Target::Connection { key, serial },
+    }
+}
+
+fn interest(want: Want) -> Option<Interest> {
+    match (want.read, want.write) {
+        (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+        (true, false) => Some(Interest::READABLE),
+        (false, true) => Some(Interest::WRITABLE),
+        (false, false) => None,
+    }
+}
+
+impl Socket for TcpStream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        TcpStream::shutdown(self, std::net::Shutdown::Write)
+    }
+
+    fn set_abortive(&mut self) {
+        if let Err(e) = listener::set_abortive_close(self) {
+            debug!("SO_LINGER 0 failed: {e}");
+        }
+    }
+}
+
+/// How [`EventLoop::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Shutdown was requested and every connection closed in time.
+    Drained,
+    /// The drain timeout passed; this many connections were aborted.
+    DrainTimeout {
+        /// Connections still open at the deadline.
+        forced: usize,
+    },
+    /// A second shutdown request arrived while draining; this many connections were dropped.
+    Interrupted {
+        /// Connections still open.
+        open: usize,
+    },
+}
+
+/// What a [`Handle`] shares with its loop.
+struct Shared {
+    waker: Waker,
+    shutdown_requests: AtomicU32,
+    stats: Arc<Stats>,
+}
+
+/// Controls a running loop from another thread.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Requests a graceful shutdown, like SIGTERM. A second request exits at once.
+    pub fn shutdown(&self) {
+        self.shared.shutdown_requests.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.shared.waker.wake() {
+            warn!("could not wake the event loop: {e}");
+        }
+    }
+
+    /// The loop's counters now.
+    pub fn stats(&self) -> Snapshot {
+        self.shared.stats.snapshot()
+    }
+}
+
+/// One slab entry: a connection plus what the loop tracks about it.
+struct Slot {
+    conn: Connection<TcpStream>,
+    serial: u64,
+    /// The interest currently registered with the poller.
+    registered: Interest,
+    /// Already on the run queue.
+    queued: bool,
+}
+
+/// What a turn borrows from the loop, kept apart from the slab so both can be borrowed at
+/// once.
+struct TurnKit {
+    limits: Limits,
+    scratch: Box<[u8]>,
+    out_scratch: Buffer,
+    stats: Arc<Stats>,
+}
+
+impl TurnKit {
+    fn cx(&mut self, now: Time) -> Context<'_> {
+        Context {
+            now,
+            limits: &self.limits,
+            scratch: &mut self.scratch,
+            out_scratch: &mut self.out_scratch,
+            stats: &self.stats,
+        }
+    }
+}
+
+/// Accept pausing after resource exhaustion, and its rate-limited log.
+#[derive(Default)]
+struct AcceptPause {
+    until: Option<Time>,
+    last_log: Option<Time>,
+    suppressed: u64,
+}
+
+/// The event loop. See the [module documentation](self).
+pub struct EventLoop {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    conns: Slab<Slot>,
+    next_serial: u64,
+    run_queue: VecDeque<Token>,
+    timers: Timers<Token>,
+    clock: Clock,
+    now: Time,
+    kit: TurnKit,
+    max_connections: usize,
+    nodelay: bool,
+    keepalive: Option<Duration>,
+    drain_timeout: Duration,
+    accept_pause: AcceptPause,
+    /// Accepting stopped at the connection limit.
+    at_limit: bool,
+    /// Set once draining: the drain deadline.
+    draining: Option<Time>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    shared: Arc<Shared>,
+    /// Shutdown requests through the handle already acted on.
+    handled_requests: u32,
+}
+
+impl EventLoop {
+    /// Binds the built-in services named in `config.listen`.
+    pub fn new(config: &Config) -> io::Result<EventLoop> {
+        let listeners = config
+            .listen
+            .iter()
+            .map(|spec| (spec.addr, spec.service.factory()));
+        EventLoop::serve(config, listeners)
+    }
+
+    /// Binds each address with its service factory; `config.listen` is ignored. This is how a
+    /// program serves its own [`Service`](crate::service::Service).
+    pub fn serve(
+        config: &Config,
+        listeners: impl IntoIterator<Item = (SocketAddr, Arc<dyn ServiceFactory>)>,
+    ) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        let mut bound = Vec::new();
+        for (i, (addr, factory)) in listeners.into_iter().enumerate() {
+            let mut l = Listener::bind(addr, config.backlog, factory)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            poll.registry()
+                .register(l.source(), loop_token(i), Interest::READABLE)?;
+            bound.push(l);
+        }
+        let stats = Arc::new(Stats::default());
+        let shared = Arc::new(Shared {
+            waker: Waker::new(poll.registry(), loop_token(WAKER_KEY))?,
+            shutdown_requests: AtomicU32::new(0),
+            stats: Arc::clone(&stats),
+        });
+        let clock = Clock::new();
+        Ok(EventLoop {
+            poll,
+            listeners: bound,
+            // Reserve the whole slab up front: the untouched part costs address space, not
+            // memory, and the slab never stalls the loop to copy itself while growing.
+            conns: Slab::with_capacity(config.max_connections),
+            next_serial: 0,
+            run_queue: VecDeque::new(),
+            timers: Timers::new(),
+            now: clock.now(),
+            clock,
+            kit: TurnKit {
+                limits: config.limits.clone(),
+                scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+                out_scratch: Buffer::new(),
+                stats,
+            },
+            max_connections: config.max_connections,
+            nodelay: config.nodelay,
+            keepalive: config.keepalive,
+            drain_timeout: config.drain_timeout,
+            accept_pause: AcceptPause::default(),
+            at_limit: false,
+            draining: None,
+            signals: None,
+            shared,
+            handled_requests: 0,
+        })
+    }
+
+    /// The bound addresses, in listener order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(Listener::local_addr).collect()
+    }
+
+    /// A handle to stop the loop or read its counters from another thread.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one exits at once).
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?;
+        self.poll
+            .registry()
+            .register(&mut signals, loop_token(SIGNAL_KEY), Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Runs until shut down. Only a failing `poll` is an error.
+    pub fn run(mut self) -> io::Result<Exit> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = self.clock.now();
+            for event in events.iter() {
+                if let Some(exit) = self.dispatch(event) {
+                    return Ok(self.finish(exit));
+                }
+            }
+            self.accept();
+            self.run_queued();
+            self.expire();
+            if let Some(exit) = self.check_drained() {
+                return Ok(self.finish(exit));
+            }
+        }
+    }
+
+    /// How long `poll` may sleep: not at all while work is queued, otherwise until the next
+    /// deadline of any kind.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.run_queue.is_empty() || self.may_accept() && self.listeners.iter().any(|l| l.ready) {
+            return Some(Duration::ZERO);
+        }
+        let next = [
+            self.timers.next_deadline(),
+            self.accept_pause.until,
+            self.draining,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        next.map(|t| self.clock.now().until(t))
+    }
+
+    fn dispatch(&mut self, event: &Event) -> Option<Exit> {
+        match decode(event.token()) {
+            Target::Connection { key, serial } => {
+                let ready = Ready {
+                    readable: event.is_readable(),
+                    writable: event.is_writable(),
+                    closed: event.is_read_closed() || event.is_error(),
+                };
+                self.turn(key, serial, ready);
+            }
+            Target::Listener(i) => self.listeners[i].ready = true,
+            Target::Signals => {
+                let count = match &mut self.signals {
+                    Some(signals) => signals.pending().count(),
+                    None => 0,
+                };
+                for _ in 0..count {
+                    if let Some(exit) = self.shutdown_requested("signal") {
+                        return Some(exit);
+                    }
+                }
+            }
+            Target::Waker => {
+                let requests = self.shared.shutdown_requests.load(Ordering::SeqCst);
+                while self.handled_requests < requests {
+                    self.handled_requests += 1;
+                    if let Some(exit) = self.shutdown_requested("handle") {
+                        return Some(exit);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The first request drains; the second exits at once.
+    fn shutdown_requested(&mut self, from: &str) -> Option<Exit> {
+        if self.draining.is_some() {
+            warn!("second shutdown request ({from}): exiting now");
+            return Some(Exit::Interrupted {
+                open: self.conns.len(),
+            });
+        }
+        self.begin_drain(from);
+        None
+    }
+
+    /// Stops accepting and asks every connection to flush, half-close and linger.
+    fn begin_drain(&mut self, from: &str) {
+        info!(
+            "shutdown requested ({from}): draining {} connections (up to {:?})",
+            self.conns.len(),
+            self.drain_timeout
+        );
+        self.draining = Some(self.now.after(self.drain_timeout));
+        // Closing the listening sockets makes new clients fail fast instead of queueing in a
+        // backlog nobody will accept from.
+        self.listeners.clear();
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let slot = &mut self.conns[key];
+            let turn = slot.conn.shut_down(&mut self.kit.cx(self.now));
+            self.after_turn(key, turn);
+        }
+    }
+
+    fn check_drained(&mut self) -> Option<Exit> {
+        let deadline = self.draining?;
+        if self.conns.is_empty() {
+            return Some(Exit::Drained);
+        }
+        if self.now < deadline {
+            return None;
+        }
+        let forced = self.conns.len();
+        warn!("drain timeout: aborting {forced} connections");
+        for (_, slot) in self.conns.iter_mut() {
+            slot.conn.abort();
+            self.kit.stats.closed(CloseReason::Forced);
+        }
+        self.conns.clear();
+        Some(Exit::DrainTimeout { forced })
+    }
+
+    fn finish(&self, exit: Exit) -> Exit {
+        info!("exit: {exit:?}; {}", self.kit.stats.snapshot());
+        exit
+    }
+
+    /// One turn for the connection at `key`, if it is still the one the token named.
+    fn turn(&mut self, key: usize, serial: u32, ready: Ready) {
+        let Some(slot) = self.conns.get_mut(key) else { return };
+        if slot.serial as u32 != serial {
+            return;
+        }
+        let turn = slot.conn.turn(&mut self.kit.cx(self.now), ready);
+        self.after_turn(key, turn);
+    }
+
+    /// Applies a turn's outcome: close, or update interest, run queue and deadline.
+    fn after_turn(&mut self, key: usize, turn: Turn) {
+        let slot = &mut self.conns[key];
+        let token = conn_token(key, slot.serial);
+        if let Turn::Closed(reason) = turn {
+            self.timers.disarm(&mut slot.conn.timer, token);
+            debug!("conn {}: closed ({reason:?})", slot.serial);
+            self.kit.stats.closed(reason);
+            // Dropping the stream closes the descriptor, which also removes it from the epoll
+            // set: no deregister call needed.
+            self.conns.remove(key);
+            return;
+        }
+        if turn == Turn::Again && !slot.queued {
+            slot.queued = true;
+            self.run_queue.push_back(token);
+        }
+        // Interest is derived from state; the poller is told only when it changes.
+        if let Some(wanted) = interest(slot.conn.want()) {
+            if wanted != slot.registered {
+                if let Err(e) = self
+                    .poll
+                    .registry()
+                    .reregister(slot.conn.socket_mut(), token, wanted)
+                {
+                    warn!("conn {}: reregister failed: {e}", slot.serial);
+                    self.timers.disarm(&mut slot.conn.timer, token);
+                    self.kit.stats.closed(CloseReason::Error);
+                    self.conns.remove(key);
+                    return;
+                }
+                slot.registered = wanted;
+            }
+        }
+        let deadline = slot.conn.deadline(&self.kit.limits);
+        self.timers.arm(&mut slot.conn.timer, deadline, token);
+    }
+
+    /// Connections that used up their budget run again, in order. Only those queued before
+    /// this pass run now; one that queues itself again waits for the next turn, after the
+    /// next poll, so it cannot starve the others.
+    fn run_queued(&mut self) {
+        for _ in 0..self.run_queue.len() {
+            let Some(token) = self.run_queue.pop_front() else { break };
+            let Target::Connection { key, serial } = decode(token) else { continue };
+            match self.conns.get_mut(key) {
+                Some(slot) if slot.serial as u32 == serial => slot.queued = false,
+                _ => continue,
+            }
+            self.turn(key, serial, Ready::NONE);
+        }
+    }
+
+    /// Hands due deadlines to their connections.
+    fn expire(&mut self) {
+        while let Some((at, token)) = self.timers.pop_due(self.now) {
+            let Target::Connection { key, serial } = decode(token) else { continue };
+            let Some(slot) = self.conns.get_mut(key) else { continue };
+            if slot.serial as u32 != serial || !Timers::<Token>::fired(&mut slot.conn.timer, at) {
+                continue;
+            }
+            let turn = slot.conn.on_deadline(&mut self.kit.cx(self.now));
+            self.after_turn(key, turn);
+        }
+    }
+
+    fn may_accept(&self) -> bool {
+        self.draining.is_none()
+            && self.conns.len() < self.max_connections
+            && self.accept_pause.until.is_none()
+    }
+
+    /// Accepts from every ready listener, within the limits.
+    fn accept(&mut self) {
+        if let Some(until) = self.accept_pause.until {
+            if self.now < until {
+                return;
+            }
+            // Edge-triggered: no new edge will report connections already waiting, so retry.
+            self.accept_pause.until = None;
+            self.listeners.iter_mut().for_each(|l| l.ready = true);
+        }
+        for i in 0..self.listeners.len() {
+            let mut budget = ACCEPT_BUDGET;
+            while self.listeners[i].ready && budget > 0 {
+                if self.conns.len() >= self.max_connections {
+                    // Leave the rest in the kernel backlog; `ready` stays set, so the first
+                    // close lets the next turn accept again.
+                    if !self.at_limit {
+                        self.at_limit = true;
+                        Stats::incr(&self.kit.stats.accept_limit_stops);
+                        info!("connection limit ({}) reached; pausing accept", self.max_connections);
+                    }
+                    return;
+                }
+                budget -= 1;
+                match self.listeners[i].accept() {
+                    Accepted::Stream(stream, peer) => self.add(i, stream, peer),
+                    Accepted::Drained => self.listeners[i].ready = false,
+                    Accepted::Skip(e) => debug!("accept: connection lost before accept: {e}"),
+                    Accepted::Exhausted(e) => {
+                        self.pause_accept(&e);
+                        return;
+                    }
+                }
+            }
+        }
+        if self.at_limit && self.conns.len() < self.max_connections {
+            self.at_limit = false;
+            debug!("below the connection limit; accepting again");
+        }
+    }
+
+    fn pause_accept(&mut self, e: &io::Error) {
+        self.accept_pause.until = Some(self.now.after(ACCEPT_PAUSE));
+        Stats::incr(&self.kit.stats.accept_pauses);
+        let p = &mut self.accept_pause;
+        let due = p
+            .last_log
+            .is_none_or(|t| self.now >= t.after(ACCEPT_LOG_INTERVAL));
+        if due {
+            warn!(
+                "accept failed: {e}; pausing accept for {ACCEPT_PAUSE:?} ({} similar suppressed, {} connections open)",
+                p.suppressed,
+                self.conns.len()
+            );
+            p.last_log = Some(self.now);
+            p.suppressed = 0;
+        } else {
+            p.suppressed += 1;
+        }
+    }
+
+    /// Sets up an accepted stream: options, service, greeting, registration, deadline.
+    fn add(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
+        if let Err(e) = listener::configure_stream(&stream, self.nodelay, self.keepalive) {
+            debug!("socket options for {peer}: {e}");
+        }
+        self.next_serial += 1;
+        if self.next_serial as u32 == 0 {
+            // Serial 0 (mod 2^32) marks the loop's own tokens.
+            self.next_serial += 1;
+        }
+        let serial = self.next_serial;
+        let service = self.listeners[listener].factory().new_service(peer);
+        let mut conn = Connection::new(stream, service, serial, self.now);
+        self.kit.stats.opened();
+        debug!("conn {serial}: accepted from {peer}");
+
+        let turn = conn.open(&mut self.kit.cx(self.now));
+        if let Turn::Closed(reason) = turn {
+            self.kit.stats.closed(reason);
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let token = conn_token(key, serial);
+        let registered = interest(conn.want()).unwrap_or(Interest::READABLE);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(conn.socket_mut(), token, registered)
+        {
+            warn!("conn {serial}: register failed: {e}");
+            self.kit.stats.closed(CloseReason::Error);
+            return;
+        }
+        entry.insert(Slot {
+            conn,
+            serial,
+            registered,
+            queued: false,
+        });
+        self.after_turn(key, turn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tokens round-trip, and loop tokens never collide with connection tokens.
+    #[test]
+    fn token_codec() {
+        let t = conn_token(42, 7);
+        assert_eq!(decode(t), Target::Connection { key: 42, serial: 7 });
+        assert_eq!(decode(loop_token(3)), Target::Listener(3));
+        assert_eq!(decode(loop_token(SIGNAL_KEY)), Target::Signals);
+        assert_eq!(decode(loop_token(WAKER_KEY)), Target::Waker);
+        // Only the low 32 bits of the serial travel in the token.
+        assert_eq!(
+            decode(conn_token(1, (5u64 << 32) | 9)),
+            Target::Connection { key: 1, serial: 9 }
+        );
+    }
+
+    /// A token for a slot's previous occupant does not match the new occupant.
+    #[test]
+    fn stale_token_is_rejected() {
+        let old = conn_token(0, 1);
+        let new = conn_token(0, 2);
+        assert_ne!(old, new);
+        let Target::Connection { serial, .. } = decode(old) else { panic!() };
+        assert_ne!(serial, 2);
+    }
+
+    /// Interest is empty only when nothing is wanted.
+    #[test]
+    fn interest_from_want() {
+        assert_eq!(interest(Want { read: true, write: false }), Some(Interest::READABLE));
+        assert_eq!(
+            interest(Want { read: true, write: true }),
+            Some(Interest::READABLE | Interest::WRITABLE)
+        );
+        assert_eq!(interest(Want { read: false, write: false }), None);
+    }
+}

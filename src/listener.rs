@@ -1,0 +1,183 @@
+//! Listening sockets: how they are set up, and what an `accept()` result means.
+//!
+//! The socket is built with socket2 rather than `mio::net::TcpListener::bind`, because mio's
+//! bind fixes the backlog at 128 and offers no say over `IPV6_V6ONLY`. Everything per
+//! connection lives in the connection module; the loop decides *when* to accept.
+//!
+//! `accept()` errors fall into three groups (DESIGN.md invariant 7), returned as
+//! [`Accepted`] values rather than errors because every one of them is expected:
+//!
+//! * `WouldBlock` — the backlog is empty: stop until the next readable edge.
+//! * `ECONNABORTED` and the network errors Linux reports for a connection that died in the
+//!   backlog (`EPROTO`, `ENETDOWN`, …) — that one connection is gone: continue.
+//! * `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM` — the process or system is out of descriptors or
+//!   memory. Retrying at once would fail again forever (the classic 100%-CPU accept loop), so
+//!   the loop pauses accepting on a timer and leaves the connections in the kernel backlog.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+
+use crate::service::ServiceFactory;
+
+/// What one `accept()` produced.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A new connection.
+    Stream(TcpStream, SocketAddr),
+    /// The backlog is empty.
+    Drained,
+    /// That connection died before we took it; try the next.
+    Skip(io::Error),
+    /// Out of descriptors or memory: pause accepting.
+    Exhausted(io::Error),
+}
+
+/// A bound listening socket and the service its connections get.
+pub struct Listener {
+    socket: TcpListener,
+    local: SocketAddr,
+    factory: Arc<dyn ServiceFactory>,
+    /// A readable edge was seen and the backlog may not be empty yet.
+    pub(crate) ready: bool,
+}
+
+impl Listener {
+    /// Binds `addr` with `backlog`. An unspecified IPv6 address (`[::]`) is dual-stack; any
+    /// other IPv6 address is IPv6-only, so `[::1]` and `127.0.0.1` can be bound side by side.
+    pub fn bind(
+        addr: SocketAddr,
+        backlog: u32,
+        factory: Arc<dyn ServiceFactory>,
+    ) -> io::Result<Listener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // Restarting must not wait for old connections in TIME-WAIT to expire.
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(!addr.ip().is_unspecified())?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+        let socket = TcpListener::from_std(socket.into());
+        let local = socket.local_addr()?;
+        Ok(Listener {
+            socket,
+            local,
+            factory,
+            // A client may connect before the first poll; the registration reports it, but
+            // checking once costs one accept() and makes no assumption about that.
+            ready: true,
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The service factory for this listener's connections.
+    pub fn factory(&self) -> &dyn ServiceFactory {
+        self.factory.as_ref()
+    }
+
+    /// The mio source, for registration.
+    pub(crate) fn source(&mut self) -> &mut TcpListener {
+        &mut self.socket
+    }
+
+    /// Accepts one connection and classifies the outcome.
+    pub fn accept(&self) -> Accepted {
+        loop {
+            match self.socket.accept() {
+                Ok((stream, peer)) => return Accepted::Stream(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return classify_accept_error(e),
+            }
+        }
+    }
+}
+
+fn classify_accept_error(e: io::Error) -> Accepted {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => Accepted::Exhausted(e),
+        // accept(2): "Linux passes already-pending network errors on the new socket as an
+        // error code from accept() ... should be treated like EAGAIN by retrying."
+        Some(
+            libc::ECONNABORTED
+            | libc::EPROTO
+            | libc::ENOPROTOOPT
+            | libc::ENETDOWN
+            | libc::ENONET
+            | libc::EHOSTDOWN
+            | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ENETUNREACH
+            | libc::EPERM,
+        ) => Accepted::Skip(e),
+        // Anything else is unexpected; pausing is the safe answer (no busy loop).
+        _ => Accepted::Exhausted(e),
+    }
+}
+
+/// Per-connection socket options, applied right after accept.
+pub fn configure_stream(
+    stream: &TcpStream,
+    nodelay: bool,
+    keepalive: Option<Duration>,
+) -> io::Result<()> {
+    if nodelay {
+        stream.set_nodelay(true)?;
+    }
+    if let Some(idle) = keepalive {
+        SockRef::from(stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    Ok(())
+}
+
+/// Makes the socket's close send RST instead of FIN (`SO_LINGER` with a zero timeout).
+pub fn set_abortive_close(stream: &TcpStream) -> io::Result<()> {
+    SockRef::from(stream).set_linger(Some(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::Builtin;
+
+    /// Port 0 is resolved to the bound port.
+    #[test]
+    fn binds_port_zero() {
+        let l = Listener::bind("127.0.0.1:0".parse().unwrap(), 16, Builtin::Echo.factory()).unwrap();
+        assert_ne!(l.local_addr().port(), 0);
+        assert!(matches!(l.accept(), Accepted::Drained));
+    }
+
+    /// Descriptor exhaustion pauses; an aborted connection is skipped.
+    #[test]
+    fn accept_errors_are_classified() {
+        let e = |code| io::Error::from_raw_os_error(code);
+        assert!(matches!(classify_accept_error(e(libc::EMFILE)), Accepted::Exhausted(_)));
+        assert!(matches!(classify_accept_error(e(libc::ENFILE)), Accepted::Exhausted(_)));
+        assert!(matches!(classify_accept_error(e(libc::ENOBUFS)), Accepted::Exhausted(_)));
+        assert!(matches!(classify_accept_error(e(libc::ENOMEM)), Accepted::Exhausted(_)));
+        assert!(matches!(classify_accept_error(e(libc::ECONNABORTED)), Accepted::Skip(_)));
+        assert!(matches!(classify_accept_error(e(libc::EPROTO)), Accepted::Skip(_)));
+    }
+
+    /// `[::]` is dual-stack: an IPv4 client reaches it.
+    #[test]
+    fn unspecified_ipv6_is_dual_stack() {
+        let Ok(l) = Listener::bind("[::]:0".parse().unwrap(), 16, Builtin::Echo.factory()) else {
+            // A kernel without IPv6 cannot run this check; say so rather than pass silently.
+            panic!("IPv6 is not available on this machine");
+        };
+        let port = l.local_addr().port();
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("IPv4 client reaches [::]");
+    }
+}
