@@ -5,13 +5,15 @@
 //! turn does three things, in this order, and then reports whether the connection wants to
 //! wait for the next event, run again next turn, or is closed:
 //!
-//! 1. **Flush** pending output. Writing first frees room, so step 3 is not paused needlessly,
+//! 1. **Flush** pending output. Writing first frees room, so step 2 is not paused needlessly,
 //!    and keeps bytes in order.
-//! 2. **Produce**: while output is below the low watermark, let a streaming service add more
-//!    ([`Service::on_drained`]).
-//! 3. **Read** until the socket is drained, the per-turn budget is spent, or output reached
+//! 2. **Read** until the socket is drained, the per-turn budget is spent, or output reached
 //!    the high watermark (backpressure). Every read is handed to the service at once and its
 //!    reply written at once ("write eagerly").
+//! 3. **Produce**: while output is below the low watermark, let a streaming service add more
+//!    ([`Service::on_drained`]). This comes *after* reading: a producer that refilled first
+//!    would push output back to the high watermark on every drain, reading would stay paused,
+//!    and the peer's FIN would never be seen.
 //!
 //! Edge-triggered readiness is reported once, so the connection *remembers* it: `read_ready`
 //! stays set until a read returns `WouldBlock` or a short count, and `write_blocked` stays set
@@ -370,11 +372,11 @@ impl<S: Socket> Connection<S> {
         self.work(cx, budget)
     }
 
-    /// Flush, produce, read; then see whether a closing state can move on.
+    /// Flush, read, produce; then see whether a closing state can move on.
     fn work(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> ControlFlow<CloseReason> {
         self.flush(cx)?;
-        self.produce(cx, budget)?;
         self.read(cx, budget)?;
+        self.produce(cx, budget)?;
         self.advance_close(cx)
     }
 

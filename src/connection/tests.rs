@@ -682,6 +682,27 @@ mod streaming {
         assert_eq!(rig.turn(Ready::NONE), Turn::Again);
     }
 
+    /// A paused streaming service still sees the peer's FIN once output drains: input is
+    /// read before the producer refills.
+    #[test]
+    fn producer_does_not_hide_peer_fin() {
+        let mut rig = Rig::new(Box::new(Chargen::new()));
+        rig.sock().window = 0;
+        rig.open();
+        assert_eq!(rig.conn.want(), Want { read: false, write: true }, "paused at the watermark");
+        rig.send_fin();
+        rig.turn(Ready { closed: true, ..READABLE });
+        for _ in 0..10 {
+            rig.sock().window = 32;
+            if let Turn::Closed(reason) = rig.writable() {
+                assert_eq!(reason, CloseReason::Peer);
+                assert!(rig.sock().fin);
+                return;
+            }
+        }
+        panic!("FIN never read: {:?}", rig.conn);
+    }
+
     /// Chargen output is the RFC 864 pattern regardless of how the kernel splits writes.
     #[test]
     fn chargen_pattern_survives_partial_writes() {

@@ -1,0 +1,138 @@
+//! Shared helpers for the wire-conversation tests: an in-process server on an ephemeral
+//! loopback port, deadline-bounded waiting, and deterministic payloads.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use loopd::config::{Config, ListenSpec};
+use loopd::service::Builtin;
+use loopd::stats::Snapshot;
+use loopd::{EventLoop, Exit, Handle};
+
+/// Generous bound for anything a test waits for; only reached when something is broken.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A loop running on its own thread.
+pub struct TestServer {
+    pub addrs: Vec<SocketAddr>,
+    pub handle: Handle,
+    thread: Option<JoinHandle<io::Result<Exit>>>,
+}
+
+impl TestServer {
+    /// Serves `services` on ephemeral loopback ports with `config`'s other settings.
+    pub fn start(mut config: Config, services: &[Builtin]) -> TestServer {
+        config.listen = services
+            .iter()
+            .map(|&service| ListenSpec {
+                service,
+                addr: "127.0.0.1:0".parse().unwrap(),
+            })
+            .collect();
+        let server = EventLoop::new(&config).expect("bind");
+        let addrs = server.local_addrs();
+        let handle = server.handle();
+        let thread = std::thread::spawn(move || server.run());
+        TestServer {
+            addrs,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// Echo with default settings.
+    pub fn echo() -> TestServer {
+        TestServer::start(Config::default(), &[Builtin::Echo])
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn stats(&self) -> Snapshot {
+        self.handle.stats()
+    }
+
+    /// Waits until the counters satisfy `cond`.
+    pub fn wait_stats(&self, what: &str, mut cond: impl FnMut(&Snapshot) -> bool) -> Snapshot {
+        wait_until(what, || {
+            let s = self.stats();
+            cond(&s).then_some(s)
+        })
+    }
+
+    /// Graceful shutdown; returns how the loop ended.
+    pub fn stop(mut self) -> Exit {
+        self.handle.shutdown();
+        self.thread.take().unwrap().join().unwrap().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // Two requests: drain, then exit at once; a failed test should not linger.
+            self.handle.shutdown();
+            self.handle.shutdown();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Polls `probe` until it yields a value, or panics after [`PATIENCE`] naming `what`.
+pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A connected client with read/write timeouts so a broken server fails the test instead of
+/// hanging it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_write_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// `len` bytes of a pattern unique to `seed`, so misrouted bytes are detected.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            // xorshift64: cheap, deterministic, and never all-zero.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("read_exact");
+    buf
+}
+
+/// Reads until EOF; an error (such as a reset) fails the test.
+pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read to EOF without error");
+    buf
+}
+
+/// One request/response round trip.
+pub fn round_trip(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).unwrap();
+    assert_eq!(read_n(s, msg.len()), msg);
+}

@@ -1,0 +1,55 @@
+//! The connection cap leaves extra clients in the kernel backlog until a slot frees.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::time::Duration;
+
+use common::*;
+use loopd::config::Config;
+use loopd::service::Builtin;
+
+/// With max 10, the 11th client is served only after one of the ten leaves, and the ten are
+/// unaffected throughout.
+#[test]
+fn eleventh_client_waits_for_a_free_slot() {
+    let mut config = Config::default();
+    config.max_connections = 10;
+    let server = TestServer::start(config, &[Builtin::Echo]);
+    let mut ten: Vec<_> = (0..10u64)
+        .map(|i| {
+            let mut c = connect(server.addr());
+            round_trip(&mut c, &pattern(i, 100));
+            c
+        })
+        .collect();
+    server.wait_stats("ten accepted", |s| s.accepted == 10 && s.active == 10);
+
+    // The kernel completes the handshake (backlog), so connect and write succeed.
+    let mut eleventh = connect(server.addr());
+    eleventh.write_all(b"waiting in line").unwrap();
+
+    // Every one of the ten still gets served; each round trip is a full loop turn after the
+    // eleventh arrived.
+    for (i, c) in ten.iter_mut().enumerate() {
+        round_trip(c, &pattern(100 + i as u64, 1000));
+    }
+    let s = server.stats();
+    assert_eq!(s.accepted, 10, "an 11th connection was accepted above the cap");
+    assert!(s.accept_limit_stops >= 1);
+    eleventh.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0; 64];
+    match eleventh.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("11th client was served above the cap: {other:?}"),
+    }
+
+    // One of the ten leaves: the eleventh is accepted and served.
+    drop(ten.pop());
+    eleventh.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(read_n(&mut eleventh, 15), b"waiting in line");
+    assert_eq!(server.stats().accepted, 11);
+    for (i, c) in ten.iter_mut().enumerate() {
+        round_trip(c, &pattern(200 + i as u64, 10));
+    }
+}
