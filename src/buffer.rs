@@ -73,7 +73,11 @@ impl Buffer {
     ///
     /// If `n` is larger than [`Buffer::len`].
     pub fn consume(&mut self, n: usize) {
-        assert!(n <= self.len(), "consume({n}) of a {}-byte buffer", self.len());
+        assert!(
+            n <= self.len(),
+            "consume({n}) of a {}-byte buffer",
+            self.len()
+        );
         self.start += n;
         if self.start == self.bytes.len() {
             self.release();

@@ -76,9 +76,9 @@ impl FromStr for ListenSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<ListenSpec, String> {
-        let (service, addr) = s
-            .split_once('=')
-            .ok_or_else(|| format!("'{s}' is not SERVICE=ADDR (for example echo=127.0.0.1:7007)"))?;
+        let (service, addr) = s.split_once('=').ok_or_else(|| {
+            format!("'{s}' is not SERVICE=ADDR (for example echo=127.0.0.1:7007)")
+        })?;
         let service = service.parse()?;
         let addr = addr
             .parse()
@@ -227,7 +227,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 30s or 5m ({e})"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration like 30s or 5m ({e})"))
 }
 
 /// Parses a byte size in human units (`256KiB`, `1MiB`, `4096`). `KiB`/`MiB` are powers of
@@ -266,7 +267,10 @@ mod tests {
         assert!(v6.addr.is_ipv6());
         let dual: ListenSpec = "echo=[::]:7".parse().unwrap();
         assert_eq!(dual.to_string(), "echo=[::]:7");
-        assert!("echo".parse::<ListenSpec>().unwrap_err().contains("SERVICE=ADDR"));
+        assert!("echo"
+            .parse::<ListenSpec>()
+            .unwrap_err()
+            .contains("SERVICE=ADDR"));
         assert!("echo=localhost:7".parse::<ListenSpec>().is_err());
     }
 

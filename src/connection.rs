@@ -298,9 +298,15 @@ impl<S: Socket> Connection<S> {
     pub fn on_deadline(&mut self, cx: &mut Context<'_>) -> Turn {
         let now = cx.now;
         let l = cx.limits;
-        let expired = |since: Time, d: Option<std::time::Duration>| d.is_some_and(|d| now >= since.after(d));
-        let reason = if self.state == State::Lingering && expired(self.since, Some(l.linger_timeout)) {
-            debug!("conn {}: peer did not finish within the linger timeout", self.id);
+        let expired =
+            |since: Time, d: Option<std::time::Duration>| d.is_some_and(|d| now >= since.after(d));
+        let reason = if self.state == State::Lingering
+            && expired(self.since, Some(l.linger_timeout))
+        {
+            debug!(
+                "conn {}: peer did not finish within the linger timeout",
+                self.id
+            );
             Some(CloseReason::LingerTimeout)
         } else if !self.output.is_empty() && expired(self.last_progress, l.write_stall_timeout) {
             debug!(
@@ -348,7 +354,12 @@ impl<S: Socket> Connection<S> {
         Turn::Closed(reason)
     }
 
-    fn end_turn(&mut self, cx: &Context<'_>, flow: ControlFlow<CloseReason>, budget: usize) -> Turn {
+    fn end_turn(
+        &mut self,
+        cx: &Context<'_>,
+        flow: ControlFlow<CloseReason>,
+        budget: usize,
+    ) -> Turn {
         match flow {
             Break(reason) => self.close(reason, cx.now),
             Continue(()) if budget == 0 && self.has_more_work(cx.limits) => Turn::Again,
@@ -572,20 +583,30 @@ impl<S: Socket> Connection<S> {
         if !self.paused && pending >= cx.limits.high_watermark {
             self.paused = true;
             Stats::incr(&cx.stats.backpressure_pauses);
-            trace!("conn {}: paused reading at {pending} bytes pending", self.id);
+            trace!(
+                "conn {}: paused reading at {pending} bytes pending",
+                self.id
+            );
         } else if self.paused && pending < cx.limits.low_watermark {
             // Resume by reading at once: data may already be waiting, and no new edge will
             // announce it.
             self.paused = false;
             self.read_ready = true;
-            trace!("conn {}: resumed reading at {pending} bytes pending", self.id);
+            trace!(
+                "conn {}: resumed reading at {pending} bytes pending",
+                self.id
+            );
         }
         Continue(())
     }
 
     /// Writes until the data is gone or the kernel takes less than offered. Returns the
     /// number of bytes written.
-    fn write_some(&mut self, cx: &mut Context<'_>, source: Source) -> ControlFlow<CloseReason, usize> {
+    fn write_some(
+        &mut self,
+        cx: &mut Context<'_>,
+        source: Source,
+    ) -> ControlFlow<CloseReason, usize> {
         let data = match source {
             Source::Scratch => cx.out_scratch.as_slice(),
             Source::Pending => self.output.as_slice(),

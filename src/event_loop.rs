@@ -340,7 +340,8 @@ impl EventLoop {
     /// How long `poll` may sleep: not at all while work is queued, otherwise until the next
     /// deadline of any kind.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.run_queue.is_empty() || self.may_accept() && self.listeners.iter().any(|l| l.ready) {
+        if !self.run_queue.is_empty() || self.may_accept() && self.listeners.iter().any(|l| l.ready)
+        {
             return Some(Duration::ZERO);
         }
         let next = [
@@ -445,7 +446,9 @@ impl EventLoop {
 
     /// One turn for the connection at `key`, if it is still the one the token named.
     fn turn(&mut self, key: usize, serial: u32, ready: Ready) {
-        let Some(slot) = self.conns.get_mut(key) else { return };
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
         if slot.serial as u32 != serial {
             return;
         }
@@ -473,10 +476,10 @@ impl EventLoop {
         // Interest is derived from state; the poller is told only when it changes.
         if let Some(wanted) = interest(slot.conn.want()) {
             if wanted != slot.registered {
-                if let Err(e) = self
-                    .poll
-                    .registry()
-                    .reregister(slot.conn.socket_mut(), token, wanted)
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .reregister(slot.conn.socket_mut(), token, wanted)
                 {
                     warn!("conn {}: reregister failed: {e}", slot.serial);
                     self.timers.disarm(&mut slot.conn.timer, token);
@@ -496,8 +499,12 @@ impl EventLoop {
     /// next poll, so it cannot starve the others.
     fn run_queued(&mut self) {
         for _ in 0..self.run_queue.len() {
-            let Some(token) = self.run_queue.pop_front() else { break };
-            let Target::Connection { key, serial } = decode(token) else { continue };
+            let Some(token) = self.run_queue.pop_front() else {
+                break;
+            };
+            let Target::Connection { key, serial } = decode(token) else {
+                continue;
+            };
             match self.conns.get_mut(key) {
                 Some(slot) if slot.serial as u32 == serial => slot.queued = false,
                 _ => continue,
@@ -509,8 +516,12 @@ impl EventLoop {
     /// Hands due deadlines to their connections.
     fn expire(&mut self) {
         while let Some((at, token)) = self.timers.pop_due(self.now) {
-            let Target::Connection { key, serial } = decode(token) else { continue };
-            let Some(slot) = self.conns.get_mut(key) else { continue };
+            let Target::Connection { key, serial } = decode(token) else {
+                continue;
+            };
+            let Some(slot) = self.conns.get_mut(key) else {
+                continue;
+            };
             if slot.serial as u32 != serial || !Timers::<Token>::fired(&mut slot.conn.timer, at) {
                 continue;
             }
@@ -544,7 +555,10 @@ impl EventLoop {
                     if !self.at_limit {
                         self.at_limit = true;
                         Stats::incr(&self.kit.stats.accept_limit_stops);
-                        info!("connection limit ({}) reached; pausing accept", self.max_connections);
+                        info!(
+                            "connection limit ({}) reached; pausing accept",
+                            self.max_connections
+                        );
                     }
                     return;
                 }
@@ -655,18 +669,35 @@ mod tests {
         let old = conn_token(0, 1);
         let new = conn_token(0, 2);
         assert_ne!(old, new);
-        let Target::Connection { serial, .. } = decode(old) else { panic!() };
+        let Target::Connection { serial, .. } = decode(old) else {
+            panic!()
+        };
         assert_ne!(serial, 2);
     }
 
     /// Interest is empty only when nothing is wanted.
     #[test]
     fn interest_from_want() {
-        assert_eq!(interest(Want { read: true, write: false }), Some(Interest::READABLE));
         assert_eq!(
-            interest(Want { read: true, write: true }),
+            interest(Want {
+                read: true,
+                write: false
+            }),
+            Some(Interest::READABLE)
+        );
+        assert_eq!(
+            interest(Want {
+                read: true,
+                write: true
+            }),
             Some(Interest::READABLE | Interest::WRITABLE)
         );
-        assert_eq!(interest(Want { read: false, write: false }), None);
+        assert_eq!(
+            interest(Want {
+                read: false,
+                write: false
+            }),
+            None
+        );
     }
 }

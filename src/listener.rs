@@ -153,7 +153,8 @@ mod tests {
     /// Port 0 is resolved to the bound port.
     #[test]
     fn binds_port_zero() {
-        let l = Listener::bind("127.0.0.1:0".parse().unwrap(), 16, Builtin::Echo.factory()).unwrap();
+        let l =
+            Listener::bind("127.0.0.1:0".parse().unwrap(), 16, Builtin::Echo.factory()).unwrap();
         assert_ne!(l.local_addr().port(), 0);
         assert!(matches!(l.accept(), Accepted::Drained));
     }
@@ -162,12 +163,30 @@ mod tests {
     #[test]
     fn accept_errors_are_classified() {
         let e = |code| io::Error::from_raw_os_error(code);
-        assert!(matches!(classify_accept_error(e(libc::EMFILE)), Accepted::Exhausted(_)));
-        assert!(matches!(classify_accept_error(e(libc::ENFILE)), Accepted::Exhausted(_)));
-        assert!(matches!(classify_accept_error(e(libc::ENOBUFS)), Accepted::Exhausted(_)));
-        assert!(matches!(classify_accept_error(e(libc::ENOMEM)), Accepted::Exhausted(_)));
-        assert!(matches!(classify_accept_error(e(libc::ECONNABORTED)), Accepted::Skip(_)));
-        assert!(matches!(classify_accept_error(e(libc::EPROTO)), Accepted::Skip(_)));
+        assert!(matches!(
+            classify_accept_error(e(libc::EMFILE)),
+            Accepted::Exhausted(_)
+        ));
+        assert!(matches!(
+            classify_accept_error(e(libc::ENFILE)),
+            Accepted::Exhausted(_)
+        ));
+        assert!(matches!(
+            classify_accept_error(e(libc::ENOBUFS)),
+            Accepted::Exhausted(_)
+        ));
+        assert!(matches!(
+            classify_accept_error(e(libc::ENOMEM)),
+            Accepted::Exhausted(_)
+        ));
+        assert!(matches!(
+            classify_accept_error(e(libc::ECONNABORTED)),
+            Accepted::Skip(_)
+        ));
+        assert!(matches!(
+            classify_accept_error(e(libc::EPROTO)),
+            Accepted::Skip(_)
+        ));
     }
 
     /// `[::]` is dual-stack: an IPv4 client reaches it.

@@ -33,6 +33,8 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         }
         lim.rlim_cur = lim.rlim_max;
     }
+    // rlim_t is narrower than u64 on some 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
     Ok(lim.rlim_cur as u64)
 }
 

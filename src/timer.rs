@@ -26,7 +26,10 @@ pub struct Time(pub u64);
 impl Time {
     /// `self + d`, saturating.
     pub fn after(self, d: Duration) -> Time {
-        Time(self.0.saturating_add(d.as_millis().min(u64::MAX as u128) as u64))
+        Time(
+            self.0
+                .saturating_add(d.as_millis().min(u64::MAX as u128) as u64),
+        )
     }
 
     /// The duration from `self` until `later` (zero if `later` has passed).

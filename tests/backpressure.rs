@@ -42,14 +42,18 @@ fn non_reading_client_is_bounded_then_served() {
         let before = written;
         push(&mut c, &mut written);
         let s = server.stats();
-        (written == before && s.peak_pending_output >= DEFAULT_HIGH_WATERMARK as u64).then_some(written)
+        (written == before && s.peak_pending_output >= DEFAULT_HIGH_WATERMARK as u64)
+            .then_some(written)
     });
     assert!(
         stalled_at < SIXTY_FOUR_MIB,
         "the client wrote all 64 MiB without reading: no backpressure"
     );
     let peak = server.stats().peak_pending_output;
-    assert!(peak <= DEFAULT_HIGH_WATERMARK as u64, "pending output {peak} exceeded the high watermark");
+    assert!(
+        peak <= DEFAULT_HIGH_WATERMARK as u64,
+        "pending output {peak} exceeded the high watermark"
+    );
 
     // Phase 2: read everything back while writing the rest.
     c.set_nonblocking(false).unwrap();
@@ -64,7 +68,10 @@ fn non_reading_client_is_bounded_then_served() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "echo differs");
     let s = server.wait_stats("closed", |s| s.active == 0);
-    assert!(s.peak_pending_output <= DEFAULT_HIGH_WATERMARK as u64, "{s}");
+    assert!(
+        s.peak_pending_output <= DEFAULT_HIGH_WATERMARK as u64,
+        "{s}"
+    );
 }
 
 /// With a 1 KiB read budget, a client that sends 4 MiB and waits for the echo completes:
@@ -134,6 +141,9 @@ fn flood_does_not_starve_round_trips() {
     let flood_running = !done.swap(true, Ordering::Relaxed);
     let sent = flooder.join().unwrap();
     let echoed = drainer.join().unwrap();
-    assert!(flood_running && sent < flood_limit, "round trips finished only after the flood");
+    assert!(
+        flood_running && sent < flood_limit,
+        "round trips finished only after the flood"
+    );
     assert_eq!(echoed, sent, "flood echo incomplete");
 }

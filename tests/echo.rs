@@ -35,7 +35,12 @@ fn eight_mib_burst() {
     });
     let got = read_to_eof(&mut c);
     t.join().unwrap();
-    assert!(got == data, "echo differs (got {} of {} bytes)", got.len(), data.len());
+    assert!(
+        got == data,
+        "echo differs (got {} of {} bytes)",
+        got.len(),
+        data.len()
+    );
 }
 
 /// Many clients at once each get exactly their own bytes back.
@@ -73,8 +78,10 @@ fn many_clients_at_once() {
 /// IPv6 loopback works like IPv4.
 #[test]
 fn ipv6_loopback() {
-    let mut config = Config::default();
-    config.listen = vec!["echo=[::1]:0".parse().unwrap()];
+    let config = Config {
+        listen: vec!["echo=[::1]:0".parse().unwrap()],
+        ..Config::default()
+    };
     let server = loopd::EventLoop::new(&config).expect("IPv6 loopback must be available");
     let addr = server.local_addrs()[0];
     assert!(addr.is_ipv6());

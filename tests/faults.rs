@@ -16,7 +16,9 @@ use loopd::service::Builtin;
 
 /// Sends RST instead of FIN when dropped.
 fn reset(s: TcpStream) {
-    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(s);
 }
 

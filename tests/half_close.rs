@@ -26,7 +26,12 @@ fn one_mib_then_fin_gets_everything_then_fin() {
     let result = c.read_to_end(&mut got);
     writer.join().unwrap();
     if let Err(e) = result {
-        assert_ne!(e.kind(), ErrorKind::ConnectionReset, "reset after {} bytes", got.len());
+        assert_ne!(
+            e.kind(),
+            ErrorKind::ConnectionReset,
+            "reset after {} bytes",
+            got.len()
+        );
         panic!("read failed: {e}");
     }
     assert_eq!(got.len(), data.len());

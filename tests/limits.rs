@@ -13,8 +13,10 @@ use loopd::service::Builtin;
 /// unaffected throughout.
 #[test]
 fn eleventh_client_waits_for_a_free_slot() {
-    let mut config = Config::default();
-    config.max_connections = 10;
+    let config = Config {
+        max_connections: 10,
+        ..Config::default()
+    };
     let server = TestServer::start(config, &[Builtin::Echo]);
     let mut ten: Vec<_> = (0..10u64)
         .map(|i| {
@@ -35,9 +37,14 @@ fn eleventh_client_waits_for_a_free_slot() {
         round_trip(c, &pattern(100 + i as u64, 1000));
     }
     let s = server.stats();
-    assert_eq!(s.accepted, 10, "an 11th connection was accepted above the cap");
+    assert_eq!(
+        s.accepted, 10,
+        "an 11th connection was accepted above the cap"
+    );
     assert!(s.accept_limit_stops >= 1);
-    eleventh.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    eleventh
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut buf = [0; 64];
     match eleventh.read(&mut buf) {
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}

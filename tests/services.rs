@@ -39,7 +39,10 @@ fn chargen_matches_rfc_864() {
     let tail = read_to_eof(&mut c);
     let mut all = got;
     all.extend(tail);
-    assert!(all == chargen_reference(all.len()), "pattern differs before FIN");
+    assert!(
+        all == chargen_reference(all.len()),
+        "pattern differs before FIN"
+    );
     server.wait_stats("chargen closed", |s| s.active == 0 && s.closed_peer == 1);
 }
 
@@ -67,7 +70,8 @@ fn chargen_bounded_against_stopped_reader() {
             still_since = Instant::now();
             return None;
         }
-        (s.peak_pending_output > 0 && still_since.elapsed() > Duration::from_millis(100)).then_some(s)
+        (s.peak_pending_output > 0 && still_since.elapsed() > Duration::from_millis(100))
+            .then_some(s)
     });
     // Keep the loop busy on another connection: chargen must not grow meanwhile.
     let mut other = connect(server.addrs[1]);
@@ -75,8 +79,13 @@ fn chargen_bounded_against_stopped_reader() {
         round_trip(&mut other, &pattern(i, 100));
     }
     // Counters are updated just after the write that a client may already have read.
-    let later = server.wait_stats("echo counted", |s| s.bytes_out >= stalled.bytes_out + 500 * 100);
-    assert!(later.peak_pending_output <= 64 * 1024, "pending grew past the watermark: {later}");
+    let later = server.wait_stats("echo counted", |s| {
+        s.bytes_out >= stalled.bytes_out + 500 * 100
+    });
+    assert!(
+        later.peak_pending_output <= 64 * 1024,
+        "pending grew past the watermark: {later}"
+    );
     assert_eq!(
         later.bytes_out - stalled.bytes_out,
         500 * 100,
@@ -86,7 +95,10 @@ fn chargen_bounded_against_stopped_reader() {
     // Read on: the stream continues without a gap or a repeat.
     let more = read_n(&mut c, 4 << 20);
     first.extend(more);
-    assert!(first == chargen_reference(first.len()), "pattern broken across the stall");
+    assert!(
+        first == chargen_reference(first.len()),
+        "pattern broken across the stall"
+    );
 }
 
 /// Discard reads and counts everything and sends nothing.
@@ -112,10 +124,14 @@ fn daytime_one_line_then_fin() {
     let line = got.strip_suffix("\r\n").expect("CRLF-terminated");
     assert!(!line.contains('\n'));
     let t = humantime::parse_rfc3339(line).expect("RFC 3339 time");
-    let age = std::time::SystemTime::now().duration_since(t).unwrap_or_default();
+    let age = std::time::SystemTime::now()
+        .duration_since(t)
+        .unwrap_or_default();
     assert!(age < Duration::from_secs(60), "time is off by {age:?}");
     drop(c);
-    server.wait_stats("daytime closed", |s| s.active == 0 && s.closed_server + s.closed_peer == 1);
+    server.wait_stats("daytime closed", |s| {
+        s.active == 0 && s.closed_server + s.closed_peer == 1
+    });
 }
 
 /// Nothing a client sends to chargen is echoed or kept.

@@ -65,7 +65,11 @@ fn write_stall_aborts_non_reader() {
             }
         }
     };
-    assert_eq!(outcome, Err(ErrorKind::ConnectionReset), "abort must be a reset, not a FIN");
+    assert_eq!(
+        outcome,
+        Err(ErrorKind::ConnectionReset),
+        "abort must be a reset, not a FIN"
+    );
 }
 
 /// Daytime closes on its own while the client is still sending: thanks to lingering close
@@ -81,7 +85,10 @@ fn lingering_close_protects_the_reply() {
     c.write_all(b"still talking").unwrap();
     let got = read_to_eof(&mut c);
     let line = String::from_utf8(got).unwrap();
-    assert!(line.ends_with("Z\r\n") && line.lines().count() == 1, "{line:?}");
+    assert!(
+        line.ends_with("Z\r\n") && line.lines().count() == 1,
+        "{line:?}"
+    );
     c.shutdown(Shutdown::Write).unwrap();
     let s = server.wait_stats("lingering close finished", |s| s.active == 0);
     assert_eq!(s.closed_server, 1, "{s}");

@@ -70,7 +70,7 @@ struct Args {
     backlog: u32,
 
     /// TCP_NODELAY on accepted connections; small replies are not held back for delayed ACKs.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = ArgAction::Set)]
     tcp_nodelay: bool,
 
     /// TCP keepalive idle time on accepted connections (0 = off); finds peers that vanished

@@ -259,7 +259,13 @@ mod open {
         assert_eq!(rig.readable(), Turn::Wait);
         assert_eq!(rig.take_written(), b"hello");
         assert_eq!(rig.conn.buffered_capacity(), 0);
-        assert_eq!(rig.conn.want(), Want { read: true, write: false });
+        assert_eq!(
+            rig.conn.want(),
+            Want {
+                read: true,
+                write: false
+            }
+        );
     }
 
     /// A short read ends the drain: no extra read() just to see WouldBlock.
@@ -295,12 +301,24 @@ mod open {
         assert_eq!(rig.readable(), Turn::Wait);
         assert_eq!(rig.take_written(), b"hel");
         assert_eq!(rig.conn.pending_output(), 2);
-        assert_eq!(rig.conn.want(), Want { read: true, write: true });
+        assert_eq!(
+            rig.conn.want(),
+            Want {
+                read: true,
+                write: true
+            }
+        );
 
         rig.sock().window = BIG_WINDOW;
         assert_eq!(rig.writable(), Turn::Wait);
         assert_eq!(rig.take_written(), b"lo");
-        assert_eq!(rig.conn.want(), Want { read: true, write: false });
+        assert_eq!(
+            rig.conn.want(),
+            Want {
+                read: true,
+                write: false
+            }
+        );
         assert_eq!(rig.conn.buffered_capacity(), 0);
     }
 
@@ -330,7 +348,13 @@ mod open {
         rig.send(&[1; 100]);
         assert_eq!(rig.readable(), Turn::Wait);
         assert_eq!(rig.conn.pending_output(), 32);
-        assert_eq!(rig.conn.want(), Want { read: false, write: true });
+        assert_eq!(
+            rig.conn.want(),
+            Want {
+                read: false,
+                write: true
+            }
+        );
         assert_eq!(rig.stats.snapshot().backpressure_pauses, 1);
         assert_eq!(rig.stats.snapshot().peak_pending_output, 32);
     }
@@ -346,7 +370,13 @@ mod open {
         // Only a writable event: the 68 bytes still queued must be read in this same turn.
         assert_eq!(rig.writable(), Turn::Wait);
         assert_eq!(rig.take_written(), vec![1; 100]);
-        assert_eq!(rig.conn.want(), Want { read: true, write: false });
+        assert_eq!(
+            rig.conn.want(),
+            Want {
+                read: true,
+                write: false
+            }
+        );
     }
 
     /// Hysteresis: draining to between the watermarks does not resume reading.
@@ -359,7 +389,13 @@ mod open {
         rig.sock().window = 20; // 32 -> 12 pending, still above the low watermark of 8
         rig.writable();
         assert_eq!(rig.conn.pending_output(), 12);
-        assert_eq!(rig.conn.want(), Want { read: false, write: true });
+        assert_eq!(
+            rig.conn.want(),
+            Want {
+                read: false,
+                write: true
+            }
+        );
     }
 
     /// A spent read budget returns Again, and run-queue turns finish the job with no event.
@@ -405,7 +441,9 @@ mod open {
     #[test]
     fn reset_on_read() {
         let mut rig = echo_open();
-        rig.sock().script.push_back(Step::Fail(ErrorKind::ConnectionReset));
+        rig.sock()
+            .script
+            .push_back(Step::Fail(ErrorKind::ConnectionReset));
         assert_eq!(rig.readable(), Turn::Closed(CloseReason::Reset));
         assert_eq!(rig.conn.state(), State::Closed);
     }
@@ -428,7 +466,9 @@ mod open {
     #[test]
     fn interrupted_read_retries() {
         let mut rig = echo_open();
-        rig.sock().script.push_back(Step::Fail(ErrorKind::Interrupted));
+        rig.sock()
+            .script
+            .push_back(Step::Fail(ErrorKind::Interrupted));
         rig.send(b"ok");
         assert_eq!(rig.readable(), Turn::Wait);
         assert_eq!(rig.take_written(), b"ok");
@@ -463,7 +503,13 @@ mod close_wait {
     fn fin_waits_for_pending_output() {
         let mut rig = echo_close_wait(20);
         assert!(!rig.sock().fin);
-        assert_eq!(rig.conn.want(), Want { read: false, write: true });
+        assert_eq!(
+            rig.conn.want(),
+            Want {
+                read: false,
+                write: true
+            }
+        );
         rig.sock().window = 15;
         assert_eq!(rig.writable(), Turn::Wait);
         assert!(!rig.sock().fin);
@@ -505,7 +551,13 @@ mod closing {
         assert_eq!(rig.open(), Turn::Wait);
         assert_eq!(rig.conn.state(), State::Closing);
         assert!(!rig.sock().fin);
-        assert_eq!(rig.conn.want(), Want { read: true, write: true });
+        assert_eq!(
+            rig.conn.want(),
+            Want {
+                read: true,
+                write: true
+            }
+        );
 
         rig.send(b"ignored");
         rig.readable();
@@ -550,7 +602,11 @@ mod closing {
             writable: true,
             closed: false,
         });
-        assert_eq!(rig.take_written(), b"abcd", "nothing read after shutdown is echoed");
+        assert_eq!(
+            rig.take_written(),
+            b"abcd",
+            "nothing read after shutdown is echoed"
+        );
         assert!(rig.sock().fin);
         assert_eq!(rig.conn.state(), State::Lingering);
     }
@@ -587,7 +643,13 @@ mod lingering {
     #[test]
     fn wants_read_only() {
         let rig = daytime_lingering();
-        assert_eq!(rig.conn.want(), Want { read: true, write: false });
+        assert_eq!(
+            rig.conn.want(),
+            Want {
+                read: true,
+                write: false
+            }
+        );
     }
 }
 
@@ -659,7 +721,11 @@ mod streaming {
         let mut rig = Rig::new(Box::new(Chargen::new()));
         rig.sock().window = 10;
         assert_eq!(rig.open(), Turn::Wait);
-        assert_eq!(rig.conn.pending_output(), 22, "room filled to the high watermark");
+        assert_eq!(
+            rig.conn.pending_output(),
+            22,
+            "room filled to the high watermark"
+        );
         for _ in 0..5 {
             rig.readable();
         }
@@ -689,9 +755,19 @@ mod streaming {
         let mut rig = Rig::new(Box::new(Chargen::new()));
         rig.sock().window = 0;
         rig.open();
-        assert_eq!(rig.conn.want(), Want { read: false, write: true }, "paused at the watermark");
+        assert_eq!(
+            rig.conn.want(),
+            Want {
+                read: false,
+                write: true
+            },
+            "paused at the watermark"
+        );
         rig.send_fin();
-        rig.turn(Ready { closed: true, ..READABLE });
+        rig.turn(Ready {
+            closed: true,
+            ..READABLE
+        });
         for _ in 0..10 {
             rig.sock().window = 32;
             if let Turn::Closed(reason) = rig.writable() {

@@ -201,7 +201,10 @@ impl FromStr for Builtin {
             .find(|b| b.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
                 let names: Vec<_> = Builtin::ALL.iter().map(|b| b.name()).collect();
-                format!("unknown service '{s}' (expected one of: {})", names.join(", "))
+                format!(
+                    "unknown service '{s}' (expected one of: {})",
+                    names.join(", ")
+                )
             })
     }
 }

@@ -12,6 +12,8 @@ use loopd::service::Builtin;
 use loopd::stats::Snapshot;
 use loopd::{EventLoop, Exit, Handle};
 
+pub mod daemon;
+
 /// Generous bound for anything a test waits for; only reached when something is broken.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 

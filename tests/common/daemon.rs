@@ -1,0 +1,148 @@
+//! The `loopd` binary as a child process: its log lines, its address, signals, CPU time.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{wait_until, PATIENCE};
+
+/// A running `loopd` whose stderr (the log) is collected line by line.
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `loopd` with `args`.
+    pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with(args, |_| {})
+    }
+
+    /// Starts `loopd` with `args`, letting `setup` adjust the command (limits, descriptors).
+    pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopd"));
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn loopd");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_log(&self, needle: &str) -> String {
+        wait_until(&format!("log line containing {needle:?}"), || {
+            self.log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+        })
+    }
+
+    /// Whether some log line contains `needle` now.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// The address of the first listener, from the start-up log line.
+    pub fn addr(&self) -> SocketAddr {
+        let line = self.wait_log("listening on ");
+        let spec = line.split("listening on ").nth(1).unwrap();
+        let first = spec.split_whitespace().next().unwrap();
+        first.split_once('=').unwrap().1.parse().unwrap()
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a child's pid has no memory-safety requirements.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Waits for the daemon to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "loopd did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// User plus system CPU time consumed so far, from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no memory-safety requirements.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    /// The full log so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Limits the child to `nofile` descriptors (soft and hard) and occupies `occupied` of them
+/// with inherited copies of /dev/null, as other parts of a real process would.
+pub fn constrain_descriptors(cmd: &mut Command, nofile: u64, occupied: i32) {
+    let pre_exec = move || {
+        let lim = libc::rlimit {
+            rlim_cur: nofile,
+            rlim_max: nofile,
+        };
+        // SAFETY: only async-signal-safe calls (setrlimit, open, dup2, close) between fork and
+        // exec, on memory owned by this closure.
+        unsafe {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if null < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in 10..10 + occupied {
+                if libc::dup2(null, fd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            libc::close(null);
+        }
+        Ok(())
+    };
+    // SAFETY: the closure above only makes async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(pre_exec);
+    }
+}

@@ -1,0 +1,127 @@
+//! Graceful shutdown of the `loopd` process: SIGTERM drains, a second signal exits at once.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use common::daemon::Daemon;
+use common::*;
+
+/// SIGTERM during transfers: each client gets back a prefix of what it sent — every byte the
+/// server accepted, echoed before its FIN — then a clean EOF; the process exits 0.
+#[test]
+fn sigterm_drains_every_accepted_byte() {
+    let mut daemon = Daemon::start(&["--listen", "echo=127.0.0.1:0"]);
+    let addr = daemon.addr();
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: usize = 8 << 20;
+    let received = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS as u64)
+        .map(|id| {
+            let received = Arc::clone(&received);
+            let mut c = connect(addr);
+            let data = pattern(500 + id, PER_CLIENT);
+            let mut w = c.try_clone().unwrap();
+            let sent = data.clone();
+            let writer = thread::spawn(move || {
+                for chunk in sent.chunks(16 * 1024) {
+                    w.write_all(chunk).expect("write during drain");
+                }
+                w.shutdown(Shutdown::Write).unwrap();
+            });
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = vec![0; 64 * 1024];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            got.extend_from_slice(&buf[..n]);
+                            received.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("client {id}: {e} after {} bytes", got.len()),
+                    }
+                }
+                writer.join().unwrap();
+                assert!(!got.is_empty(), "client {id} got nothing");
+                assert!(
+                    got[..] == data[..got.len()],
+                    "client {id}: echo is not a prefix"
+                );
+                got.len()
+            })
+        })
+        .collect();
+    wait_until("transfers under way", || {
+        (received.load(Ordering::Relaxed) >= CLIENTS * 256 * 1024).then_some(())
+    });
+    daemon.signal(libc::SIGTERM);
+    let echoed: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{:?}", daemon.log());
+
+    // The exit line's counters: everything handed to echo was written back.
+    let exit = daemon.wait_log("exit: Drained");
+    let counter = |key: &str| -> usize {
+        let field = exit
+            .split_whitespace()
+            .find(|f| f.starts_with(&format!("{key}=")))
+            .unwrap();
+        field[key.len() + 1..].parse().unwrap()
+    };
+    assert_eq!(counter("bytes_in"), counter("bytes_out"));
+    assert_eq!(counter("bytes_out"), echoed);
+    assert_eq!(counter("closed_forced"), 0);
+}
+
+/// A second signal while draining exits at once with status 1.
+#[test]
+fn second_signal_exits_immediately() {
+    let mut daemon = Daemon::start(&[
+        "--listen",
+        "echo=127.0.0.1:0",
+        "--linger-timeout",
+        "60s",
+        "--drain-timeout",
+        "60s",
+    ]);
+    // A client that never finishes keeps the drain waiting (lingering) for a minute.
+    let mut c = connect(daemon.addr());
+    round_trip(&mut c, b"hold");
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_log("shutdown requested");
+    let mut buf = [0; 1];
+    assert_eq!(
+        c.read(&mut buf).unwrap(),
+        0,
+        "server half-closed while draining"
+    );
+    daemon.signal(libc::SIGINT);
+    assert_eq!(daemon.wait_exit().code(), Some(1));
+}
+
+/// After SIGTERM the listener is closed: new clients are refused rather than queued.
+#[test]
+fn no_new_connections_while_draining() {
+    let mut daemon = Daemon::start(&[
+        "--listen",
+        "echo=127.0.0.1:0",
+        "--linger-timeout",
+        "60s",
+        "--drain-timeout",
+        "60s",
+    ]);
+    let addr = daemon.addr();
+    let mut held = connect(addr);
+    round_trip(&mut held, b"x");
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_log("shutdown requested");
+    let err = std::net::TcpStream::connect(addr).expect_err("connected while draining");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    drop(held);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}
