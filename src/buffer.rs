@@ -8,9 +8,11 @@
 //! * **Given back when empty.** When the last byte is consumed the allocation is released, so
 //!   an idle connection costs only the size of the struct (DESIGN.md invariant 9).
 //!
-//! Consuming from the front only moves an offset; the remaining bytes are moved to the start
-//! only when an append would otherwise have to grow the allocation. That keeps a partial write
-//! of a large buffer O(1) instead of O(remaining).
+//! Consuming from the front only moves an offset, so a partial write of a large buffer is
+//! O(1), not O(remaining). The live bytes are moved back to the start only when an append
+//! needs room *and* the consumed prefix is at least as long as the live part: each move is
+//! then paid for by bytes already consumed, so appends stay amortised O(1) per byte even when
+//! a full buffer is drained and refilled in small steps. Otherwise the allocation grows.
 //!
 //! Watermarks are not the buffer's business: the connection compares [`Buffer::len`] with its
 //! configured limits. The buffer never performs a system call.
@@ -57,9 +59,9 @@ impl Buffer {
         if data.is_empty() {
             return;
         }
-        // Compact before growing: if the consumed prefix is at least as large as what we are
-        // about to need, moving the live bytes down avoids a reallocation.
-        if self.start > 0 && self.bytes.len() + data.len() > self.bytes.capacity() {
+        let needs_room = self.bytes.len() + data.len() > self.bytes.capacity();
+        if needs_room && self.start > 0 && self.start >= self.len() {
+            // The move costs at most `start` bytes, all consumed already.
             self.bytes.drain(..self.start);
             self.start = 0;
         }
@@ -133,6 +135,21 @@ mod tests {
         assert!(buf.capacity() >= 4096, "still holding 96 bytes");
         buf.consume(96);
         assert_eq!(buf.capacity(), 0);
+    }
+
+    /// A full buffer drained and refilled in small steps does not move its live bytes on
+    /// every append (which would make each append O(pending)).
+    #[test]
+    fn refill_of_full_buffer_does_not_compact_each_time() {
+        let mut buf = Buffer::new();
+        buf.extend(&[0; 4096]);
+        let cap = buf.capacity();
+        buf.consume(16);
+        buf.extend(&[1; 16]);
+        // Grew instead of moving 4080 live bytes for a 16-byte append.
+        assert!(buf.capacity() > cap);
+        assert_eq!(buf.len(), 4096);
+        assert_eq!(&buf.as_slice()[4080..], &[1; 16][..]);
     }
 
     /// Appending after a large consume reuses the consumed prefix instead of growing.
