@@ -58,7 +58,7 @@ fn main() {
     }) {
         Some(calls) => {
             let mut by_count: Vec<_> = calls.into_iter().collect();
-            by_count.sort_by(|a, b| b.1.cmp(&a.1));
+            by_count.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
             let list: Vec<String> = by_count
                 .iter()
                 .map(|(name, n)| format!("{name} {:.3}", *n as f64 / sample as f64))
