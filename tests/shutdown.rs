@@ -19,7 +19,8 @@ fn sigterm_drains_every_accepted_byte() {
     let addr = daemon.addr();
     const CLIENTS: usize = 8;
     const PER_CLIENT: usize = 8 << 20;
-    let received = Arc::new(AtomicUsize::new(0));
+    let received: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..CLIENTS).map(|_| AtomicUsize::new(0)).collect());
     let clients: Vec<_> = (0..CLIENTS as u64)
         .map(|id| {
             let received = Arc::clone(&received);
@@ -41,7 +42,7 @@ fn sigterm_drains_every_accepted_byte() {
                         Ok(0) => break,
                         Ok(n) => {
                             got.extend_from_slice(&buf[..n]);
-                            received.fetch_add(n, Ordering::Relaxed);
+                            received[id as usize].fetch_add(n, Ordering::Relaxed);
                         }
                         Err(e) => panic!("client {id}: {e} after {} bytes", got.len()),
                     }
@@ -56,8 +57,12 @@ fn sigterm_drains_every_accepted_byte() {
             })
         })
         .collect();
+    // Every client is mid-transfer when the signal arrives.
     wait_until("transfers under way", || {
-        (received.load(Ordering::Relaxed) >= CLIENTS * 256 * 1024).then_some(())
+        received
+            .iter()
+            .all(|r| r.load(Ordering::Relaxed) >= 256 * 1024)
+            .then_some(())
     });
     daemon.signal(libc::SIGTERM);
     let echoed: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
