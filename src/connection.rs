@@ -54,6 +54,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::ops::ControlFlow::{self, Break, Continue};
+use std::time::Duration;
 
 use log::{debug, trace, warn};
 
@@ -269,9 +270,9 @@ impl<S: Socket> Connection<S> {
     }
 
     /// Closes at once with RST (drain deadline).
-    pub fn abort(&mut self) {
+    pub fn abort(&mut self, now: Time) {
         self.socket.set_abortive();
-        self.state = State::Closed;
+        self.set_state(State::Closed, now);
     }
 
     /// The next time this connection needs attention without an event: the linger, write-stall
@@ -295,32 +296,33 @@ impl<S: Socket> Connection<S> {
     }
 
     /// The loop's timer came due: closes the connection if one of its deadlines has passed.
+    /// Applies exactly the rules of [`Connection::deadline`] for the current state, so a
+    /// stale entry (armed before a state change) can never close it for the wrong reason.
     pub fn on_deadline(&mut self, cx: &mut Context<'_>) -> Turn {
-        let now = cx.now;
-        let l = cx.limits;
-        let expired =
-            |since: Time, d: Option<std::time::Duration>| d.is_some_and(|d| now >= since.after(d));
-        let reason = if self.state == State::Lingering
-            && expired(self.since, Some(l.linger_timeout))
-        {
-            debug!(
-                "conn {}: peer did not finish within the linger timeout",
-                self.id
-            );
-            Some(CloseReason::LingerTimeout)
-        } else if !self.output.is_empty() && expired(self.last_progress, l.write_stall_timeout) {
-            debug!(
-                "conn {}: {} bytes pending and none accepted for the write-stall timeout; aborting",
-                self.id,
-                self.output.len()
-            );
-            self.socket.set_abortive();
-            Some(CloseReason::WriteStall)
-        } else if expired(self.last_active, l.idle_timeout) {
-            debug!("conn {}: idle timeout", self.id);
-            Some(CloseReason::Idle)
-        } else {
-            None
+        let (now, l) = (cx.now, cx.limits);
+        let expired = |since: Time, d: Option<Duration>| d.is_some_and(|d| now >= since.after(d));
+        let reason = match self.state {
+            State::Closed => None,
+            State::Lingering => expired(self.since, Some(l.linger_timeout)).then(|| {
+                debug!(
+                    "conn {}: peer did not finish within the linger timeout",
+                    self.id
+                );
+                CloseReason::LingerTimeout
+            }),
+            _ if !self.output.is_empty() && expired(self.last_progress, l.write_stall_timeout) => {
+                debug!(
+                    "conn {}: {} bytes pending, none accepted for the write-stall timeout; aborting",
+                    self.id,
+                    self.output.len()
+                );
+                self.socket.set_abortive();
+                Some(CloseReason::WriteStall)
+            }
+            _ => expired(self.last_active, l.idle_timeout).then(|| {
+                debug!("conn {}: idle timeout", self.id);
+                CloseReason::Idle
+            }),
         };
         match reason {
             Some(reason) => self.close(reason, now),
@@ -415,10 +417,18 @@ impl<S: Socket> Connection<S> {
     /// Reads until drained, out of budget, or paused by backpressure.
     fn read(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> ControlFlow<CloseReason> {
         while self.read_ready && self.want().read && *budget > 0 {
-            // Never read more than output has room for: the echo of one read then cannot push
-            // pending output past the high watermark.
-            let room = cx.limits.high_watermark.saturating_sub(self.output.len());
-            let want = cx.scratch.len().min(*budget).min(room.max(1));
+            // Input for the service: never read more than output has room for, so the echo of
+            // one read cannot push pending output past the high watermark. Input that is only
+            // discarded (closing, lingering) needs no room.
+            let room = match self.state {
+                State::Open => cx.limits.high_watermark.saturating_sub(self.output.len()),
+                _ => usize::MAX,
+            };
+            let want = cx.scratch.len().min(*budget).min(room);
+            if want == 0 {
+                // Only reachable if a service wrote past its room; flush will pause reading.
+                break;
+            }
             match self.socket.read(&mut cx.scratch[..want]) {
                 Ok(0) => {
                     self.read_ready = false;

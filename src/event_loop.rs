@@ -432,7 +432,7 @@ impl EventLoop {
         let forced = self.conns.len();
         warn!("drain timeout: aborting {forced} connections");
         for (_, slot) in self.conns.iter_mut() {
-            slot.conn.abort();
+            slot.conn.abort(self.now);
             self.kit.stats.closed(CloseReason::Forced);
         }
         self.conns.clear();

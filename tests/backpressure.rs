@@ -57,14 +57,8 @@ fn non_reading_client_is_bounded_then_served() {
 
     // Phase 2: read everything back while writing the rest.
     c.set_nonblocking(false).unwrap();
-    let mut w = c.try_clone().unwrap();
-    let rest = data[stalled_at..].to_vec();
-    let writer = thread::spawn(move || {
-        w.write_all(&rest).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let got = read_to_eof(&mut c);
-    writer.join().unwrap();
+    // Everything echoed so far is still waiting to be read, so this returns all 64 MiB.
+    let got = exchange(&mut c, &data[stalled_at..], 1 << 20);
     assert_eq!(got.len(), data.len());
     assert!(got == data, "echo differs");
     let s = server.wait_stats("closed", |s| s.active == 0);
@@ -84,16 +78,7 @@ fn tiny_budget_completes_bulk_transfer() {
     let server = TestServer::start(config, &[Builtin::Echo]);
     let mut c = connect(server.addr());
     let data = pattern(4, 4 << 20);
-    // All 4 MiB is sent before reading anything back (within socket buffer limits: the
-    // writer thread blocks when the server pauses, which is the point).
-    let mut w = c.try_clone().unwrap();
-    let sent = data.clone();
-    let writer = thread::spawn(move || {
-        w.write_all(&sent).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let got = read_to_eof(&mut c);
-    writer.join().unwrap();
+    let got = exchange(&mut c, &data, data.len());
     assert!(got == data);
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::Shutdown;
 use std::thread;
 
@@ -27,14 +27,7 @@ fn eight_mib_burst() {
     let server = TestServer::echo();
     let mut c = connect(server.addr());
     let data = pattern(2, 8 << 20);
-    let mut writer = c.try_clone().unwrap();
-    let sent = data.clone();
-    let t = thread::spawn(move || {
-        writer.write_all(&sent).unwrap();
-        writer.shutdown(Shutdown::Write).unwrap();
-    });
-    let got = read_to_eof(&mut c);
-    t.join().unwrap();
+    let got = exchange(&mut c, &data, data.len());
     assert!(
         got == data,
         "echo differs (got {} of {} bytes)",
@@ -53,16 +46,7 @@ fn many_clients_at_once() {
             thread::spawn(move || {
                 let mut c = connect(addr);
                 let data = pattern(1000 + id, 64 * 1024 + id as usize * 17);
-                let mut w = c.try_clone().unwrap();
-                let sent = data.clone();
-                let writer = thread::spawn(move || {
-                    for chunk in sent.chunks(1500) {
-                        w.write_all(chunk).unwrap();
-                    }
-                    w.shutdown(Shutdown::Write).unwrap();
-                });
-                let got = read_to_eof(&mut c);
-                writer.join().unwrap();
+                let got = exchange(&mut c, &data, 1500);
                 assert!(got == data, "client {id}: wrong echo");
             })
         })

@@ -2,9 +2,8 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::Shutdown;
-use std::thread;
 
 use common::*;
 use loopd::config::Config;
@@ -16,24 +15,8 @@ fn one_mib_then_fin_gets_everything_then_fin() {
     let server = TestServer::echo();
     let mut c = connect(server.addr());
     let data = pattern(7, 1 << 20);
-    let mut w = c.try_clone().unwrap();
-    let sent = data.clone();
-    let writer = thread::spawn(move || {
-        w.write_all(&sent).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let mut got = Vec::new();
-    let result = c.read_to_end(&mut got);
-    writer.join().unwrap();
-    if let Err(e) = result {
-        assert_ne!(
-            e.kind(),
-            ErrorKind::ConnectionReset,
-            "reset after {} bytes",
-            got.len()
-        );
-        panic!("read failed: {e}");
-    }
+    // Any read error, a reset above all, fails inside `exchange`.
+    let got = exchange(&mut c, &data, data.len());
     assert_eq!(got.len(), data.len());
     assert!(got == data);
     let s = server.wait_stats("closed after peer FIN", |s| s.closed_peer == 1);

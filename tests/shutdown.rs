@@ -83,17 +83,22 @@ fn sigterm_drains_every_accepted_byte() {
     assert_eq!(counter("closed_forced"), 0);
 }
 
-/// A second signal while draining exits at once with status 1.
-#[test]
-fn second_signal_exits_immediately() {
-    let mut daemon = Daemon::start(&[
+/// A daemon whose drain waits a minute for lingering clients, so a test controls when it ends.
+fn patient_daemon() -> Daemon {
+    Daemon::start(&[
         "--listen",
         "echo=127.0.0.1:0",
         "--linger-timeout",
         "60s",
         "--drain-timeout",
         "60s",
-    ]);
+    ])
+}
+
+/// A second signal while draining exits at once with status 1.
+#[test]
+fn second_signal_exits_immediately() {
+    let mut daemon = patient_daemon();
     // A client that never finishes keeps the drain waiting (lingering) for a minute.
     let mut c = connect(daemon.addr());
     round_trip(&mut c, b"hold");
@@ -112,14 +117,7 @@ fn second_signal_exits_immediately() {
 /// After SIGTERM the listener is closed: new clients are refused rather than queued.
 #[test]
 fn no_new_connections_while_draining() {
-    let mut daemon = Daemon::start(&[
-        "--listen",
-        "echo=127.0.0.1:0",
-        "--linger-timeout",
-        "60s",
-        "--drain-timeout",
-        "60s",
-    ]);
+    let mut daemon = patient_daemon();
     let addr = daemon.addr();
     let mut held = connect(addr);
     round_trip(&mut held, b"x");

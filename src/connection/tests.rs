@@ -187,6 +187,19 @@ const WRITABLE: Ready = Ready {
     closed: false,
 };
 
+const READ_ONLY: Want = Want {
+    read: true,
+    write: false,
+};
+const WRITE_ONLY: Want = Want {
+    read: false,
+    write: true,
+};
+const READ_WRITE: Want = Want {
+    read: true,
+    write: true,
+};
+
 /// Watermarks and budget small enough to reach with a few bytes.
 fn small_limits() -> Limits {
     Limits {
@@ -259,13 +272,7 @@ mod open {
         assert_eq!(rig.readable(), Turn::Wait);
         assert_eq!(rig.take_written(), b"hello");
         assert_eq!(rig.conn.buffered_capacity(), 0);
-        assert_eq!(
-            rig.conn.want(),
-            Want {
-                read: true,
-                write: false
-            }
-        );
+        assert_eq!(rig.conn.want(), READ_ONLY);
     }
 
     /// A short read ends the drain: no extra read() just to see WouldBlock.
@@ -301,24 +308,12 @@ mod open {
         assert_eq!(rig.readable(), Turn::Wait);
         assert_eq!(rig.take_written(), b"hel");
         assert_eq!(rig.conn.pending_output(), 2);
-        assert_eq!(
-            rig.conn.want(),
-            Want {
-                read: true,
-                write: true
-            }
-        );
+        assert_eq!(rig.conn.want(), READ_WRITE);
 
         rig.sock().window = BIG_WINDOW;
         assert_eq!(rig.writable(), Turn::Wait);
         assert_eq!(rig.take_written(), b"lo");
-        assert_eq!(
-            rig.conn.want(),
-            Want {
-                read: true,
-                write: false
-            }
-        );
+        assert_eq!(rig.conn.want(), READ_ONLY);
         assert_eq!(rig.conn.buffered_capacity(), 0);
     }
 
@@ -348,13 +343,7 @@ mod open {
         rig.send(&[1; 100]);
         assert_eq!(rig.readable(), Turn::Wait);
         assert_eq!(rig.conn.pending_output(), 32);
-        assert_eq!(
-            rig.conn.want(),
-            Want {
-                read: false,
-                write: true
-            }
-        );
+        assert_eq!(rig.conn.want(), WRITE_ONLY);
         assert_eq!(rig.stats.snapshot().backpressure_pauses, 1);
         assert_eq!(rig.stats.snapshot().peak_pending_output, 32);
     }
@@ -370,13 +359,7 @@ mod open {
         // Only a writable event: the 68 bytes still queued must be read in this same turn.
         assert_eq!(rig.writable(), Turn::Wait);
         assert_eq!(rig.take_written(), vec![1; 100]);
-        assert_eq!(
-            rig.conn.want(),
-            Want {
-                read: true,
-                write: false
-            }
-        );
+        assert_eq!(rig.conn.want(), READ_ONLY);
     }
 
     /// Hysteresis: draining to between the watermarks does not resume reading.
@@ -389,13 +372,7 @@ mod open {
         rig.sock().window = 20; // 32 -> 12 pending, still above the low watermark of 8
         rig.writable();
         assert_eq!(rig.conn.pending_output(), 12);
-        assert_eq!(
-            rig.conn.want(),
-            Want {
-                read: false,
-                write: true
-            }
-        );
+        assert_eq!(rig.conn.want(), WRITE_ONLY);
     }
 
     /// A spent read budget returns Again, and run-queue turns finish the job with no event.
@@ -503,13 +480,7 @@ mod close_wait {
     fn fin_waits_for_pending_output() {
         let mut rig = echo_close_wait(20);
         assert!(!rig.sock().fin);
-        assert_eq!(
-            rig.conn.want(),
-            Want {
-                read: false,
-                write: true
-            }
-        );
+        assert_eq!(rig.conn.want(), WRITE_ONLY);
         rig.sock().window = 15;
         assert_eq!(rig.writable(), Turn::Wait);
         assert!(!rig.sock().fin);
@@ -551,13 +522,7 @@ mod closing {
         assert_eq!(rig.open(), Turn::Wait);
         assert_eq!(rig.conn.state(), State::Closing);
         assert!(!rig.sock().fin);
-        assert_eq!(
-            rig.conn.want(),
-            Want {
-                read: true,
-                write: true
-            }
-        );
+        assert_eq!(rig.conn.want(), READ_WRITE);
 
         rig.send(b"ignored");
         rig.readable();
@@ -570,6 +535,23 @@ mod closing {
         assert_eq!(rig.conn.state(), State::Lingering);
         let line = rig.take_written();
         assert!(line.ends_with(b"Z\r\n"), "{line:?}");
+    }
+
+    /// Input discarded while output is stuck at the watermark is read in full-size reads,
+    /// not one byte at a time.
+    #[test]
+    fn discarding_is_not_limited_by_output_room() {
+        let mut rig = echo_open();
+        rig.sock().window = 0;
+        rig.send(&[1; 100]);
+        rig.readable(); // 32 pending: at the high watermark, 68 bytes left unread
+        let reads = rig.sock().reads;
+        rig.shut_down(); // discards the 68: one full read (64) and one short (4)
+        assert_eq!(rig.conn.state(), State::Closing);
+        rig.send(&[2; 60]);
+        rig.readable(); // one short read
+        assert_eq!(rig.sock().reads - reads, 3, "discarding read byte by byte");
+        assert_eq!(rig.stats.snapshot().bytes_discarded, 128);
     }
 
     /// The peer's FIN while we flush skips lingering: flush, FIN, closed.
@@ -639,17 +621,27 @@ mod lingering {
         assert_eq!(rig.deadline(), Turn::Closed(CloseReason::LingerTimeout));
     }
 
+    /// An idle deadline armed before lingering began cannot cut the linger short.
+    #[test]
+    fn stale_idle_deadline_does_not_end_lingering() {
+        let mut limits = small_limits();
+        limits.idle_timeout = Some(Duration::from_secs(1));
+        let mut rig = Rig::with_limits(Box::new(Echo), limits);
+        rig.open();
+        rig.now = Time(900);
+        rig.shut_down();
+        assert_eq!(rig.conn.state(), State::Lingering);
+        rig.now = Time(1_000); // idle would have expired here
+        assert_eq!(rig.deadline(), Turn::Wait);
+        rig.now = Time(5_900);
+        assert_eq!(rig.deadline(), Turn::Closed(CloseReason::LingerTimeout));
+    }
+
     /// A lingering connection wants only READABLE.
     #[test]
     fn wants_read_only() {
         let rig = daytime_lingering();
-        assert_eq!(
-            rig.conn.want(),
-            Want {
-                read: true,
-                write: false
-            }
-        );
+        assert_eq!(rig.conn.want(), READ_ONLY);
     }
 }
 
@@ -755,14 +747,7 @@ mod streaming {
         let mut rig = Rig::new(Box::new(Chargen::new()));
         rig.sock().window = 0;
         rig.open();
-        assert_eq!(
-            rig.conn.want(),
-            Want {
-                read: false,
-                write: true
-            },
-            "paused at the watermark"
-        );
+        assert_eq!(rig.conn.want(), WRITE_ONLY, "paused at the watermark");
         rig.send_fin();
         rig.turn(Ready {
             closed: true,

@@ -129,8 +129,29 @@ pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
 /// Reads until EOF; an error (such as a reset) fails the test.
 pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("read to EOF without error");
+    if let Err(e) = s.read_to_end(&mut buf) {
+        panic!(
+            "read failed after {} bytes (a reset is a bug): {e}",
+            buf.len()
+        );
+    }
     buf
+}
+
+/// Sends `data` in `chunk`-sized writes from a second thread (so neither side can deadlock on
+/// full buffers), then FIN; meanwhile reads until the server's FIN. Returns what came back.
+pub fn exchange(c: &mut TcpStream, data: &[u8], chunk: usize) -> Vec<u8> {
+    let mut writer = c.try_clone().unwrap();
+    let sent = data.to_vec();
+    let t = std::thread::spawn(move || {
+        for piece in sent.chunks(chunk) {
+            writer.write_all(piece).unwrap();
+        }
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let got = read_to_eof(c);
+    t.join().unwrap();
+    got
 }
 
 /// One request/response round trip.
