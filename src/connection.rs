@@ -213,6 +213,11 @@ impl<S: Socket> Connection<S> {
         }
     }
 
+    /// The serial number given at creation (unique per loop, never reused).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.state

@@ -162,11 +162,18 @@ impl Handle {
 /// One slab entry: a connection plus what the loop tracks about it.
 struct Slot {
     conn: Connection<TcpStream>,
-    serial: u64,
     /// The interest currently registered with the poller.
     registered: Interest,
     /// Already on the run queue.
     queued: bool,
+}
+
+/// The connection a token names, if it is still there: the slab key may since have been
+/// reused by a newer connection, whose serial differs (DESIGN.md invariant 8).
+fn lookup(conns: &mut Slab<Slot>, key: usize, serial: u32) -> Option<&mut Slot> {
+    conns
+        .get_mut(key)
+        .filter(|slot| slot.conn.id() as u32 == serial)
 }
 
 /// What a turn borrows from the loop, kept apart from the slab so both can be borrowed at
@@ -446,12 +453,9 @@ impl EventLoop {
 
     /// One turn for the connection at `key`, if it is still the one the token named.
     fn turn(&mut self, key: usize, serial: u32, ready: Ready) {
-        let Some(slot) = self.conns.get_mut(key) else {
+        let Some(slot) = lookup(&mut self.conns, key, serial) else {
             return;
         };
-        if slot.serial as u32 != serial {
-            return;
-        }
         let turn = slot.conn.turn(&mut self.kit.cx(self.now), ready);
         self.after_turn(key, turn);
     }
@@ -459,10 +463,10 @@ impl EventLoop {
     /// Applies a turn's outcome: close, or update interest, run queue and deadline.
     fn after_turn(&mut self, key: usize, turn: Turn) {
         let slot = &mut self.conns[key];
-        let token = conn_token(key, slot.serial);
+        let token = conn_token(key, slot.conn.id());
         if let Turn::Closed(reason) = turn {
             self.timers.disarm(&mut slot.conn.timer, token);
-            debug!("conn {}: closed ({reason:?})", slot.serial);
+            debug!("conn {}: closed ({reason:?})", slot.conn.id());
             self.kit.stats.closed(reason);
             // Dropping the stream closes the descriptor, which also removes it from the epoll
             // set: no deregister call needed.
@@ -481,7 +485,7 @@ impl EventLoop {
                         .registry()
                         .reregister(slot.conn.socket_mut(), token, wanted)
                 {
-                    warn!("conn {}: reregister failed: {e}", slot.serial);
+                    warn!("conn {}: reregister failed: {e}", slot.conn.id());
                     self.timers.disarm(&mut slot.conn.timer, token);
                     self.kit.stats.closed(CloseReason::Error);
                     self.conns.remove(key);
@@ -505,9 +509,9 @@ impl EventLoop {
             let Target::Connection { key, serial } = decode(token) else {
                 continue;
             };
-            match self.conns.get_mut(key) {
-                Some(slot) if slot.serial as u32 == serial => slot.queued = false,
-                _ => continue,
+            match lookup(&mut self.conns, key, serial) {
+                Some(slot) => slot.queued = false,
+                None => continue,
             }
             self.turn(key, serial, Ready::NONE);
         }
@@ -519,10 +523,10 @@ impl EventLoop {
             let Target::Connection { key, serial } = decode(token) else {
                 continue;
             };
-            let Some(slot) = self.conns.get_mut(key) else {
+            let Some(slot) = lookup(&mut self.conns, key, serial) else {
                 continue;
             };
-            if slot.serial as u32 != serial || !Timers::<Token>::fired(&mut slot.conn.timer, at) {
+            if !Timers::<Token>::fired(&mut slot.conn.timer, at) {
                 continue;
             }
             let turn = slot.conn.on_deadline(&mut self.kit.cx(self.now));
@@ -636,7 +640,6 @@ impl EventLoop {
         }
         entry.insert(Slot {
             conn,
-            serial,
             registered,
             queued: false,
         });
