@@ -32,7 +32,7 @@ fn defaults_serve_echo_on_7007() {
     assert_eq!(daemon.wait_exit().code(), Some(0));
 }
 
-/// An unknown flag or a bad value: a clear error first, exit status 2.
+/// An unknown flag or a bad value: one clear error line, exit status 2.
 #[test]
 fn bad_flags_exit_2() {
     for args in [
@@ -45,7 +45,8 @@ fn bad_flags_exit_2() {
         let out = loopd(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("loopd: error: "), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     }
 }
 

@@ -147,8 +147,28 @@ fn fit_descriptors(config: &mut Config) {
     }
 }
 
+/// Parses the command line. Help and version go to stdout with status 0; any error is one
+/// line on stderr and status 2.
+fn parse_args() -> Result<Args, ExitCode> {
+    Args::try_parse().map_err(|e| {
+        if !e.use_stderr() {
+            e.exit();
+        }
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        eprintln!(
+            "loopd: {} (see loopd --help)",
+            first.trim_end_matches(['.', ' '])
+        );
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(status) => return status,
+    };
     env_logger::Builder::new()
         .filter_level(args.log_level())
         .parse_default_env()
