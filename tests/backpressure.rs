@@ -27,16 +27,22 @@ fn non_reading_client_is_bounded_then_served() {
     // Phase 1: write without reading until the kernel refuses more, after the server has
     // paused reading from us.
     c.set_nonblocking(true).unwrap();
-    let push = |c: &mut std::net::TcpStream, written: &mut usize| loop {
-        match c.write(&data[*written..(*written + 65536).min(data.len())]) {
-            Ok(n) => *written += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-            Err(e) => panic!("write: {e}"),
+    let push = |c: &mut std::net::TcpStream, written: &mut usize| {
+        while *written < data.len() {
+            match c.write(&data[*written..(*written + 65536).min(data.len())]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => panic!("write: {e}"),
+            }
         }
     };
     let mut written = 0;
-    push(&mut c, &mut written);
-    server.wait_stats("server paused reading", |s| s.backpressure_pauses >= 1);
+    // Keep offering data until the server pauses: it may drain what we wrote so far before
+    // its own output backs up.
+    server.wait_stats("server paused reading", |s| {
+        push(&mut c, &mut written);
+        s.backpressure_pauses >= 1
+    });
     // The server is paused; whatever buffer space was left fills now, then writes stall.
     let stalled_at = wait_until("client writes stall", || {
         let before = written;
