@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::service::Builtin;
+use crate::service::{Builtin, ServiceOptions};
 
 /// Where `loopd` listens when no `--listen` is given. Loopback, so a bare `loopd` exposes
 /// nothing to the network; 7007 because the RFC port 7 needs privileges.
@@ -140,6 +140,8 @@ pub struct Config {
     pub keepalive: Option<Duration>,
     /// Per-connection limits.
     pub limits: Limits,
+    /// Limits of the framed services.
+    pub services: ServiceOptions,
 }
 
 impl Default for Config {
@@ -152,6 +154,7 @@ impl Default for Config {
             nodelay: DEFAULT_NODELAY,
             keepalive: Some(DEFAULT_KEEPALIVE),
             limits: Limits::default(),
+            services: ServiceOptions::default(),
         }
     }
 }
@@ -208,6 +211,9 @@ impl Config {
         }
         if self.backlog == 0 {
             return Err(ConfigError::Zero("backlog"));
+        }
+        if self.services.max_line == 0 {
+            return Err(ConfigError::Zero("max line"));
         }
         if self.listen.is_empty() {
             return Err(ConfigError::Zero("the number of listeners"));

@@ -478,12 +478,15 @@ impl<S: Socket> Connection<S> {
                 input.held.consume(used);
             }
         })?;
-        if self.input.len() > cx.limits.high_watermark {
+        let limit = self
+            .service
+            .input_limit()
+            .unwrap_or(cx.limits.high_watermark);
+        if self.input.len() > limit {
             warn!(
-                "conn {}: service left {} bytes of input unconsumed (limit {}); closing",
+                "conn {}: service left {} bytes of input unconsumed (limit {limit}); closing",
                 self.id,
                 self.input.len(),
-                cx.limits.high_watermark
             );
             return Break(CloseReason::Protocol);
         }

@@ -38,7 +38,7 @@ use crate::buffer::Buffer;
 use crate::config::{Config, Limits};
 use crate::connection::{Connection, Context, Ready, Socket, Turn, Want};
 use crate::listener::{self, Accepted, Listener};
-use crate::service::ServiceFactory;
+use crate::service::{ConnInfo, ServiceFactory};
 use crate::stats::{CloseReason, Snapshot, Stats};
 use crate::timer::{Clock, Time, Timers};
 
@@ -237,7 +237,7 @@ impl EventLoop {
         let listeners = config
             .listen
             .iter()
-            .map(|spec| (spec.addr, spec.service.factory()));
+            .map(|spec| (spec.addr, spec.service.factory(config.services)));
         EventLoop::serve(config, listeners)
     }
 
@@ -615,7 +615,11 @@ impl EventLoop {
             self.next_serial += 1;
         }
         let serial = self.next_serial;
-        let service = self.listeners[listener].factory().new_service(peer);
+        let info = ConnInfo {
+            peer,
+            stats: &self.kit.stats,
+        };
+        let service = self.listeners[listener].factory().new_service(&info);
         let mut conn = Connection::new(stream, service, serial, self.now);
         self.kit.stats.opened();
         debug!("conn {serial}: accepted from {peer}");

@@ -40,7 +40,7 @@
 //! use std::io::{BufRead, BufReader, Write};
 //! use std::net::{SocketAddr, TcpStream};
 //! use std::sync::Arc;
-//! use loopd::service::{Output, Service, ServiceFactory};
+//! use loopd::service::{ConnInfo, Output, Service, ServiceFactory};
 //! use loopd::{Config, EventLoop};
 //!
 //! struct LineLength;
@@ -57,7 +57,7 @@
 //! }
 //!
 //! let factory: Arc<dyn ServiceFactory> =
-//!     Arc::new(|_peer: SocketAddr| Box::new(LineLength) as Box<dyn Service>);
+//!     Arc::new(|_: &ConnInfo<'_>| Box::new(LineLength) as Box<dyn Service>);
 //! let addr: SocketAddr = "127.0.0.1:0".parse()?;
 //! let server = EventLoop::serve(&Config::default(), [(addr, factory)])?;
 //! let addr = server.local_addrs()[0];

@@ -153,8 +153,12 @@ mod tests {
     /// Port 0 is resolved to the bound port.
     #[test]
     fn binds_port_zero() {
-        let l =
-            Listener::bind("127.0.0.1:0".parse().unwrap(), 16, Builtin::Echo.factory()).unwrap();
+        let l = Listener::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            16,
+            Builtin::Echo.factory(Default::default()),
+        )
+        .unwrap();
         assert_ne!(l.local_addr().port(), 0);
         assert!(matches!(l.accept(), Accepted::Drained));
     }
@@ -192,7 +196,11 @@ mod tests {
     /// `[::]` is dual-stack: an IPv4 client reaches it.
     #[test]
     fn unspecified_ipv6_is_dual_stack() {
-        let Ok(l) = Listener::bind("[::]:0".parse().unwrap(), 16, Builtin::Echo.factory()) else {
+        let Ok(l) = Listener::bind(
+            "[::]:0".parse().unwrap(),
+            16,
+            Builtin::Echo.factory(Default::default()),
+        ) else {
             // A kernel without IPv6 cannot run this check; say so rather than pass silently.
             panic!("IPv6 is not available on this machine");
         };

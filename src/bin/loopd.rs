@@ -10,16 +10,17 @@ use clap::{ArgAction, Parser};
 use log::{error, info, warn};
 
 use loopd::config::{self, nonzero, parse_duration, parse_size, Config, Limits, ListenSpec};
+use loopd::service::ServiceOptions;
 use loopd::{rlimit, EventLoop, Exit};
 
-/// An edge-triggered event-loop server for echo, discard, chargen and daytime.
+/// An edge-triggered event-loop server: echo, discard, chargen, daytime, line and frame.
 ///
 /// Sizes take units (256KiB, 1MiB); durations take units (30s, 5m, 250ms); 0 turns a
 /// timeout off. RUST_LOG overrides -v/-q.
 #[derive(Debug, Parser)]
 #[command(version, about, max_term_width = 100)]
 struct Args {
-    /// Serve SERVICE (echo, discard, chargen, daytime) on ADDR; repeatable. IPv6 as [::1]:7;
+    /// Serve SERVICE (echo, discard, chargen, daytime, line, frame) on ADDR; repeatable. IPv6 as [::1]:7;
     /// [::] listens on IPv4 and IPv6. Default: loopback only, so a bare loopd exposes nothing.
     #[arg(short, long = "listen", value_name = "SERVICE=ADDR", default_value = config::DEFAULT_LISTEN)]
     listen: Vec<ListenSpec>,
@@ -78,6 +79,16 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     tcp_keepalive: Duration,
 
+    /// line service: the longest request line; longer gets an error and a close, and bounds
+    /// what a client that never sends a newline can make the server hold.
+    #[arg(long, value_name = "SIZE", default_value = "8KiB", value_parser = parse_size)]
+    max_line: usize,
+
+    /// frame service: the largest frame payload; a larger length prefix closes the connection
+    /// after earlier replies, and bounds what one partial frame can make the server hold.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    max_frame: usize,
+
     /// More logging (-v debug, -vv trace).
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     verbose: u8,
@@ -112,6 +123,10 @@ impl Args {
                 idle_timeout: nonzero(self.idle_timeout),
                 write_stall_timeout: nonzero(self.write_stall_timeout),
                 linger_timeout: self.linger_timeout,
+            },
+            services: ServiceOptions {
+                max_line: self.max_line,
+                max_frame: self.max_frame,
             },
         };
         config.validate()?;

@@ -781,3 +781,100 @@ mod streaming {
         assert_eq!(got, reference.take_output());
     }
 }
+
+mod framing {
+    //! Reassembly through the real connection: however the kernel splits a pipelined stream
+    //! into reads, the replies are those of the stream delivered whole.
+    use super::*;
+    use crate::service::{Frame, Line};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn limits() -> Limits {
+        Limits {
+            high_watermark: 1 << 20,
+            low_watermark: 1 << 10,
+            ..small_limits()
+        }
+    }
+
+    /// Feeds `stream` to a fresh connection in reads of the given sizes (then EOF) and returns
+    /// everything written.
+    fn replies(service: Box<dyn Service>, stream: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut rig = Rig::with_limits(service, limits());
+        rig.open();
+        let mut rest = stream;
+        for &cut in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = cut.clamp(1, rest.len());
+            rig.send(&rest[..n]);
+            rest = &rest[n..];
+            // One read per event, so every piece is a separate read.
+            rig.readable();
+        }
+        rig.send_fin();
+        for _ in 0..4 {
+            if let Turn::Closed(_) = rig.readable() {
+                break;
+            }
+        }
+        rig.take_written()
+    }
+
+    fn line_service() -> Box<dyn Service> {
+        let stats = Arc::new(Stats::default());
+        Box::new(Line::new("127.0.0.1:1".parse().unwrap(), stats, 200))
+    }
+
+    /// Requests whose replies do not depend on time or counters.
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        let text = "[ -~]{0,40}";
+        (0..4usize, text, any::<bool>()).prop_map(|(kind, text, crlf)| {
+            let mut line = match kind {
+                0 => format!("PING {text}"),
+                1 => format!("echo {text}"),
+                2 => "HELP".to_string(),
+                _ => format!("NOPE{text}"),
+            }
+            .into_bytes();
+            line.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+            line
+        })
+    }
+
+    fn frame() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(|payload| {
+            let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+            f.extend(payload);
+            f
+        })
+    }
+
+    proptest! {
+        /// Lines: any split gives the replies of the whole stream.
+        #[test]
+        fn line_replies_do_not_depend_on_splits(
+            requests in proptest::collection::vec(request(), 1..40),
+            cuts in proptest::collection::vec(1usize..80, 1..20),
+        ) {
+            let stream = requests.concat();
+            let whole = replies(line_service(), &stream, &[stream.len()]);
+            let split = replies(line_service(), &stream, &cuts);
+            prop_assert_eq!(whole.iter().filter(|&&b| b == b'\n').count(), requests.len());
+            prop_assert_eq!(split, whole);
+        }
+
+        /// Frames: any split gives the replies of the whole stream, which is the stream.
+        #[test]
+        fn frame_replies_do_not_depend_on_splits(
+            frames in proptest::collection::vec(frame(), 1..20),
+            cuts in proptest::collection::vec(1usize..400, 1..20),
+        ) {
+            let stream = frames.concat();
+            let split = replies(Box::new(Frame::new(1000)), &stream, &cuts);
+            prop_assert_eq!(split, stream);
+        }
+    }
+}

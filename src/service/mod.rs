@@ -28,11 +28,15 @@ mod chargen;
 mod daytime;
 mod discard;
 mod echo;
+pub mod frame;
+pub mod line;
 
 pub use chargen::Chargen;
 pub use daytime::Daytime;
 pub use discard::Discard;
 pub use echo::Echo;
+pub use frame::Frame;
+pub use line::Line;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -40,6 +44,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::buffer::Buffer;
+use crate::stats::Stats;
 
 /// A per-connection protocol handler. See the [module documentation](self).
 ///
@@ -68,23 +73,39 @@ pub trait Service: Send {
     fn on_drained(&mut self, out: &mut Output<'_>) {
         let _ = out;
     }
+
+    /// The most unconsumed input this service may leave with the connection (a partial
+    /// request). `None`, the default, means the high watermark. A length-prefixed protocol
+    /// that must reassemble a whole frame before answering declares its frame limit here.
+    fn input_limit(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// What a factory knows about the connection it creates a service for.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo<'a> {
+    /// The client's address as the server sees it.
+    pub peer: SocketAddr,
+    /// The counters of the loop serving the connection.
+    pub stats: &'a Arc<Stats>,
 }
 
 /// Creates a [`Service`] for each accepted connection.
 ///
-/// Implemented for any `Fn(SocketAddr) -> Box<dyn Service>`, so a closure is a factory.
+/// Implemented for any `Fn(&ConnInfo) -> Box<dyn Service>`, so a closure is a factory.
 /// A factory is shared by every loop thread, hence `Send + Sync`.
 pub trait ServiceFactory: Send + Sync {
-    /// A new handler for a connection from `peer`.
-    fn new_service(&self, peer: SocketAddr) -> Box<dyn Service>;
+    /// A new handler for the connection described by `conn`.
+    fn new_service(&self, conn: &ConnInfo<'_>) -> Box<dyn Service>;
 }
 
 impl<F> ServiceFactory for F
 where
-    F: Fn(SocketAddr) -> Box<dyn Service> + Send + Sync,
+    F: Fn(&ConnInfo<'_>) -> Box<dyn Service> + Send + Sync,
 {
-    fn new_service(&self, peer: SocketAddr) -> Box<dyn Service> {
-        self(peer)
+    fn new_service(&self, conn: &ConnInfo<'_>) -> Box<dyn Service> {
+        self(conn)
     }
 }
 
@@ -154,15 +175,39 @@ pub enum Builtin {
     Chargen,
     /// RFC 867: one line with the time, then close.
     Daytime,
+    /// Newline-delimited commands ([`Line`]).
+    Line,
+    /// Length-prefixed frames, echoed ([`Frame`]).
+    Frame,
+}
+
+/// Limits of the framed services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceOptions {
+    /// The longest request line of the `line` service.
+    pub max_line: usize,
+    /// The largest payload of the `frame` service.
+    pub max_frame: usize,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> ServiceOptions {
+        ServiceOptions {
+            max_line: line::DEFAULT_MAX_LINE,
+            max_frame: frame::DEFAULT_MAX_FRAME,
+        }
+    }
 }
 
 impl Builtin {
     /// Every built-in, in help order.
-    pub const ALL: [Builtin; 4] = [
+    pub const ALL: [Builtin; 6] = [
         Builtin::Echo,
         Builtin::Discard,
         Builtin::Chargen,
         Builtin::Daytime,
+        Builtin::Line,
+        Builtin::Frame,
     ];
 
     /// The name used on the command line.
@@ -172,16 +217,32 @@ impl Builtin {
             Builtin::Discard => "discard",
             Builtin::Chargen => "chargen",
             Builtin::Daytime => "daytime",
+            Builtin::Line => "line",
+            Builtin::Frame => "frame",
         }
     }
 
     /// A factory creating this service for each connection.
-    pub fn factory(self) -> Arc<dyn ServiceFactory> {
+    pub fn factory(self, options: ServiceOptions) -> Arc<dyn ServiceFactory> {
+        fn factory<F>(f: F) -> Arc<dyn ServiceFactory>
+        where
+            F: Fn(&ConnInfo<'_>) -> Box<dyn Service> + Send + Sync + 'static,
+        {
+            Arc::new(f)
+        }
         match self {
-            Builtin::Echo => Arc::new(|_| Box::new(Echo) as Box<dyn Service>),
-            Builtin::Discard => Arc::new(|_| Box::new(Discard) as Box<dyn Service>),
-            Builtin::Chargen => Arc::new(|_| Box::new(Chargen::new()) as Box<dyn Service>),
-            Builtin::Daytime => Arc::new(|_| Box::new(Daytime) as Box<dyn Service>),
+            Builtin::Echo => factory(|_| Box::new(Echo)),
+            Builtin::Discard => factory(|_| Box::new(Discard)),
+            Builtin::Chargen => factory(|_| Box::new(Chargen::new())),
+            Builtin::Daytime => factory(|_| Box::new(Daytime)),
+            Builtin::Line => factory(move |conn| {
+                Box::new(Line::new(
+                    conn.peer,
+                    Arc::clone(conn.stats),
+                    options.max_line,
+                ))
+            }),
+            Builtin::Frame => factory(move |_| Box::new(Frame::new(options.max_frame))),
         }
     }
 }
@@ -271,7 +332,10 @@ mod tests {
         assert_eq!("ECHO".parse::<Builtin>(), Ok(Builtin::Echo));
         assert_eq!("chargen".parse::<Builtin>(), Ok(Builtin::Chargen));
         let err = "gopher".parse::<Builtin>().unwrap_err();
-        assert!(err.contains("echo, discard, chargen, daytime"), "{err}");
+        assert!(
+            err.contains("echo, discard, chargen, daytime, line, frame"),
+            "{err}"
+        );
     }
 
     /// `room` counts output already pending on the connection and written in this call.

@@ -1,0 +1,245 @@
+//! A newline-delimited request/response protocol.
+//!
+//! TCP delivers a byte stream, not messages: one read may hold half a request, or a hundred.
+//! This service finds request boundaries by delimiter. [`Service::on_input`] is handed every
+//! byte not yet consumed; it answers each complete line in order (pipelining needs nothing
+//! more) and returns how far it got, so an incomplete last line stays with the connection until
+//! the rest arrives.
+//!
+//! Requests end in `\n`; a `\r` before it is stripped. Commands are case-insensitive:
+//!
+//! | request | reply |
+//! | --- | --- |
+//! | `PING [text]` | `PONG [text]` |
+//! | `ECHO text` | `text` |
+//! | `TIME` | the current UTC time, RFC 3339 |
+//! | `WHOAMI` | the client's address as the server sees it |
+//! | `STATS` | the loop's counters as one line of `key=value` |
+//! | `HELP` | the command list |
+//! | `QUIT` | `BYE`, then a graceful close |
+//! | anything else | `ERR unknown command '…'`; the connection stays open |
+//!
+//! Replies end in `\r\n`. A line longer than the limit (`--max-line`) gets `ERR line too long`
+//! and a graceful close. The limit is enforced while the line is still arriving, so a client
+//! that never sends a newline holds at most the limit plus one read of the server's memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{Output, Service};
+use crate::stats::Stats;
+
+/// Default for `--max-line`: far above any command this protocol has, small enough that
+/// 10,000 clients each holding a partial line cost 80 MiB at most.
+pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
+
+/// The longest command name quoted back in an error: the reply to garbage stays short.
+const QUOTE_LIMIT: usize = 32;
+
+const HELP: &str = "commands: PING [text], ECHO text, TIME, WHOAMI, STATS, HELP, QUIT";
+
+/// The line service for one connection.
+pub struct Line {
+    peer: SocketAddr,
+    stats: Arc<Stats>,
+    max_line: usize,
+}
+
+impl Line {
+    /// A line service for a client at `peer`, reporting `stats`, with lines up to `max_line`
+    /// bytes (not counting the line ending).
+    pub fn new(peer: SocketAddr, stats: Arc<Stats>, max_line: usize) -> Line {
+        Line {
+            peer,
+            stats,
+            max_line,
+        }
+    }
+
+    /// Answers one request line (without its line ending). Returns `false` to end the
+    /// conversation.
+    fn answer(&self, line: &[u8], out: &mut Output<'_>) -> bool {
+        let (command, arg) = match line.iter().position(|&b| b == b' ') {
+            Some(space) => (&line[..space], Some(&line[space + 1..])),
+            None => (line, None),
+        };
+        let is = |name: &str| command.eq_ignore_ascii_case(name.as_bytes());
+        if is("PING") {
+            match arg {
+                Some(text) => reply(out, &[b"PONG ", text]),
+                None => reply(out, &[b"PONG"]),
+            }
+        } else if is("ECHO") {
+            reply(out, &[arg.unwrap_or_default()]);
+        } else if is("TIME") {
+            let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+            reply(out, &[now.as_bytes()]);
+        } else if is("WHOAMI") {
+            reply(out, &[self.peer.to_string().as_bytes()]);
+        } else if is("STATS") {
+            reply(out, &[self.stats.snapshot().to_string().as_bytes()]);
+        } else if is("HELP") {
+            reply(out, &[HELP.as_bytes()]);
+        } else if is("QUIT") {
+            reply(out, &[b"BYE"]);
+            return false;
+        } else {
+            let quoted = &command[..command.len().min(QUOTE_LIMIT)];
+            let quoted = quoted.escape_ascii().to_string();
+            let more = if command.len() > QUOTE_LIMIT {
+                "..."
+            } else {
+                ""
+            };
+            reply(
+                out,
+                &[format!("ERR unknown command '{quoted}{more}'").as_bytes()],
+            );
+        }
+        true
+    }
+}
+
+/// Writes the parts of one reply line and its CRLF.
+fn reply(out: &mut Output<'_>, parts: &[&[u8]]) {
+    for part in parts {
+        out.write(part);
+    }
+    out.write(b"\r\n");
+}
+
+impl Service for Line {
+    fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize {
+        let mut used = 0;
+        while let Some(nl) = input[used..].iter().position(|&b| b == b'\n') {
+            let mut line = &input[used..used + nl];
+            used += nl + 1;
+            if let Some(stripped) = line.strip_suffix(b"\r") {
+                line = stripped;
+            }
+            if line.len() > self.max_line {
+                reply(out, &[b"ERR line too long"]);
+                out.finish();
+                return input.len();
+            }
+            if !self.answer(line, out) {
+                out.finish();
+                return input.len();
+            }
+        }
+        // An incomplete line: keep it, unless it is already too long to ever be valid. The
+        // `+ 1` leaves room for a `\r` that the next read may show to be part of the ending.
+        if input.len() - used > self.max_line + 1 {
+            reply(out, &[b"ERR line too long"]);
+            out.finish();
+            return input.len();
+        }
+        used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::Harness;
+
+    fn line() -> Harness<Line> {
+        let stats = Arc::new(Stats::default());
+        Harness::new(Line::new("192.0.2.7:4242".parse().unwrap(), stats, 16))
+    }
+
+    fn ask(h: &mut Harness<Line>, input: &[u8]) -> String {
+        let used = h.input(input);
+        assert_eq!(used, input.len(), "complete lines are consumed");
+        String::from_utf8(h.take_output()).unwrap()
+    }
+
+    /// Every command's reply, case-insensitive, CRLF or LF.
+    #[test]
+    fn commands() {
+        let mut h = line();
+        assert_eq!(ask(&mut h, b"PING\n"), "PONG\r\n");
+        assert_eq!(ask(&mut h, b"ping hello\r\n"), "PONG hello\r\n");
+        assert_eq!(ask(&mut h, b"Echo a b  c\n"), "a b  c\r\n");
+        assert_eq!(ask(&mut h, b"WHOAMI\n"), "192.0.2.7:4242\r\n");
+        assert!(ask(&mut h, b"stats\n").starts_with("accepted=0 "));
+        assert!(ask(&mut h, b"HELP\n").contains("QUIT"));
+        let time = ask(&mut h, b"TIME\n");
+        humantime::parse_rfc3339(time.trim_end()).expect("RFC 3339");
+        assert!(!h.finished);
+        assert_eq!(ask(&mut h, b"QUIT\n"), "BYE\r\n");
+        assert!(h.finished);
+    }
+
+    /// Unknown commands get an error and the connection stays open; garbage is escaped and
+    /// truncated in the reply.
+    #[test]
+    fn unknown_command() {
+        let mut h = line();
+        assert_eq!(ask(&mut h, b"FLY me\n"), "ERR unknown command 'FLY'\r\n");
+        assert_eq!(
+            ask(&mut h, b"\x00\xff\n"),
+            "ERR unknown command '\\x00\\xff'\r\n"
+        );
+        assert_eq!(ask(&mut h, b"\n"), "ERR unknown command ''\r\n");
+        assert!(!h.finished);
+    }
+
+    /// A partial line is left unconsumed until its newline arrives.
+    #[test]
+    fn partial_line_waits() {
+        let mut h = line();
+        assert_eq!(h.input(b"PING\nECH"), 5);
+        assert_eq!(h.take_output(), b"PONG\r\n");
+        assert_eq!(h.input(b"ECHO x\n"), 7);
+        assert_eq!(h.take_output(), b"x\r\n");
+    }
+
+    /// Pipelined requests are answered in order.
+    #[test]
+    fn pipelined_in_order() {
+        let mut h = line();
+        assert_eq!(
+            ask(&mut h, b"ECHO 1\nECHO 2\nPING 3\n"),
+            "1\r\n2\r\nPONG 3\r\n"
+        );
+    }
+
+    /// A line over the limit is refused while it is still arriving, then the service ends.
+    #[test]
+    fn too_long_before_newline() {
+        let mut h = line();
+        assert_eq!(
+            h.input(&[b'a'; 17]),
+            0,
+            "17 bytes may still end in CRLF: kept"
+        );
+        assert!(!h.finished);
+        // The connection offers the held 17 bytes again with one more.
+        assert_eq!(h.input(&[b'a'; 18]), 18);
+        assert_eq!(h.take_output(), b"ERR line too long\r\n");
+        assert!(h.finished);
+    }
+
+    /// A complete line over the limit is refused; replies to earlier lines come first.
+    #[test]
+    fn too_long_complete_line() {
+        let mut h = line();
+        let mut input = b"PING\n".to_vec();
+        input.extend([b'b'; 17]);
+        input.push(b'\n');
+        assert_eq!(ask(&mut h, &input), "PONG\r\nERR line too long\r\n");
+        assert!(h.finished);
+    }
+
+    /// Exactly the limit is fine, with or without CR.
+    #[test]
+    fn limit_is_inclusive() {
+        let mut h = line();
+        let mut input = b"ECHO ".to_vec();
+        input.extend([b'z'; 11]);
+        input.extend(b"\r\n");
+        assert_eq!(ask(&mut h, &input), format!("{}\r\n", "z".repeat(11)));
+    }
+}
