@@ -218,8 +218,12 @@ impl Config {
         if self.listen.is_empty() {
             return Err(ConfigError::Zero("the number of listeners"));
         }
+        // TCP and UDP have separate port spaces: echo and udp-echo may share an address.
         for (i, spec) in self.listen.iter().enumerate() {
-            if self.listen[..i].iter().any(|other| other.addr == spec.addr) {
+            let clash = |other: &ListenSpec| {
+                other.addr == spec.addr && other.service.is_datagram() == spec.service.is_datagram()
+            };
+            if self.listen[..i].iter().any(clash) {
                 return Err(ConfigError::DuplicateListen(spec.addr));
             }
         }
@@ -292,6 +296,9 @@ mod tests {
         let mut c = Config::default();
         c.listen.push(c.listen[0]);
         assert!(matches!(c.validate(), Err(ConfigError::DuplicateListen(_))));
+        let mut c = Config::default();
+        c.listen.push("udp-echo=127.0.0.1:7007".parse().unwrap());
+        c.validate().expect("TCP and UDP may share a port");
     }
 
     /// Human units for durations and sizes.

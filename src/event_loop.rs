@@ -6,7 +6,8 @@
 //! 1. **Poll** with a timeout that is zero while the run queue or a listener has work left,
 //!    and otherwise the time to the next deadline (or forever).
 //! 2. **Dispatch** each event: connections get a [`Connection::turn`] with the readiness;
-//!    listeners are marked ready; signals and the shutdown [`Handle`] start draining.
+//!    listeners are marked ready; UDP endpoints receive and answer datagrams; signals and the
+//!    shutdown [`Handle`] start draining.
 //! 3. **Accept** from ready listeners until `WouldBlock`, the connection limit, or descriptor
 //!    exhaustion (which pauses accepting on a timer). Existing connections were served first.
 //! 4. **Run queue**: connections that used up their budget last turn run again, without an
@@ -19,7 +20,7 @@
 //! queue or the deadline set may still name the old occupant. Each token therefore carries
 //! the low 32 bits of the connection's serial number beside its slab key, and a lookup whose
 //! serial does not match is ignored (DESIGN.md invariant 8). Tokens with serial 0 belong to
-//! the loop itself: listeners, signals, the waker.
+//! the loop itself: listeners, UDP endpoints, signals, the waker.
 
 use std::collections::VecDeque;
 use std::io;
@@ -38,9 +39,10 @@ use crate::buffer::Buffer;
 use crate::config::{Config, Limits};
 use crate::connection::{Connection, Context, Ready, Socket, Turn, Want};
 use crate::listener::{self, Accepted, Listener};
-use crate::service::{ConnInfo, ServiceFactory};
+use crate::service::{ConnInfo, Handler};
 use crate::stats::{CloseReason, Snapshot, Stats};
 use crate::timer::{Clock, Time, Timers};
+use crate::udp::{UdpEndpoint, UdpTurn};
 
 /// Size of the loop's shared read buffer. 64 KiB takes a loopback burst in one read (the
 /// loopback MTU is 64 KiB) and still fits in L2 cache; it is allocated once per loop, not per
@@ -65,11 +67,14 @@ const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 const SIGNAL_KEY: usize = u32::MAX as usize - 1;
 const WAKER_KEY: usize = u32::MAX as usize;
+/// Loop tokens from here up (below the signal and waker keys) are UDP endpoints.
+const DATAGRAM_BASE: usize = 1 << 31;
 
 /// What a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Listener(usize),
+    Datagram(usize),
     Signals,
     Waker,
     Connection { key: usize, serial: u32 },
@@ -88,6 +93,7 @@ fn decode(token: Token) -> Target {
     match (serial, key) {
         (0, SIGNAL_KEY) => Target::Signals,
         (0, WAKER_KEY) => Target::Waker,
+        (0, i) if i >= DATAGRAM_BASE => Target::Datagram(i - DATAGRAM_BASE),
         (0, i) => Target::Listener(i),
         (serial, key) => Target::Connection { key, serial },
     }
@@ -209,6 +215,9 @@ struct AcceptPause {
 pub struct EventLoop {
     poll: Poll,
     listeners: Vec<Listener>,
+    datagrams: Vec<UdpEndpoint>,
+    /// Every bound address, in the order the endpoints were given.
+    local_addrs: Vec<SocketAddr>,
     conns: Slab<Slot>,
     next_serial: u64,
     run_queue: VecDeque<Token>,
@@ -234,27 +243,44 @@ pub struct EventLoop {
 impl EventLoop {
     /// Binds the built-in services named in `config.listen`.
     pub fn new(config: &Config) -> io::Result<EventLoop> {
-        let listeners = config
+        let endpoints = config
             .listen
             .iter()
-            .map(|spec| (spec.addr, spec.service.factory(config.services)));
-        EventLoop::serve(config, listeners)
+            .map(|spec| (spec.addr, spec.service.handler(config.services)));
+        EventLoop::serve(config, endpoints)
     }
 
-    /// Binds each address with its service factory; `config.listen` is ignored. This is how a
-    /// program serves its own [`Service`](crate::service::Service).
+    /// Binds each address with its handler; `config.listen` is ignored. This is how a program
+    /// serves its own [`Service`](crate::service::Service) or
+    /// [`DatagramService`](crate::service::DatagramService).
     pub fn serve(
         config: &Config,
-        listeners: impl IntoIterator<Item = (SocketAddr, Arc<dyn ServiceFactory>)>,
+        endpoints: impl IntoIterator<Item = (SocketAddr, Handler)>,
     ) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
-        let mut bound = Vec::new();
-        for (i, (addr, factory)) in listeners.into_iter().enumerate() {
-            let mut l = Listener::bind(addr, config.backlog, factory)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            poll.registry()
-                .register(l.source(), loop_token(i), Interest::READABLE)?;
-            bound.push(l);
+        let (mut listeners, mut datagrams, mut local_addrs) = (Vec::new(), Vec::new(), Vec::new());
+        let context =
+            |addr, e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+        for (addr, handler) in endpoints {
+            match handler {
+                Handler::Stream(factory) => {
+                    let mut l = Listener::bind(addr, config.backlog, factory)
+                        .map_err(|e| context(addr, e))?;
+                    let token = loop_token(listeners.len());
+                    poll.registry()
+                        .register(l.source(), token, Interest::READABLE)?;
+                    local_addrs.push(l.local_addr());
+                    listeners.push(l);
+                }
+                Handler::Datagram(service) => {
+                    let mut u = UdpEndpoint::bind(addr, service).map_err(|e| context(addr, e))?;
+                    let token = loop_token(DATAGRAM_BASE + datagrams.len());
+                    let interest = u.registered;
+                    poll.registry().register(u.source(), token, interest)?;
+                    local_addrs.push(u.local_addr());
+                    datagrams.push(u);
+                }
+            }
         }
         let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
@@ -265,7 +291,9 @@ impl EventLoop {
         let clock = Clock::new();
         Ok(EventLoop {
             poll,
-            listeners: bound,
+            listeners,
+            datagrams,
+            local_addrs,
             // Reserve the whole slab up front: the untouched part costs address space, not
             // memory, and the slab never stalls the loop to copy itself while growing.
             conns: Slab::with_capacity(config.max_connections),
@@ -295,7 +323,7 @@ impl EventLoop {
 
     /// The bound addresses, in listener order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(Listener::local_addr).collect()
+        self.local_addrs.clone()
     }
 
     /// A handle to stop the loop or read its counters from another thread.
@@ -336,6 +364,7 @@ impl EventLoop {
                 }
             }
             self.accept();
+            self.run_datagrams();
             self.run_queued();
             self.expire();
             if let Some(exit) = self.check_drained() {
@@ -347,7 +376,9 @@ impl EventLoop {
     /// How long `poll` may sleep: not at all while work is queued, otherwise until the next
     /// deadline of any kind.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.run_queue.is_empty() || self.may_accept() && self.listeners.iter().any(|l| l.ready)
+        if !self.run_queue.is_empty()
+            || self.may_accept() && self.listeners.iter().any(|l| l.ready)
+            || self.datagrams.iter().any(UdpEndpoint::has_work)
         {
             return Some(Duration::ZERO);
         }
@@ -373,6 +404,7 @@ impl EventLoop {
                 self.turn(key, serial, ready);
             }
             Target::Listener(i) => self.listeners[i].ready = true,
+            Target::Datagram(i) => self.datagram_turn(i, event.is_readable(), event.is_writable()),
             Target::Signals => {
                 let count = match &mut self.signals {
                     Some(signals) => signals.pending().count(),
@@ -420,6 +452,7 @@ impl EventLoop {
         // Closing the listening sockets makes new clients fail fast instead of queueing in a
         // backlog nobody will accept from.
         self.listeners.clear();
+        self.datagrams.clear();
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             let slot = &mut self.conns[key];
@@ -514,6 +547,32 @@ impl EventLoop {
                 None => continue,
             }
             self.turn(key, serial, Ready::NONE);
+        }
+    }
+
+    /// One receive-and-answer turn for UDP endpoint `i`.
+    fn datagram_turn(&mut self, i: usize, readable: bool, writable: bool) {
+        let Some(u) = self.datagrams.get_mut(i) else {
+            return;
+        };
+        // `Again` needs no queue entry: `has_work` keeps the poll timeout at zero.
+        let _: UdpTurn = u.turn(readable, writable, &mut self.kit.scratch, &self.kit.stats);
+        let wanted = u.want();
+        if wanted != u.registered {
+            let token = loop_token(DATAGRAM_BASE + i);
+            match self.poll.registry().reregister(u.source(), token, wanted) {
+                Ok(()) => u.registered = wanted,
+                Err(e) => warn!("udp {}: reregister failed: {e}", u.local_addr()),
+            }
+        }
+    }
+
+    /// UDP endpoints that stopped at their budget run again.
+    fn run_datagrams(&mut self) {
+        for i in 0..self.datagrams.len() {
+            if self.datagrams[i].has_work() {
+                self.datagram_turn(i, false, false);
+            }
         }
     }
 
@@ -663,6 +722,7 @@ mod tests {
         assert_eq!(decode(loop_token(3)), Target::Listener(3));
         assert_eq!(decode(loop_token(SIGNAL_KEY)), Target::Signals);
         assert_eq!(decode(loop_token(WAKER_KEY)), Target::Waker);
+        assert_eq!(decode(loop_token(DATAGRAM_BASE + 2)), Target::Datagram(2));
         // Only the low 32 bits of the serial travel in the token.
         assert_eq!(
             decode(conn_token(1, (5u64 << 32) | 9)),

@@ -17,16 +17,18 @@
 //!
 //! A suggested reading order, one concern per module:
 //!
-//! 1. [`service`] — the public trait a protocol implements, and the built-in echo, discard,
-//!    chargen and daytime. Pure bytes in, bytes out: no sockets.
+//! 1. [`service`] — the public traits a protocol implements, and the built-ins: echo,
+//!    discard, chargen, daytime, the framed line and frame services, and UDP echo and
+//!    discard. Pure bytes in, bytes out: no sockets.
 //! 2. [`buffer`] — a byte queue that allocates lazily and gives its memory back when empty.
 //! 3. [`connection`] — the state machine (`Open`, `CloseWait`, `Closing`, `Lingering`,
 //!    `Closed`): partial reads and writes, backpressure, half-close, lingering close. Tested
 //!    without sockets.
 //! 4. [`timer`] — deadlines (idle, write stall, linger) in an ordered set with lazy re-arming.
-//! 5. [`listener`] — socket2 set-up and what each `accept()` error means.
+//! 5. [`listener`] — socket2 set-up and what each `accept()` error means; [`udp`] — a UDP
+//!    socket with a bounded reply queue.
 //! 6. [`event_loop`] — `Poll`, tokens, the run queue, accepting, shutdown. The only module,
-//!    with `listener`, that touches mio.
+//!    with `listener` and `udp`, that touches mio.
 //! 7. [`config`], [`stats`], [`rlimit`] — tunables with their reasons, counters, and the
 //!    open-files limit.
 //!
@@ -40,7 +42,7 @@
 //! use std::io::{BufRead, BufReader, Write};
 //! use std::net::{SocketAddr, TcpStream};
 //! use std::sync::Arc;
-//! use loopd::service::{ConnInfo, Output, Service, ServiceFactory};
+//! use loopd::service::{ConnInfo, Handler, Output, Service, ServiceFactory};
 //! use loopd::{Config, EventLoop};
 //!
 //! struct LineLength;
@@ -59,7 +61,7 @@
 //! let factory: Arc<dyn ServiceFactory> =
 //!     Arc::new(|_: &ConnInfo<'_>| Box::new(LineLength) as Box<dyn Service>);
 //! let addr: SocketAddr = "127.0.0.1:0".parse()?;
-//! let server = EventLoop::serve(&Config::default(), [(addr, factory)])?;
+//! let server = EventLoop::serve(&Config::default(), [(addr, Handler::Stream(factory))])?;
 //! let addr = server.local_addrs()[0];
 //! let handle = server.handle();
 //! let thread = std::thread::spawn(move || server.run());
@@ -90,6 +92,7 @@ pub mod rlimit;
 pub mod service;
 pub mod stats;
 pub mod timer;
+pub mod udp;
 
 pub use config::Config;
 pub use event_loop::{EventLoop, Exit, Handle};

@@ -101,9 +101,9 @@ counters! {
     closed_protocol,
     /// Aborted at the drain deadline.
     closed_forced,
-    /// Bytes read and handed to services.
+    /// Bytes read and handed to services (TCP and UDP).
     bytes_in,
-    /// Bytes written (accepted by the kernel).
+    /// Bytes written, accepted by the kernel (TCP and UDP).
     bytes_out,
     /// Bytes read and dropped while closing or lingering.
     bytes_discarded,
@@ -115,6 +115,12 @@ counters! {
     accept_pauses,
     /// Times accepting stopped at the connection limit.
     accept_limit_stops,
+    /// UDP datagrams received.
+    datagrams_in,
+    /// UDP datagrams sent.
+    datagrams_out,
+    /// UDP replies dropped because the reply queue was full (or the send failed).
+    datagrams_dropped,
 }
 
 impl Stats {

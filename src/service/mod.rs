@@ -25,6 +25,7 @@
 //! growing the server's memory.
 
 mod chargen;
+pub mod datagram;
 mod daytime;
 mod discard;
 mod echo;
@@ -32,6 +33,7 @@ pub mod frame;
 pub mod line;
 
 pub use chargen::Chargen;
+pub use datagram::{DatagramService, UdpDiscard, UdpEcho};
 pub use daytime::Daytime;
 pub use discard::Discard;
 pub use echo::Echo;
@@ -179,6 +181,19 @@ pub enum Builtin {
     Line,
     /// Length-prefixed frames, echoed ([`Frame`]).
     Frame,
+    /// RFC 862 over UDP ([`UdpEcho`]).
+    UdpEcho,
+    /// RFC 863 over UDP ([`UdpDiscard`]).
+    UdpDiscard,
+}
+
+/// What serves an endpoint: a factory of per-connection services for TCP, or one datagram
+/// service for a UDP socket.
+pub enum Handler {
+    /// A TCP listener; each accepted connection gets a service from the factory.
+    Stream(Arc<dyn ServiceFactory>),
+    /// A UDP socket and the service answering its datagrams.
+    Datagram(Box<dyn DatagramService>),
 }
 
 /// Limits of the framed services.
@@ -201,13 +216,15 @@ impl Default for ServiceOptions {
 
 impl Builtin {
     /// Every built-in, in help order.
-    pub const ALL: [Builtin; 6] = [
+    pub const ALL: [Builtin; 8] = [
         Builtin::Echo,
         Builtin::Discard,
         Builtin::Chargen,
         Builtin::Daytime,
         Builtin::Line,
         Builtin::Frame,
+        Builtin::UdpEcho,
+        Builtin::UdpDiscard,
     ];
 
     /// The name used on the command line.
@@ -219,10 +236,30 @@ impl Builtin {
             Builtin::Daytime => "daytime",
             Builtin::Line => "line",
             Builtin::Frame => "frame",
+            Builtin::UdpEcho => "udp-echo",
+            Builtin::UdpDiscard => "udp-discard",
         }
     }
 
-    /// A factory creating this service for each connection.
+    /// Whether this service runs over UDP.
+    pub fn is_datagram(self) -> bool {
+        matches!(self, Builtin::UdpEcho | Builtin::UdpDiscard)
+    }
+
+    /// What serves an endpoint of this service.
+    pub fn handler(self, options: ServiceOptions) -> Handler {
+        match self {
+            Builtin::UdpEcho => Handler::Datagram(Box::new(UdpEcho)),
+            Builtin::UdpDiscard => Handler::Datagram(Box::new(UdpDiscard)),
+            stream => Handler::Stream(stream.factory(options)),
+        }
+    }
+
+    /// A factory creating this service for each TCP connection.
+    ///
+    /// # Panics
+    ///
+    /// For the UDP services, which have no connections; use [`Builtin::handler`].
     pub fn factory(self, options: ServiceOptions) -> Arc<dyn ServiceFactory> {
         fn factory<F>(f: F) -> Arc<dyn ServiceFactory>
         where
@@ -243,6 +280,9 @@ impl Builtin {
                 ))
             }),
             Builtin::Frame => factory(move |_| Box::new(Frame::new(options.max_frame))),
+            Builtin::UdpEcho | Builtin::UdpDiscard => {
+                panic!("{self} is a UDP service and has no connections")
+            }
         }
     }
 }

@@ -1,0 +1,325 @@
+//! A UDP endpoint in the event loop: a socket, its datagram service, and a bounded queue of
+//! replies the kernel could not take yet.
+//!
+//! Differences from a TCP connection, each visible below:
+//!
+//! * **Read until `WouldBlock`.** Every `recv_from` returns one whole datagram, whatever its
+//!   size, so a short read says nothing about what is left; only `WouldBlock` does. A per-turn
+//!   budget keeps a flood on one socket from starving the loop, as for TCP.
+//! * **No backpressure from the peer.** A UDP sender is never slowed by the receiver. When the
+//!   socket's send buffer is full, replies wait in a queue bounded in bytes; past that they are
+//!   dropped and counted. The loop never blocks and never grows without bound.
+//! * **WRITABLE only while replies wait**, exactly as for TCP output.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+
+use log::debug;
+use mio::net::UdpSocket;
+use mio::Interest;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::service::DatagramService;
+use crate::stats::Stats;
+
+/// Bytes of replies that may wait for the socket. Sixteen maximal datagrams, or thousands of
+/// small ones: enough to ride out a full send buffer for a moment, and a hard bound on what a
+/// flood can make the server hold.
+pub const QUEUE_BYTES: usize = 1024 * 1024;
+
+/// Datagrams received per endpoint per loop turn before serving others.
+const DATAGRAM_BUDGET: usize = 256;
+
+/// How a UDP turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpTurn {
+    /// Drained: wait for the next event.
+    Wait,
+    /// The budget ran out with datagrams left: run again next turn.
+    Again,
+}
+
+/// What an endpoint needs from its socket: mio's `UdpSocket`, or a scripted fake in tests.
+pub trait DatagramSocket {
+    /// Receives one datagram.
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// Sends one datagram.
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+}
+
+impl DatagramSocket for UdpSocket {
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        UdpSocket::recv_from(self, buf)
+    }
+
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        UdpSocket::send_to(self, buf, to)
+    }
+}
+
+/// A bound UDP socket with its service and reply queue.
+pub struct UdpEndpoint<S = UdpSocket> {
+    socket: S,
+    local: SocketAddr,
+    service: Box<dyn DatagramService>,
+    queue: VecDeque<(SocketAddr, Box<[u8]>)>,
+    queued_bytes: usize,
+    reply: Vec<u8>,
+    /// A readable edge was seen and the socket not yet drained.
+    read_ready: bool,
+    /// The interest registered with the poller.
+    pub(crate) registered: Interest,
+}
+
+impl UdpEndpoint {
+    /// Binds `addr`; an unspecified IPv6 address is dual-stack, as for TCP.
+    pub fn bind(addr: SocketAddr, service: Box<dyn DatagramService>) -> io::Result<UdpEndpoint> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(!addr.ip().is_unspecified())?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let socket = UdpSocket::from_std(socket.into());
+        let local = socket.local_addr()?;
+        Ok(UdpEndpoint::with_socket(socket, local, service))
+    }
+
+    /// The mio source, for registration.
+    pub(crate) fn source(&mut self) -> &mut UdpSocket {
+        &mut self.socket
+    }
+}
+
+impl<S: DatagramSocket> UdpEndpoint<S> {
+    fn with_socket(socket: S, local: SocketAddr, service: Box<dyn DatagramService>) -> Self {
+        UdpEndpoint {
+            socket,
+            local,
+            service,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            reply: Vec::new(),
+            read_ready: true,
+            registered: Interest::READABLE,
+        }
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Bytes of replies waiting for the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Whether datagrams may be waiting unread.
+    pub fn has_work(&self) -> bool {
+        self.read_ready
+    }
+
+    /// The interest wanted now: READABLE always, WRITABLE while replies wait.
+    pub fn want(&self) -> Interest {
+        if self.queue.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        }
+    }
+
+    /// One turn: send queued replies if writable, then receive and answer up to the budget.
+    /// `scratch` must hold a maximal datagram (64 KiB).
+    pub fn turn(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        scratch: &mut [u8],
+        stats: &Stats,
+    ) -> UdpTurn {
+        self.read_ready |= readable;
+        if writable {
+            self.flush(stats);
+        }
+        for _ in 0..DATAGRAM_BUDGET {
+            if !self.read_ready {
+                return UdpTurn::Wait;
+            }
+            match self.socket.recv_from(scratch) {
+                Ok((n, peer)) => {
+                    Stats::incr(&stats.datagrams_in);
+                    Stats::add(&stats.bytes_in, n as u64);
+                    self.reply.clear();
+                    self.service
+                        .on_datagram(peer, &scratch[..n], &mut self.reply);
+                    if !self.reply.is_empty() {
+                        self.send_or_queue(peer, stats);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // An ICMP error reported for an earlier send, or similar: it concerns one
+                // datagram, not the endpoint.
+                Err(e) => debug!("udp {}: recv_from: {e}", self.local),
+            }
+        }
+        if self.read_ready {
+            UdpTurn::Again
+        } else {
+            UdpTurn::Wait
+        }
+    }
+
+    /// Sends the reply at once if nothing is queued ahead of it; otherwise queues it, or drops
+    /// it when the queue is full.
+    fn send_or_queue(&mut self, peer: SocketAddr, stats: &Stats) {
+        if self.queue.is_empty() {
+            match self.socket.send_to(&self.reply, peer) {
+                Ok(_) => {
+                    Stats::incr(&stats.datagrams_out);
+                    Stats::add(&stats.bytes_out, self.reply.len() as u64);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    debug!("udp {}: send_to {peer}: {e}", self.local);
+                    Stats::incr(&stats.datagrams_dropped);
+                    return;
+                }
+            }
+        }
+        if self.queued_bytes + self.reply.len() > QUEUE_BYTES {
+            Stats::incr(&stats.datagrams_dropped);
+            return;
+        }
+        self.queued_bytes += self.reply.len();
+        self.queue.push_back((peer, self.reply.as_slice().into()));
+    }
+
+    /// Sends queued replies until the socket refuses.
+    fn flush(&mut self, stats: &Stats) {
+        while let Some((peer, data)) = self.queue.front() {
+            match self.socket.send_to(data, *peer) {
+                Ok(_) => {
+                    Stats::incr(&stats.datagrams_out);
+                    Stats::add(&stats.bytes_out, data.len() as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("udp {}: send_to {peer}: {e}", self.local);
+                    Stats::incr(&stats.datagrams_dropped);
+                }
+            }
+            self.queued_bytes -= data.len();
+            self.queue.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::UdpEcho;
+    use std::cell::RefCell;
+
+    /// Receives scripted datagrams, then `WouldBlock`; sends succeed while `send_ok` is set.
+    #[derive(Default)]
+    struct Fake {
+        incoming: RefCell<VecDeque<Vec<u8>>>,
+        sent: RefCell<Vec<Vec<u8>>>,
+        send_ok: std::cell::Cell<bool>,
+    }
+
+    impl DatagramSocket for Fake {
+        fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+            let d = self
+                .incoming
+                .borrow_mut()
+                .pop_front()
+                .ok_or(io::ErrorKind::WouldBlock)?;
+            buf[..d.len()].copy_from_slice(&d);
+            Ok((d.len(), "127.0.0.1:9".parse().unwrap()))
+        }
+
+        fn send_to(&self, buf: &[u8], _: SocketAddr) -> io::Result<usize> {
+            if !self.send_ok.get() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.sent.borrow_mut().push(buf.to_vec());
+            Ok(buf.len())
+        }
+    }
+
+    fn endpoint() -> UdpEndpoint<Fake> {
+        UdpEndpoint::with_socket(
+            Fake::default(),
+            "127.0.0.1:7".parse().unwrap(),
+            Box::new(UdpEcho),
+        )
+    }
+
+    /// Replies go out at once while the socket takes them.
+    #[test]
+    fn replies_immediately() {
+        let mut u = endpoint();
+        u.socket.send_ok.set(true);
+        u.socket
+            .incoming
+            .borrow_mut()
+            .extend([b"a".to_vec(), b"bc".to_vec()]);
+        let stats = Stats::default();
+        assert_eq!(u.turn(true, false, &mut [0; 16], &stats), UdpTurn::Wait);
+        assert_eq!(*u.socket.sent.borrow(), [b"a".to_vec(), b"bc".to_vec()]);
+        assert_eq!(u.want(), Interest::READABLE);
+        assert_eq!(stats.snapshot().datagrams_out, 2);
+    }
+
+    /// When the socket refuses, replies queue up to the byte bound, the rest are dropped and
+    /// counted, and WRITABLE is wanted until the queue drains in order.
+    #[test]
+    fn queue_is_bounded_and_drains_in_order() {
+        let mut u = endpoint();
+        let big = vec![7u8; 60_000];
+        let n = QUEUE_BYTES / big.len() + 5;
+        u.socket
+            .incoming
+            .borrow_mut()
+            .extend((0..n).map(|_| big.clone()));
+        let stats = Stats::default();
+        let mut scratch = vec![0; 65536];
+        u.turn(true, false, &mut scratch, &stats);
+        let fits = QUEUE_BYTES / big.len();
+        assert_eq!(u.queued_bytes(), fits * big.len());
+        assert!(u.queued_bytes() <= QUEUE_BYTES);
+        assert_eq!(stats.snapshot().datagrams_dropped, (n - fits) as u64);
+        assert_eq!(u.want(), Interest::READABLE | Interest::WRITABLE);
+
+        u.socket.send_ok.set(true);
+        u.turn(false, true, &mut scratch, &stats);
+        assert_eq!(u.socket.sent.borrow().len(), fits);
+        assert_eq!(u.queued_bytes(), 0);
+        assert_eq!(u.want(), Interest::READABLE);
+        let s = stats.snapshot();
+        assert_eq!(s.datagrams_in, s.datagrams_out + s.datagrams_dropped);
+    }
+
+    /// A flood stops at the per-turn budget and asks to run again.
+    #[test]
+    fn budget_yields() {
+        let mut u = endpoint();
+        u.socket.send_ok.set(true);
+        u.socket
+            .incoming
+            .borrow_mut()
+            .extend((0..DATAGRAM_BUDGET + 1).map(|_| vec![1]));
+        let stats = Stats::default();
+        assert_eq!(u.turn(true, false, &mut [0; 4], &stats), UdpTurn::Again);
+        assert!(u.has_work());
+        assert_eq!(u.turn(false, false, &mut [0; 4], &stats), UdpTurn::Wait);
+        assert_eq!(stats.snapshot().datagrams_out, DATAGRAM_BUDGET as u64 + 1);
+    }
+}
