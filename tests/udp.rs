@@ -66,11 +66,13 @@ fn tcp_and_udp_share_a_port() {
         let probe = UdpSocket::bind("127.0.0.1:0").ok()?;
         let addr: SocketAddr = probe.local_addr().ok()?;
         drop(probe);
-        let mut config = Config::default();
-        config.listen = vec![
-            format!("echo={addr}").parse().unwrap(),
-            format!("udp-echo={addr}").parse().unwrap(),
-        ];
+        let config = Config {
+            listen: vec![
+                format!("echo={addr}").parse().unwrap(),
+                format!("udp-echo={addr}").parse().unwrap(),
+            ],
+            ..Config::default()
+        };
         let server = loopd::EventLoop::new(&config).ok()?;
         Some((server, addr))
     });
