@@ -88,6 +88,8 @@ fn help_shows_defaults_and_reasons() {
         "[default: 1024]",
         "[default: on]",
         "[default: 60s]",
+        "[default: 8KiB]",
+        "[default: 1MiB]",
     ] {
         assert!(help.contains(default), "missing {default} in:\n{help}");
     }
