@@ -54,14 +54,7 @@ impl Listener {
         backlog: u32,
         factory: Arc<dyn ServiceFactory>,
     ) -> io::Result<Listener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        // Restarting must not wait for old connections in TIME-WAIT to expire.
-        socket.set_reuse_address(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(!addr.ip().is_unspecified())?;
-        }
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
+        let socket = bound_socket(addr, Type::STREAM, Protocol::TCP)?;
         socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
         let socket = TcpListener::from_std(socket.into());
         let local = socket.local_addr()?;
@@ -101,6 +94,21 @@ impl Listener {
             }
         }
     }
+}
+
+/// A non-blocking socket bound to `addr`, for TCP listeners and UDP endpoints alike. An
+/// unspecified IPv6 address (`[::]`) is dual-stack; any other IPv6 address is IPv6-only, so
+/// `[::1]` and `127.0.0.1` can be bound side by side.
+pub fn bound_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    // Restarting must not wait for old connections in TIME-WAIT to expire.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!addr.ip().is_unspecified())?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 fn classify_accept_error(e: io::Error) -> Accepted {

@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 use log::debug;
 use mio::net::UdpSocket;
 use mio::Interest;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Protocol, Type};
+
+use crate::listener;
 
 use crate::service::DatagramService;
 use crate::stats::Stats;
@@ -75,13 +77,7 @@ pub struct UdpEndpoint<S = UdpSocket> {
 impl UdpEndpoint {
     /// Binds `addr`; an unspecified IPv6 address is dual-stack, as for TCP.
     pub fn bind(addr: SocketAddr, service: Box<dyn DatagramService>) -> io::Result<UdpEndpoint> {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_reuse_address(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(!addr.ip().is_unspecified())?;
-        }
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
+        let socket = listener::bound_socket(addr, Type::DGRAM, Protocol::UDP)?;
         let socket = UdpSocket::from_std(socket.into());
         let local = socket.local_addr()?;
         Ok(UdpEndpoint::with_socket(socket, local, service))
