@@ -597,7 +597,10 @@ impl<S: Socket> Connection<S> {
             // The write-stall clock starts when output starts waiting.
             self.last_progress = cx.now;
         }
-        cx.stats.note_pending(pending);
+        if pending > 0 {
+            // Not on the fast path: an atomic max per message would cost more than the echo.
+            cx.stats.note_pending(pending);
+        }
         if !self.paused && pending >= cx.limits.high_watermark {
             self.paused = true;
             Stats::incr(&cx.stats.backpressure_pauses);

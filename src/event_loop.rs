@@ -495,17 +495,12 @@ impl EventLoop {
 
     /// Applies a turn's outcome: close, or update interest, run queue and deadline.
     fn after_turn(&mut self, key: usize, turn: Turn) {
-        let slot = &mut self.conns[key];
-        let token = conn_token(key, slot.conn.id());
         if let Turn::Closed(reason) = turn {
-            self.timers.disarm(&mut slot.conn.timer, token);
-            debug!("conn {}: closed ({reason:?})", slot.conn.id());
-            self.kit.stats.closed(reason);
-            // Dropping the stream closes the descriptor, which also removes it from the epoll
-            // set: no deregister call needed.
-            self.conns.remove(key);
+            self.remove(key, reason);
             return;
         }
+        let slot = &mut self.conns[key];
+        let token = conn_token(key, slot.conn.id());
         if turn == Turn::Again && !slot.queued {
             slot.queued = true;
             self.run_queue.push_back(token);
@@ -519,9 +514,7 @@ impl EventLoop {
                         .reregister(slot.conn.socket_mut(), token, wanted)
                 {
                     warn!("conn {}: reregister failed: {e}", slot.conn.id());
-                    self.timers.disarm(&mut slot.conn.timer, token);
-                    self.kit.stats.closed(CloseReason::Error);
-                    self.conns.remove(key);
+                    self.remove(key, CloseReason::Error);
                     return;
                 }
                 slot.registered = wanted;
@@ -529,6 +522,17 @@ impl EventLoop {
         }
         let deadline = slot.conn.deadline(&self.kit.limits);
         self.timers.arm(&mut slot.conn.timer, deadline, token);
+    }
+
+    /// Drops the connection at `key`: its deadline, its slot, and (by closing the descriptor)
+    /// its epoll registration, so no deregister call is needed. Stale run-queue entries are
+    /// rejected later by their serial.
+    fn remove(&mut self, key: usize, reason: CloseReason) {
+        let mut slot = self.conns.remove(key);
+        let token = conn_token(key, slot.conn.id());
+        self.timers.disarm(&mut slot.conn.timer, token);
+        debug!("conn {}: closed ({reason:?})", slot.conn.id());
+        self.kit.stats.closed(reason);
     }
 
     /// Connections that used up their budget run again, in order. Only those queued before
