@@ -31,6 +31,8 @@
 //!    with `listener` and `udp`, that touches mio.
 //! 7. [`config`], [`stats`], [`rlimit`] — tunables with their reasons, counters, and the
 //!    open-files limit.
+//! 8. [`bench`] — the engine of `loopd-bench`, the bundled load client: the same kind of
+//!    event loop from the other side, with verified payloads and HdrHistogram latency.
 //!
 //! # Writing a service
 //!
@@ -83,6 +85,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod buffer;
 pub mod config;
 pub mod connection;

@@ -1,0 +1,181 @@
+//! `--report PATH.svg`: the picture of a run.
+//!
+//! Top: the latency percentile spectrum, the standard HdrHistogram plot. The x axis counts
+//! "nines" (90%, 99%, 99.9%, ...) so the tail, where servers differ, gets as much room as
+//! the median. In open loop the uncorrected curve is drawn beside the corrected one; the gap
+//! between them is the queueing that a closed-loop client would have hidden. Bottom: the
+//! throughput of each measured second, which shows warm-up effects, stalls and drift that
+//! an average hides.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::report::{Latency, Report};
+
+const WIDTH: u32 = 960;
+const HEIGHT: u32 = 720;
+
+/// Percentile -> position on the "nines" axis: 0% -> 0, 90% -> 1, 99% -> 2, ...
+fn nines(percentile: f64) -> f64 {
+    let rest = (1.0 - percentile / 100.0).max(1e-7);
+    -rest.log10()
+}
+
+fn nines_label(x: &f64) -> String {
+    let p = 100.0 * (1.0 - 10f64.powf(-x));
+    if p < 99.0 {
+        format!("{p:.0}%")
+    } else {
+        let digits = (*x - 2.0).round().max(0.0) as usize;
+        format!("{p:.digits$}%")
+    }
+}
+
+/// Draws `report` as an SVG file at `path`.
+pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
+    let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (top, bottom) = root.split_vertically(HEIGHT * 3 / 5);
+    spectrum(report, &top)?;
+    throughput(report, &bottom)?;
+    root.present().map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn spectrum<DB: DrawingBackend>(report: &Report, area: &DrawingArea<DB, plotters::coord::Shift>) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let mut curves = Vec::new();
+    for (label, latency, color) in [
+        ("latency", &report.latency, BLUE),
+        ("uncorrected (from actual send)", &report.uncorrected_latency, RED),
+    ] {
+        if let Some(l) = latency {
+            let h = l.histogram()?;
+            let points: Vec<(f64, f64)> = Latency::spectrum(&h)
+                .into_iter()
+                .map(|(p, us)| (nines(p), us))
+                .collect();
+            curves.push((label, points, color));
+        }
+    }
+    let title = match report.runs.as_slice() {
+        [c] => format!("{} {} — latency by percentile", c.mode, c.target),
+        runs => format!("{} merged runs — latency by percentile", runs.len()),
+    };
+    let max_x = curves
+        .iter()
+        .flat_map(|(_, p, _)| p.iter().map(|&(x, _)| x))
+        .fold(2.0f64, f64::max)
+        .ceil();
+    let max_y = curves
+        .iter()
+        .flat_map(|(_, p, _)| p.iter().map(|&(_, y)| y))
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..max_x, 0f64..max_y)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("µs")
+        .x_labels(max_x as usize + 1)
+        .x_label_formatter(&nines_label)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    if curves.is_empty() {
+        return Ok(()); // send and recv modes have no round trips
+    }
+    for (label, points, color) in curves {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+fn throughput<DB: DrawingBackend>(report: &Report, area: &DrawingArea<DB, plotters::coord::Shift>) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    // Byte streams are measured in MiB/s; request/response runs in messages/s.
+    let by_bytes = report.latency.is_none();
+    let (unit, points): (&str, Vec<(f64, f64)>) = if by_bytes {
+        let mib = 1024.0 * 1024.0;
+        let mut prev = 0.0;
+        let pts = report
+            .timeline
+            .iter()
+            .map(|s| {
+                let span = (s.t - prev).max(1e-3);
+                prev = s.t;
+                (s.t, (s.bytes_sent + s.bytes_received) as f64 / mib / span)
+            })
+            .collect();
+        ("MiB/s (both ways)", pts)
+    } else {
+        let mut prev = 0.0;
+        let pts = report
+            .timeline
+            .iter()
+            .map(|s| {
+                let span = (s.t - prev).max(1e-3);
+                prev = s.t;
+                (s.t, s.messages as f64 / span)
+            })
+            .collect();
+        ("messages/s", pts)
+    };
+    let max_x = points.iter().map(|p| p.0).fold(1.0f64, f64::max);
+    let max_y = points.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption("throughput per second", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..max_x, 0f64..max_y)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds into the measurement")
+        .y_desc(unit)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), GREEN.stroke_width(2)))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(points.iter().map(|&p| Circle::new(p, 3, GREEN.filled())))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nines axis puts 90, 99 and 99.9 at 1, 2 and 3, and labels them so.
+    #[test]
+    fn nines_axis() {
+        assert!((nines(90.0) - 1.0).abs() < 1e-9);
+        assert!((nines(99.9) - 3.0).abs() < 1e-9);
+        assert_eq!(nines_label(&0.0), "0%");
+        assert_eq!(nines_label(&1.0), "90%");
+        assert_eq!(nines_label(&2.0), "99%");
+        assert_eq!(nines_label(&4.0), "99.99%");
+    }
+}

@@ -1,0 +1,168 @@
+//! The coordinator: starts the workers, samples their counters once a second for the
+//! progress line and the timeline, and assembles the report.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use super::config::{BenchConfig, RecordedConfig, Stop};
+use super::report::{Report, Second, Tally};
+use super::worker::{Live, Plan, Worker};
+use crate::rlimit;
+
+/// Why a run could not be made at all (as opposed to errors it measured).
+#[derive(Debug)]
+pub enum BenchError {
+    /// The settings contradict each other.
+    Invalid(String),
+    /// The machine cannot hold the run (open-files limit).
+    Resources(String),
+    /// A worker could not set up or run its poller.
+    Io(io::Error),
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchError::Invalid(s) | BenchError::Resources(s) => f.write_str(s),
+            BenchError::Io(e) => write!(f, "worker: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// Descriptors per worker besides connections: its poller and its alarm.
+const PER_WORKER_DESCRIPTORS: u64 = 2;
+
+/// Runs the benchmark described by `cfg`, calling `on_second` with each measured second
+/// as it ends (for a progress line).
+pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Report, BenchError> {
+    cfg.validate().map_err(BenchError::Invalid)?;
+    let nofile = rlimit::raise_nofile_limit().map_err(|e| {
+        BenchError::Resources(format!("cannot read the open-files limit: {e}"))
+    })?;
+    let needed = cfg.connections as u64
+        + cfg.threads as u64 * PER_WORKER_DESCRIPTORS
+        + rlimit::RESERVED_DESCRIPTORS;
+    if needed > nofile {
+        return Err(BenchError::Resources(format!(
+            "{} connections need about {needed} open files but the limit is {nofile}; \
+             raise the hard limit (ulimit -Hn) or use fewer connections",
+            cfg.connections
+        )));
+    }
+
+    let cfg = Arc::new(cfg.clone());
+    let t0 = Instant::now();
+    let from = t0 + cfg.ramp_time() + cfg.warmup;
+    let until = match cfg.stop {
+        Stop::After(d) => Some(from + d),
+        Stop::Count(_) => None,
+    };
+    let plan = Plan { t0, from, until };
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut lives = Vec::new();
+    let mut handles = Vec::new();
+    for w in 0..cfg.threads {
+        // Deal connections round-robin so a ramp opens them evenly across threads.
+        let ids: Vec<u32> = (w..cfg.connections)
+            .step_by(cfg.threads)
+            .map(|i| u32::try_from(i).expect("connection ids fit 32 bits"))
+            .collect();
+        let live = Arc::new(Live::default());
+        lives.push(live.clone());
+        let worker = Worker::new(cfg.clone(), plan, ids, live);
+        let done = done_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("loopd-bench-{w}"))
+            .spawn(move || {
+                let outcome = worker.run();
+                let _ = done.send(());
+                outcome
+            })
+            .map_err(BenchError::Io)?;
+        handles.push(handle);
+    }
+    drop(done_tx);
+
+    let sample = || {
+        let sum = |f: &dyn Fn(&Live) -> u64| lives.iter().map(|l| f(l)).sum::<u64>();
+        Second {
+            t: 0.0,
+            messages: sum(&|l| l.messages.load(Relaxed)),
+            bytes_sent: sum(&|l| l.bytes_sent.load(Relaxed)),
+            bytes_received: sum(&|l| l.bytes_received.load(Relaxed)),
+            errors: sum(&|l| l.errors.load(Relaxed)),
+            open: sum(&|l| l.open.load(Relaxed)),
+        }
+    };
+    let mut timeline: Vec<Second> = Vec::new();
+    let mut last = Second::default();
+    let mut close_interval = |end: Instant, timeline: &mut Vec<Second>| {
+        let total = sample();
+        let second = Second {
+            t: end.duration_since(from).as_secs_f64(),
+            messages: total.messages - last.messages,
+            bytes_sent: total.bytes_sent - last.bytes_sent,
+            bytes_received: total.bytes_received - last.bytes_received,
+            errors: total.errors - last.errors,
+            open: total.open,
+        };
+        on_second(&second);
+        timeline.push(second);
+        last = total;
+    };
+    let mut running = cfg.threads;
+    let mut next = from + Duration::from_secs(1);
+    let mut ended = Instant::now();
+    while running > 0 {
+        match done_rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Ok(()) => running -= 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => running = 0,
+        }
+        let now = Instant::now();
+        // One entry per whole second of the measurement...
+        while now >= next && until.is_none_or(|u| next <= u) {
+            close_interval(next, &mut timeline);
+            next += Duration::from_secs(1);
+        }
+        // ...and the partial one at the end, if the run stopped between seconds.
+        if running == 0 {
+            ended = now;
+            let end = until.map_or(now, |u| u.min(now));
+            let covered = from + Duration::from_secs(timeline.len() as u64);
+            if end > covered + Duration::from_millis(10) {
+                close_interval(end, &mut timeline);
+            }
+        }
+    }
+
+    let mut tally = Tally::new();
+    let mut last_completion = None;
+    for h in handles {
+        let outcome = h
+            .join()
+            .map_err(|_| BenchError::Io(io::Error::other("a worker thread panicked")))?
+            .map_err(BenchError::Io)?;
+        last_completion = last_completion.max(outcome.last_completion);
+        tally.absorb(outcome.tally);
+    }
+    let end = match until {
+        // A timed run measures its whole window unless every connection ended early.
+        Some(u) => u.min(ended),
+        None => last_completion.unwrap_or(ended),
+    };
+    let duration = end.saturating_duration_since(from).as_secs_f64();
+    Ok(Report::new(
+        RecordedConfig::from(&*cfg),
+        duration,
+        &tally,
+        cfg.rate.is_some(),
+        timeline,
+    ))
+}

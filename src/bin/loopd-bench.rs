@@ -1,0 +1,334 @@
+//! `loopd-bench`: flags in, a [`BenchConfig`] out, then the library runs the load.
+//!
+//! Exit status: 0 when every connection established and every reply was verified, 1 when
+//! any error was counted (or the run could not be made), 2 for bad flags.
+
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use loopd::bench::config as bench_config;
+use loopd::bench::report::Second;
+use loopd::bench::{self, plot, BenchConfig, BenchError, Mode, Protocol, Report, Sources, Stop};
+use loopd::config::{parse_duration, parse_size};
+
+/// A load client for TCP and UDP echo-style servers: closed or open loop, every byte
+/// verified, HdrHistogram latency, JSON and an SVG picture.
+///
+/// Sizes take units (64, 16KiB); durations take units (10s, 500ms).
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Combine the JSON reports of runs made at the same time (say, from several machines)
+    /// into one report, as if one client had made all their connections.
+    Merge {
+        /// JSON files written by --json.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The server: HOST:PORT.
+    #[arg(required = true, value_name = "TARGET")]
+    target: Option<String>,
+
+    /// echo: verified round trips; send: upload to a discard server; recv: download from a
+    /// chargen server; connect: connect, one round trip, close, repeat; udp: datagram round
+    /// trips with loss.
+    #[arg(short, long, value_enum, default_value = "echo")]
+    mode: ModeArg,
+
+    /// Request framing in echo mode: raw bytes, `ECHO <payload>` lines, or 4-byte
+    /// length-prefixed frames (loopd's line and frame services).
+    #[arg(long, value_enum, default_value = "raw")]
+    protocol: ProtocolArg,
+
+    /// Concurrent connections (udp: sockets).
+    #[arg(short = 'c', long, value_name = "N", default_value_t = bench_config::DEFAULT_CONNECTIONS)]
+    connections: usize,
+
+    /// Worker threads, each with its own event loop; one is enough to keep a one-core server
+    /// busy.
+    #[arg(short = 't', long, value_name = "N", default_value = "1")]
+    threads: usize,
+
+    /// How long to measure, after the ramp and the warm-up.
+    #[arg(short = 'd', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, conflicts_with = "messages")]
+    duration: Duration,
+
+    /// Measure exactly this many messages (spread evenly over the connections) instead of a
+    /// duration.
+    #[arg(short = 'n', long = "messages", value_name = "N")]
+    messages: Option<u64>,
+
+    /// Load applied before measuring and excluded from the results: lets caches, the
+    /// allocator and the CPU clock settle.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+
+    /// Payload bytes per message.
+    #[arg(short = 's', long, value_name = "SIZE", default_value = "64", value_parser = parse_size)]
+    size: usize,
+
+    /// Messages each connection keeps in flight (closed loop), or at most (open loop).
+    #[arg(long, value_name = "N", default_value = "1")]
+    pipeline: usize,
+
+    /// Open loop: total messages per second on a fixed schedule, latency measured from each
+    /// message's intended send time. Without it, closed loop.
+    #[arg(long, value_name = "PER_SEC")]
+    rate: Option<f64>,
+
+    /// Open this many connections per second instead of all at once.
+    #[arg(long, value_name = "PER_SEC")]
+    ramp: Option<f64>,
+
+    /// Give up on a connection that has not established after this long.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+
+    /// Bind connections round-robin to local addresses ADDR or ADDR-ADDR, for more than
+    /// ~28K connections to one port (127.0.0.2-127.0.0.50 on loopback).
+    #[arg(long, value_name = "ADDR[-ADDR]", value_parser = Sources::parse)]
+    source: Option<Sources>,
+}
+
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Write the report as JSON to PATH, or to standard output with '-' (the summary then
+    /// goes to standard error).
+    #[arg(long, value_name = "PATH|-", global = true)]
+    json: Option<String>,
+
+    /// Draw the latency percentile spectrum and per-second throughput as an SVG file.
+    #[arg(long, value_name = "PATH.svg", global = true)]
+    report: Option<PathBuf>,
+
+    /// No progress line and no summary; errors are still reported on standard error.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    Echo,
+    Send,
+    Recv,
+    Connect,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProtocolArg {
+    Raw,
+    Line,
+    Frame,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let (report, output) = match cli.command {
+        Some(Command::Merge { files, output }) => match merge(&files) {
+            Ok(r) => (r, output),
+            Err(e) => return fail(&e, 1),
+        },
+        None => {
+            let cfg = match config(&cli.run) {
+                Ok(c) => c,
+                Err(e) => return fail(&format!("{e} (see loopd-bench --help)"), 2),
+            };
+            match bench::run(&cfg, progress_printer(cli.output.quiet)) {
+                Ok(r) => (r, cli.output),
+                Err(BenchError::Invalid(e)) => {
+                    return fail(&format!("{e} (see loopd-bench --help)"), 2)
+                }
+                Err(e) => return fail(&e.to_string(), 1),
+            }
+        }
+    };
+    if let Err(e) = write_outputs(&report, &output) {
+        return fail(&e, 1);
+    }
+    verdict(&report)
+}
+
+/// Raw flags to a validated configuration.
+fn config(a: &RunArgs) -> Result<BenchConfig, String> {
+    let target = a.target.as_deref().expect("clap requires a target");
+    let target: SocketAddr = target
+        .to_socket_addrs()
+        .map_err(|e| format!("target '{target}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("target '{target}' resolves to no address"))?;
+    let mut cfg = BenchConfig::new(target);
+    cfg.mode = match a.mode {
+        ModeArg::Echo => Mode::Echo,
+        ModeArg::Send => Mode::Send,
+        ModeArg::Recv => Mode::Recv,
+        ModeArg::Connect => Mode::Connect,
+        ModeArg::Udp => Mode::Udp,
+    };
+    cfg.protocol = match a.protocol {
+        ProtocolArg::Raw => Protocol::Raw,
+        ProtocolArg::Line => Protocol::Line,
+        ProtocolArg::Frame => Protocol::Frame,
+    };
+    cfg.connections = a.connections;
+    cfg.threads = a.threads;
+    cfg.stop = match a.messages {
+        Some(n) => Stop::Count(n),
+        None => Stop::After(a.duration),
+    };
+    cfg.warmup = a.warmup;
+    cfg.size = a.size;
+    cfg.pipeline = a.pipeline;
+    cfg.rate = a.rate;
+    cfg.ramp = a.ramp;
+    cfg.connect_timeout = a.connect_timeout;
+    cfg.sources = a.source.clone();
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The live line: rewritten in place once a second on a terminal, absent otherwise.
+fn progress_printer(quiet: bool) -> impl FnMut(&Second) {
+    let live = !quiet && io::stderr().is_terminal();
+    let mut prev_t = 0.0;
+    move |s: &Second| {
+        if !live {
+            return;
+        }
+        let span = (s.t - prev_t).max(1e-3);
+        prev_t = s.t;
+        let mib = 1024.0 * 1024.0;
+        eprint!(
+            "\r\x1b[K{:>5.0}s  {:>9.0} msg/s  {:>8.2} MiB/s out  {:>8.2} MiB/s in  {} open  {} errors",
+            s.t,
+            s.messages as f64 / span,
+            s.bytes_sent as f64 / mib / span,
+            s.bytes_received as f64 / mib / span,
+            s.open,
+            s.errors
+        );
+        let _ = io::stderr().flush();
+    }
+}
+
+fn merge(files: &[PathBuf]) -> Result<Report, String> {
+    let reports = files
+        .iter()
+        .map(|f| {
+            let text = fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            serde_json::from_str::<Report>(&text)
+                .map_err(|e| format!("{}: not a loopd-bench report: {e}", f.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Report::merge(&reports)
+}
+
+fn write_outputs(report: &Report, out: &OutputArgs) -> Result<(), String> {
+    if io::stderr().is_terminal() && !out.quiet {
+        eprint!("\r\x1b[K"); // clear the progress line
+    }
+    let json_to_stdout = out.json.as_deref() == Some("-");
+    if let Some(path) = &out.json {
+        let text = serde_json::to_string_pretty(report).expect("a report serialises");
+        if json_to_stdout {
+            println!("{text}");
+        } else {
+            fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
+        }
+    }
+    if let Some(path) = &out.report {
+        plot::draw(report, path)?;
+    }
+    if !out.quiet {
+        if json_to_stdout {
+            eprint!("{report}");
+        } else {
+            print!("{report}");
+        }
+    }
+    Ok(())
+}
+
+/// The exit status, with one line on standard error saying what went wrong.
+fn verdict(report: &Report) -> ExitCode {
+    let c = &report.connections;
+    let kinds: Vec<String> = report
+        .errors
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    if c.requested > 0 && c.established == 0 {
+        let target = report.runs.first().map_or("", |r| r.target.as_str());
+        return fail(
+            &format!(
+                "no connection to {target} was established ({})",
+                kinds.join(", ")
+            ),
+            1,
+        );
+    }
+    if kinds.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        let total = report.error_total();
+        fail(&format!("{total} errors: {}", kinds.join(", ")), 1)
+    }
+}
+
+fn fail(message: &str, status: u8) -> ExitCode {
+    eprintln!("loopd-bench: error: {message}");
+    ExitCode::from(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The flag definitions are consistent (clap's own debug assertions).
+    #[test]
+    fn flags() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every mode and protocol on the command line maps to the library's.
+    #[test]
+    fn names_match() {
+        for m in Mode::ALL {
+            assert!(ModeArg::from_str(m.name(), false).is_ok(), "{m}");
+        }
+        for p in Protocol::ALL {
+            assert!(ProtocolArg::from_str(p.name(), false).is_ok(), "{p}");
+        }
+    }
+}
