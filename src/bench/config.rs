@@ -87,7 +87,9 @@ impl Sources {
             _ => return Err(format!("'{s}' mixes IPv4 and IPv6")),
         };
         if addrs.is_empty() {
-            return Err(format!("'{s}' is an empty range (the first address is after the last)"));
+            return Err(format!(
+                "'{s}' is an empty range (the first address is after the last)"
+            ));
         }
         if addrs.len() > MAX_SOURCES {
             return Err(format!("'{s}' has more than {MAX_SOURCES} addresses"));
@@ -204,21 +206,30 @@ impl BenchConfig {
                 ));
             }
             if self.size > MAX_DATAGRAM {
-                return Err(format!("-s {} exceeds the largest UDP payload, {MAX_DATAGRAM}", self.size));
+                return Err(format!(
+                    "-s {} exceeds the largest UDP payload, {MAX_DATAGRAM}",
+                    self.size
+                ));
             }
         }
         if self.protocol == Protocol::Frame && u32::try_from(self.size).is_err() {
             return Err("-s does not fit a 4-byte frame length".into());
         }
         if let Some(sources) = &self.sources {
-            if sources.addrs().iter().any(|a| a.is_ipv4() != self.target.is_ipv4()) {
+            if sources
+                .addrs()
+                .iter()
+                .any(|a| a.is_ipv4() != self.target.is_ipv4())
+            {
                 return Err("--source addresses must be the same family as the target".into());
             }
         }
         match self.stop {
             Stop::Count(0) => return Err("-n must be at least 1".into()),
             Stop::Count(_) if self.mode == Mode::Recv => {
-                return Err("recv mode reads whatever the server sends: time it with -d, not -n".into())
+                return Err(
+                    "recv mode reads whatever the server sends: time it with -d, not -n".into(),
+                )
             }
             _ => {}
         }

@@ -39,17 +39,25 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
     let (top, bottom) = root.split_vertically(HEIGHT * 3 / 5);
     spectrum(report, &top)?;
     throughput(report, &bottom)?;
-    root.present().map_err(|e| format!("{}: {e}", path.display()))
+    root.present()
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn spectrum<DB: DrawingBackend>(report: &Report, area: &DrawingArea<DB, plotters::coord::Shift>) -> Result<(), String>
+fn spectrum<DB: DrawingBackend>(
+    report: &Report,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
     let mut curves = Vec::new();
     for (label, latency, color) in [
         ("latency", &report.latency, BLUE),
-        ("uncorrected (from actual send)", &report.uncorrected_latency, RED),
+        (
+            "uncorrected (from actual send)",
+            &report.uncorrected_latency,
+            RED,
+        ),
     ] {
         if let Some(l) = latency {
             let h = l.histogram()?;
@@ -108,7 +116,10 @@ where
         .map_err(|e| e.to_string())
 }
 
-fn throughput<DB: DrawingBackend>(report: &Report, area: &DrawingArea<DB, plotters::coord::Shift>) -> Result<(), String>
+fn throughput<DB: DrawingBackend>(
+    report: &Report,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
@@ -156,7 +167,10 @@ where
         .draw()
         .map_err(|e| e.to_string())?;
     chart
-        .draw_series(LineSeries::new(points.iter().copied(), GREEN.stroke_width(2)))
+        .draw_series(LineSeries::new(
+            points.iter().copied(),
+            GREEN.stroke_width(2),
+        ))
         .map_err(|e| e.to_string())?;
     chart
         .draw_series(points.iter().map(|&p| Circle::new(p, 3, GREEN.filled())))

@@ -167,8 +167,11 @@ impl Tally {
 
     /// Counts `n` errors of `kind`, keeping `what` as an example.
     pub fn error(&mut self, kind: ErrorKind, n: u64, what: impl FnOnce() -> String) {
-        *self.errors.entry(kind).or_default() += n;
-        if self.examples.len() < MAX_EXAMPLES {
+        let count = self.errors.entry(kind).or_default();
+        let first = *count == 0;
+        *count += n;
+        // The first of each kind is the useful example; the counts tell how many followed.
+        if first && self.examples.len() < MAX_EXAMPLES {
             let what = what();
             log::debug!("{}: {what}", kind.name());
             self.examples.push(format!("{}: {what}", kind.name()));
@@ -178,7 +181,9 @@ impl Tally {
     /// Adds another worker's tally to this one.
     pub fn absorb(&mut self, o: Tally) {
         self.latency.add(&o.latency).expect("same histogram bounds");
-        self.uncorrected.add(&o.uncorrected).expect("same histogram bounds");
+        self.uncorrected
+            .add(&o.uncorrected)
+            .expect("same histogram bounds");
         self.connect.add(&o.connect).expect("same histogram bounds");
         self.messages += o.messages;
         self.bytes_sent += o.bytes_sent;
@@ -281,7 +286,12 @@ impl Latency {
     /// The percentile spectrum (percentile, microseconds), for plotting.
     pub fn spectrum(h: &Histogram<u64>) -> Vec<(f64, f64)> {
         h.iter_quantiles(1)
-            .map(|v| (v.quantile_iterated_to() * 100.0, v.value_iterated_to() as f64 / 1_000.0))
+            .map(|v| {
+                (
+                    v.quantile_iterated_to() * 100.0,
+                    v.value_iterated_to() as f64 / 1_000.0,
+                )
+            })
             .collect()
     }
 }
@@ -360,7 +370,12 @@ impl Report {
         };
         let errors = ErrorKind::ALL
             .iter()
-            .map(|k| (k.name().to_string(), tally.errors.get(k).copied().unwrap_or(0)))
+            .map(|k| {
+                (
+                    k.name().to_string(),
+                    tally.errors.get(k).copied().unwrap_or(0),
+                )
+            })
             .collect();
         Report::assemble(Parts {
             runs: vec![config],
@@ -556,14 +571,23 @@ impl fmt::Display for Report {
             )?;
         } else {
             let targets: Vec<&str> = self.runs.iter().map(|c| c.target.as_str()).collect();
-            writeln!(f, "loopd-bench: {} runs merged ({})", self.runs.len(), targets.join(", "))?;
+            writeln!(
+                f,
+                "loopd-bench: {} runs merged ({})",
+                self.runs.len(),
+                targets.join(", ")
+            )?;
         }
         writeln!(f, "  {:<12} {:.2} s", "duration", self.duration_secs)?;
         let c = &self.connections;
+        let of = match self.rates.connects_per_sec {
+            Some(_) => format!("{} at a time", c.requested),
+            None => format!("of {} requested", c.requested),
+        };
         writeln!(
             f,
-            "  {:<12} {} established, {} failed (of {} requested)",
-            "connections", c.established, c.failed, c.requested
+            "  {:<12} {} established, {} failed ({of})",
+            "connections", c.established, c.failed
         )?;
         if let Some(rate) = self.rates.connects_per_sec {
             writeln!(f, "  {:<12} {} ({rate:.0}/s)", "connects", c.established)?;

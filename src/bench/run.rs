@@ -41,9 +41,8 @@ const PER_WORKER_DESCRIPTORS: u64 = 2;
 /// as it ends (for a progress line).
 pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Report, BenchError> {
     cfg.validate().map_err(BenchError::Invalid)?;
-    let nofile = rlimit::raise_nofile_limit().map_err(|e| {
-        BenchError::Resources(format!("cannot read the open-files limit: {e}"))
-    })?;
+    let nofile = rlimit::raise_nofile_limit()
+        .map_err(|e| BenchError::Resources(format!("cannot read the open-files limit: {e}")))?;
     let needed = cfg.connections as u64
         + cfg.threads as u64 * PER_WORKER_DESCRIPTORS
         + rlimit::RESERVED_DESCRIPTORS;

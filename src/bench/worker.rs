@@ -438,7 +438,7 @@ impl Flow {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     match ctx.cfg.mode {
                         Mode::Udp => self.read_datagrams(ctx, scratch, now),
-                        _ => self.read_stream(ctx, scratch, now),
+                        _ => self.read_stream(ctx, scratch, event.is_read_closed(), now),
                     }
                 }
                 if event.is_writable() {
@@ -558,7 +558,8 @@ impl Flow {
         if kind.is_connect() {
             ctx.tally.failed += 1;
         }
-        ctx.tally.error(kind, 1, || format!("connection {id}: {}", what()));
+        ctx.tally
+            .error(kind, 1, || format!("connection {id}: {}", what()));
         self.close_socket(ctx);
         self.inflight.clear();
         self.expect.release();
@@ -793,8 +794,16 @@ impl Flow {
 
     // ---- receiving -------------------------------------------------------------------------
 
-    /// Reads until the socket is drained, checking every byte.
-    fn read_stream(&mut self, ctx: &mut Ctx<'_>, scratch: &mut [u8], now: Instant) {
+    /// Reads until the socket is drained, checking every byte. `peer_finished` (the event
+    /// carried the peer's FIN) means reading on to end-of-file: a FIN that arrives with the
+    /// last data gives no later edge.
+    fn read_stream(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        scratch: &mut [u8],
+        peer_finished: bool,
+        now: Instant,
+    ) {
         loop {
             let Sock::Tcp(stream) = &mut self.sock else {
                 return;
@@ -809,7 +818,7 @@ impl Flow {
                         }
                     }
                     // A short read drained the socket; the next arrival is a new edge.
-                    if n < scratch.len() {
+                    if n < scratch.len() && !peer_finished {
                         return;
                     }
                 }
@@ -826,11 +835,7 @@ impl Flow {
     /// The server closed its side. That is an error unless the flow was finished with it.
     fn peer_closed(&mut self, ctx: &mut Ctx<'_>) {
         let (kind, what) = if self.front_got > 0 {
-            let (seq, len, got) = (
-                self.inflight[0].seq,
-                self.inflight[0].len,
-                self.front_got,
-            );
+            let (seq, len, got) = (self.inflight[0].seq, self.inflight[0].len, self.front_got);
             (
                 ErrorKind::ShortEcho,
                 format!("closed after {got} of {len} reply bytes of message {seq}"),
@@ -899,7 +904,13 @@ impl Flow {
     // ---- UDP -------------------------------------------------------------------------------
 
     /// Sends one datagram; false if the socket has no room (try again when writable).
-    fn send_datagram(&mut self, ctx: &mut Ctx<'_>, i: usize, intended: Instant, now: Instant) -> bool {
+    fn send_datagram(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        i: usize,
+        intended: Instant,
+        now: Instant,
+    ) -> bool {
         let Sock::Udp(socket) = &self.sock else {
             return false;
         };
@@ -967,7 +978,10 @@ impl Flow {
         let id = self.id;
         let Some((conn, seq)) = payload::parse_header(data).filter(|&(c, _)| c == id) else {
             return ctx.tally.error(ErrorKind::Mismatch, 1, || {
-                format!("connection {id}: a {}-byte datagram that is not one of its own", data.len())
+                format!(
+                    "connection {id}: a {}-byte datagram that is not one of its own",
+                    data.len()
+                )
             });
         };
         let slot = self
@@ -1088,7 +1102,9 @@ fn connect_error_kind(e: &io::Error) -> ErrorKind {
 fn connect_failure(e: &io::Error, source: Option<IpAddr>) -> String {
     if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
         let from = source.map_or("this address".to_string(), |ip| ip.to_string());
-        return format!("connect: {e} (no local port left from {from}: add addresses with --source)");
+        return format!(
+            "connect: {e} (no local port left from {from}: add addresses with --source)"
+        );
     }
     format!("connect: {e}")
 }

@@ -1,0 +1,484 @@
+//! loopd-bench end to end: the binary against an in-test loopd in every mode, against a
+//! server that corrupts, resets and truncates, against nothing at all, and `merge`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use loopd::bench::report::Latency;
+use loopd::config::Config;
+use loopd::service::{Builtin, ConnInfo, Handler, Service, ServiceOptions};
+use loopd::EventLoop;
+use serde_json::Value;
+
+use common::{TestServer, PATIENCE};
+
+/// Runs loopd-bench with `args`, bounded by [`PATIENCE`]; returns its output.
+fn bench(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loopd-bench"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loopd-bench");
+    let deadline = Instant::now() + PATIENCE;
+    common::wait_until("loopd-bench to exit", || {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        child.try_wait().unwrap()
+    });
+    child.wait_with_output().unwrap()
+}
+
+/// Runs loopd-bench with `--json -` and returns the exit code, the report and stderr.
+fn bench_json(target: SocketAddr, args: &[&str]) -> (i32, Value, String) {
+    let target = target.to_string();
+    let mut all = vec![target.as_str(), "--json", "-", "--warmup", "0s"];
+    all.extend_from_slice(args);
+    let out = bench(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stderr.contains("panicked"),
+        "loopd-bench panicked: {stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr: {stderr}"));
+    (out.status.code().expect("exit code"), report, stderr)
+}
+
+fn errors(report: &Value) -> u64 {
+    report["errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
+fn count(report: &Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {report}"))
+}
+
+/// Asserts a clean run: exit 0, no errors, every connection established.
+fn assert_clean(code: i32, report: &Value, stderr: &str) {
+    assert_eq!(errors(report), 0, "errors: {}; {stderr}", report["errors"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["connections"]["failed"], 0);
+}
+
+/// Echo mode, counted, two threads: exactly the requested messages, each verified and
+/// timed, and a picture drawn.
+#[test]
+fn echo_counted_with_threads_and_picture() {
+    let server = TestServer::echo();
+    let svg = std::env::temp_dir().join(format!("loopd-bench-{}.svg", std::process::id()));
+    let svg_arg = svg.to_str().unwrap();
+    let (code, r, err) = bench_json(
+        server.addr(),
+        &[
+            "-n",
+            "3000",
+            "-c",
+            "6",
+            "-t",
+            "2",
+            "--pipeline",
+            "3",
+            "--report",
+            svg_arg,
+        ],
+    );
+    assert_clean(code, &r, &err);
+    assert_eq!(count(&r, "messages"), 3000);
+    assert_eq!(r["latency"]["count"], 3000);
+    assert_eq!(r["connections"]["established"], 6);
+    // Requests and replies are the same bytes in raw echo.
+    assert_eq!(count(&r, "bytes_sent"), 3000 * 64);
+    assert_eq!(count(&r, "bytes_received"), 3000 * 64);
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.contains("percentile"));
+    std::fs::remove_file(svg).unwrap();
+    // The server saw the same traffic.
+    server.wait_stats("server counted the bytes", |s| s.bytes_in >= 3000 * 64);
+}
+
+/// The framed protocols against loopd's line and frame services: zero verification errors.
+#[test]
+fn line_and_frame_protocols() {
+    let server = TestServer::start(Config::default(), &[Builtin::Line, Builtin::Frame]);
+    for (addr, protocol) in [(server.addrs[0], "line"), (server.addrs[1], "frame")] {
+        let (code, r, err) = bench_json(
+            addr,
+            &[
+                "--protocol",
+                protocol,
+                "-n",
+                "2000",
+                "-c",
+                "4",
+                "-s",
+                "100",
+                "--pipeline",
+                "4",
+            ],
+        );
+        assert_clean(code, &r, &err);
+        assert_eq!(count(&r, "messages"), 2000, "{protocol}");
+        assert_eq!(r["latency"]["count"], 2000, "{protocol}");
+    }
+}
+
+/// Send mode streams to discard and recv mode reads from chargen; both count bytes.
+#[test]
+fn send_and_recv_throughput() {
+    let server = TestServer::start(Config::default(), &[Builtin::Discard, Builtin::Chargen]);
+    let (code, r, err) = bench_json(
+        server.addrs[0],
+        &["-m", "send", "-d", "500ms", "-c", "2", "-s", "4KiB"],
+    );
+    assert_clean(code, &r, &err);
+    assert!(count(&r, "bytes_sent") > 0 && count(&r, "messages") > 0);
+    assert_eq!(count(&r, "bytes_sent") / 4096, count(&r, "messages"));
+    let (code, r, err) = bench_json(server.addrs[1], &["-m", "recv", "-d", "500ms", "-c", "2"]);
+    assert_clean(code, &r, &err);
+    assert!(count(&r, "bytes_received") > 0);
+    assert!(r["latency"].is_null(), "recv has no round trips");
+}
+
+/// Connect mode churns connections: one verified round trip per connection.
+#[test]
+fn connect_churn() {
+    let server = TestServer::echo();
+    let (code, r, err) = bench_json(server.addr(), &["-m", "connect", "-n", "300", "-c", "4"]);
+    assert_clean(code, &r, &err);
+    assert_eq!(count(&r, "messages"), 300);
+    assert!(r["connections"]["established"].as_u64().unwrap() >= 300);
+    assert!(r["connect_latency"]["count"].as_u64().unwrap() >= 300);
+    assert!(r["rates"]["connects_per_sec"].as_f64().unwrap() > 0.0);
+    server.wait_stats("server saw the churn", |s| s.accepted >= 300);
+}
+
+/// UDP mode: every datagram is sent, answered or lost, and the counts add up.
+#[test]
+fn udp_round_trips_and_loss_accounting() {
+    let server = TestServer::start(Config::default(), &[Builtin::UdpEcho]);
+    let (code, r, err) = bench_json(
+        server.addr(),
+        &["-m", "udp", "-n", "2000", "-c", "4", "-s", "1400"],
+    );
+    assert_clean(code, &r, &err);
+    let udp = &r["udp"];
+    let (sent, received, lost) = (
+        udp["sent"].as_u64().unwrap(),
+        udp["received"].as_u64().unwrap(),
+        udp["lost"].as_u64().unwrap(),
+    );
+    assert_eq!(sent, 2000);
+    assert_eq!(received + lost, sent);
+    assert_eq!(r["latency"]["count"].as_u64().unwrap(), received);
+}
+
+/// UDP loss is reported: a discard server never answers, so every datagram is lost, and
+/// loss alone is not an error.
+#[test]
+fn udp_loss_is_reported() {
+    let server = TestServer::start(Config::default(), &[Builtin::UdpDiscard]);
+    let (code, r, err) = bench_json(
+        server.addr(),
+        &["-m", "udp", "-d", "300ms", "-c", "2", "--pipeline", "4"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let udp = &r["udp"];
+    assert!(udp["sent"].as_u64().unwrap() > 0);
+    assert_eq!(udp["lost"], udp["sent"]);
+    assert_eq!(udp["received"], 0);
+    assert!(err.contains("lost (100.00%)"), "{err}");
+}
+
+/// Open loop: latency from the intended send time is never below the uncorrected one, and
+/// the schedule bounds the message count.
+#[test]
+fn open_loop_reports_both_latencies() {
+    let server = TestServer::echo();
+    let (code, r, err) = bench_json(server.addr(), &["--rate", "2000", "-d", "1s", "-c", "4"]);
+    assert_clean(code, &r, &err);
+    let messages = count(&r, "messages");
+    assert!(messages > 0 && messages <= 2000 + 4, "{messages}");
+    let (c, u) = (&r["latency"], &r["uncorrected_latency"]);
+    for p in ["p50_us", "p99_us", "max_us"] {
+        assert!(
+            c[p].as_f64().unwrap() >= u[p].as_f64().unwrap(),
+            "{p}: {c} vs {u}"
+        );
+    }
+    assert!(!r["timeline"].as_array().unwrap().is_empty());
+}
+
+/// What the corrupting server does to its n-th accepted connection.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Echo, but flip one bit of the 11th message.
+    FlipByte,
+    /// Reset the connection after 10 messages.
+    Drop,
+    /// Echo half of the 11th message, then close.
+    CloseEarly,
+    /// Behave.
+    None,
+}
+
+/// A blocking echo server that misbehaves on purpose, one fault per connection.
+fn corrupting_server(faults: Vec<Fault>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (stream, fault) in listener.incoming().zip(faults) {
+            let mut s = stream.unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                let mut echoed = 0;
+                loop {
+                    // 64-byte messages, one in flight: each read_exact is one message.
+                    if s.read_exact(&mut buf).is_err() {
+                        return;
+                    }
+                    echoed += 1;
+                    match fault {
+                        Fault::FlipByte if echoed == 11 => buf[40] ^= 0x01,
+                        Fault::Drop if echoed == 11 => {
+                            socket2::SockRef::from(&s)
+                                .set_linger(Some(Duration::ZERO))
+                                .unwrap();
+                            return; // dropped with linger 0: a reset
+                        }
+                        Fault::CloseEarly if echoed == 11 => {
+                            let _ = s.write_all(&buf[..32]);
+                            return;
+                        }
+                        _ => {}
+                    }
+                    if s.write_all(&buf).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A flipped byte, a reset and an early close are each reported by kind, with a non-zero
+/// exit status, while the well-behaved connection keeps working.
+#[test]
+fn corrupting_server_faults_are_reported_by_kind() {
+    let addr = corrupting_server(vec![
+        Fault::FlipByte,
+        Fault::Drop,
+        Fault::CloseEarly,
+        Fault::None,
+    ]);
+    let (code, r, err) = bench_json(addr, &["-c", "4", "-d", "1s"]);
+    assert_eq!(code, 1, "{err}");
+    let e = &r["errors"];
+    assert_eq!(e["mismatch"], 1, "{e}");
+    assert_eq!(e["reset"], 1, "{e}");
+    assert_eq!(e["short_echo"], 1, "{e}");
+    assert_eq!(errors(&r), 3, "{e}");
+    assert!(err.contains("3 errors"), "{err}");
+    // The flip is located: message 10 (the 11th), byte 40.
+    let examples = r["error_examples"].to_string();
+    assert!(examples.contains("message 10: byte 40"), "{examples}");
+    // The good connection went on.
+    assert!(count(&r, "messages") > 30, "{r}");
+}
+
+/// `merge` of two reports equals one report holding both runs' histograms and counts.
+#[test]
+fn merge_equals_combined_histograms() {
+    let server = TestServer::echo();
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let paths: Vec<String> = (0..2)
+        .map(|i| {
+            dir.join(format!("loopd-bench-merge-{pid}-{i}.json"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let target = server.addr().to_string();
+    for (path, n) in paths.iter().zip(["700", "1300"]) {
+        let out = bench(&[
+            &target, "-n", n, "-c", "3", "--warmup", "0s", "--json", path, "-q",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = bench(&["merge", &paths[0], &paths[1], "--json", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let runs: Vec<Value> = paths
+        .iter()
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect();
+    let histogram = |v: &Value| {
+        serde_json::from_value::<Latency>(v.clone())
+            .unwrap()
+            .histogram()
+            .unwrap()
+    };
+    let mut both = histogram(&runs[0]["latency"]);
+    both.add(histogram(&runs[1]["latency"])).unwrap();
+    let expected = Latency::from_histogram(&both).unwrap();
+    let got: Latency = serde_json::from_value(merged["latency"].clone()).unwrap();
+    assert_eq!(got.count, 2000);
+    assert_eq!(got.histogram().unwrap(), both);
+    for (g, e) in [
+        (got.p50_us, expected.p50_us),
+        (got.p99_us, expected.p99_us),
+        (got.p99_99_us, expected.p99_99_us),
+        (got.max_us, expected.max_us),
+    ] {
+        assert_eq!(g, e);
+    }
+    assert_eq!(count(&merged, "messages"), 2000);
+    assert_eq!(
+        count(&merged, "bytes_sent"),
+        count(&runs[0], "bytes_sent") + count(&runs[1], "bytes_sent")
+    );
+    assert_eq!(merged["connections"]["established"], 6);
+    assert_eq!(merged["runs"].as_array().unwrap().len(), 2);
+    for p in paths {
+        std::fs::remove_file(p).unwrap();
+    }
+}
+
+/// `--source` spreads connections over local addresses; the server sees each of them.
+#[test]
+fn source_addresses_are_used_round_robin() {
+    let peers: Arc<Mutex<BTreeSet<IpAddr>>> = Arc::default();
+    let seen = peers.clone();
+    let echo = Builtin::Echo.factory(ServiceOptions::default());
+    let factory = Arc::new(move |conn: &ConnInfo<'_>| -> Box<dyn Service> {
+        seen.lock().unwrap().insert(conn.peer.ip());
+        echo.new_service(conn)
+    });
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = EventLoop::serve(&Config::default(), [(addr, Handler::Stream(factory))]).unwrap();
+    let addr = server.local_addrs()[0];
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+
+    let (code, r, err) = bench_json(
+        addr,
+        &["-n", "300", "-c", "6", "--source", "127.0.0.2-127.0.0.4"],
+    );
+    assert_clean(code, &r, &err);
+    let expected: BTreeSet<IpAddr> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(*peers.lock().unwrap(), expected);
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
+/// Nothing listening: every connection is refused, said so in one line, exit status 1.
+#[test]
+fn refused_target_is_a_clear_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, r, err) = bench_json(port, &["-c", "5", "-d", "1s"]);
+    assert_eq!(code, 1);
+    assert_eq!(r["errors"]["connect_refused"], 5);
+    assert_eq!(r["connections"]["established"], 0);
+    assert!(
+        err.contains(&format!(
+            "error: no connection to {port} was established (5 connect_refused)"
+        )),
+        "{err}"
+    );
+}
+
+/// A dead target that completes a few handshakes but never accepts or answers: connects
+/// time out, established connections go unanswered, and the run still ends, exit 1.
+#[test]
+fn dead_target_times_out_instead_of_hanging() {
+    // A socket that listens with the smallest backlog and never accepts.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let started = Instant::now();
+    let (code, r, err) = bench_json(
+        addr,
+        &["-c", "6", "-d", "500ms", "--connect-timeout", "500ms"],
+    );
+    assert_eq!(code, 1, "{err}");
+    let e = &r["errors"];
+    assert!(e["connect_timeout"].as_u64().unwrap() >= 1, "{e}");
+    let established = r["connections"]["established"].as_u64().unwrap();
+    if established > 0 {
+        assert!(e["unanswered"].as_u64().unwrap() >= 1, "{e}");
+    }
+    assert!(started.elapsed() < PATIENCE);
+    drop(socket);
+}
+
+/// Bad flags are refused before any traffic, with exit status 2.
+#[test]
+fn bad_flags_exit_2() {
+    for args in [
+        &["127.0.0.1:1", "-m", "send", "--rate", "10"][..],
+        &["127.0.0.1:1", "-m", "udp", "-s", "8"],
+        &["127.0.0.1:1", "--source", "127.0.0.9-127.0.0.2"],
+        &["127.0.0.1:1", "-c", "0"],
+    ] {
+        let out = bench(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("error"), "{args:?}: {err}");
+    }
+}
+
+/// A dropped connection between messages (not mid-reply) is an unexpected close.
+#[test]
+fn server_closing_between_messages_is_unexpected_close() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..5 {
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+        }
+        // Read the sixth request, then close without answering: a FIN after whole replies.
+        s.read_exact(&mut buf).unwrap();
+        drop(s);
+    });
+    let (code, r, err) = bench_json(addr, &["-c", "1", "-d", "1s"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(r["errors"]["unexpected_close"], 1, "{}", r["errors"]);
+    assert_eq!(count(&r, "messages"), 5);
+}
