@@ -8,72 +8,18 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
-
 use support::Server;
 
 const IDLE_CONNECTIONS: usize = 10_000;
-const MESSAGE: &[u8] = &[0x5A; 64];
-/// Connections used to warm up everything allocated once per loop (the shared read and
-/// write buffers, the event array) before the baseline is taken.
-const WARMUP: usize = 16;
-
-fn round_trip(c: &mut TcpStream, msg: &[u8]) {
-    c.write_all(msg).unwrap();
-    let mut buf = vec![0; msg.len()];
-    c.read_exact(&mut buf).unwrap();
-    assert_eq!(buf, msg);
-}
-
-/// Waits until the server's RSS stops changing (allocator and page-table settling).
-fn settled_rss(server: &Server) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = server.rss();
-    loop {
-        std::thread::sleep(Duration::from_millis(100)); // a sampling interval
-        let now = server.rss();
-        if now == last || Instant::now() > deadline {
-            return now;
-        }
-        last = now;
-    }
-}
 
 fn main() {
     loopd::rlimit::raise_nofile_limit().expect("raise the open-files limit");
     let server = Server::start(&["--max-connections", "20000"]);
-    // Warm-up: large messages touch the whole shared scratch buffers once.
-    let big = vec![0xA5; 256 * 1024];
-    for _ in 0..WARMUP {
-        let mut c = TcpStream::connect(server.addr).unwrap();
-        let mut w = c.try_clone().unwrap();
-        let data = big.clone();
-        let t = std::thread::spawn(move || w.write_all(&data).unwrap());
-        let mut back = vec![0; big.len()];
-        c.read_exact(&mut back).unwrap();
-        t.join().unwrap();
-    }
-    let before = settled_rss(&server);
-
-    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
-    for _ in 0..IDLE_CONNECTIONS {
-        let mut c = TcpStream::connect(server.addr).expect("connect");
-        round_trip(&mut c, MESSAGE);
-        idle.push(c);
-    }
-    let after = settled_rss(&server);
-    let per = (after.saturating_sub(before)) as f64 / IDLE_CONNECTIONS as f64;
+    let per = support::idle_footprint(&server, IDLE_CONNECTIONS);
     println!("resident memory per idle connection ({IDLE_CONNECTIONS} echo connections, one round trip each)");
-    println!(
-        "  loopd: RSS {} KiB -> {} KiB: {per:.0} bytes per connection (target <= 256)",
-        before / 1024,
-        after / 1024
-    );
+    println!("  loopd: {per:.0} bytes per connection (target <= 256)");
     println!(
         "  in-process: Connection is {} bytes; idle buffers own 0 bytes",
         std::mem::size_of::<loopd::connection::Connection<mio::net::TcpStream>>()
     );
-    drop(idle);
 }

@@ -24,26 +24,34 @@ impl Server {
 
     /// Starts loopd, pinned to `cpu` if given (with `taskset`).
     pub fn start_on(cpu: Option<usize>, extra: &[&str]) -> Server {
+        let mut args = vec!["--listen", "echo=127.0.0.1:0", "-q"];
+        args.extend_from_slice(extra);
+        Server::spawn(cpu, env!("CARGO_BIN_EXE_loopd"), &args, &[])
+    }
+
+    /// Starts `program` with `args` and `env`, pinned to `cpu` if given, and waits for the
+    /// line `listening on echo=ADDR` on its standard error, as loopd logs it.
+    pub fn spawn(cpu: Option<usize>, program: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = match cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string(), env!("CARGO_BIN_EXE_loopd")]);
+                c.args(["-c", &cpu.to_string(), program]);
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_loopd")),
+            None => Command::new(program),
         };
         let mut child = cmd
-            .args(["--listen", "echo=127.0.0.1:0", "-q"])
-            .args(extra)
+            .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn loopd");
+            .expect("spawn server");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
-            let line = lines.next().expect("loopd exited during start-up").unwrap();
+            let line = lines.next().expect("server exited during start-up").unwrap();
             if let Some(spec) = line.split("listening on ").nth(1) {
                 let first = spec.split_whitespace().next().unwrap();
                 break first.split_once('=').unwrap().1.parse().unwrap();
@@ -284,4 +292,108 @@ pub fn syscall_breakdown(pid: u32, f: impl FnOnce()) -> Option<HashMap<String, u
         }
     }
     Some(calls)
+}
+
+/// A closed-loop run of loopd-bench's engine against `addr` (in this process, on this
+/// thread's CPU): `conns` connections, `size`-byte messages, for `secs` after a 1 s warm-up;
+/// open loop at `rate` if given.
+pub fn drive(
+    addr: SocketAddr,
+    conns: usize,
+    size: usize,
+    secs: f64,
+    rate: Option<f64>,
+) -> loopd::bench::Report {
+    let mut cfg = loopd::bench::BenchConfig::new(addr);
+    cfg.connections = conns;
+    cfg.size = size;
+    cfg.stop = loopd::bench::Stop::After(Duration::from_secs_f64(secs));
+    cfg.warmup = Duration::from_secs(1);
+    cfg.rate = rate;
+    let report = loopd::bench::run(&cfg, |_| {}).expect("bench run");
+    assert_eq!(report.error_total(), 0, "verification errors: {report}");
+    report
+}
+
+/// The thread-per-connection blocking client: `conns` threads, each writing a `size`-byte
+/// message and reading its echo until `secs` have passed. Returns messages per second.
+/// Threads inherit the calling thread's CPU affinity.
+pub fn blocking_client(addr: SocketAddr, conns: usize, size: usize, secs: f64) -> f64 {
+    let start = Instant::now() + Duration::from_millis(200);
+    let end = start + Duration::from_secs_f64(secs);
+    let threads: Vec<_> = (0..conns)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).expect("connect");
+                s.set_nodelay(true).unwrap();
+                let msg: Vec<u8> = (0..size).map(|k| (k + i) as u8).collect();
+                let mut back = vec![0; size];
+                let mut done = 0u64;
+                loop {
+                    let now = Instant::now();
+                    if now >= end {
+                        return done;
+                    }
+                    s.write_all(&msg).unwrap();
+                    s.read_exact(&mut back).unwrap();
+                    assert_eq!(back, msg, "echo mismatch");
+                    if now >= start {
+                        done += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    total as f64 / secs
+}
+
+/// Waits until a process's RSS stops changing (allocator and page-table settling).
+pub fn settled_rss(server: &Server) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = server.rss();
+    loop {
+        std::thread::sleep(Duration::from_millis(200)); // a sampling interval
+        let now = server.rss();
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Resident bytes per idle connection: RSS growth while `n` connections each make one
+/// 64-byte round trip and then sit idle, after warming up the server's one-off allocations
+/// with a few large exchanges.
+pub fn idle_footprint(server: &Server, n: usize) -> f64 {
+    let big = vec![0xA5u8; 256 * 1024];
+    for _ in 0..16 {
+        let mut c = std::net::TcpStream::connect(server.addr).unwrap();
+        let mut w = c.try_clone().unwrap();
+        let data = big.clone();
+        let t = std::thread::spawn(move || w.write_all(&data).unwrap());
+        let mut back = vec![0; big.len()];
+        c.read_exact(&mut back).unwrap();
+        t.join().unwrap();
+    }
+    let before = settled_rss(server);
+    let mut idle = Vec::with_capacity(n);
+    let msg = [0x5Au8; 64];
+    let mut back = [0u8; 64];
+    for _ in 0..n {
+        let mut c = std::net::TcpStream::connect(server.addr).expect("connect");
+        c.write_all(&msg).unwrap();
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+        idle.push(c);
+    }
+    let after = settled_rss(server);
+    drop(idle);
+    after.saturating_sub(before) as f64 / n as f64
+}
+
+/// The median of some measurements.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
 }
