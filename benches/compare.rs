@@ -24,7 +24,7 @@ const BULK_MESSAGE: usize = 64 * 1024;
 /// Seconds per measurement (after loopd-bench's 1 s warm-up).
 const SECS: f64 = 3.0;
 /// Alternations of the servers; the median damps one-off interference.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Idle connections for the memory figure.
 const IDLE: usize = 10_000;
 /// Round trips counted under perf for the syscall figure.

@@ -5,6 +5,10 @@
 //! open-loop run that lateness would be reported as server latency. On Linux a `timerfd`
 //! registered with the poller fires at the scheduled instant instead (within the thread's
 //! timer slack, 50 µs by default). Elsewhere the poll timeout is the fallback.
+//!
+//! The expiry count is never read: the descriptor is registered edge-triggered, every
+//! expiry wakes its wait queue and so reports a new edge, and `timerfd_settime` resets the
+//! count. That saves a `read` per wake-up.
 
 use std::io;
 use std::time::Duration;
@@ -78,25 +82,6 @@ impl Alarm {
     pub fn set(&self, _after: Duration) -> io::Result<()> {
         Ok(())
     }
-
-    /// Consumes an expiry so the descriptor is not readable again until the next one.
-    #[cfg(target_os = "linux")]
-    pub fn clear(&self) {
-        use std::os::fd::AsRawFd;
-        let mut expirations = 0u64;
-        // SAFETY: reads at most 8 bytes into a u64 we own. EAGAIN (already cleared) is fine.
-        unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut expirations as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-    }
-
-    /// Fallback: nothing to clear.
-    #[cfg(not(target_os = "linux"))]
-    pub fn clear(&self) {}
 
     /// Whether the alarm is precise; when not, the caller must bound its poll timeout by
     /// the next wake-up itself.
