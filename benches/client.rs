@@ -57,7 +57,16 @@ fn main() {
     println!("client efficiency: {CONNECTIONS} connections, {MESSAGE}-byte messages, loopd on CPU 0, client on CPU 1");
     println!("| client | messages/s | loopd's core busy |");
     println!("|---|---:|---:|");
-    println!("| loopd-bench (1 thread, mio) | {a:.0} | {:.0}% |", median(ours_busy) * 100.0);
-    println!("| thread per connection, blocking | {b:.0} | {:.0}% |", median(theirs_busy) * 100.0);
-    println!("ratio loopd-bench / blocking: {:.2}x (target >= 1.2x)", a / b);
+    println!(
+        "| loopd-bench (1 thread, mio) | {a:.0} | {:.0}% |",
+        median(ours_busy) * 100.0
+    );
+    println!(
+        "| thread per connection, blocking | {b:.0} | {:.0}% |",
+        median(theirs_busy) * 100.0
+    );
+    println!(
+        "ratio loopd-bench / blocking: {:.2}x (target >= 1.2x)",
+        a / b
+    );
 }

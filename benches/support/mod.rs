@@ -51,7 +51,10 @@ impl Server {
             .expect("spawn server");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
-            let line = lines.next().expect("server exited during start-up").unwrap();
+            let line = lines
+                .next()
+                .expect("server exited during start-up")
+                .unwrap();
             if let Some(spec) = line.split("listening on ").nth(1) {
                 let first = spec.split_whitespace().next().unwrap();
                 break first.split_once('=').unwrap().1.parse().unwrap();
@@ -396,4 +399,20 @@ pub fn idle_footprint(server: &Server, n: usize) -> f64 {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// Jiffies the hypervisor took from this machine's CPUs (the `steal` column of
+/// `/proc/stat`) and all jiffies, so far. On a virtual machine under load, stolen time
+/// is time neither the server nor the client ran, and shows up as latency stalls.
+pub fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cols: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (cols.get(7).copied().unwrap_or(0), cols.iter().sum())
 }

@@ -348,7 +348,11 @@ impl Ctx<'_> {
     /// [`SCHEDULE_QUANTUM`] after `t0`.
     fn on_grid(&self, due: Instant) -> Instant {
         let q = SCHEDULE_QUANTUM.as_nanos();
-        let offset = due.saturating_duration_since(self.plan.t0).as_nanos().div_ceil(q) * q;
+        let offset = due
+            .saturating_duration_since(self.plan.t0)
+            .as_nanos()
+            .div_ceil(q)
+            * q;
         self.plan.t0 + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX))
     }
 
