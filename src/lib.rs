@@ -31,7 +31,7 @@
 //!    with `listener` and `udp`, that touches mio.
 //! 7. [`config`], [`stats`], [`rlimit`] — tunables with their reasons, counters, and the
 //!    open-files limit.
-//! 8. [`bench`] — the engine of `loopd-bench`, the bundled load client: the same kind of
+//! 8. [`bench`](mod@bench) — the engine of `loopd-bench`, the bundled load client: the same kind of
 //!    event loop from the other side, with verified payloads and HdrHistogram latency.
 //!
 //! # Writing a service

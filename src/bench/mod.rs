@@ -14,7 +14,7 @@
 //!    and a pattern, framed `raw`, as a `line` or as a length-prefixed `frame`.
 //! 3. `worker` — one thread's event loop and the per-connection state: partial writes,
 //!    byte-by-byte verification of replies, latency from the intended send time.
-//! 4. [`run`] — starts the workers, samples a per-second timeline, builds the report.
+//! 4. [`run`](mod@run) — starts the workers, samples a per-second timeline, builds the report.
 //! 5. [`report`] — histograms, the summary, JSON, and merging runs from several machines;
 //!    [`plot`] — the SVG picture.
 //!
