@@ -482,3 +482,37 @@ fn server_closing_between_messages_is_unexpected_close() {
     assert_eq!(r["errors"]["unexpected_close"], 1, "{}", r["errors"]);
     assert_eq!(count(&r, "messages"), 5);
 }
+
+/// Ramp and warm-up come before the measurement: the server sees warm-up traffic that the
+/// report leaves out, the measured duration is exactly `-d`, and the whole run lasts at
+/// least ramp + warm-up + duration. With standard error not a terminal, no progress line.
+#[test]
+fn ramp_and_warmup_precede_the_measurement() {
+    let server = TestServer::echo();
+    let target = server.addr().to_string();
+    let started = Instant::now();
+    let args = [
+        "-c", "4", "--ramp", "20", "--warmup", "300ms", "-d", "500ms",
+    ];
+    let out = bench(&[&[target.as_str(), "--json", "-"][..], &args].concat());
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Four connections at 20 per second take 200 ms to open (the last at 150 ms).
+    assert!(
+        elapsed >= Duration::from_millis(150 + 300 + 500),
+        "{elapsed:?}"
+    );
+    assert_eq!(r["duration_secs"].as_f64(), Some(0.5));
+    assert_eq!(r["connections"]["established"], 4);
+    let measured = count(&r, "bytes_sent");
+    assert!(measured > 0);
+    server.wait_stats("warm-up traffic beyond the measured bytes", |s| {
+        s.bytes_in > measured
+    });
+    assert!(
+        !stderr.contains('\r'),
+        "progress line without a terminal: {stderr:?}"
+    );
+}

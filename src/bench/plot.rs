@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::report::{Latency, Report};
@@ -41,6 +42,27 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
     throughput(report, &bottom)?;
     root.present()
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+type Frame<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A captioned chart over `0..max_x` by `0..max_y`, laid out the same for both panels.
+fn frame<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    max_x: f64,
+    max_y: f64,
+) -> Result<Frame<'a, DB>, String>
+where
+    DB::ErrorType: 'static,
+{
+    ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..max_x, 0f64..max_y)
+        .map_err(|e| e.to_string())
 }
 
 fn spectrum<DB: DrawingBackend>(
@@ -82,13 +104,7 @@ where
         .flat_map(|(_, p, _)| p.iter().map(|&(_, y)| y))
         .fold(1.0f64, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..max_x, 0f64..max_y)
-        .map_err(|e| e.to_string())?;
+    let mut chart = frame(area, &title, max_x, max_y)?;
     chart
         .configure_mesh()
         .x_desc("percentile")
@@ -124,42 +140,19 @@ where
     DB::ErrorType: 'static,
 {
     // Byte streams are measured in MiB/s; request/response runs in messages/s.
-    let by_bytes = report.latency.is_none();
-    let (unit, points): (&str, Vec<(f64, f64)>) = if by_bytes {
+    let (unit, points) = if report.latency.is_none() {
+        let rates = report.timeline_rates(|s| (s.bytes_sent + s.bytes_received) as f64);
         let mib = 1024.0 * 1024.0;
-        let mut prev = 0.0;
-        let pts = report
-            .timeline
-            .iter()
-            .map(|s| {
-                let span = (s.t - prev).max(1e-3);
-                prev = s.t;
-                (s.t, (s.bytes_sent + s.bytes_received) as f64 / mib / span)
-            })
-            .collect();
-        ("MiB/s (both ways)", pts)
+        (
+            "MiB/s (both ways)",
+            rates.into_iter().map(|(t, r)| (t, r / mib)).collect(),
+        )
     } else {
-        let mut prev = 0.0;
-        let pts = report
-            .timeline
-            .iter()
-            .map(|s| {
-                let span = (s.t - prev).max(1e-3);
-                prev = s.t;
-                (s.t, s.messages as f64 / span)
-            })
-            .collect();
-        ("messages/s", pts)
+        ("messages/s", report.timeline_rates(|s| s.messages as f64))
     };
     let max_x = points.iter().map(|p| p.0).fold(1.0f64, f64::max);
     let max_y = points.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption("throughput per second", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..max_x, 0f64..max_y)
-        .map_err(|e| e.to_string())?;
+    let mut chart = frame(area, "throughput per second", max_x, max_y)?;
     chart
         .configure_mesh()
         .x_desc("seconds into the measurement")

@@ -222,6 +222,32 @@ pub struct Second {
     pub open: u64,
 }
 
+impl Second {
+    /// Adds `o`'s counts to this one's (the later `t` wins): workers into a run, runs into
+    /// a merge.
+    pub fn add(&mut self, o: &Second) {
+        self.t = self.t.max(o.t);
+        self.messages += o.messages;
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.errors += o.errors;
+        self.open += o.open;
+    }
+
+    /// The counts between running totals `earlier` and `self`, as the interval ending at
+    /// `t` (the open-connection count is a level, not a total, and is kept).
+    pub fn since(&self, earlier: &Second, t: f64) -> Second {
+        Second {
+            t,
+            messages: self.messages - earlier.messages,
+            bytes_sent: self.bytes_sent - earlier.bytes_sent,
+            bytes_received: self.bytes_received - earlier.bytes_received,
+            errors: self.errors - earlier.errors,
+            open: self.open,
+        }
+    }
+}
+
 /// A latency distribution: the serialised histogram and the figures read from it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
@@ -427,6 +453,20 @@ impl Report {
         }
     }
 
+    /// The timeline as rates: `(t, value / seconds)` for each interval, where `value` picks
+    /// the count (the last interval may be shorter than a second).
+    pub fn timeline_rates(&self, value: impl Fn(&Second) -> f64) -> Vec<(f64, f64)> {
+        let mut start = 0.0;
+        self.timeline
+            .iter()
+            .map(|s| {
+                let span = (s.t - start).max(1e-3);
+                start = s.t;
+                (s.t, value(s) / span)
+            })
+            .collect()
+    }
+
     /// All errors, of every kind.
     pub fn error_total(&self) -> u64 {
         self.errors.values().sum()
@@ -479,18 +519,9 @@ impl Report {
             examples.extend(r.error_examples.iter().take(room).cloned());
             for (i, s) in r.timeline.iter().enumerate() {
                 if timeline.len() <= i {
-                    timeline.push(Second {
-                        t: s.t,
-                        ..Second::default()
-                    });
+                    timeline.push(Second::default());
                 }
-                let m = &mut timeline[i];
-                m.t = m.t.max(s.t);
-                m.messages += s.messages;
-                m.bytes_sent += s.bytes_sent;
-                m.bytes_received += s.bytes_received;
-                m.errors += s.errors;
-                m.open += s.open;
+                timeline[i].add(s);
             }
             runs.extend(r.runs.iter().cloned());
             duration_secs = duration_secs.max(r.duration_secs);

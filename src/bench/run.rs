@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -89,28 +88,16 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
     drop(done_tx);
 
     let sample = || {
-        let sum = |f: &dyn Fn(&Live) -> u64| lives.iter().map(|l| f(l)).sum::<u64>();
-        Second {
-            t: 0.0,
-            messages: sum(&|l| l.messages.load(Relaxed)),
-            bytes_sent: sum(&|l| l.bytes_sent.load(Relaxed)),
-            bytes_received: sum(&|l| l.bytes_received.load(Relaxed)),
-            errors: sum(&|l| l.errors.load(Relaxed)),
-            open: sum(&|l| l.open.load(Relaxed)),
-        }
+        lives.iter().fold(Second::default(), |mut sum, live| {
+            sum.add(&live.totals());
+            sum
+        })
     };
     let mut timeline: Vec<Second> = Vec::new();
     let mut last = Second::default();
     let mut close_interval = |end: Instant, timeline: &mut Vec<Second>| {
         let total = sample();
-        let second = Second {
-            t: end.duration_since(from).as_secs_f64(),
-            messages: total.messages - last.messages,
-            bytes_sent: total.bytes_sent - last.bytes_sent,
-            bytes_received: total.bytes_received - last.bytes_received,
-            errors: total.errors - last.errors,
-            open: total.open,
-        };
+        let second = total.since(&last, end.duration_since(from).as_secs_f64());
         on_second(&second);
         timeline.push(second);
         last = total;

@@ -29,7 +29,7 @@ use socket2::{Domain, Socket, Type};
 use super::alarm::Alarm;
 use super::config::{BenchConfig, Mode, Stop};
 use super::payload;
-use super::report::{ErrorKind, Tally};
+use super::report::{ErrorKind, Second, Tally};
 use crate::buffer::Buffer;
 
 /// How long after the measurement ends a flow waits for its outstanding replies. Replies
@@ -103,6 +103,20 @@ pub struct Live {
     pub errors: AtomicU64,
     /// Connections established right now.
     pub open: AtomicU64,
+}
+
+impl Live {
+    /// The worker's running totals (`t` unset).
+    pub fn totals(&self) -> Second {
+        Second {
+            t: 0.0,
+            messages: self.messages.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            open: self.open.load(Relaxed),
+        }
+    }
 }
 
 /// What the worker hands back when it is done.
@@ -205,7 +219,10 @@ struct Ctx<'a> {
     /// Payload scratch and encoded request/reply scratch.
     msg: Vec<u8>,
     wire: Vec<u8>,
+    /// Flows established right now.
     open: u64,
+    /// Flows that are done (finished or failed); the worker ends when all are.
+    ended: usize,
     last_progress: Instant,
     last_completion: Option<Instant>,
 }
@@ -249,6 +266,7 @@ impl Worker {
             msg: vec![0; cfg.size],
             wire: Vec::with_capacity(cfg.size + 8),
             open: 0,
+            ended: 0,
             last_progress: Instant::now(),
             last_completion: None,
         };
@@ -282,18 +300,17 @@ impl Worker {
                 }
             }
             let drained = ctx.plan.until.is_some_and(|u| now >= u + DRAIN_GRACE);
-            let waiting = flows.iter().any(|f| !f.inflight.is_empty());
-            let stalled = waiting && now.duration_since(ctx.last_progress) >= STALL_LIMIT;
+            // Cheap test first: the sweep over the flows runs only once nothing has been
+            // received for the whole stall limit, never on the hot path.
+            let stalled = now.duration_since(ctx.last_progress) >= STALL_LIMIT
+                && flows.iter().any(|f| !f.inflight.is_empty());
             if drained || stalled {
                 for f in &mut flows {
-                    f.abandon(&mut ctx, stalled);
+                    f.abandon(&mut ctx, stalled, now);
                 }
             }
             self.publish(&ctx);
-            if flows
-                .iter()
-                .all(|f| matches!(f.phase, Phase::Finished | Phase::Failed))
-            {
+            if ctx.ended == flows.len() {
                 break;
             }
             let next_wake = ctx.wakes.peek().map(|&Reverse((at, _, _))| at);
@@ -421,7 +438,7 @@ impl Flow {
                     self.open(ctx, i, now);
                 } else {
                     // The ramp outlasted the measurement; this one is not needed.
-                    self.phase = Phase::Finished;
+                    self.set_phase(ctx, Phase::Finished);
                 }
             }
             Wake::ConnectTimeout(attempt) if attempt == self.attempt => {
@@ -474,6 +491,23 @@ impl Flow {
 
     // ---- opening and closing -------------------------------------------------------------
 
+    /// Every phase change goes through here, which keeps the worker's counts of open and
+    /// ended flows true without sweeping the flows to recount them.
+    fn set_phase(&mut self, ctx: &mut Ctx<'_>, phase: Phase) {
+        let ended = |p: Phase| matches!(p, Phase::Finished | Phase::Failed);
+        match (self.phase == Phase::Open, phase == Phase::Open) {
+            (false, true) => ctx.open += 1,
+            (true, false) => ctx.open -= 1,
+            _ => {}
+        }
+        match (ended(self.phase), ended(phase)) {
+            (false, true) => ctx.ended += 1,
+            (true, false) => ctx.ended -= 1,
+            _ => {}
+        }
+        self.phase = phase;
+    }
+
     /// Starts connecting (TCP) or binds and connects a datagram socket (UDP).
     fn open(&mut self, ctx: &mut Ctx<'_>, i: usize, now: Instant) {
         self.attempt += 1;
@@ -505,7 +539,7 @@ impl Flow {
             // A connected UDP socket is ready at once: there is no handshake.
             Mode::Udp => self.established(ctx, i, now, now),
             _ => {
-                self.phase = Phase::Connecting(now);
+                self.set_phase(ctx, Phase::Connecting(now));
                 let timeout = now + ctx.cfg.connect_timeout;
                 ctx.wakes
                     .push(Reverse((timeout, i, Wake::ConnectTimeout(self.attempt))));
@@ -540,8 +574,7 @@ impl Flow {
     }
 
     fn established(&mut self, ctx: &mut Ctx<'_>, i: usize, since: Instant, now: Instant) {
-        self.phase = Phase::Open;
-        ctx.open += 1;
+        self.set_phase(ctx, Phase::Open);
         ctx.last_progress = now;
         // Connect mode measures churn: only connections made in the window count.
         let counted = ctx.cfg.mode != Mode::Connect || ctx.plan.in_window(now);
@@ -570,8 +603,9 @@ impl Flow {
 
     /// Ends the flow normally, closing the socket (a FIN: every reply has been read).
     fn finish(&mut self, ctx: &mut Ctx<'_>) {
-        self.close_socket(ctx);
-        self.phase = Phase::Finished;
+        // Dropping the socket closes it, which also removes it from the poller.
+        self.sock = Sock::None;
+        self.set_phase(ctx, Phase::Finished);
     }
 
     /// Ends the flow with an error of `kind`.
@@ -582,33 +616,31 @@ impl Flow {
         }
         ctx.tally
             .error(kind, 1, || format!("connection {id}: {}", what()));
-        self.close_socket(ctx);
+        self.sock = Sock::None;
         self.inflight.clear();
         self.expect.release();
         self.out.release();
-        self.phase = Phase::Failed;
-    }
-
-    fn close_socket(&mut self, ctx: &mut Ctx<'_>) {
-        if self.phase == Phase::Open {
-            ctx.open -= 1;
-        }
-        // Dropping the socket deregisters it (closing the descriptor removes it from epoll).
-        self.sock = Sock::None;
+        self.set_phase(ctx, Phase::Failed);
     }
 
     /// After the measurement: finish now if nothing is outstanding.
     fn finish_if_idle(&mut self, ctx: &mut Ctx<'_>, i: usize, now: Instant) {
         match self.phase {
-            Phase::Waiting => self.phase = Phase::Finished,
+            Phase::Waiting => self.set_phase(ctx, Phase::Finished),
             Phase::Open => self.pump(ctx, i, now),
             _ => {}
         }
     }
 
     /// The drain ran out or the server stalled: whatever is still outstanding is lost.
-    fn abandon(&mut self, ctx: &mut Ctx<'_>, stalled: bool) {
-        if !matches!(self.phase, Phase::Open | Phase::Connecting(_)) {
+    fn abandon(&mut self, ctx: &mut Ctx<'_>, stalled: bool, now: Instant) {
+        if let Phase::Connecting(since) = self.phase {
+            let waited = now.duration_since(since);
+            return self.fail(ctx, ErrorKind::ConnectTimeout, || {
+                format!("still connecting when the run ended ({waited:.1?} in)")
+            });
+        }
+        if self.phase != Phase::Open {
             return;
         }
         let outstanding = self.inflight.len() as u64;
@@ -659,7 +691,6 @@ impl Flow {
             // Churn: this connection did its round trip; close it and open the next.
             self.finish(ctx);
             if !done_sending {
-                self.phase = Phase::Waiting;
                 self.open(ctx, i, now);
             }
         } else if idle && done_sending {
@@ -679,10 +710,7 @@ impl Flow {
             }
             let intended = match self.next_due.map(|due| ctx.on_grid(due)) {
                 Some(due) if due > now => {
-                    if self.armed != Some(due) {
-                        ctx.wakes.push(Reverse((due, i, Wake::Send)));
-                        self.armed = Some(due);
-                    }
+                    self.arm_send(ctx, i, due);
                     break;
                 }
                 Some(due) => due,
@@ -691,12 +719,8 @@ impl Flow {
             if !ctx.plan.may_send(intended) {
                 break;
             }
-            if ctx.plan.measured(intended) {
-                match &mut self.quota {
-                    Some(0) => break,
-                    Some(q) => *q -= 1,
-                    None => {}
-                }
+            if !self.take_quota(ctx, intended) {
+                break;
             }
             let sent = match ctx.cfg.mode {
                 Mode::Udp => self.send_datagram(ctx, i, intended, now),
@@ -706,12 +730,8 @@ impl Flow {
                 }
             };
             if !sent {
-                // Give the quota back; the message goes when the socket has room.
-                if ctx.plan.measured(intended) {
-                    if let Some(q) = &mut self.quota {
-                        *q += 1;
-                    }
-                }
+                // The message goes when the socket has room; its quota is not spent.
+                self.return_quota(ctx, intended);
                 break;
             }
             if let (Some(due), Some(interval)) = (self.next_due, ctx.interval) {
@@ -740,6 +760,37 @@ impl Flow {
         });
     }
 
+    /// Counted runs: spends one measured message of this flow's share, if any is left.
+    /// Messages sent before the measurement (warm-up) are free.
+    fn take_quota(&mut self, ctx: &Ctx<'_>, intended: Instant) -> bool {
+        match &mut self.quota {
+            Some(q) if ctx.plan.measured(intended) => {
+                if *q == 0 {
+                    return false;
+                }
+                *q -= 1;
+                true
+            }
+            _ => true,
+        }
+    }
+
+    fn return_quota(&mut self, ctx: &Ctx<'_>, intended: Instant) {
+        if let Some(q) = &mut self.quota {
+            if ctx.plan.measured(intended) {
+                *q += 1;
+            }
+        }
+    }
+
+    /// Asks for a [`Wake::Send`] at `at`, unless one for that instant is already queued.
+    fn arm_send(&mut self, ctx: &mut Ctx<'_>, i: usize, at: Instant) {
+        if self.armed != Some(at) {
+            ctx.wakes.push(Reverse((at, i, Wake::Send)));
+            self.armed = Some(at);
+        }
+    }
+
     fn next_seq(&mut self) -> u64 {
         let seq = self.seq;
         self.seq += 1;
@@ -754,15 +805,8 @@ impl Flow {
         let start = self.written;
         while self.written - start < SEND_BUDGET {
             while self.out.len() < SEND_BATCH {
-                if !ctx.plan.may_send(now) {
+                if !ctx.plan.may_send(now) || !self.take_quota(ctx, now) {
                     break;
-                }
-                if ctx.plan.measured(now) {
-                    match &mut self.quota {
-                        Some(0) => break,
-                        Some(q) => *q -= 1,
-                        None => {}
-                    }
                 }
                 let seq = self.next_seq();
                 payload::fill(&mut ctx.msg, self.id, seq);
@@ -773,10 +817,8 @@ impl Flow {
                 return; // nothing more to send, failed, or the socket is full
             }
         }
-        if self.armed != Some(now) {
-            ctx.wakes.push(Reverse((now, i, Wake::Send)));
-            self.armed = Some(now);
-        }
+        // Budget spent with the socket still taking bytes: continue next turn.
+        self.arm_send(ctx, i, now);
     }
 
     /// Writes queued bytes until done or `WouldBlock` (the writable edge resumes us).
@@ -959,11 +1001,7 @@ impl Flow {
                 false
             }
             Err(e) => {
-                let kind = match e.kind() {
-                    IoKind::ConnectionRefused => ErrorKind::ConnectRefused,
-                    _ => ErrorKind::Io,
-                };
-                self.fail(ctx, kind, || format!("send: {e}"));
+                self.fail(ctx, datagram_error_kind(&e), || format!("send: {e}"));
                 false
             }
         }
@@ -980,11 +1018,7 @@ impl Flow {
                 Err(e) if e.kind() == IoKind::WouldBlock => break,
                 Err(e) if e.kind() == IoKind::Interrupted => continue,
                 Err(e) => {
-                    // A refusal here is the ICMP "port unreachable" for an earlier send.
-                    let kind = match e.kind() {
-                        IoKind::ConnectionRefused => ErrorKind::ConnectRefused,
-                        _ => ErrorKind::Io,
-                    };
+                    let kind = datagram_error_kind(&e);
                     return self.fail(ctx, kind, || format!("receive: {e}"));
                 }
             };
@@ -1129,6 +1163,15 @@ fn connect_failure(e: &io::Error, source: Option<IpAddr>) -> String {
         );
     }
     format!("connect: {e}")
+}
+
+/// On a connected UDP socket, a refusal is the ICMP "port unreachable" answering an
+/// earlier datagram: nothing listens at the target.
+fn datagram_error_kind(e: &io::Error) -> ErrorKind {
+    match e.kind() {
+        IoKind::ConnectionRefused => ErrorKind::ConnectRefused,
+        _ => ErrorKind::Io,
+    }
 }
 
 fn established_error_kind(e: &io::Error) -> ErrorKind {
