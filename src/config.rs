@@ -59,6 +59,23 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// for delayed ACKs (up to 40 ms on Linux).
 pub const DEFAULT_NODELAY: bool = true;
 
+/// Close a connection whose partial request (a line without its newline, a frame without
+/// all its bytes) has been arriving for this long. Without it, a client that sends one byte
+/// a second keeps a slot for as long as the idle timeout lets it, and 8 KiB at that pace
+/// takes over two hours: a few such clients hold every slot of a capped server (slowloris).
+/// Thirty seconds is half of nginx's `client_header_timeout` and well above HAProxy's common
+/// `timeout http-request` of 10 s; a whole 1 MiB frame still needs only 35 KB/s to arrive.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest value any size setting may take (watermarks, budget, line and frame limits).
+/// Each bounds what one connection may hold in memory, so a larger bound protects nothing; it
+/// also keeps every sum of a limit and a length far from overflowing.
+pub const MAX_SIZE_SETTING: usize = 1 << 30;
+
+/// The largest `--max-connections`. Beyond the open-files limit of any real system
+/// (`fs.nr_open` defaults to 2^20); it bounds the slab reserved at start-up.
+pub const MAX_CONNECTIONS_SETTING: usize = 1 << 24;
+
 /// TCP keepalive idle time. Catches peers that vanished without a FIN when the idle timeout
 /// is off or long; one minute is the common production choice (Redis uses 300 s).
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -108,6 +125,8 @@ pub struct Limits {
     pub write_stall_timeout: Option<Duration>,
     /// See [`DEFAULT_LINGER_TIMEOUT`].
     pub linger_timeout: Duration,
+    /// See [`DEFAULT_REQUEST_TIMEOUT`]; `None` = never.
+    pub request_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -119,6 +138,7 @@ impl Default for Limits {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
             linger_timeout: DEFAULT_LINGER_TIMEOUT,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
         }
     }
 }
@@ -171,6 +191,15 @@ pub enum ConfigError {
     },
     /// A size or count that must be positive was zero.
     Zero(&'static str),
+    /// A size or count larger than can be honoured.
+    TooLarge {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: usize,
+        /// The largest value allowed.
+        max: usize,
+    },
     /// Two listeners on the same address.
     DuplicateListen(SocketAddr),
 }
@@ -183,6 +212,18 @@ impl fmt::Display for ConfigError {
                 "low watermark ({low} bytes) must be below high watermark ({high} bytes)"
             ),
             ConfigError::Zero(what) => write!(f, "{what} must be greater than zero"),
+            ConfigError::TooLarge { flag, value, max } if *flag == "--max-connections" => {
+                write!(f, "{flag} {value} is more than the most allowed, {max}")
+            }
+            ConfigError::TooLarge { flag, value, max } => {
+                let size = |n: usize| bytesize::ByteSize(n as u64).to_string_as(true);
+                write!(
+                    f,
+                    "{flag} {} is larger than {}, the most one connection may be allowed to hold",
+                    size(*value),
+                    size(*max)
+                )
+            }
             ConfigError::DuplicateListen(addr) => write!(f, "{addr} is given twice in --listen"),
         }
     }
@@ -215,13 +256,36 @@ impl Config {
         if self.services.max_line == 0 {
             return Err(ConfigError::Zero("max line"));
         }
+        if self.services.max_frame == 0 {
+            return Err(ConfigError::Zero("max frame"));
+        }
+        let frame_max = MAX_SIZE_SETTING.min(u32::MAX as usize);
+        for (flag, value, max) in [
+            ("--high-watermark", l.high_watermark, MAX_SIZE_SETTING),
+            ("--low-watermark", l.low_watermark, MAX_SIZE_SETTING),
+            ("--read-budget", l.read_budget, MAX_SIZE_SETTING),
+            ("--max-line", self.services.max_line, MAX_SIZE_SETTING),
+            ("--max-frame", self.services.max_frame, frame_max),
+            (
+                "--max-connections",
+                self.max_connections,
+                MAX_CONNECTIONS_SETTING,
+            ),
+        ] {
+            if value > max {
+                return Err(ConfigError::TooLarge { flag, value, max });
+            }
+        }
         if self.listen.is_empty() {
             return Err(ConfigError::Zero("the number of listeners"));
         }
         // TCP and UDP have separate port spaces: echo and udp-echo may share an address.
+        // Port 0 means "any free port", so two of them never clash.
         for (i, spec) in self.listen.iter().enumerate() {
             let clash = |other: &ListenSpec| {
-                other.addr == spec.addr && other.service.is_datagram() == spec.service.is_datagram()
+                other.addr == spec.addr
+                    && spec.addr.port() != 0
+                    && other.service.is_datagram() == spec.service.is_datagram()
             };
             if self.listen[..i].iter().any(clash) {
                 return Err(ConfigError::DuplicateListen(spec.addr));
@@ -299,6 +363,32 @@ mod tests {
         let mut c = Config::default();
         c.listen.push("udp-echo=127.0.0.1:7007".parse().unwrap());
         c.validate().expect("TCP and UDP may share a port");
+        let mut c = Config::default();
+        c.listen = vec![
+            "echo=127.0.0.1:0".parse().unwrap(),
+            "line=127.0.0.1:0".parse().unwrap(),
+        ];
+        c.validate().expect("two ephemeral ports are distinct");
+    }
+
+    /// Sizes that cannot be honoured are refused by name before any arithmetic sees them.
+    #[test]
+    fn oversize_settings() {
+        let mut c = Config::default();
+        c.services.max_line = usize::MAX;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::TooLarge { flag: "--max-line", .. })
+        ));
+        let mut c = Config::default();
+        c.services.max_frame = u32::MAX as usize + 1;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::TooLarge { flag: "--max-frame", .. })
+        ));
+        let mut c = Config::default();
+        c.services.max_frame = MAX_SIZE_SETTING;
+        c.validate().expect("the largest setting is allowed");
     }
 
     /// Human units for durations and sizes.

@@ -56,7 +56,7 @@ use std::io::{self, Read, Write};
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Duration;
 
-use log::{debug, trace, warn};
+use log::{debug, info, trace, warn};
 
 use crate::buffer::Buffer;
 use crate::config::Limits;
@@ -187,8 +187,17 @@ pub struct Connection<S> {
     peer_closing: bool,
     /// Reading stopped because output reached the high watermark.
     paused: bool,
+    /// The service left input unconsumed because its output had no room (the output
+    /// contract): the held input is offered again as soon as output drains, without waiting
+    /// for a read, because a peer that has sent everything raises no new edge.
+    held_for_room: bool,
+    /// When the partial request now held began arriving, for the request timeout.
+    partial_since: Option<Time>,
     /// The service has produced its last byte.
     finished: bool,
+    /// Why the connection is ending, when that was decided before the close itself (a
+    /// request timeout closes gracefully, through lingering, but is counted as itself).
+    ending: Option<CloseReason>,
 }
 
 impl<S: Socket> Connection<S> {
@@ -209,7 +218,10 @@ impl<S: Socket> Connection<S> {
             write_blocked: false,
             peer_closing: false,
             paused: false,
+            held_for_room: false,
+            partial_since: None,
             finished: false,
+            ending: None,
         }
     }
 
@@ -292,12 +304,21 @@ impl<S: Socket> Connection<S> {
                     .write_stall_timeout
                     .filter(|_| !self.output.is_empty())
                     .map(|d| self.last_progress.after(d));
-                match (idle, stall) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                let request = self
+                    .request_started()
+                    .zip(limits.request_timeout)
+                    .map(|(since, d)| since.after(d));
+                [idle, stall, request].into_iter().flatten().min()
             }
         }
+    }
+
+    /// When the partial request the connection holds began, if the request timeout applies:
+    /// only in `Open`, and not while the input waits for output room (the write-stall
+    /// timeout covers a peer that does not read).
+    fn request_started(&self) -> Option<Time> {
+        self.partial_since
+            .filter(|_| self.state == State::Open && !self.held_for_room)
     }
 
     /// The loop's timer came due: closes the connection if one of its deadlines has passed.
@@ -324,6 +345,18 @@ impl<S: Socket> Connection<S> {
                 self.socket.set_abortive();
                 Some(CloseReason::WriteStall)
             }
+            _ if self
+                .request_started()
+                .is_some_and(|since| expired(since, l.request_timeout)) =>
+            {
+                info!(
+                    "conn {}: request incomplete after {:?} ({} bytes held); closing",
+                    self.id,
+                    l.request_timeout.unwrap_or_default(),
+                    self.input.len()
+                );
+                return self.close_gracefully(cx, CloseReason::RequestTimeout);
+            }
             _ => expired(self.last_active, l.idle_timeout).then(|| {
                 debug!("conn {}: idle timeout", self.id);
                 CloseReason::Idle
@@ -333,6 +366,14 @@ impl<S: Socket> Connection<S> {
             Some(reason) => self.close(reason, now),
             None => Turn::Wait,
         }
+    }
+
+    /// Ends the conversation from our side for `reason`: replies already produced are
+    /// flushed, then FIN and lingering close, as when a service finishes. The reason is
+    /// counted when the connection finally closes, by the close that ends the lingering.
+    fn close_gracefully(&mut self, cx: &mut Context<'_>, reason: CloseReason) -> Turn {
+        self.ending = Some(reason);
+        self.shut_down(cx)
     }
 
     /// The readiness to register for, derived from the state. `None` when nothing is wanted
@@ -358,7 +399,7 @@ impl<S: Socket> Connection<S> {
 
     fn close(&mut self, reason: CloseReason, now: Time) -> Turn {
         self.set_state(State::Closed, now);
-        Turn::Closed(reason)
+        Turn::Closed(self.ending.take().unwrap_or(reason))
     }
 
     fn end_turn(
@@ -375,7 +416,12 @@ impl<S: Socket> Connection<S> {
     }
 
     fn has_more_work(&self, limits: &Limits) -> bool {
-        (self.read_ready && self.want().read) || self.may_produce(limits)
+        (self.read_ready && self.want().read) || self.may_produce(limits) || self.may_offer()
+    }
+
+    /// Held input waits only for output room, and there is room again.
+    fn may_offer(&self) -> bool {
+        self.held_for_room && !self.paused && self.state == State::Open
     }
 
     fn may_produce(&self, limits: &Limits) -> bool {
@@ -395,7 +441,7 @@ impl<S: Socket> Connection<S> {
         self.flush(cx)?;
         self.read(cx, budget)?;
         self.produce(cx, budget)?;
-        self.advance_close(cx)
+        self.advance_close(cx, budget)
     }
 
     /// Lets a streaming service refill output while it is below the low watermark and the
@@ -419,9 +465,15 @@ impl<S: Socket> Connection<S> {
         Continue(())
     }
 
-    /// Reads until drained, out of budget, or paused by backpressure.
+    /// Reads until drained, out of budget, or paused by backpressure. Input held back for
+    /// output room is offered again first, and nothing more is read while it waits: the
+    /// held input stays bounded by one read.
     fn read(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> ControlFlow<CloseReason> {
-        while self.read_ready && self.want().read && *budget > 0 {
+        loop {
+            self.offer_held(cx, budget)?;
+            if !(self.read_ready && self.want().read && *budget > 0) || self.held_for_room {
+                return Continue(());
+            }
             // Input for the service: never read more than output has room for, so the echo of
             // one read cannot push pending output past the high watermark. Input that is only
             // discarded (closing, lingering) needs no room.
@@ -431,8 +483,9 @@ impl<S: Socket> Connection<S> {
             };
             let want = cx.scratch.len().min(*budget).min(room);
             if want == 0 {
-                // Only reachable if a service wrote past its room; flush will pause reading.
-                break;
+                // Output is at the high watermark (a reply may overshoot it by its own
+                // length); flush has paused reading.
+                return Continue(());
             }
             match self.socket.read(&mut cx.scratch[..want]) {
                 Ok(0) => {
@@ -454,35 +507,63 @@ impl<S: Socket> Connection<S> {
                 Err(e) => return Break(self.io_error("read", &e)),
             }
         }
+    }
+
+    /// Offers input the service held back for lack of output room again, while there is
+    /// room and budget. Each byte the service consumes counts against the budget as if it
+    /// had just been read.
+    fn offer_held(
+        &mut self,
+        cx: &mut Context<'_>,
+        budget: &mut usize,
+    ) -> ControlFlow<CloseReason> {
+        while self.may_offer() && *budget > 0 {
+            let consumed = self.deliver(cx, 0)?;
+            *budget = budget.saturating_sub(consumed);
+            if consumed == 0 {
+                break;
+            }
+        }
         Continue(())
     }
 
-    /// Hands `n` freshly read bytes in the scratch buffer to the service, or drops them if
-    /// the service is done.
-    fn deliver(&mut self, cx: &mut Context<'_>, n: usize) -> ControlFlow<CloseReason> {
+    /// Hands `n` freshly read bytes in the scratch buffer to the service, after any input
+    /// it holds, or drops them if the service is done. Returns how many bytes the service
+    /// consumed. `n == 0` offers the held input again.
+    fn deliver(&mut self, cx: &mut Context<'_>, n: usize) -> ControlFlow<CloseReason, usize> {
         if self.state != State::Open {
             Stats::add(&cx.stats.bytes_discarded, n as u64);
-            return Continue(());
+            return Continue(0);
         }
         Stats::add(&cx.stats.bytes_in, n as u64);
+        let mut used = 0;
+        let mut out_of_room = false;
         self.call_service(cx, |service, input, out| {
             let fresh = &input.scratch[..n];
             if input.held.is_empty() {
                 // Fast path: the service reads straight from the loop's scratch buffer, and
                 // only an unconsumed tail (a partial request) is copied to the connection.
-                let used = service.on_input(fresh, out);
+                used = service.on_input(fresh, out);
                 input.held.extend(&fresh[used..]);
             } else {
                 input.held.extend(fresh);
-                let used = service.on_input(input.held.as_slice(), out);
+                used = service.on_input(input.held.as_slice(), out);
                 input.held.consume(used);
             }
+            out_of_room = out.room() == 0;
         })?;
+        // Input left over with no room for its replies waits for room, not for more bytes.
+        self.held_for_room = out_of_room && !self.input.is_empty() && !self.finished;
+        if self.input.is_empty() {
+            self.partial_since = None;
+        } else if used > 0 || self.partial_since.is_none() {
+            self.partial_since = Some(cx.now);
+        }
         let limit = self
             .service
             .input_limit()
             .unwrap_or(cx.limits.high_watermark);
-        if self.input.len() > limit {
+        if self.input.len() > limit && !self.held_for_room {
             warn!(
                 "conn {}: service left {} bytes of input unconsumed (limit {limit}); closing",
                 self.id,
@@ -490,7 +571,8 @@ impl<S: Socket> Connection<S> {
             );
             return Break(CloseReason::Protocol);
         }
-        self.flush(cx)
+        self.flush(cx)?;
+        Continue(used)
     }
 
     /// The peer sent FIN.
@@ -512,8 +594,14 @@ impl<S: Socket> Connection<S> {
         }
     }
 
-    /// Moves a closing connection on once its output is flushed.
-    fn advance_close(&mut self, cx: &mut Context<'_>) -> ControlFlow<CloseReason> {
+    /// Moves a closing connection on once its output is flushed. The read after our FIN
+    /// spends what is left of the turn's budget, so a turn that stops there with data left
+    /// is run again.
+    fn advance_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        budget: &mut usize,
+    ) -> ControlFlow<CloseReason> {
         if !self.output.is_empty() {
             return Continue(());
         }
@@ -527,8 +615,7 @@ impl<S: Socket> Connection<S> {
                 self.set_state(State::Lingering, cx.now);
                 // The peer's FIN may already be queued behind data we have not read.
                 self.read_ready = true;
-                let mut budget = cx.limits.read_budget;
-                self.read(cx, &mut budget)
+                self.read(cx, budget)
             }
             _ => Continue(()),
         }

@@ -19,8 +19,13 @@
 //! A slab key is reused as soon as a connection is removed, but the same poll batch, the run
 //! queue or the deadline set may still name the old occupant. Each token therefore carries
 //! the low 32 bits of the connection's serial number beside its slab key, and a lookup whose
-//! serial does not match is ignored (DESIGN.md invariant 8). Tokens with serial 0 belong to
-//! the loop itself: listeners, UDP endpoints, signals, the waker.
+//! serial does not match is ignored (invariant 8 in `docs/02-event-loop.md`). Tokens with
+//! serial 0 belong to the loop itself: listeners, UDP endpoints, signals, the waker. A token
+//! is 64 bits (32 of serial, 32 of key), so loopd needs a 64-bit `usize`; the build says so
+//! on any other target instead of silently truncating tokens.
+//!
+//! Listener and endpoint tokens are looked up, never indexed: draining closes the listeners
+//! while later events of the same poll batch may still name them.
 
 use std::collections::VecDeque;
 use std::io;
@@ -64,6 +69,9 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Minimum interval between two "accept paused" warnings; the ones in between are counted.
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("loopd packs a 32-bit serial and a 32-bit slab key into each 64-bit mio token");
 
 const SIGNAL_KEY: usize = u32::MAX as usize - 1;
 const WAKER_KEY: usize = u32::MAX as usize;
@@ -175,7 +183,7 @@ struct Slot {
 }
 
 /// The connection a token names, if it is still there: the slab key may since have been
-/// reused by a newer connection, whose serial differs (DESIGN.md invariant 8).
+/// reused by a newer connection, whose serial differs (invariant 8).
 fn lookup(conns: &mut Slab<Slot>, key: usize, serial: u32) -> Option<&mut Slot> {
     conns
         .get_mut(key)
@@ -333,11 +341,18 @@ impl EventLoop {
         }
     }
 
-    /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one exits at once).
+    /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one exits at once), and
+    /// SIGHUP log the counters instead of killing the process.
+    ///
+    /// SIGHUP reloads nothing: loopd has no configuration file (every setting is a flag fixed
+    /// at start) and logs to standard error, which systemd or the container runtime owns, so
+    /// there is no file to reopen. A terminal closing or a `systemctl reload` must not stop
+    /// the server, and a line of counters is the useful answer.
     pub fn handle_signals(&mut self) -> io::Result<()> {
         let mut signals = signal_hook_mio::v1_0::Signals::new([
             signal_hook::consts::SIGTERM,
             signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
         ])?;
         self.poll
             .registry()
@@ -403,15 +418,33 @@ impl EventLoop {
                 };
                 self.turn(key, serial, ready);
             }
-            Target::Listener(i) => self.listeners[i].ready = true,
+            Target::Listener(i) => {
+                // Looked up: a drain earlier in this batch may have closed the listener.
+                if let Some(l) = self.listeners.get_mut(i) {
+                    l.ready = true;
+                }
+            }
             Target::Datagram(i) => self.datagram_turn(i, event.is_readable(), event.is_writable()),
             Target::Signals => {
-                let count = match &mut self.signals {
-                    Some(signals) => signals.pending().count(),
-                    None => 0,
+                let pending: Vec<i32> = match &mut self.signals {
+                    Some(signals) => signals.pending().collect(),
+                    None => Vec::new(),
                 };
-                for _ in 0..count {
-                    if let Some(exit) = self.shutdown_requested("signal") {
+                for signal in pending {
+                    if signal == signal_hook::consts::SIGHUP {
+                        info!(
+                            "SIGHUP: nothing to reload (settings are fixed at start, logs go to \
+                             standard error); {}",
+                            self.kit.stats.snapshot()
+                        );
+                        continue;
+                    }
+                    let name = if signal == signal_hook::consts::SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    };
+                    if let Some(exit) = self.shutdown_requested(name) {
                         return Some(exit);
                     }
                 }
@@ -669,6 +702,7 @@ impl EventLoop {
 
     /// Sets up an accepted stream: options, service, greeting, registration, deadline.
     fn add(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
+        let peer = listener::canonical(peer);
         if let Err(e) = listener::configure_stream(&stream, self.nodelay, self.keepalive) {
             debug!("socket options for {peer}: {e}");
         }

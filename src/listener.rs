@@ -4,7 +4,7 @@
 //! bind fixes the backlog at 128 and offers no say over `IPV6_V6ONLY`. Everything per
 //! connection lives in the connection module; the loop decides *when* to accept.
 //!
-//! `accept()` errors fall into three groups (DESIGN.md invariant 7), returned as
+//! `accept()` errors fall into three groups (invariant 7 in `docs/02-event-loop.md`), returned as
 //! [`Accepted`] values rather than errors because every one of them is expected:
 //!
 //! * `WouldBlock` — the backlog is empty: stop until the next readable edge.
@@ -101,8 +101,12 @@ impl Listener {
 /// `[::1]` and `127.0.0.1` can be bound side by side.
 pub fn bound_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
-    // Restarting must not wait for old connections in TIME-WAIT to expire.
-    socket.set_reuse_address(true)?;
+    if kind == Type::STREAM {
+        // Restarting must not wait for old connections in TIME-WAIT to expire. Only TCP
+        // needs this; on a UDP socket it would let any other socket that asks for it bind
+        // the same port and receive our clients' datagrams, so UDP binds are exclusive.
+        socket.set_reuse_address(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(!addr.ip().is_unspecified())?;
     }
@@ -131,6 +135,13 @@ fn classify_accept_error(e: io::Error) -> Accepted {
         // Anything else is unexpected; pausing is the safe answer (no busy loop).
         _ => Accepted::Exhausted(e),
     }
+}
+
+/// `addr` as people write it: an IPv4 client of a dual-stack `[::]` socket is reported by the
+/// kernel as an IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]:port`); this turns it back
+/// into `127.0.0.1:port`. Other addresses are returned unchanged.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Per-connection socket options, applied right after accept.
@@ -164,7 +175,7 @@ mod tests {
         let l = Listener::bind(
             "127.0.0.1:0".parse().unwrap(),
             16,
-            Builtin::Echo.factory(Default::default()),
+            Builtin::Echo.factory(Default::default()).unwrap(),
         )
         .unwrap();
         assert_ne!(l.local_addr().port(), 0);
@@ -201,13 +212,24 @@ mod tests {
         ));
     }
 
+    /// Mapped IPv4 addresses are shown as IPv4; everything else is untouched.
+    #[test]
+    fn canonical_addresses() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:7".parse().unwrap();
+        assert_eq!(canonical(mapped), "127.0.0.1:7".parse().unwrap());
+        for plain in ["[::1]:7", "10.0.0.1:9", "[2001:db8::1]:80"] {
+            let a: SocketAddr = plain.parse().unwrap();
+            assert_eq!(canonical(a), a);
+        }
+    }
+
     /// `[::]` is dual-stack: an IPv4 client reaches it.
     #[test]
     fn unspecified_ipv6_is_dual_stack() {
         let Ok(l) = Listener::bind(
             "[::]:0".parse().unwrap(),
             16,
-            Builtin::Echo.factory(Default::default()),
+            Builtin::Echo.factory(Default::default()).unwrap(),
         ) else {
             // A kernel without IPv6 cannot run this check; say so rather than pass silently.
             panic!("IPv6 is not available on this machine");

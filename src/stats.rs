@@ -26,6 +26,8 @@ pub enum CloseReason {
     LingerTimeout,
     /// The service broke its contract (kept too much input unconsumed).
     Protocol,
+    /// A partial request was not completed within the request timeout; closed gracefully.
+    RequestTimeout,
     /// Still open at the end of the drain timeout on shutdown; aborted.
     Forced,
 }
@@ -41,6 +43,7 @@ impl CloseReason {
             CloseReason::WriteStall => &stats.closed_write_stall,
             CloseReason::LingerTimeout => &stats.closed_linger_timeout,
             CloseReason::Protocol => &stats.closed_protocol,
+            CloseReason::RequestTimeout => &stats.closed_request_timeout,
             CloseReason::Forced => &stats.closed_forced,
         }
     }
@@ -99,6 +102,8 @@ counters! {
     closed_linger_timeout,
     /// Closed for a service protocol violation.
     closed_protocol,
+    /// Closed because a partial request outlived the request timeout.
+    closed_request_timeout,
     /// Aborted at the drain deadline.
     closed_forced,
     /// Bytes read and handed to services (TCP and UDP).
@@ -158,6 +163,7 @@ impl Snapshot {
             + self.closed_write_stall
             + self.closed_linger_timeout
             + self.closed_protocol
+            + self.closed_request_timeout
             + self.closed_forced
     }
 }

@@ -22,6 +22,7 @@ use socket2::{Protocol, Type};
 
 use crate::listener;
 
+use crate::service::datagram::Reply;
 use crate::service::DatagramService;
 use crate::stats::Stats;
 
@@ -32,6 +33,12 @@ pub const QUEUE_BYTES: usize = 1024 * 1024;
 
 /// Datagrams received per endpoint per loop turn before serving others.
 const DATAGRAM_BUDGET: usize = 256;
+
+/// What a queued reply of `len` bytes costs against [`QUEUE_BYTES`]: its bytes and its queue
+/// entry, so that even empty replies cannot grow the queue without bound.
+fn queue_cost(len: usize) -> usize {
+    len + std::mem::size_of::<(SocketAddr, Box<[u8]>)>()
+}
 
 /// How a UDP turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +74,7 @@ pub struct UdpEndpoint<S = UdpSocket> {
     service: Box<dyn DatagramService>,
     queue: VecDeque<(SocketAddr, Box<[u8]>)>,
     queued_bytes: usize,
-    reply: Vec<u8>,
+    reply: Reply,
     /// A readable edge was seen and the socket not yet drained.
     read_ready: bool,
     /// The interest registered with the poller.
@@ -97,7 +104,7 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
             service,
             queue: VecDeque::new(),
             queued_bytes: 0,
-            reply: Vec::new(),
+            reply: Reply::default(),
             read_ready: true,
             registered: Interest::READABLE,
         }
@@ -149,9 +156,12 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
                     Stats::incr(&stats.datagrams_in);
                     Stats::add(&stats.bytes_in, n as u64);
                     self.reply.clear();
+                    // The service sees the address as people write it; the reply goes back
+                    // to the address exactly as the socket reported it.
+                    let shown = crate::listener::canonical(peer);
                     self.service
-                        .on_datagram(peer, &scratch[..n], &mut self.reply);
-                    if !self.reply.is_empty() {
+                        .on_datagram(shown, &scratch[..n], &mut self.reply);
+                    if self.reply.datagram().is_some() {
                         self.send_or_queue(peer, stats);
                     }
                 }
@@ -172,11 +182,12 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
     /// Sends the reply at once if nothing is queued ahead of it; otherwise queues it, or drops
     /// it when the queue is full.
     fn send_or_queue(&mut self, peer: SocketAddr, stats: &Stats) {
+        let reply = self.reply.datagram().unwrap_or_default();
         if self.queue.is_empty() {
-            match self.socket.send_to(&self.reply, peer) {
+            match self.socket.send_to(reply, peer) {
                 Ok(_) => {
                     Stats::incr(&stats.datagrams_out);
-                    Stats::add(&stats.bytes_out, self.reply.len() as u64);
+                    Stats::add(&stats.bytes_out, reply.len() as u64);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -187,12 +198,13 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
                 }
             }
         }
-        if self.queued_bytes + self.reply.len() > QUEUE_BYTES {
+        let cost = queue_cost(reply.len());
+        if self.queued_bytes + cost > QUEUE_BYTES {
             Stats::incr(&stats.datagrams_dropped);
             return;
         }
-        self.queued_bytes += self.reply.len();
-        self.queue.push_back((peer, self.reply.as_slice().into()));
+        self.queued_bytes += cost;
+        self.queue.push_back((peer, reply.into()));
     }
 
     /// Sends queued replies until the socket refuses.
@@ -210,7 +222,7 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
                     Stats::incr(&stats.datagrams_dropped);
                 }
             }
-            self.queued_bytes -= data.len();
+            self.queued_bytes -= queue_cost(data.len());
             self.queue.pop_front();
         }
     }
@@ -280,7 +292,7 @@ mod tests {
     fn queue_is_bounded_and_drains_in_order() {
         let mut u = endpoint();
         let big = vec![7u8; 60_000];
-        let n = QUEUE_BYTES / big.len() + 5;
+        let n = QUEUE_BYTES / queue_cost(big.len()) + 5;
         u.socket
             .incoming
             .borrow_mut()
@@ -288,8 +300,8 @@ mod tests {
         let stats = Stats::default();
         let mut scratch = vec![0; 65536];
         u.turn(true, false, &mut scratch, &stats);
-        let fits = QUEUE_BYTES / big.len();
-        assert_eq!(u.queued_bytes(), fits * big.len());
+        let fits = QUEUE_BYTES / queue_cost(big.len());
+        assert_eq!(u.queued_bytes(), fits * queue_cost(big.len()));
         assert!(u.queued_bytes() <= QUEUE_BYTES);
         assert_eq!(stats.snapshot().datagrams_dropped, (n - fits) as u64);
         assert_eq!(u.want(), Interest::READABLE | Interest::WRITABLE);

@@ -138,3 +138,51 @@ fn flood_does_not_starve_round_trips() {
     );
     assert_eq!(echoed, sent, "flood echo incomplete");
 }
+
+/// 10,000 pipelined `STATS` requests (6 bytes in, hundreds out) from a client that does not
+/// read: the server's pending output stays within the high watermark plus one reply, and
+/// when the client reads it gets all 10,000 replies, in order.
+#[test]
+fn amplifying_requests_stay_within_the_watermark() {
+    const REQUESTS: usize = 10_000;
+    let server = TestServer::start(Config::default(), &[Builtin::Line]);
+    // A small receive buffer, so the kernel cannot soak up what the server must hold back.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr().into()).unwrap();
+    let mut c: std::net::TcpStream = socket.into();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut requests = "STATS\n".repeat(REQUESTS);
+    requests.push_str("ECHO end\n");
+    c.write_all(requests.as_bytes()).unwrap();
+    let paused = server.wait_stats("server paused", |s| s.backpressure_pauses >= 1);
+    // One STATS reply is one line of counters; allow one more than the longest.
+    let reply_bound = paused.to_string().len() as u64 + 64;
+    let bound = DEFAULT_HIGH_WATERMARK as u64 + reply_bound;
+    assert!(
+        paused.peak_pending_output <= bound,
+        "pending output {} exceeded {bound}",
+        paused.peak_pending_output
+    );
+
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut reader = std::io::BufReader::new(c);
+    let mut last_bytes_out = 0;
+    for i in 0..REQUESTS {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        let bytes_out: u64 = line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("bytes_out="))
+            .unwrap_or_else(|| panic!("reply {i} is not STATS: {line:?}"))
+            .parse()
+            .unwrap();
+        assert!(bytes_out >= last_bytes_out, "reply {i} out of order");
+        last_bytes_out = bytes_out;
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert_eq!(rest, "end\r\n");
+    let s = server.wait_stats("closed", |s| s.active == 0);
+    assert!(s.peak_pending_output <= bound, "{s}");
+}

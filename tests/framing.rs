@@ -140,3 +140,26 @@ fn malformed_input() {
     let mut c = connect(frame_addr);
     round_trip(&mut c, &frame(b"alive"));
 }
+
+/// On a dual-stack `[::]` listener, an IPv4 client is shown as the IPv4 address it is, not
+/// as an IPv4-mapped IPv6 address.
+#[test]
+fn whoami_on_dual_stack_shows_ipv4() {
+    let config = Config {
+        listen: vec!["line=[::]:0".parse().unwrap()],
+        ..Config::default()
+    };
+    let server = loopd::EventLoop::new(&config).expect("IPv6 is available");
+    let port = server.local_addrs()[0].port();
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+    let mut c = connect(([127, 0, 0, 1], port).into());
+    let me = c.local_addr().unwrap();
+    c.write_all(b"WHOAMI\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&mut c).read_line(&mut line).unwrap();
+    assert_eq!(line, format!("{me}\r\n"));
+    drop(c);
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}

@@ -60,3 +60,54 @@ fn eleventh_client_waits_for_a_free_slot() {
         round_trip(c, &pattern(200 + i as u64, 10));
     }
 }
+
+/// At a cap of 50, fifty clients trickling one byte a second into the line service cannot
+/// hold every slot: each partial request is closed at the request timeout, and a new client
+/// is served within that timeout plus a margin.
+#[test]
+fn tricklers_cannot_hold_the_cap() {
+    const CAP: usize = 50;
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+    let mut config = Config {
+        max_connections: CAP,
+        ..Config::default()
+    };
+    config.limits.request_timeout = Some(REQUEST_TIMEOUT);
+    // The timed-out connections linger after our FIN; keep that short too.
+    config.limits.linger_timeout = Duration::from_secs(1);
+    let server = TestServer::start(config, &[Builtin::Line]);
+    let mut tricklers: Vec<_> = (0..CAP).map(|_| connect(server.addr())).collect();
+    for t in &mut tricklers {
+        t.write_all(b"P").unwrap();
+    }
+    server.wait_stats("the cap is full", |s| s.active == CAP as u64);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            // One byte a second each, bounded by PATIENCE.
+            let until = std::time::Instant::now() + PATIENCE;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < until
+            {
+                for t in &mut tricklers {
+                    let _ = t.write_all(b"I"); // fails once the server closed it
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut c = connect(server.addr());
+    c.write_all(b"PING\n").unwrap();
+    assert_eq!(read_n(&mut c, 6), b"PONG\r\n");
+    let waited = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickle.join().unwrap();
+    assert!(
+        waited < REQUEST_TIMEOUT + Duration::from_secs(10),
+        "served only after {waited:?}"
+    );
+    let s = server.stats();
+    assert!(s.closed_request_timeout >= 1, "{s}");
+}

@@ -128,3 +128,65 @@ fn no_new_connections_while_draining() {
     drop(held);
     assert_eq!(daemon.wait_exit().code(), Some(0));
 }
+
+/// SIGTERM while clients are still connecting, many times over: the loop never indexes a
+/// listener it closed in the same poll batch; every round drains and exits 0.
+#[test]
+fn sigterm_during_connect_flood_drains() {
+    const ROUNDS: usize = 12;
+    const FLOODERS: usize = 4;
+    /// Bound on each flooder's connections, should the daemon never stop.
+    const MAX_CONNECTS: usize = 20_000;
+    for round in 0..ROUNDS {
+        let mut daemon = Daemon::start(&["--listen", "echo=127.0.0.1:0", "--drain-timeout", "5s"]);
+        let addr = daemon.addr();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let made = Arc::new(AtomicUsize::new(0));
+        let flooders: Vec<_> = (0..FLOODERS)
+            .map(|_| {
+                let (stop, made) = (Arc::clone(&stop), Arc::clone(&made));
+                thread::spawn(move || {
+                    for _ in 0..MAX_CONNECTS {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        // Refused once the listener closes: that is the point of the test.
+                        if std::net::TcpStream::connect(addr).is_ok() {
+                            made.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        wait_until("the flood under way", || {
+            (made.load(Ordering::Relaxed) >= 200).then_some(())
+        });
+        daemon.signal(libc::SIGTERM);
+        let status = daemon.wait_exit();
+        stop.store(true, Ordering::Relaxed);
+        flooders.into_iter().for_each(|f| f.join().unwrap());
+        let log = daemon.log().join("\n");
+        assert_eq!(status.code(), Some(0), "round {round}: {log}");
+        assert!(!log.contains("panicked"), "round {round}: {log}");
+        assert!(log.contains("exit: Drained"), "round {round}: {log}");
+    }
+}
+
+/// SIGHUP does not stop the daemon: it logs the counters and keeps serving; SIGTERM still
+/// drains and exits 0.
+#[test]
+fn sighup_logs_and_keeps_serving() {
+    let mut daemon = Daemon::start(&["--listen", "echo=127.0.0.1:0"]);
+    let addr = daemon.addr();
+    let mut c = connect(addr);
+    round_trip(&mut c, b"before");
+    daemon.signal(libc::SIGHUP);
+    let line = daemon.wait_log("SIGHUP");
+    assert!(line.contains("accepted=1"), "{line}");
+    round_trip(&mut c, b"after the hang-up");
+    let mut d = connect(addr);
+    round_trip(&mut d, b"a new client too");
+    drop((c, d));
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0), "{:?}", daemon.log());
+}

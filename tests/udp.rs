@@ -132,3 +132,42 @@ fn flood_is_never_buffered_without_bound() {
     let (n, _) = c.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"still serving");
 }
+
+/// RFC 862: a zero-length datagram is answered with a zero-length datagram.
+#[test]
+fn empty_datagram_is_echoed() {
+    let server = TestServer::start(Config::default(), &[Builtin::UdpEcho]);
+    let c = client();
+    c.send_to(b"", server.addr()).unwrap();
+    let mut buf = [0xAA; 8];
+    let (n, from) = c.recv_from(&mut buf).expect("an empty reply");
+    assert_eq!((n, from), (0, server.addr()));
+    c.send_to(b"next", server.addr()).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"next");
+}
+
+/// A UDP port loopd holds cannot be bound again, even by a socket that asks for address
+/// reuse: no other process can receive loopd's datagrams, and a second loopd on the same
+/// port fails to start the way TCP does.
+#[test]
+fn udp_port_cannot_be_taken_over() {
+    let server = TestServer::start(Config::default(), &[Builtin::UdpEcho]);
+    let thief = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    thief.set_reuse_address(true).unwrap();
+    let err = thief
+        .bind(&server.addr().into())
+        .expect_err("a second socket bound loopd's UDP port");
+    assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+
+    let config = Config {
+        listen: vec![format!("udp-echo={}", server.addr()).parse().unwrap()],
+        ..Config::default()
+    };
+    let err = match loopd::EventLoop::new(&config) {
+        Ok(_) => panic!("a second loop bound the same UDP port"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+    assert!(err.to_string().contains("cannot listen on"), "{err}");
+}

@@ -45,6 +45,11 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     linger_timeout: Duration,
 
+    /// line and frame services: close a connection whose partial request has been arriving
+    /// for this long, so slow clients cannot hold every slot.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    request_timeout: Duration,
+
     /// On SIGTERM/SIGINT, let connections flush and close for this long, then abort the rest
     /// (twice the linger timeout, so a lingering close completes).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -123,6 +128,7 @@ impl Args {
                 idle_timeout: nonzero(self.idle_timeout),
                 write_stall_timeout: nonzero(self.write_stall_timeout),
                 linger_timeout: self.linger_timeout,
+                request_timeout: nonzero(self.request_timeout),
             },
             services: ServiceOptions {
                 max_line: self.max_line,

@@ -209,6 +209,7 @@ fn small_limits() -> Limits {
         idle_timeout: Some(Duration::from_secs(300)),
         write_stall_timeout: Some(Duration::from_secs(30)),
         linger_timeout: Duration::from_secs(5),
+        request_timeout: Some(Duration::from_secs(30)),
     }
 }
 
@@ -592,6 +593,31 @@ mod closing {
         assert!(rig.sock().fin);
         assert_eq!(rig.conn.state(), State::Lingering);
     }
+    /// The read that follows our FIN spends what is left of the turn's budget, not a fresh
+    /// one: when the budget runs out with data left, the turn asks to run again instead of
+    /// waiting for an edge that a peer which has sent everything will never raise.
+    #[test]
+    fn lingering_read_shares_the_turn_budget() {
+        let mut rig = Rig::new(Box::new(Daytime));
+        rig.sock().window = 4;
+        rig.open();
+        rig.send(&vec![7; 3 * 1024]);
+        rig.send_fin();
+        rig.sock().window = BIG_WINDOW;
+        assert_eq!(rig.writable(), Turn::Again, "data left after the budget");
+        assert_eq!(rig.conn.state(), State::Lingering);
+        for _ in 0..10 {
+            match rig.turn(Ready::NONE) {
+                Turn::Again => continue,
+                Turn::Closed(reason) => {
+                    assert_eq!(reason, CloseReason::Server);
+                    return;
+                }
+                Turn::Wait => panic!("waiting for an edge with data and FIN unread"),
+            }
+        }
+        panic!("the peer's FIN was never reached");
+    }
 }
 
 mod lingering {
@@ -700,6 +726,123 @@ mod timeouts {
         let mut rig = Rig::with_limits(Box::new(Echo), limits);
         rig.open();
         assert_eq!(rig.conn.deadline(&rig.limits), None);
+    }
+}
+
+mod output_contract {
+    use super::*;
+
+    /// Answers every input byte with ten, and only while output has room.
+    struct Amplifier;
+
+    impl Service for Amplifier {
+        fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize {
+            let mut used = 0;
+            while used < input.len() && out.room() > 0 {
+                out.write(&[b'r'; 10]);
+                used += 1;
+            }
+            used
+        }
+    }
+
+    /// Input the service holds back for room is offered again when output drains, without
+    /// a new read: the peer sent everything and its FIN, so no new edge would come. Every
+    /// reply arrives, and pending output never exceeds the high watermark plus one reply.
+    #[test]
+    fn held_input_is_offered_again_without_a_read() {
+        let mut rig = Rig::new(Box::new(Amplifier));
+        assert_eq!(rig.open(), Turn::Wait);
+        rig.sock().window = 0;
+        rig.send(&[1; 20]);
+        rig.send_fin();
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.conn.state(), State::Open, "the FIN waits behind held input");
+        let peak = |rig: &Rig| rig.stats.snapshot().peak_pending_output;
+        assert!(peak(&rig) <= 32 + 10, "pending {}", peak(&rig));
+        let reads = rig.sock().reads;
+
+        // The peer reads: everything else is answered from the held input, then the FIN.
+        rig.sock().window = BIG_WINDOW;
+        assert_eq!(rig.writable(), Turn::Closed(CloseReason::Peer));
+        assert_eq!(rig.take_written(), vec![b'r'; 200]);
+        assert_eq!(rig.sock().reads - reads, 1, "only the read that found the FIN");
+        assert!(peak(&rig) <= 32 + 10, "pending {}", peak(&rig));
+    }
+
+    /// With a budget smaller than the held input, offering stops at the budget and the turn
+    /// asks to run again rather than waiting for an event.
+    #[test]
+    fn offering_held_input_respects_the_budget() {
+        let mut limits = small_limits();
+        limits.read_budget = 4;
+        let mut rig = Rig::with_limits(Box::new(Amplifier), limits);
+        rig.open();
+        rig.sock().window = 0;
+        rig.send(&[1; 4]);
+        rig.readable(); // 4 read, 4 answered (40 bytes): paused
+        rig.send(&[1; 12]);
+        rig.sock().window = BIG_WINDOW;
+        let mut turn = rig.writable();
+        let mut turns = 1;
+        while turn == Turn::Again {
+            turn = rig.turn(Ready::NONE);
+            turns += 1;
+            assert!(turns < 20);
+        }
+        assert_eq!(turn, Turn::Wait);
+        assert_eq!(rig.take_written().len(), 160);
+        assert!(turns > 1, "the budget never ended a turn");
+    }
+}
+
+mod request_timeout {
+    use super::*;
+
+    /// A partial request that is still incomplete at the request timeout ends the
+    /// conversation gracefully (FIN, lingering), counted as a request timeout; bytes that
+    /// trickle in do not move the deadline.
+    #[test]
+    fn partial_request_times_out() {
+        let mut rig = Rig::new(Box::new(Lines));
+        rig.open();
+        rig.send(b"no newline yet");
+        rig.readable();
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(30_000)));
+        rig.now = Time(20_000);
+        rig.send(b", still none");
+        rig.readable();
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(30_000)));
+        rig.now = Time(30_000);
+        assert_eq!(rig.deadline(), Turn::Wait);
+        assert!(rig.sock().fin);
+        assert_eq!(rig.conn.state(), State::Lingering);
+        rig.send_fin();
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::RequestTimeout));
+    }
+
+    /// Completing the request stops the clock; a new partial request starts it again.
+    #[test]
+    fn completed_request_resets_the_clock() {
+        let mut rig = Rig::new(Box::new(Lines));
+        rig.open();
+        rig.send(b"first");
+        rig.readable();
+        rig.now = Time(25_000);
+        rig.send(b" done\nsecond");
+        rig.readable();
+        assert_eq!(rig.take_written(), b"first done\n");
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(55_000)));
+        rig.send(b" done\n");
+        rig.readable();
+        assert_eq!(
+            rig.conn.deadline(&rig.limits),
+            Some(Time(325_000)),
+            "only the idle timeout is left"
+        );
+        rig.now = Time(55_000);
+        assert_eq!(rig.deadline(), Turn::Wait);
+        assert_eq!(rig.conn.state(), State::Open);
     }
 }
 

@@ -3,15 +3,44 @@
 //! UDP has what TCP lacks — message boundaries: one `recv_from` is one datagram, whole — and
 //! lacks what TCP has: a connection, ordering, retransmission, and any way for a slow peer to
 //! push back. A [`DatagramService`] therefore sees one datagram at a time with its sender, and
-//! replies by filling a buffer; the loop sends the reply to the sender, or queues it, or drops
+//! answers through a [`Reply`]; the loop sends the reply to the sender, or queues it, or drops
 //! and counts it when the queue is full. No per-peer state is kept by the loop.
 
 use std::net::SocketAddr;
 
 /// A handler for the datagrams of one UDP endpoint.
 pub trait DatagramService: Send {
-    /// `data` arrived from `peer`. Append a reply to `reply` (which is empty) to send one.
-    fn on_datagram(&mut self, peer: SocketAddr, data: &[u8], reply: &mut Vec<u8>);
+    /// `data` arrived from `peer`. Call [`Reply::send`] to answer; not calling it sends
+    /// nothing.
+    fn on_datagram(&mut self, peer: SocketAddr, data: &[u8], reply: &mut Reply);
+}
+
+/// The answer to one datagram: nothing, or one datagram of any length, zero included
+/// (RFC 862 answers an empty datagram with an empty one).
+#[derive(Debug, Default)]
+pub struct Reply {
+    bytes: Vec<u8>,
+    send: bool,
+}
+
+impl Reply {
+    /// Answers with `data`, replacing any answer given before for the same datagram.
+    pub fn send(&mut self, data: &[u8]) {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(data);
+        self.send = true;
+    }
+
+    /// The datagram to send, if the service answered.
+    pub fn datagram(&self) -> Option<&[u8]> {
+        self.send.then_some(self.bytes.as_slice())
+    }
+
+    /// Forgets the answer, keeping the buffer for the next datagram.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.send = false;
+    }
 }
 
 /// RFC 862 over UDP: every datagram goes back to its sender.
@@ -19,8 +48,8 @@ pub trait DatagramService: Send {
 pub struct UdpEcho;
 
 impl DatagramService for UdpEcho {
-    fn on_datagram(&mut self, _peer: SocketAddr, data: &[u8], reply: &mut Vec<u8>) {
-        reply.extend_from_slice(data);
+    fn on_datagram(&mut self, _peer: SocketAddr, data: &[u8], reply: &mut Reply) {
+        reply.send(data);
     }
 }
 
@@ -29,22 +58,25 @@ impl DatagramService for UdpEcho {
 pub struct UdpDiscard;
 
 impl DatagramService for UdpDiscard {
-    fn on_datagram(&mut self, _peer: SocketAddr, _data: &[u8], _reply: &mut Vec<u8>) {}
+    fn on_datagram(&mut self, _peer: SocketAddr, _data: &[u8], _reply: &mut Reply) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Echo replies with the datagram; discard replies with nothing.
+    /// Echo replies with the datagram, an empty one included; discard replies with nothing.
     #[test]
     fn echo_and_discard() {
         let peer = "127.0.0.1:9".parse().unwrap();
-        let mut reply = Vec::new();
+        let mut reply = Reply::default();
         UdpEcho.on_datagram(peer, b"dgram", &mut reply);
-        assert_eq!(reply, b"dgram");
-        let mut reply = Vec::new();
+        assert_eq!(reply.datagram(), Some(&b"dgram"[..]));
+        reply.clear();
+        UdpEcho.on_datagram(peer, b"", &mut reply);
+        assert_eq!(reply.datagram(), Some(&b""[..]));
+        reply.clear();
         UdpDiscard.on_datagram(peer, b"dgram", &mut reply);
-        assert!(reply.is_empty());
+        assert_eq!(reply.datagram(), None);
     }
 }

@@ -39,7 +39,12 @@ impl Frame {
 impl Service for Frame {
     fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize {
         let mut used = 0;
-        while let Some(header) = input.get(used..used + HEADER) {
+        // The output contract: echo a frame only while output has room; the rest waits,
+        // unconsumed, until the peer has read what is pending.
+        while out.room() > 0 {
+            let Some(header) = input.get(used..used + HEADER) else {
+                break;
+            };
             let len = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
             if len > self.max_frame {
                 warn!(
@@ -49,7 +54,8 @@ impl Service for Frame {
                 out.finish();
                 return input.len();
             }
-            let Some(frame) = input.get(used..used + HEADER + len) else {
+            let end = (used + HEADER).saturating_add(len);
+            let Some(frame) = input.get(used..end) else {
                 break; // incomplete: wait for the rest
             };
             out.write(frame);
@@ -59,7 +65,7 @@ impl Service for Frame {
     }
 
     fn input_limit(&self) -> Option<usize> {
-        Some(HEADER + self.max_frame)
+        Some(HEADER.saturating_add(self.max_frame))
     }
 }
 

@@ -112,7 +112,13 @@ fn reply(out: &mut Output<'_>, parts: &[&[u8]]) {
 impl Service for Line {
     fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize {
         let mut used = 0;
-        while let Some(nl) = input[used..].iter().position(|&b| b == b'\n') {
+        // The output contract: answer only while output has room. A reply may be far longer
+        // than its request (STATS: 6 bytes in, hundreds out), so the rest of the input is
+        // left unconsumed and offered again once the peer has read what is pending.
+        while out.room() > 0 {
+            let Some(nl) = input[used..].iter().position(|&b| b == b'\n') else {
+                break;
+            };
             let mut line = &input[used..used + nl];
             used += nl + 1;
             if let Some(stripped) = line.strip_suffix(b"\r") {
@@ -130,12 +136,18 @@ impl Service for Line {
         }
         // An incomplete line: keep it, unless it is already too long to ever be valid. The
         // `+ 1` leaves room for a `\r` that the next read may show to be part of the ending.
-        if input.len() - used > self.max_line + 1 {
+        let partial = input[used..].iter().position(|&b| b == b'\n').map_or(input.len() - used, |_| 0);
+        if partial > self.max_line.saturating_add(1) {
             reply(out, &[b"ERR line too long"]);
             out.finish();
             return input.len();
         }
         used
+    }
+
+    fn input_limit(&self) -> Option<usize> {
+        // A partial line and its line ending; more than that was answered or refused.
+        Some(self.max_line.saturating_add(2))
     }
 }
 
@@ -241,5 +253,16 @@ mod tests {
         input.extend([b'z'; 11]);
         input.extend(b"\r\n");
         assert_eq!(ask(&mut h, &input), format!("{}\r\n", "z".repeat(11)));
+    }
+
+    /// The largest limit the type can express does not wrap around: a short partial line
+    /// is kept, not refused as too long.
+    #[test]
+    fn huge_limit_does_not_overflow() {
+        let stats = Arc::new(Stats::default());
+        let mut h = Harness::new(Line::new("192.0.2.7:4242".parse().unwrap(), stats, usize::MAX));
+        assert_eq!(h.input(b"PING"), 0);
+        assert!(h.take_output().is_empty());
+        assert!(!h.finished);
     }
 }

@@ -248,41 +248,36 @@ impl Builtin {
 
     /// What serves an endpoint of this service.
     pub fn handler(self, options: ServiceOptions) -> Handler {
-        match self {
-            Builtin::UdpEcho => Handler::Datagram(Box::new(UdpEcho)),
-            Builtin::UdpDiscard => Handler::Datagram(Box::new(UdpDiscard)),
-            stream => Handler::Stream(stream.factory(options)),
-        }
-    }
-
-    /// A factory creating this service for each TCP connection.
-    ///
-    /// # Panics
-    ///
-    /// For the UDP services, which have no connections; use [`Builtin::handler`].
-    pub fn factory(self, options: ServiceOptions) -> Arc<dyn ServiceFactory> {
-        fn factory<F>(f: F) -> Arc<dyn ServiceFactory>
+        fn stream<F>(f: F) -> Handler
         where
             F: Fn(&ConnInfo<'_>) -> Box<dyn Service> + Send + Sync + 'static,
         {
-            Arc::new(f)
+            Handler::Stream(Arc::new(f))
         }
         match self {
-            Builtin::Echo => factory(|_| Box::new(Echo)),
-            Builtin::Discard => factory(|_| Box::new(Discard)),
-            Builtin::Chargen => factory(|_| Box::new(Chargen::new())),
-            Builtin::Daytime => factory(|_| Box::new(Daytime)),
-            Builtin::Line => factory(move |conn| {
+            Builtin::Echo => stream(|_| Box::new(Echo)),
+            Builtin::Discard => stream(|_| Box::new(Discard)),
+            Builtin::Chargen => stream(|_| Box::new(Chargen::new())),
+            Builtin::Daytime => stream(|_| Box::new(Daytime)),
+            Builtin::Line => stream(move |conn| {
                 Box::new(Line::new(
                     conn.peer,
                     Arc::clone(conn.stats),
                     options.max_line,
                 ))
             }),
-            Builtin::Frame => factory(move |_| Box::new(Frame::new(options.max_frame))),
-            Builtin::UdpEcho | Builtin::UdpDiscard => {
-                panic!("{self} is a UDP service and has no connections")
-            }
+            Builtin::Frame => stream(move |_| Box::new(Frame::new(options.max_frame))),
+            Builtin::UdpEcho => Handler::Datagram(Box::new(UdpEcho)),
+            Builtin::UdpDiscard => Handler::Datagram(Box::new(UdpDiscard)),
+        }
+    }
+
+    /// A factory creating this service for each TCP connection; `None` for the UDP
+    /// services, which have no connections (see [`Builtin::handler`]).
+    pub fn factory(self, options: ServiceOptions) -> Option<Arc<dyn ServiceFactory>> {
+        match self.handler(options) {
+            Handler::Stream(factory) => Some(factory),
+            Handler::Datagram(_) => None,
         }
     }
 }
@@ -391,5 +386,16 @@ mod tests {
         assert_eq!(out.room(), 10);
         out.write(&[0; 30]);
         assert_eq!(out.room(), 0);
+    }
+
+    /// Every built-in has a handler; only the stream services have a connection factory,
+    /// and asking a UDP service for one is an answer, not a panic.
+    #[test]
+    fn handlers_and_factories() {
+        for b in Builtin::ALL {
+            let handler = b.handler(ServiceOptions::default());
+            assert_eq!(matches!(handler, Handler::Datagram(_)), b.is_datagram(), "{b}");
+            assert_eq!(b.factory(ServiceOptions::default()).is_some(), !b.is_datagram(), "{b}");
+        }
     }
 }
