@@ -6,7 +6,7 @@
 //!
 //! * **Lazy allocation.** A new buffer owns no heap memory. It allocates on the first append.
 //! * **Given back when empty.** When the last byte is consumed the allocation is released, so
-//!   an idle connection costs only the size of the struct (DESIGN.md invariant 9).
+//!   an idle connection costs only the size of the struct (invariant 9 in `docs/02-event-loop.md`).
 //!
 //! Consuming from the front only moves an offset, so a partial write of a large buffer is
 //! O(1), not O(remaining). The live bytes are moved back to the start only when an append

@@ -363,11 +363,13 @@ mod tests {
         let mut c = Config::default();
         c.listen.push("udp-echo=127.0.0.1:7007".parse().unwrap());
         c.validate().expect("TCP and UDP may share a port");
-        let mut c = Config::default();
-        c.listen = vec![
-            "echo=127.0.0.1:0".parse().unwrap(),
-            "line=127.0.0.1:0".parse().unwrap(),
-        ];
+        let c = Config {
+            listen: vec![
+                "echo=127.0.0.1:0".parse().unwrap(),
+                "line=127.0.0.1:0".parse().unwrap(),
+            ],
+            ..Config::default()
+        };
         c.validate().expect("two ephemeral ports are distinct");
     }
 
@@ -378,13 +380,19 @@ mod tests {
         c.services.max_line = usize::MAX;
         assert!(matches!(
             c.validate(),
-            Err(ConfigError::TooLarge { flag: "--max-line", .. })
+            Err(ConfigError::TooLarge {
+                flag: "--max-line",
+                ..
+            })
         ));
         let mut c = Config::default();
         c.services.max_frame = u32::MAX as usize + 1;
         assert!(matches!(
             c.validate(),
-            Err(ConfigError::TooLarge { flag: "--max-frame", .. })
+            Err(ConfigError::TooLarge {
+                flag: "--max-frame",
+                ..
+            })
         ));
         let mut c = Config::default();
         c.services.max_frame = MAX_SIZE_SETTING;

@@ -512,11 +512,7 @@ impl<S: Socket> Connection<S> {
     /// Offers input the service held back for lack of output room again, while there is
     /// room and budget. Each byte the service consumes counts against the budget as if it
     /// had just been read.
-    fn offer_held(
-        &mut self,
-        cx: &mut Context<'_>,
-        budget: &mut usize,
-    ) -> ControlFlow<CloseReason> {
+    fn offer_held(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> ControlFlow<CloseReason> {
         while self.may_offer() && *budget > 0 {
             let consumed = self.deliver(cx, 0)?;
             *budget = budget.saturating_sub(consumed);

@@ -31,8 +31,12 @@
 //!    with `listener` and `udp`, that touches mio.
 //! 7. [`config`], [`stats`], [`rlimit`] — tunables with their reasons, counters, and the
 //!    open-files limit.
-//! 8. [`bench`](mod@bench) — the engine of `loopd-bench`, the bundled load client: the same kind of
-//!    event loop from the other side, with verified payloads and HdrHistogram latency.
+//!
+//! The bundled load client, `loopd-bench`, is its own package in this workspace
+//! (`loopd-bench/`): the same kind of event loop from the other side, with verified payloads
+//! and HdrHistogram latency. It uses this library for size and duration parsing, the
+//! open-files limit and the RFC 864 pattern, so a server embedding loopd compiles none of the
+//! client's crates.
 //!
 //! # Writing a service
 //!
@@ -85,7 +89,6 @@
 
 #![deny(missing_docs)]
 
-pub mod bench;
 pub mod buffer;
 pub mod config;
 pub mod connection;

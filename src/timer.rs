@@ -2,7 +2,7 @@
 //!
 //! Every connection has at most one entry in an ordered set keyed by `(deadline, token)`. The
 //! poll timeout is the distance to the first entry, so the loop sleeps exactly until the next
-//! thing can expire and never scans all connections (DESIGN.md invariant 10).
+//! thing can expire and never scans all connections (invariant 10 in `docs/02-event-loop.md`).
 //!
 //! Activity is the common case and must be cheap. A read or write only moves a connection's
 //! deadline *later*, so the entry is left where it is: [`Timers::arm`] with a later deadline is

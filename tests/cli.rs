@@ -110,7 +110,10 @@ fn loopd_refuses(args: &[&str]) -> std::process::Output {
         let _ = child.kill();
     }
     let out = child.wait_with_output().unwrap();
-    assert!(exited.is_some(), "loopd {args:?} started instead of refusing");
+    assert!(
+        exited.is_some(),
+        "loopd {args:?} started instead of refusing"
+    );
     out
 }
 

@@ -248,6 +248,65 @@ mod tests {
         assert_eq!(config, Config::default());
     }
 
+    /// The README's flags table, as `--help` defines it: every flag, its default and its
+    /// reason. The table is generated from the same definitions, so it cannot drift.
+    fn flags_table() -> String {
+        let mut rows = vec![
+            "| flag | default | why this default |".to_string(),
+            "| --- | --- | --- |".to_string(),
+        ];
+        for arg in Args::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let mut flag = format!("--{long}");
+            if let Some(short) = arg.get_short() {
+                flag = format!("-{short}, {flag}");
+            }
+            if let Some(names) = arg
+                .get_value_names()
+                .filter(|_| arg.get_action().takes_values())
+            {
+                let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                flag = format!("{flag} {}", names.join(" "));
+            }
+            let default: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let default = if default.is_empty() {
+                "—".to_string()
+            } else {
+                format!("`{}`", default.join(" "))
+            };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+            let flag = flag.replace('|', "\\|");
+            rows.push(format!(
+                "| `{flag}` | {default} | {} |",
+                help.replace('|', "\\|")
+            ));
+        }
+        rows.join("\n")
+    }
+
+    /// The README's flags table is exactly what `--help` says (regenerate it from the
+    /// message if this fails).
+    #[test]
+    fn readme_flags_table_matches_help() {
+        let readme = include_str!("../../README.md");
+        let table = flags_table();
+        let start = "<!-- flags table: generated from loopd --help, checked by a test -->\n";
+        let section = readme
+            .split_once(start)
+            .and_then(|(_, rest)| rest.split_once("\n\n"))
+            .map(|(t, _)| t)
+            .expect("README has the flags table after its marker");
+        assert!(
+            section == table,
+            "the README flags table is out of date; replace it with:\n{table}"
+        );
+    }
+
     /// The clap definition is internally consistent.
     #[test]
     fn clap_definition() {

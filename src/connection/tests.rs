@@ -757,7 +757,11 @@ mod output_contract {
         rig.send(&[1; 20]);
         rig.send_fin();
         assert_eq!(rig.readable(), Turn::Wait);
-        assert_eq!(rig.conn.state(), State::Open, "the FIN waits behind held input");
+        assert_eq!(
+            rig.conn.state(),
+            State::Open,
+            "the FIN waits behind held input"
+        );
         let peak = |rig: &Rig| rig.stats.snapshot().peak_pending_output;
         assert!(peak(&rig) <= 32 + 10, "pending {}", peak(&rig));
         let reads = rig.sock().reads;
@@ -766,7 +770,11 @@ mod output_contract {
         rig.sock().window = BIG_WINDOW;
         assert_eq!(rig.writable(), Turn::Closed(CloseReason::Peer));
         assert_eq!(rig.take_written(), vec![b'r'; 200]);
-        assert_eq!(rig.sock().reads - reads, 1, "only the read that found the FIN");
+        assert_eq!(
+            rig.sock().reads - reads,
+            1,
+            "only the read that found the FIN"
+        );
         assert!(peak(&rig) <= 32 + 10, "pending {}", peak(&rig));
     }
 

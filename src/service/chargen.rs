@@ -11,14 +11,35 @@
 
 use super::{Output, Service};
 
-/// Printable ASCII, space (32) through tilde (126).
-const RING: &[u8; 95] = b" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+/// Printable ASCII, space (32) through tilde (126): the ring the pattern walks.
+pub const RING: &[u8; 95] = b" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
 /// Characters per line before CRLF (RFC 864).
-const LINE_CHARS: usize = 72;
+pub const LINE_CHARS: usize = 72;
 /// A full line on the wire.
-const LINE_LEN: usize = LINE_CHARS + 2;
-/// Bytes in one full period of the pattern (95 lines).
-const PERIOD: usize = RING.len() * LINE_LEN;
+pub const LINE_LEN: usize = LINE_CHARS + 2;
+/// Bytes in one full period of the pattern (95 lines of 74 bytes).
+pub const PERIOD: usize = RING.len() * LINE_LEN;
+
+/// One period of the stream, computed at compile time. The stream is this, repeated: a
+/// server sends slices of it and a client checks what it receives against it.
+pub static CYCLE: [u8; PERIOD] = cycle();
+
+const fn cycle() -> [u8; PERIOD] {
+    let mut c = [0u8; PERIOD];
+    let mut i = 0;
+    while i < PERIOD {
+        let (line, col) = (i / LINE_LEN, i % LINE_LEN);
+        c[i] = if col == LINE_CHARS {
+            b'\r'
+        } else if col > LINE_CHARS {
+            b'\n'
+        } else {
+            RING[(line + col) % RING.len()]
+        };
+        i += 1;
+    }
+    c
+}
 
 /// The chargen service: a position in the infinite pattern.
 #[derive(Debug, Clone)]
@@ -33,26 +54,12 @@ impl Chargen {
         Chargen { offset: 0 }
     }
 
-    /// The byte at position `i` of the period.
-    fn byte_at(i: usize) -> u8 {
-        let (line, col) = (i / LINE_LEN, i % LINE_LEN);
-        match col {
-            LINE_CHARS => b'\r',
-            c if c > LINE_CHARS => b'\n',
-            c => RING[(line + c) % RING.len()],
-        }
-    }
-
-    /// Writes the next `n` bytes of the pattern.
+    /// Writes the next `n` bytes of the pattern: slices of the precomputed period, no
+    /// per-byte work.
     fn produce(&mut self, out: &mut Output<'_>, mut n: usize) {
-        // Build into a stack chunk so a large `room` does not mean one huge temporary.
-        let mut chunk = [0u8; 4096];
         while n > 0 {
-            let len = n.min(chunk.len());
-            for (k, b) in chunk[..len].iter_mut().enumerate() {
-                *b = Chargen::byte_at((self.offset + k) % PERIOD);
-            }
-            out.write(&chunk[..len]);
+            let len = n.min(PERIOD - self.offset);
+            out.write(&CYCLE[self.offset..self.offset + len]);
             self.offset = (self.offset + len) % PERIOD;
             n -= len;
         }

@@ -136,7 +136,10 @@ impl Service for Line {
         }
         // An incomplete line: keep it, unless it is already too long to ever be valid. The
         // `+ 1` leaves room for a `\r` that the next read may show to be part of the ending.
-        let partial = input[used..].iter().position(|&b| b == b'\n').map_or(input.len() - used, |_| 0);
+        let partial = input[used..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(input.len() - used, |_| 0);
         if partial > self.max_line.saturating_add(1) {
             reply(out, &[b"ERR line too long"]);
             out.finish();
@@ -260,7 +263,11 @@ mod tests {
     #[test]
     fn huge_limit_does_not_overflow() {
         let stats = Arc::new(Stats::default());
-        let mut h = Harness::new(Line::new("192.0.2.7:4242".parse().unwrap(), stats, usize::MAX));
+        let mut h = Harness::new(Line::new(
+            "192.0.2.7:4242".parse().unwrap(),
+            stats,
+            usize::MAX,
+        ));
         assert_eq!(h.input(b"PING"), 0);
         assert!(h.take_output().is_empty());
         assert!(!h.finished);

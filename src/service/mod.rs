@@ -24,7 +24,7 @@
 //! [`on_drained`](Service::on_drained) is called — that is how a slow reader is kept from
 //! growing the server's memory.
 
-mod chargen;
+pub mod chargen;
 pub mod datagram;
 mod daytime;
 mod discard;
@@ -394,8 +394,16 @@ mod tests {
     fn handlers_and_factories() {
         for b in Builtin::ALL {
             let handler = b.handler(ServiceOptions::default());
-            assert_eq!(matches!(handler, Handler::Datagram(_)), b.is_datagram(), "{b}");
-            assert_eq!(b.factory(ServiceOptions::default()).is_some(), !b.is_datagram(), "{b}");
+            assert_eq!(
+                matches!(handler, Handler::Datagram(_)),
+                b.is_datagram(),
+                "{b}"
+            );
+            assert_eq!(
+                b.factory(ServiceOptions::default()).is_some(),
+                !b.is_datagram(),
+                "{b}"
+            );
         }
     }
 }

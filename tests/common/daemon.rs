@@ -1,4 +1,6 @@
-//! The `loopd` binary as a child process: its log lines, its address, signals, CPU time.
+//! A server as a child process — the `loopd` binary, or any program that logs
+//! `listening on SERVICE=ADDR` the way loopd does: its log lines, its address, signals, CPU
+//! time and resident memory. Tests and the benchmarks share it.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -8,6 +10,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{wait_until, PATIENCE};
+
+/// The `loopd` binary of this build. Cargo names it to the root package's tests; the
+/// loopd-bench package's tests, which share these helpers, find it beside their own test
+/// executable (`target/<profile>/deps/..`), where the workspace build put it.
+pub fn loopd_binary() -> std::path::PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_loopd") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("loopd"))
+        .expect("the target directory");
+    assert!(
+        path.exists(),
+        "the loopd binary is not built at {}: run the workspace tests (cargo test --workspace) or cargo build -p loopd",
+        path.display()
+    );
+    path
+}
 
 /// A running `loopd` whose stderr (the log) is collected line by line.
 pub struct Daemon {
@@ -23,14 +46,39 @@ impl Daemon {
 
     /// Starts `loopd` with `args`, letting `setup` adjust the command (limits, descriptors).
     pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopd"));
+        let mut cmd = Command::new(loopd_binary());
+        cmd.args(args).env("RUST_LOG", "info");
+        setup(&mut cmd);
+        Daemon::spawn(cmd)
+    }
+
+    /// Starts `program` with `args` and `env`, pinned to `cpu` with `taskset` if given.
+    pub fn start_program(
+        cpu: Option<usize>,
+        program: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
         cmd.args(args)
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+            .envs(env.iter().copied());
+        Daemon::spawn(cmd)
+    }
+
+    /// Spawns `cmd` with its standard error collected as the log.
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        setup(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn loopd");
+        let mut child = cmd.spawn().expect("spawn the server");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&log);
@@ -99,6 +147,19 @@ impl Daemon {
         // SAFETY: sysconf has no memory-safety requirements.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
         Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    /// Resident set size in bytes, from /proc.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        kb * 1024
     }
 
     /// The full log so far.

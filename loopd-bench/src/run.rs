@@ -6,10 +6,13 @@ use std::io;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use super::config::{BenchConfig, RecordedConfig, Stop};
-use super::report::{Report, Second, Tally};
-use super::worker::{Live, Plan, Worker};
-use crate::rlimit;
+use loopd::rlimit;
+
+use crate::config::{BenchConfig, RecordedConfig, Stop};
+use crate::payload::Codec;
+use crate::report::{Report, Second, Tally};
+use crate::schedule::Plan;
+use crate::worker::{Live, Worker};
 
 /// Why a run could not be made at all (as opposed to errors it measured).
 #[derive(Debug)]
@@ -54,6 +57,8 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
     }
 
     let cfg = Arc::new(cfg.clone());
+    // One codec for every worker: the ring it generates bodies from is read-only.
+    let codec = Arc::new(Codec::new(cfg.protocol, cfg.size));
     let t0 = Instant::now();
     let from = t0 + cfg.ramp_time() + cfg.warmup;
     let until = match cfg.stop {
@@ -73,7 +78,7 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
             .collect();
         let live = Arc::new(Live::default());
         lives.push(live.clone());
-        let worker = Worker::new(cfg.clone(), plan, ids, live);
+        let worker = Worker::new(cfg.clone(), codec.clone(), plan, ids, live);
         let done = done_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("loopd-bench-{w}"))
@@ -148,7 +153,6 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
         RecordedConfig::from(&*cfg),
         duration,
         &tally,
-        cfg.rate.is_some(),
         timeline,
     ))
 }

@@ -1,7 +1,7 @@
 //! Is loopd-bench cheap enough to measure a server? Its engine against a
 //! thread-per-connection blocking client, both driving the same loopd.
 //!
-//! Run with `cargo bench --bench client`. loopd is pinned to CPU 0 and the client under
+//! Run with `cargo bench -p loopd-bench --bench client`. loopd is pinned to CPU 0 and the client under
 //! test to CPU 1; 50 connections, 64-byte messages, closed loop, one message in flight per
 //! connection. The two clients alternate for [`ROUNDS`] rounds against the same server
 //! process, and the medians are compared. Printed: each client's message rate, the ratio
@@ -12,7 +12,7 @@ mod support;
 
 use std::time::Instant;
 
-use support::{blocking_client, drive, median, pin_current_thread, Server};
+use support::{blocking_client, drive, median, pin_current_thread, start_loopd, Server};
 
 const CONNECTIONS: usize = 50;
 const MESSAGE: usize = 64;
@@ -30,18 +30,18 @@ fn with_server_cpu<T>(server: &Server, f: impl FnOnce() -> T) -> (T, f64) {
 }
 
 fn main() {
-    let server = Server::start_on(Some(0), &[]);
+    let server = start_loopd(Some(0), &[]);
     pin_current_thread(1).expect("pin the clients to CPU 1");
     let (mut ours, mut theirs, mut ours_busy, mut theirs_busy) = (vec![], vec![], vec![], vec![]);
     for round in 1..=ROUNDS {
         let (report, busy) = with_server_cpu(&server, || {
-            drive(server.addr, CONNECTIONS, MESSAGE, SECS, None)
+            drive(server.addr(), CONNECTIONS, MESSAGE, SECS, None)
         });
         ours.push(report.rates.messages_per_sec);
         // The warm-up second is outside the rate but inside the CPU window: same load.
         ours_busy.push(busy);
         let (rate, busy) = with_server_cpu(&server, || {
-            blocking_client(server.addr, CONNECTIONS, MESSAGE, SECS)
+            blocking_client(server.addr(), CONNECTIONS, MESSAGE, SECS)
         });
         theirs.push(rate);
         theirs_busy.push(busy);

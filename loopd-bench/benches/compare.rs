@@ -1,6 +1,6 @@
 //! loopd side by side with the servers a user would pick instead.
 //!
-//! Run with `cargo bench --bench compare`. Three echo servers, each its own process pinned
+//! Run with `cargo bench -p loopd-bench --bench compare`. Three echo servers, each its own process pinned
 //! to CPU 0: loopd (release build), a tokio echo server (accept + spawn + read/write_all,
 //! runtime with one worker thread) and a thread-per-connection std server (see
 //! `benches/peers`). loopd-bench's engine drives them from CPU 1. Every throughput and
@@ -14,7 +14,8 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    count_syscalls, cpu_jiffies, drive, idle_footprint, median, pin_current_thread, Server,
+    count_syscalls, cpu_jiffies, drive, idle_footprint, median, pin_current_thread, start_loopd,
+    started, Server,
 };
 
 /// Closed-loop throughput: the 64-byte messages over 50 connections.
@@ -36,11 +37,20 @@ const NAMES: [&str; 3] = ["loopd", "tokio (1 worker)", "thread per connection"];
 
 fn start(which: usize) -> Server {
     let exe = std::env::current_exe().unwrap();
-    let exe = exe.to_str().unwrap();
     match which {
-        0 => Server::start_on(Some(0), &["--max-connections", "20000"]),
-        1 => Server::spawn(Some(0), exe, &[], &[("LOOPD_PEER", "tokio")]),
-        _ => Server::spawn(Some(0), exe, &[], &[("LOOPD_PEER", "threads")]),
+        0 => start_loopd(Some(0), &["--max-connections", "20000"]),
+        1 => started(Server::start_program(
+            Some(0),
+            &exe,
+            &[],
+            &[("LOOPD_PEER", "tokio")],
+        )),
+        _ => started(Server::start_program(
+            Some(0),
+            &exe,
+            &[],
+            &[("LOOPD_PEER", "threads")],
+        )),
     }
 }
 
@@ -64,11 +74,11 @@ fn alternate(servers: &[Server], what: &str, f: impl Fn(&Server) -> f64) -> [f64
 
 /// System calls the server makes per round trip, or `None` without perf.
 fn syscalls_per_message(server: &Server) -> Option<f64> {
-    let mut cfg = loopd::bench::BenchConfig::new(server.addr);
-    cfg.stop = loopd::bench::Stop::Count(SYSCALL_MESSAGES);
+    let mut cfg = loopd_bench::BenchConfig::new(server.addr());
+    cfg.stop = loopd_bench::Stop::Count(SYSCALL_MESSAGES);
     cfg.warmup = Duration::ZERO;
-    let (calls, report) = count_syscalls(server.pid(), || {
-        loopd::bench::run(&cfg, |_| {}).expect("bench run")
+    let (calls, report) = count_syscalls(server.pid() as u32, || {
+        loopd_bench::run(&cfg, |_| {}).expect("bench run")
     })?;
     // Connection set-up and teardown are inside the window too: a few hundred calls.
     Some(calls as f64 / report.messages as f64)
@@ -82,17 +92,17 @@ fn main() {
     let servers: Vec<Server> = (0..3).map(start).collect();
     let (steal_before, all_before) = cpu_jiffies();
     let rate = alternate(&servers, "messages/s", |s| {
-        drive(s.addr, CONNECTIONS, MESSAGE, SECS, None)
+        drive(s.addr(), CONNECTIONS, MESSAGE, SECS, None)
             .rates
             .messages_per_sec
     });
     let open_rate = (rate[0] / 2.0).round();
     let p99 = alternate(&servers, "open-loop p99 µs", |s| {
-        let r = drive(s.addr, CONNECTIONS, MESSAGE, SECS, Some(open_rate));
+        let r = drive(s.addr(), CONNECTIONS, MESSAGE, SECS, Some(open_rate));
         r.latency.expect("round trips").p99_us
     });
     let bulk = alternate(&servers, "bulk MiB/s", |s| {
-        drive(s.addr, BULK_CONNECTIONS, BULK_MESSAGE, SECS, None)
+        drive(s.addr(), BULK_CONNECTIONS, BULK_MESSAGE, SECS, None)
             .rates
             .mib_per_sec_received
     });

@@ -12,7 +12,7 @@ use std::path::Path;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::report::{Latency, Report};
+use super::{Latency, Report};
 
 const WIDTH: u32 = 960;
 const HEIGHT: u32 = 720;

@@ -1,43 +1,57 @@
 //! System calls per echoed message: 50 connections, 64-byte messages, closed loop.
 //!
-//! Run with `cargo bench --bench syscalls`. The release `loopd` runs as its own process and
-//! `perf stat -e raw_syscalls:sys_enter -p PID` counts every system call it enters while an
-//! event-driven client (one thread, mio) completes a fixed number of round trips. One read
-//! and one write per message plus a share of `epoll_wait` is the floor: 2.0 and a fraction.
-//! The target is at most 2.05. The server is pinned to CPU 0 and the client to CPU 1.
+//! Run with `cargo bench -p loopd-bench --bench syscalls`. The release `loopd` runs as its
+//! own process and `perf stat -e raw_syscalls:sys_enter -p PID` counts every system call it
+//! enters while loopd-bench's engine (one thread, in this process) completes a fixed number
+//! of round trips. One read and one write per message plus a share of `epoll_wait` is the
+//! floor: 2.0 and a fraction. The target is at most 2.05. The server is pinned to CPU 0 and
+//! the client to CPU 1. Connection set-up is inside the counted window: a few hundred calls
+//! against millions.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{count_syscalls, pin_current_thread, syscall_breakdown, ClosedLoop, Server};
+use loopd_bench::{BenchConfig, Stop};
+use support::{count_syscalls, pin_current_thread, start_loopd, syscall_breakdown};
 
 const CONNECTIONS: usize = 50;
 const MESSAGE: usize = 64;
 /// Round trips in the measured window: large enough that perf's attach/detach edges
-/// (a handful of calls) are noise.
+/// (a handful of calls) and connection set-up are noise.
 const MESSAGES: u64 = 1_000_000;
 const WARMUP: u64 = 50_000;
-/// Bound on every phase, in case the server stalls.
-const LIMIT: Duration = Duration::from_secs(120);
+
+fn run(addr: std::net::SocketAddr, messages: u64) -> loopd_bench::Report {
+    let mut cfg = BenchConfig::new(addr);
+    cfg.connections = CONNECTIONS;
+    cfg.size = MESSAGE;
+    cfg.stop = Stop::Count(messages);
+    cfg.warmup = Duration::ZERO;
+    let report = loopd_bench::run(&cfg, |_| {}).expect("bench run");
+    if let Err(why) = report.verdict() {
+        panic!("the run failed: {why}");
+    }
+    report
+}
 
 fn main() {
     // The server on one core, the client on the other, as the measurement is specified.
-    let server = Server::start_on(Some(0), &[]);
+    let server = start_loopd(Some(0), &[]);
+    let addr = server.addr();
     pin_current_thread(1).expect("pin the client to CPU 1");
-    let mut client = ClosedLoop::connect(server.addr, CONNECTIONS, MESSAGE).expect("connect");
-    client.run(WARMUP, LIMIT).expect("warm-up");
+    run(addr, WARMUP);
 
     println!("syscalls per echoed message: {CONNECTIONS} connections, {MESSAGE}-byte messages, closed loop");
     let measured = || {
         let (cpu, start) = (server.cpu_time(), Instant::now());
-        let done = client.run(MESSAGES, LIMIT).expect("measured run");
+        let report = run(addr, MESSAGES);
         let busy = (server.cpu_time() - cpu).as_secs_f64() / start.elapsed().as_secs_f64();
-        (done, busy, done as f64 / start.elapsed().as_secs_f64())
+        (report.messages, busy, report.rates.messages_per_sec)
     };
-    match count_syscalls(server.pid(), measured) {
+    match count_syscalls(server.pid() as u32, measured) {
         Some((calls, (done, busy, rate))) => {
-            assert_eq!(done, MESSAGES, "round trips did not complete in time");
+            assert_eq!(done, MESSAGES, "round trips did not complete");
             println!(
                 "  perf: {calls} syscalls / {done} messages = {:.3} per message (target <= 2.05)",
                 calls as f64 / done as f64
@@ -53,8 +67,8 @@ fn main() {
         }
     }
     let sample = MESSAGES / 10;
-    match syscall_breakdown(server.pid(), || {
-        client.run(sample, LIMIT).expect("strace run");
+    match syscall_breakdown(server.pid() as u32, || {
+        run(addr, sample);
     }) {
         Some(calls) => {
             let mut by_count: Vec<_> = calls.into_iter().collect();

@@ -1,46 +1,87 @@
-//! What a run does: the validated settings the binary builds from its flags.
+//! What a run does: the validated settings the binary builds from its flags, with each
+//! default and the reason for it.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::payload::{Protocol, HEADER_LEN};
+use crate::payload::{Protocol, HEADER_LEN};
 
-/// What each connection does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Request/response round trips against an echoing server, every byte verified.
-    Echo,
-    /// Stream messages to a discard-style server: upload throughput.
-    Send,
-    /// Read from a chargen-style server: download throughput.
-    Recv,
-    /// Churn: connect, one verified round trip, close, repeat.
-    Connect,
-    /// Datagrams to a UDP echo server: round-trip time and loss.
+/// How a connection carries its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A TCP connection: a byte stream with a handshake.
+    Tcp,
+    /// A connected UDP socket: datagrams, no handshake, loss is possible.
     Udp,
 }
 
+/// What load a connection applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Load {
+    /// Requests whose echoed replies are verified and timed.
+    RoundTrip,
+    /// A stream of messages to a server that only reads (upload throughput).
+    Upload,
+    /// Reading what a server sends by itself (download throughput).
+    Download,
+    /// Connect, one verified round trip, close, again (connection churn).
+    Churn,
+}
+
+/// A mode is a transport and a load policy. Five pairs make sense and have names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Mode {
+    /// How messages travel.
+    pub transport: Transport,
+    /// What each connection does.
+    pub load: Load,
+}
+
 impl Mode {
+    /// Verified round trips over TCP.
+    pub const ECHO: Mode = Mode::new(Transport::Tcp, Load::RoundTrip);
+    /// Upload to a discard-style server.
+    pub const SEND: Mode = Mode::new(Transport::Tcp, Load::Upload);
+    /// Download from a chargen-style server.
+    pub const RECV: Mode = Mode::new(Transport::Tcp, Load::Download);
+    /// Connection churn.
+    pub const CONNECT: Mode = Mode::new(Transport::Tcp, Load::Churn);
+    /// Verified datagram round trips, with loss.
+    pub const UDP: Mode = Mode::new(Transport::Udp, Load::RoundTrip);
+
     /// Every mode, in the order `--help` lists them.
-    pub const ALL: [Mode; 5] = [Mode::Echo, Mode::Send, Mode::Recv, Mode::Connect, Mode::Udp];
+    pub const ALL: [Mode; 5] = [Mode::ECHO, Mode::SEND, Mode::RECV, Mode::CONNECT, Mode::UDP];
+
+    const fn new(transport: Transport, load: Load) -> Mode {
+        Mode { transport, load }
+    }
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
-        match self {
-            Mode::Echo => "echo",
-            Mode::Send => "send",
-            Mode::Recv => "recv",
-            Mode::Connect => "connect",
-            Mode::Udp => "udp",
+        match (self.transport, self.load) {
+            (Transport::Tcp, Load::RoundTrip) => "echo",
+            (Transport::Tcp, Load::Upload) => "send",
+            (Transport::Tcp, Load::Download) => "recv",
+            (Transport::Tcp, Load::Churn) => "connect",
+            (Transport::Udp, Load::RoundTrip) => "udp",
+            (Transport::Udp, _) => "udp (unsupported load)",
         }
     }
 
     /// Whether messages get replies whose latency is measured.
     pub fn has_round_trips(self) -> bool {
-        matches!(self, Mode::Echo | Mode::Connect | Mode::Udp)
+        matches!(self.load, Load::RoundTrip | Load::Churn)
+    }
+
+    /// Whether the client can tell that the server served a connection (something came
+    /// back). An upload gets nothing back, so it cannot.
+    pub fn observes_service(self) -> bool {
+        self.load != Load::Upload
     }
 }
 
@@ -48,6 +89,39 @@ impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown mode '{s}'"))
+    }
+}
+
+impl From<Mode> for String {
+    fn from(m: Mode) -> String {
+        m.name().to_string()
+    }
+}
+
+impl TryFrom<String> for Mode {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Mode, String> {
+        s.parse()
+    }
+}
+
+/// What recv mode checks the received stream against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// The RFC 864 chargen stream, from its start.
+    Chargen,
 }
 
 /// When the measured part of a run ends.
@@ -141,6 +215,12 @@ pub struct BenchConfig {
     pub connect_timeout: Duration,
     /// Local addresses to bind, round-robin; `None` lets the kernel choose.
     pub sources: Option<Sources>,
+    /// With work outstanding and no byte moving either way for this long, the run gives up.
+    pub stall_timeout: Duration,
+    /// UDP: the largest share of datagrams (percent) that may be lost in a passing run.
+    pub max_loss: f64,
+    /// recv mode: the stream to verify against; `None` counts bytes only.
+    pub expect: Option<Expect>,
 }
 
 impl BenchConfig {
@@ -148,7 +228,7 @@ impl BenchConfig {
     pub fn new(target: SocketAddr) -> BenchConfig {
         BenchConfig {
             target,
-            mode: Mode::Echo,
+            mode: Mode::ECHO,
             protocol: Protocol::Raw,
             connections: DEFAULT_CONNECTIONS,
             threads: 1,
@@ -160,6 +240,9 @@ impl BenchConfig {
             ramp: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             sources: None,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            max_loss: DEFAULT_MAX_LOSS,
+            expect: None,
         }
     }
 
@@ -167,6 +250,9 @@ impl BenchConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.connections == 0 || self.threads == 0 || self.pipeline == 0 {
             return Err("connections, threads and pipeline must be at least 1".into());
+        }
+        if self.connections > u32::MAX as usize {
+            return Err("-c must fit a 32-bit connection id".into());
         }
         if self.threads > self.connections {
             return Err(format!(
@@ -178,7 +264,7 @@ impl BenchConfig {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err("--rate must be a positive number of messages per second".into());
             }
-            if !matches!(self.mode, Mode::Echo | Mode::Udp) {
+            if self.mode.load != Load::RoundTrip {
                 return Err(format!(
                     "--rate schedules request/response messages: use it with echo or udp, not {}",
                     self.mode
@@ -190,16 +276,22 @@ impl BenchConfig {
                 return Err("--ramp must be a positive number of connections per second".into());
             }
         }
-        if self.protocol != Protocol::Raw && self.mode != Mode::Echo {
+        if self.protocol != Protocol::Raw && self.mode != Mode::ECHO {
             return Err(format!(
                 "--protocol {} frames echo requests: use it with --mode echo",
                 self.protocol
             ));
         }
-        if self.size == 0 && self.mode != Mode::Recv {
+        if self.expect.is_some() && self.mode != Mode::RECV {
+            return Err("--expect checks what recv mode receives: use it with --mode recv".into());
+        }
+        if self.size == 0 && self.mode != Mode::RECV {
             return Err("-s must be at least 1 byte".into());
         }
-        if self.mode == Mode::Udp {
+        if self.size > MAX_SIZE {
+            return Err(format!("-s {} is larger than {MAX_SIZE}", self.size));
+        }
+        if self.mode == Mode::UDP {
             if self.size < HEADER_LEN {
                 return Err(format!(
                     "udp datagrams carry a {HEADER_LEN}-byte id header: -s must be at least {HEADER_LEN}"
@@ -212,8 +304,11 @@ impl BenchConfig {
                 ));
             }
         }
-        if self.protocol == Protocol::Frame && u32::try_from(self.size).is_err() {
-            return Err("-s does not fit a 4-byte frame length".into());
+        if !(0.0..=100.0).contains(&self.max_loss) {
+            return Err("--max-loss is a percentage from 0 to 100".into());
+        }
+        if self.stall_timeout.is_zero() {
+            return Err("--stall-timeout must be longer than zero".into());
         }
         if let Some(sources) = &self.sources {
             if sources
@@ -226,7 +321,7 @@ impl BenchConfig {
         }
         match self.stop {
             Stop::Count(0) => return Err("-n must be at least 1".into()),
-            Stop::Count(_) if self.mode == Mode::Recv => {
+            Stop::Count(_) if self.mode == Mode::RECV => {
                 return Err(
                     "recv mode reads whatever the server sends: time it with -d, not -n".into(),
                 )
@@ -247,6 +342,9 @@ impl BenchConfig {
 
 /// The largest UDP payload over IPv4: 65,535 minus the IP and UDP headers.
 pub const MAX_DATAGRAM: usize = 65_507;
+/// The largest message: every message is generated on the fly from a pattern of its size,
+/// and 1 GiB is far past any request/response size worth measuring.
+pub const MAX_SIZE: usize = 1 << 30;
 
 /// Enough connections that a single-threaded server sees many ready sockets per wakeup, few
 /// enough to open instantly on any machine.
@@ -260,14 +358,22 @@ pub const DEFAULT_SIZE: usize = 64;
 /// Long enough for a loaded loopback server's backlog; short enough to report a black hole
 /// before the user gives up.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Ten seconds with nothing moving while work is outstanding: far beyond any pause of a
+/// healthy server (a garbage collection, a page-cache flush), short enough that a wedged
+/// one ends the run with an error instead of hanging it.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// On loopback or a healthy LAN an echo server loses nothing; more than 1% lost means the
+/// run measured loss (full socket buffers, an overloaded path), not the server. Raise it to
+/// measure loss itself.
+pub const DEFAULT_MAX_LOSS: f64 = 1.0;
 
 /// The settings as recorded in a JSON report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordedConfig {
     /// Target address.
     pub target: String,
-    /// Mode name.
-    pub mode: String,
+    /// Mode.
+    pub mode: Mode,
     /// Protocol name.
     pub protocol: String,
     /// Connections requested.
@@ -292,13 +398,22 @@ pub struct RecordedConfig {
     pub connect_timeout_secs: f64,
     /// Local source addresses, if bound.
     pub sources: Vec<String>,
+    /// Stall timeout in seconds.
+    #[serde(default)]
+    pub stall_timeout_secs: f64,
+    /// UDP loss allowed, percent.
+    #[serde(default)]
+    pub max_loss_pct: f64,
+    /// recv mode: the stream verified against.
+    #[serde(default)]
+    pub expect: Option<Expect>,
 }
 
 impl From<&BenchConfig> for RecordedConfig {
     fn from(c: &BenchConfig) -> RecordedConfig {
         RecordedConfig {
             target: c.target.to_string(),
-            mode: c.mode.name().into(),
+            mode: c.mode,
             protocol: c.protocol.name().into(),
             connections: c.connections,
             threads: c.threads,
@@ -321,6 +436,9 @@ impl From<&BenchConfig> for RecordedConfig {
                 .iter()
                 .flat_map(|s| s.addrs().iter().map(IpAddr::to_string))
                 .collect(),
+            stall_timeout_secs: c.stall_timeout.as_secs_f64(),
+            max_loss_pct: c.max_loss,
+            expect: c.expect,
         }
     }
 }
@@ -346,18 +464,36 @@ mod tests {
     fn validation() {
         let mut c = BenchConfig::new("127.0.0.1:7".parse().unwrap());
         assert!(c.validate().is_ok());
-        c.mode = Mode::Send;
+        c.mode = Mode::SEND;
         c.rate = Some(100.0);
         assert!(c.validate().unwrap_err().contains("--rate"));
         c.rate = None;
         c.protocol = Protocol::Line;
         assert!(c.validate().unwrap_err().contains("--protocol"));
         c.protocol = Protocol::Raw;
-        c.mode = Mode::Udp;
+        c.expect = Some(Expect::Chargen);
+        assert!(c.validate().unwrap_err().contains("--expect"));
+        c.expect = None;
+        c.mode = Mode::UDP;
         c.size = 10;
         assert!(c.validate().unwrap_err().contains("-s"));
         c.size = 64;
+        c.max_loss = 101.0;
+        assert!(c.validate().unwrap_err().contains("--max-loss"));
+        c.max_loss = 1.0;
         c.threads = 51;
         assert!(c.validate().is_err());
+    }
+
+    /// A mode is its pair; names round-trip and the JSON form is the name.
+    #[test]
+    fn modes() {
+        for m in Mode::ALL {
+            assert_eq!(m.name().parse::<Mode>(), Ok(m));
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
+        }
+        assert_eq!(Mode::UDP.transport, Transport::Udp);
+        assert!(Mode::CONNECT.has_round_trips());
+        assert!(!Mode::SEND.observes_service());
     }
 }

@@ -1,0 +1,149 @@
+//! What can go wrong in a run, by kind. Every kind counted makes the exit status non-zero.
+
+use std::io::{self, ErrorKind as IoKind};
+use std::net::IpAddr;
+
+/// An error kind, as counted in the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorKind {
+    /// The connection was refused (nothing listening, or a full backlog with resets).
+    ConnectRefused,
+    /// The connection did not establish within `--connect-timeout`.
+    ConnectTimeout,
+    /// The connection was reset while establishing.
+    ConnectReset,
+    /// Any other failure to establish (no local port left, no route, ...).
+    ConnectOther,
+    /// An echoed byte differs from the byte sent, or bytes arrived that were never sent.
+    Mismatch,
+    /// The server closed in the middle of a reply.
+    ShortEcho,
+    /// The server closed an established connection the client still used.
+    UnexpectedClose,
+    /// The server reset an established connection.
+    Reset,
+    /// Replies that never came: outstanding at the end of the drain, or after a stall.
+    Unanswered,
+    /// Request bytes that could not be written: the server stopped reading.
+    Stalled,
+    /// A connection that completed the kernel's handshake but got nothing back inside the
+    /// measurement: the server never served it (its connection cap, a full accept queue).
+    Unserved,
+    /// Any other I/O error on an established connection.
+    Io,
+}
+
+impl ErrorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::ConnectRefused,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::ConnectReset,
+        ErrorKind::ConnectOther,
+        ErrorKind::Mismatch,
+        ErrorKind::ShortEcho,
+        ErrorKind::UnexpectedClose,
+        ErrorKind::Reset,
+        ErrorKind::Unanswered,
+        ErrorKind::Stalled,
+        ErrorKind::Unserved,
+        ErrorKind::Io,
+    ];
+
+    /// The name in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::ConnectRefused => "connect_refused",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::ConnectReset => "connect_reset",
+            ErrorKind::ConnectOther => "connect_other",
+            ErrorKind::Mismatch => "mismatch",
+            ErrorKind::ShortEcho => "short_echo",
+            ErrorKind::UnexpectedClose => "unexpected_close",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Unanswered => "unanswered",
+            ErrorKind::Stalled => "stalled",
+            ErrorKind::Unserved => "unserved",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    /// Whether the error stopped a connection from ever establishing.
+    pub fn is_connect(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ConnectRefused
+                | ErrorKind::ConnectTimeout
+                | ErrorKind::ConnectReset
+                | ErrorKind::ConnectOther
+        )
+    }
+
+    /// The kind of a failed connection attempt.
+    pub fn of_connect(e: &io::Error) -> ErrorKind {
+        match e.kind() {
+            IoKind::ConnectionRefused => ErrorKind::ConnectRefused,
+            IoKind::TimedOut => ErrorKind::ConnectTimeout,
+            IoKind::ConnectionReset => ErrorKind::ConnectReset,
+            _ => ErrorKind::ConnectOther,
+        }
+    }
+
+    /// The kind of an error on an established connection.
+    pub fn of_established(e: &io::Error) -> ErrorKind {
+        match e.kind() {
+            IoKind::ConnectionReset | IoKind::BrokenPipe | IoKind::ConnectionAborted => {
+                ErrorKind::Reset
+            }
+            _ => ErrorKind::Io,
+        }
+    }
+
+    /// The kind of an error on a connected UDP socket: a refusal is the ICMP "port
+    /// unreachable" answering an earlier datagram, so nothing listens at the target.
+    pub fn of_datagram(e: &io::Error) -> ErrorKind {
+        match e.kind() {
+            IoKind::ConnectionRefused => ErrorKind::ConnectRefused,
+            _ => ErrorKind::Io,
+        }
+    }
+}
+
+/// A failed connect described for a person, with the remedy when the machine ran out of
+/// local ports.
+pub fn connect_failure(e: &io::Error, source: Option<IpAddr>) -> String {
+    if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+        let from = source.map_or("this address".to_string(), |ip| ip.to_string());
+        return format!(
+            "connect: {e} (no local port left from {from}: add addresses with --source)"
+        );
+    }
+    format!("connect: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names are unique and I/O errors land in the right kinds.
+    #[test]
+    fn kinds() {
+        let names: std::collections::BTreeSet<_> =
+            ErrorKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
+        let e = |k| io::Error::from(k);
+        assert_eq!(
+            ErrorKind::of_connect(&e(IoKind::ConnectionRefused)),
+            ErrorKind::ConnectRefused
+        );
+        assert_eq!(
+            ErrorKind::of_established(&e(IoKind::BrokenPipe)),
+            ErrorKind::Reset
+        );
+        assert_eq!(
+            ErrorKind::of_datagram(&e(IoKind::ConnectionRefused)),
+            ErrorKind::ConnectRefused
+        );
+        assert!(ErrorKind::ConnectOther.is_connect() && !ErrorKind::Stalled.is_connect());
+    }
+}

@@ -1,0 +1,335 @@
+//! Results: what workers tally, the report a run produces, its JSON form, merging the
+//! reports of runs made on several machines at once, the text summary and the picture.
+//!
+//! Everything derived from the raw counts and histograms (rates, percentiles) is written out
+//! for readers of the JSON file, and recomputed from the raw data by `merge`.
+//!
+//! 1. [`tally`] — a worker's counters and histograms.
+//! 2. [`latency`] — histograms, percentiles and their interchange form.
+//! 3. This module — [`Report`], its JSON shape, and [`Report::merge`].
+//! 4. [`summary`] — the text a person reads, and the verdict that sets the exit status.
+//! 5. [`plot`] — the SVG picture.
+
+pub mod latency;
+pub mod plot;
+pub mod summary;
+pub mod tally;
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Load, Mode, RecordedConfig};
+use crate::errors::ErrorKind;
+pub use latency::Latency;
+use latency::{add_serialized, new_histogram};
+use tally::MAX_EXAMPLES;
+pub use tally::{Tally, UdpCounts};
+
+/// One second of the measurement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Second {
+    /// Seconds since the measurement started, at the end of this interval.
+    pub t: f64,
+    /// Messages completed in the interval.
+    pub messages: u64,
+    /// Bytes written in the interval.
+    pub bytes_sent: u64,
+    /// Bytes read in the interval.
+    pub bytes_received: u64,
+    /// Errors counted in the interval.
+    pub errors: u64,
+    /// Connections established at the end of the interval.
+    pub open: u64,
+}
+
+impl Second {
+    /// Adds `o`'s counts to this one's (the later `t` wins): workers into a run, runs into
+    /// a merge.
+    pub fn add(&mut self, o: &Second) {
+        self.t = self.t.max(o.t);
+        self.messages += o.messages;
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.errors += o.errors;
+        self.open += o.open;
+    }
+
+    /// The counts between running totals `earlier` and `self`, as the interval ending at
+    /// `t` (the open-connection count is a level, not a total, and is kept).
+    pub fn since(&self, earlier: &Second, t: f64) -> Second {
+        Second {
+            t,
+            messages: self.messages - earlier.messages,
+            bytes_sent: self.bytes_sent - earlier.bytes_sent,
+            bytes_received: self.bytes_received - earlier.bytes_received,
+            errors: self.errors - earlier.errors,
+            open: self.open,
+        }
+    }
+}
+
+/// Connection counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connections {
+    /// Connections asked for.
+    pub requested: u64,
+    /// Connections that completed the handshake (in connect mode: connection attempts
+    /// inside the window).
+    pub established: u64,
+    /// Connections the server served: something came back inside the window. `None` in
+    /// send mode, where nothing comes back to tell.
+    #[serde(default)]
+    pub served: Option<u64>,
+    /// Connect mode: connections established before the window (during the warm-up).
+    #[serde(default)]
+    pub established_before_window: u64,
+    /// Connections that ended with an error before the window began.
+    #[serde(default)]
+    pub ended_before_window: u64,
+    /// Attempts that never established.
+    pub failed: u64,
+}
+
+impl Connections {
+    fn add(&mut self, o: &Connections) {
+        self.requested += o.requested;
+        self.established += o.established;
+        self.served = match (self.served, o.served) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        self.established_before_window += o.established_before_window;
+        self.ended_before_window += o.ended_before_window;
+        self.failed += o.failed;
+    }
+}
+
+/// Rates over the measured duration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    /// Completed messages per second.
+    pub messages_per_sec: f64,
+    /// MiB per second written.
+    pub mib_per_sec_sent: f64,
+    /// MiB per second read.
+    pub mib_per_sec_received: f64,
+    /// Connect mode: connections established per second.
+    pub connects_per_sec: Option<f64>,
+}
+
+/// The result of a run, or of several merged: what the summary shows and `--json` writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The settings of each run this report covers (one, unless merged).
+    pub runs: Vec<RecordedConfig>,
+    /// Measured seconds (the longest, when merged: the runs are concurrent).
+    pub duration_secs: f64,
+    /// Connection counts.
+    pub connections: Connections,
+    /// Measured completed messages.
+    pub messages: u64,
+    /// Measured bytes written.
+    pub bytes_sent: u64,
+    /// Measured bytes read.
+    pub bytes_received: u64,
+    /// Derived rates.
+    pub rates: Rates,
+    /// Round-trip latency (from the intended send time in open loop).
+    pub latency: Option<Latency>,
+    /// Open loop only: latency from the actual send time, which hides queueing delay.
+    pub uncorrected_latency: Option<Latency>,
+    /// Time to establish a connection.
+    pub connect_latency: Option<Latency>,
+    /// UDP mode only: sent, received, lost, late.
+    pub udp: Option<UdpCounts>,
+    /// Errors by kind (every kind listed, zeros included).
+    pub errors: BTreeMap<String, u64>,
+    /// The first errors, described.
+    pub error_examples: Vec<String>,
+    /// One entry per measured second.
+    pub timeline: Vec<Second>,
+}
+
+impl Report {
+    /// Builds the report of one run.
+    pub fn new(
+        config: RecordedConfig,
+        duration_secs: f64,
+        tally: &Tally,
+        timeline: Vec<Second>,
+    ) -> Report {
+        let mode = config.mode;
+        let connections = Connections {
+            requested: config.connections as u64,
+            established: tally.established,
+            served: mode.observes_service().then_some(tally.served),
+            established_before_window: tally.established_before,
+            ended_before_window: tally.ended_before,
+            failed: tally.failed,
+        };
+        let errors = ErrorKind::ALL
+            .iter()
+            .map(|k| {
+                (
+                    k.name().to_string(),
+                    tally.errors.get(k).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        let open_loop = config.rate.is_some();
+        Report::assemble(Parts {
+            runs: vec![config],
+            duration_secs,
+            connections,
+            messages: tally.messages,
+            bytes_sent: tally.bytes_sent,
+            bytes_received: tally.bytes_received,
+            latency: &tally.latency,
+            uncorrected: open_loop.then_some(&tally.uncorrected),
+            connect: &tally.connect,
+            udp: (mode == Mode::UDP).then_some(tally.udp),
+            errors,
+            examples: tally.examples.clone(),
+            timeline,
+        })
+    }
+
+    fn assemble(p: Parts<'_>) -> Report {
+        let per_sec = |n: u64| {
+            if p.duration_secs > 0.0 {
+                n as f64 / p.duration_secs
+            } else {
+                0.0
+            }
+        };
+        const MIB: f64 = 1024.0 * 1024.0;
+        let churn = p.runs.first().is_some_and(|c| c.mode.load == Load::Churn);
+        Report {
+            rates: Rates {
+                messages_per_sec: per_sec(p.messages),
+                mib_per_sec_sent: per_sec(p.bytes_sent) / MIB,
+                mib_per_sec_received: per_sec(p.bytes_received) / MIB,
+                connects_per_sec: churn.then(|| per_sec(p.connections.established)),
+            },
+            runs: p.runs,
+            duration_secs: p.duration_secs,
+            connections: p.connections,
+            messages: p.messages,
+            bytes_sent: p.bytes_sent,
+            bytes_received: p.bytes_received,
+            latency: Latency::from_histogram(p.latency),
+            uncorrected_latency: p.uncorrected.and_then(Latency::from_histogram),
+            connect_latency: Latency::from_histogram(p.connect),
+            udp: p.udp,
+            errors: p.errors,
+            error_examples: p.examples,
+            timeline: p.timeline,
+        }
+    }
+
+    /// The mode of the run (of the first run, when merged: merging requires one mode).
+    pub fn mode(&self) -> Option<Mode> {
+        self.runs.first().map(|c| c.mode)
+    }
+
+    /// The timeline as rates: `(t, value / seconds)` for each interval, where `value` picks
+    /// the count (the last interval may be shorter than a second).
+    pub fn timeline_rates(&self, value: impl Fn(&Second) -> f64) -> Vec<(f64, f64)> {
+        let mut start = 0.0;
+        self.timeline
+            .iter()
+            .map(|s| {
+                let span = (s.t - start).max(1e-3);
+                start = s.t;
+                (s.t, value(s) / span)
+            })
+            .collect()
+    }
+
+    /// All errors, of every kind.
+    pub fn error_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Combines the reports of runs made at the same time (on several machines) into the
+    /// report of one run with all their connections: counts and histograms add, the
+    /// duration is the longest, and the timelines add second by second.
+    pub fn merge(reports: &[Report]) -> Result<Report, String> {
+        let first = reports.first().ok_or("nothing to merge")?;
+        let mut latency = new_histogram();
+        let mut uncorrected = new_histogram();
+        let mut connect = new_histogram();
+        let mut any_uncorrected = false;
+        let mut connections = Connections::default();
+        let (mut messages, mut bytes_sent, mut bytes_received) = (0, 0, 0);
+        let mut udp: Option<UdpCounts> = None;
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        let mut examples = Vec::new();
+        let mut timeline: Vec<Second> = Vec::new();
+        let mut runs = Vec::new();
+        let mut duration_secs: f64 = 0.0;
+        for r in reports {
+            if r.mode() != first.mode() {
+                return Err("cannot merge runs of different modes".into());
+            }
+            add_serialized(&mut latency, &r.latency)?;
+            add_serialized(&mut uncorrected, &r.uncorrected_latency)?;
+            add_serialized(&mut connect, &r.connect_latency)?;
+            any_uncorrected |= r.uncorrected_latency.is_some();
+            connections.add(&r.connections);
+            messages += r.messages;
+            bytes_sent += r.bytes_sent;
+            bytes_received += r.bytes_received;
+            if let Some(u) = &r.udp {
+                udp.get_or_insert_with(UdpCounts::default).add(u);
+            }
+            for (k, n) in &r.errors {
+                *errors.entry(k.clone()).or_default() += n;
+            }
+            let room = MAX_EXAMPLES.saturating_sub(examples.len());
+            examples.extend(r.error_examples.iter().take(room).cloned());
+            for (i, s) in r.timeline.iter().enumerate() {
+                if timeline.len() <= i {
+                    timeline.push(Second::default());
+                }
+                timeline[i].add(s);
+            }
+            runs.extend(r.runs.iter().cloned());
+            duration_secs = duration_secs.max(r.duration_secs);
+        }
+        Ok(Report::assemble(Parts {
+            runs,
+            duration_secs,
+            connections,
+            messages,
+            bytes_sent,
+            bytes_received,
+            latency: &latency,
+            uncorrected: any_uncorrected.then_some(&uncorrected),
+            connect: &connect,
+            udp,
+            errors,
+            examples,
+            timeline,
+        }))
+    }
+}
+
+/// The raw material of a report.
+struct Parts<'a> {
+    runs: Vec<RecordedConfig>,
+    duration_secs: f64,
+    connections: Connections,
+    messages: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    latency: &'a Histogram<u64>,
+    uncorrected: Option<&'a Histogram<u64>>,
+    connect: &'a Histogram<u64>,
+    udp: Option<UdpCounts>,
+    errors: BTreeMap<String, u64>,
+    examples: Vec<String>,
+    timeline: Vec<Second>,
+}

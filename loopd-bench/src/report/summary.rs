@@ -1,0 +1,178 @@
+//! The text a person reads at the end of a run, and the verdict that sets the exit status.
+
+use std::fmt;
+
+use super::latency::human_us;
+use super::{Latency, Report};
+use crate::config::{Load, Mode, Transport};
+
+fn latency_line(f: &mut fmt::Formatter<'_>, label: &str, l: &Option<Latency>) -> fmt::Result {
+    if let Some(l) = l {
+        writeln!(
+            f,
+            "  {label:<12} p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
+            human_us(l.p50_us),
+            human_us(l.p90_us),
+            human_us(l.p99_us),
+            human_us(l.p99_9_us),
+            human_us(l.p99_99_us),
+            human_us(l.max_us)
+        )?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [c] = self.runs.as_slice() {
+            let load = match c.rate {
+                Some(r) => format!("open loop at {r} msg/s"),
+                None => "closed loop".into(),
+            };
+            writeln!(
+                f,
+                "loopd-bench {} {} ({}): {} connections, {} thread(s), {}-byte messages, {load}, pipeline {}",
+                c.mode, c.target, c.protocol, c.connections, c.threads, c.size, c.pipeline
+            )?;
+        } else {
+            let targets: Vec<&str> = self.runs.iter().map(|c| c.target.as_str()).collect();
+            writeln!(
+                f,
+                "loopd-bench: {} runs merged ({})",
+                self.runs.len(),
+                targets.join(", ")
+            )?;
+        }
+        writeln!(f, "  {:<12} {:.2} s", "duration", self.duration_secs)?;
+        let c = &self.connections;
+        let of = match self.rates.connects_per_sec {
+            Some(_) => format!("{} at a time", c.requested),
+            None => format!("of {} requested", c.requested),
+        };
+        let served = match c.served {
+            Some(n) => format!(", {n} served"),
+            None => String::new(),
+        };
+        writeln!(
+            f,
+            "  {:<12} {} established{served}, {} failed ({of})",
+            "connections", c.established, c.failed
+        )?;
+        if let Some(rate) = self.rates.connects_per_sec {
+            writeln!(f, "  {:<12} {} ({rate:.0}/s)", "connects", c.established)?;
+        }
+        writeln!(
+            f,
+            "  {:<12} {} ({:.0}/s)",
+            "messages", self.messages, self.rates.messages_per_sec
+        )?;
+        writeln!(
+            f,
+            "  {:<12} {:.2} MiB/s sent, {:.2} MiB/s received",
+            "throughput", self.rates.mib_per_sec_sent, self.rates.mib_per_sec_received
+        )?;
+        latency_line(f, "latency", &self.latency)?;
+        latency_line(f, "uncorrected", &self.uncorrected_latency)?;
+        latency_line(f, "connect", &self.connect_latency)?;
+        if let Some(u) = &self.udp {
+            writeln!(
+                f,
+                "  {:<12} {} sent, {} received, {} lost ({:.2}%), {} late",
+                "datagrams",
+                u.sent,
+                u.received,
+                u.lost,
+                u.loss_pct(),
+                u.late
+            )?;
+        }
+        let errs: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        if errs.is_empty() {
+            writeln!(f, "  {:<12} none", "errors")?;
+        } else {
+            writeln!(f, "  {:<12} {}", "errors", errs.join(", "))?;
+            for e in &self.error_examples {
+                writeln!(f, "    {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Report {
+    /// Whether the run measured what it was asked to; if not, one line saying what
+    /// happened. Every counted error fails a run, and so does a run that measured nothing,
+    /// whatever the reason, and UDP loss above `--max-loss`.
+    pub fn verdict(&self) -> Result<(), String> {
+        let first = self.runs.first().ok_or("an empty report")?;
+        let (target, mode) = (&first.target, first.mode);
+        let kinds: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        let why = if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", kinds.join(", "))
+        };
+        let c = &self.connections;
+        if c.requested > 0 && c.established == 0 && c.established_before_window == 0 {
+            return Err(format!("no connection to {target} was established{why}"));
+        }
+        if self.measured_nothing(mode) {
+            if c.established_before_window > 0 || c.ended_before_window > 0 {
+                return Err(format!(
+                    "connections to {target} were established during the warm-up, but none \
+                     lasted into the measurement{why}"
+                ));
+            }
+            let what = match (mode.transport, mode.load) {
+                (Transport::Udp, _) => {
+                    let sent = self.udp.map_or(0, |u| u.sent);
+                    format!("no reply came back from {target} ({sent} datagrams sent)")
+                }
+                (_, Load::Download) => format!("nothing was received from {target}"),
+                (_, Load::Upload) => format!("nothing could be sent to {target}"),
+                _ => format!("no message to {target} completed"),
+            };
+            return Err(format!("{what}{why}"));
+        }
+        if !kinds.is_empty() {
+            return Err(format!(
+                "{} errors: {}",
+                self.error_total(),
+                kinds.join(", ")
+            ));
+        }
+        if let Some(u) = &self.udp {
+            let max = self
+                .runs
+                .iter()
+                .map(|r| r.max_loss_pct)
+                .fold(f64::INFINITY, f64::min);
+            if u.loss_pct() > max {
+                return Err(format!(
+                    "{:.2}% of datagrams were lost, which exceeds --max-loss {max}%",
+                    u.loss_pct()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn measured_nothing(&self, mode: Mode) -> bool {
+        match (mode.transport, mode.load) {
+            (Transport::Udp, _) => self.udp.is_none_or(|u| u.received == 0),
+            (_, Load::Download) => self.bytes_received == 0,
+            (_, Load::Upload) => self.bytes_sent == 0,
+            _ => self.messages == 0,
+        }
+    }
+}
