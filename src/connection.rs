@@ -60,7 +60,7 @@ use log::{debug, info, trace, warn};
 
 use crate::buffer::Buffer;
 use crate::config::Limits;
-use crate::service::{Output, Service};
+use crate::service::{Borrowed, Output, Service};
 use crate::stats::{CloseReason, Stats};
 use crate::timer::{Time, TimerSlot};
 
@@ -155,6 +155,9 @@ pub struct Context<'a> {
     /// The loop's shared output buffer: a service's reply is written here and flushed to the
     /// socket at once; only the part the kernel did not take is copied to the connection.
     pub out_scratch: &'a mut Buffer,
+    /// A reply recorded by reference instead of copied (echo's input, chargen's pattern),
+    /// between the service hook and the flush that writes it.
+    pub(crate) out_borrowed: Option<Borrowed>,
     /// Counters.
     pub stats: &'a Stats,
 }
@@ -432,7 +435,7 @@ impl<S: Socket> Connection<S> {
     }
 
     fn greet(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> ControlFlow<CloseReason> {
-        self.call_service(cx, |service, _, out| service.on_connect(out))?;
+        self.call_service(cx, 0, |service, _, out| service.on_connect(out))?;
         self.work(cx, budget)
     }
 
@@ -448,9 +451,7 @@ impl<S: Socket> Connection<S> {
     /// socket keeps taking it, up to the turn's budget.
     fn produce(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> ControlFlow<CloseReason> {
         while *budget > 0 && self.may_produce(cx.limits) {
-            let before = self.output.len();
-            self.call_service(cx, |service, _, out| service.on_drained(out))?;
-            let produced = cx.out_scratch.len() + self.output.len() - before;
+            let produced = self.call_service(cx, 0, |service, _, out| service.on_drained(out))?;
             self.flush(cx)?;
             if produced == 0 {
                 if self.state == State::CloseWait && !self.finished {
@@ -534,7 +535,9 @@ impl<S: Socket> Connection<S> {
         Stats::add(&cx.stats.bytes_in, n as u64);
         let mut used = 0;
         let mut out_of_room = false;
-        self.call_service(cx, |service, input, out| {
+        // On the fast path the reply may refer to the fresh input where it lies (echo).
+        let fresh = if self.input.is_empty() { n } else { 0 };
+        self.call_service(cx, fresh, |service, input, out| {
             let fresh = &input.scratch[..n];
             if input.held.is_empty() {
                 // Fast path: the service reads straight from the loop's scratch buffer, and
@@ -555,6 +558,9 @@ impl<S: Socket> Connection<S> {
         } else if used > 0 || self.partial_since.is_none() {
             self.partial_since = Some(cx.now);
         }
+        // Flush before judging the input: the reply lies in the loop's shared buffers, which
+        // must be empty again before any other connection's turn.
+        self.flush(cx)?;
         let limit = self
             .service
             .input_limit()
@@ -567,7 +573,6 @@ impl<S: Socket> Connection<S> {
             );
             return Break(CloseReason::Protocol);
         }
-        self.flush(cx)?;
         Continue(used)
     }
 
@@ -576,7 +581,7 @@ impl<S: Socket> Connection<S> {
         match self.state {
             State::Open => {
                 self.set_state(State::CloseWait, cx.now);
-                self.call_service(cx, |service, _, out| service.on_peer_finished(out))?;
+                self.call_service(cx, 0, |service, _, out| service.on_peer_finished(out))?;
                 self.flush(cx)
             }
             // We were flushing our last bytes; the peer is done too, so no lingering needed.
@@ -624,39 +629,64 @@ impl<S: Socket> Connection<S> {
         }
     }
 
-    /// Calls a service hook with an output sink, then applies `finish()`.
-    fn call_service<F>(&mut self, cx: &mut Context<'_>, hook: F) -> ControlFlow<CloseReason>
+    /// Calls a service hook with an output sink, then applies `finish()`. `fresh` bytes at
+    /// the start of the read buffer are the hook's input and may be sent by reference.
+    /// Returns the bytes the hook wrote.
+    fn call_service<F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        fresh: usize,
+        hook: F,
+    ) -> ControlFlow<CloseReason, usize>
     where
         F: FnOnce(&mut dyn Service, InputView<'_>, &mut Output<'_>),
     {
         if self.finished {
-            return Continue(());
+            return Continue(0);
         }
-        debug_assert!(cx.out_scratch.is_empty());
-        // Output goes to the shared scratch unless bytes are already pending: then it must
-        // queue behind them to keep order.
-        let target = if self.output.is_empty() {
-            &mut *cx.out_scratch
+        debug_assert!(cx.out_scratch.is_empty() && cx.out_borrowed.is_none());
+        let high_watermark = cx.limits.high_watermark;
+        let scratch: &[u8] = cx.scratch;
+        // Output goes to the shared scratch (or stays where it lies) unless bytes are already
+        // pending: then it must queue behind them to keep order.
+        let (mut out, before) = if self.output.is_empty() {
+            let window = &scratch[..fresh];
+            let out =
+                Output::by_reference(cx.out_scratch, window, high_watermark, &mut self.finished);
+            (out, 0)
         } else {
-            &mut self.output
+            let before = self.output.len();
+            (
+                Output::new(&mut self.output, high_watermark, &mut self.finished),
+                before,
+            )
         };
-        let mut out = Output::new(target, cx.limits.high_watermark, &mut self.finished);
         let input = InputView {
-            scratch: cx.scratch,
+            scratch,
             held: &mut self.input,
         };
         hook(self.service.as_mut(), input, &mut out);
+        let produced = out.pending() - before;
+        cx.out_borrowed = out.take_borrowed();
         if self.finished && self.state == State::Open {
             self.set_state(State::Closing, cx.now);
         }
-        Continue(())
+        Continue(produced)
     }
 
     /// Writes new output from the scratch buffer, or pending output after a writable edge.
     /// Keeps what the kernel did not accept, and applies the watermarks.
     fn flush(&mut self, cx: &mut Context<'_>) -> ControlFlow<CloseReason> {
         let was_empty = self.output.is_empty();
-        if !cx.out_scratch.is_empty() {
+        if let Some(borrowed) = cx.out_borrowed.take() {
+            // Written from where it lies; only what the kernel does not take is copied.
+            let written = if self.write_blocked {
+                0
+            } else {
+                self.write_some(cx, Source::Borrowed(borrowed))?
+            };
+            self.output.extend(&borrowed.bytes(cx.scratch)[written..]);
+        } else if !cx.out_scratch.is_empty() {
             let written = if was_empty && !self.write_blocked {
                 match self.write_some(cx, Source::Scratch) {
                     Continue(n) => n,
@@ -714,6 +744,7 @@ impl<S: Socket> Connection<S> {
         let data = match source {
             Source::Scratch => cx.out_scratch.as_slice(),
             Source::Pending => self.output.as_slice(),
+            Source::Borrowed(b) => b.bytes(cx.scratch),
         };
         let mut written = 0;
         while written < data.len() {
@@ -778,6 +809,7 @@ impl<S> fmt::Debug for Connection<S> {
 enum Source {
     Scratch,
     Pending,
+    Borrowed(Borrowed),
 }
 
 /// The two places input lives during `on_input`: fresh bytes in the loop's scratch, and the

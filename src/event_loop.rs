@@ -206,6 +206,7 @@ impl TurnKit {
             limits: &self.limits,
             scratch: &mut self.scratch,
             out_scratch: &mut self.out_scratch,
+            out_borrowed: None,
             stats: &self.stats,
         }
     }

@@ -46,6 +46,20 @@ fn chargen_matches_rfc_864() {
     server.wait_stats("chargen closed", |s| s.active == 0 && s.closed_peer == 1);
 }
 
+/// The first 10 MiB on the wire are exactly the RFC 864 stream, as an independent generator
+/// writes it: the pattern sent from a static buffer, in chunks, across partial writes.
+#[test]
+fn chargen_first_ten_mib_exact() {
+    let server = TestServer::start(Config::default(), &[Builtin::Chargen]);
+    let mut c = connect(server.addr());
+    let len = 10 << 20;
+    let got = read_n(&mut c, len);
+    assert!(
+        got == chargen_reference(len),
+        "pattern differs within 10 MiB"
+    );
+}
+
 /// Against a client that stops reading, chargen's pending output stops at the high
 /// watermark and memory stays bounded however long the stall; reading again resumes the
 /// pattern exactly where it left off.
@@ -144,4 +158,31 @@ fn chargen_ignores_input() {
     assert!(got == chargen_reference(10_000));
     let mut buf = [0; 1];
     c.read_exact(&mut buf).unwrap();
+}
+
+/// RFC 868 over TCP: four bytes, the seconds since 1900 by the server's clock, then FIN. The
+/// value is checked against an independent computation from this machine's clock.
+#[test]
+fn time_is_seconds_since_1900_then_fin() {
+    let server = TestServer::start(Config::default(), &[Builtin::Time]);
+    let mut c = connect(server.addr());
+    let before = seconds_since_1900();
+    let got = read_to_eof(&mut c);
+    let after = seconds_since_1900();
+    assert_eq!(got.len(), 4, "{got:?}");
+    let t = u32::from_be_bytes(got[..4].try_into().unwrap());
+    assert!(
+        (before..=after).contains(&t),
+        "{t} not in {before}..={after}"
+    );
+}
+
+/// The RFC 868 count now, computed here from the Unix clock and the calendar: 70 years of
+/// 365 days and 17 leap days separate 1900 from 1970.
+fn seconds_since_1900() -> u32 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (unix + (70 * 365 + 17) * 86_400) as u32
 }

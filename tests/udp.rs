@@ -171,3 +171,56 @@ fn udp_port_cannot_be_taken_over() {
     assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
     assert!(err.to_string().contains("cannot listen on"), "{err}");
 }
+
+/// The rest of the classic UDP set: chargen answers any datagram with 0 to 512 characters
+/// of the RFC 864 pattern, daytime with the RFC 3339 line, time with the RFC 868 count.
+#[test]
+fn chargen_daytime_and_time_over_udp() {
+    let server = TestServer::start(
+        Config::default(),
+        &[Builtin::UdpChargen, Builtin::UdpDaytime, Builtin::UdpTime],
+    );
+    let c = client();
+    let mut buf = vec![0; 2048];
+    // The RFC 864 pattern's first 512 characters, computed here: lines of 72 characters of
+    // the printable ring, each line one further round, then CRLF.
+    let ring: Vec<u8> = (b' '..=b'~').collect();
+    let pattern: Vec<u8> = (0..8)
+        .flat_map(|line| {
+            let mut l: Vec<u8> = (0..72).map(|k| ring[(line + k) % ring.len()]).collect();
+            l.extend_from_slice(b"\r\n");
+            l
+        })
+        .collect();
+    let mut lengths = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        c.send_to(b"x", server.addrs[0]).unwrap();
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(from, server.addrs[0]);
+        assert!(n <= 512, "{n} bytes");
+        assert_eq!(buf[..n], pattern[..n]);
+        lengths.insert(n);
+    }
+    assert!(lengths.len() > 5, "the lengths do not vary: {lengths:?}");
+
+    c.send_to(b"", server.addrs[1]).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    let line = std::str::from_utf8(&buf[..n]).unwrap();
+    let t = humantime::parse_rfc3339(line.trim_end()).expect("RFC 3339");
+    let skew = std::time::SystemTime::now()
+        .duration_since(t)
+        .unwrap_or_default();
+    assert!(skew < Duration::from_secs(5), "{line:?}");
+    assert!(line.ends_with("\r\n"));
+
+    c.send_to(b"?", server.addrs[2]).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(n, 4);
+    let t = u32::from_be_bytes(buf[..4].try_into().unwrap());
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let now_1900 = (unix + (70 * 365 + 17) * 86_400) as u32;
+    assert!(now_1900.abs_diff(t) <= 2, "{t} vs {now_1900}");
+}

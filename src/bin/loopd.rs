@@ -13,14 +13,16 @@ use loopd::config::{self, nonzero, parse_duration, parse_size, Config, Limits, L
 use loopd::service::ServiceOptions;
 use loopd::{rlimit, EventLoop, Exit};
 
-/// An edge-triggered event-loop server: echo, discard, chargen, daytime, line and frame.
+/// An edge-triggered event-loop server: echo, discard, chargen, daytime, time, line and frame
+/// over TCP, and echo, discard, chargen, daytime and time over UDP.
 ///
 /// Sizes take units (256KiB, 1MiB); durations take units (30s, 5m, 250ms); 0 turns a
 /// timeout off. RUST_LOG overrides -v/-q.
 #[derive(Debug, Parser)]
 #[command(version, about, max_term_width = 100)]
 struct Args {
-    /// Serve SERVICE (echo, discard, chargen, daytime, line, frame) on ADDR; repeatable. IPv6 as [::1]:7;
+    /// Serve SERVICE on ADDR; repeatable. TCP: echo, discard, chargen, daytime, time, line,
+    /// frame; UDP: udp-echo, udp-discard, udp-chargen, udp-daytime, udp-time. IPv6 as [::1]:7;
     /// [::] listens on IPv4 and IPv6. Default: loopback only, so a bare loopd exposes nothing.
     #[arg(short, long = "listen", value_name = "SERVICE=ADDR", default_value = config::DEFAULT_LISTEN)]
     listen: Vec<ListenSpec>,

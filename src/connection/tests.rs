@@ -122,6 +122,7 @@ impl Rig {
             limits: &self.limits,
             scratch: &mut self.scratch,
             out_scratch: &mut self.out,
+            out_borrowed: None,
             stats: &self.stats,
         };
         (&mut self.conn, cx)
@@ -412,6 +413,25 @@ mod open {
         let mut rig = Rig::new(Box::new(Hoarder));
         rig.open();
         rig.send(&[0; 40]);
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Protocol));
+    }
+
+    /// A service that answers and hoards at once is closed too, and its last reply does not
+    /// stay in the loop's shared output buffer, where the next connection's turn would send
+    /// it to the wrong peer.
+    #[test]
+    fn protocol_error_leaves_no_output_behind() {
+        struct AnswerButHoard;
+        impl Service for AnswerButHoard {
+            fn on_input(&mut self, _: &[u8], out: &mut Output<'_>) -> usize {
+                out.write(b"reply");
+                0
+            }
+        }
+        let mut rig = Rig::new(Box::new(AnswerButHoard));
+        rig.open();
+        rig.send(&[0; 40]);
+        // `turn` checks that the shared output scratch is empty afterwards.
         assert_eq!(rig.readable(), Turn::Closed(CloseReason::Protocol));
     }
 

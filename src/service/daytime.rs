@@ -1,12 +1,15 @@
 //! RFC 867 daytime: one line with the current time, then the server closes.
 //!
-//! The RFC leaves the format open; loopd sends RFC 3339 UTC, which both people and programs
+//! Over UDP (`udp-daytime`) any datagram is answered with the same line. The RFC leaves the
+//! format open; loopd sends RFC 3339 UTC, which both people and programs
 //! read without ambiguity. The close is graceful: the loop flushes the line, sends FIN, and
 //! lingers reading whatever the client still sends so that the kernel does not answer with a
 //! reset that could destroy the unread line on the client's side.
 
+use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use super::datagram::{DatagramService, Reply};
 use super::{Output, Service};
 
 /// The daytime service.
@@ -29,6 +32,16 @@ impl Service for Daytime {
     fn on_input(&mut self, input: &[u8], _out: &mut Output<'_>) -> usize {
         // Anything the client sends is ignored (RFC 867: "any data received is thrown away").
         input.len()
+    }
+}
+
+/// RFC 867 over UDP: any datagram is answered with the daytime line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UdpDaytime;
+
+impl DatagramService for UdpDaytime {
+    fn on_datagram(&mut self, _peer: SocketAddr, _data: &[u8], reply: &mut Reply) {
+        reply.send(Daytime::line(SystemTime::now()).as_bytes());
     }
 }
 

@@ -17,12 +17,28 @@
 //! A service ends its side of the conversation with [`Output::finish`]: the loop flushes every
 //! byte already written, sends FIN, and closes without losing data (lingering close).
 //!
-//! [`Output::room`] tells a producer how much it may write before reaching the high
-//! watermark. A service that writes only in response to input (echo) can ignore it: the loop
-//! never reads more than the room left, so echo output is bounded by construction. A service
-//! that generates output by itself (chargen) must respect it, and produces more only when
-//! [`on_drained`](Service::on_drained) is called — that is how a slow reader is kept from
-//! growing the server's memory.
+//! # The output contract
+//!
+//! The high watermark bounds what one connection holds only if every service keeps this
+//! contract. [`Output::room`] says how much may still be written before pending output reaches
+//! the high watermark.
+//!
+//! * **A service consumes input only while its output has room.** Before answering each
+//!   request, check `out.room() > 0`; when it is 0, stop and return the bytes consumed so far.
+//!   The connection holds the rest and offers it again, by itself, once the peer has read
+//!   enough of the pending output — no new read is needed, so a peer that pipelined
+//!   everything and is now only reading is still served. Pending output then exceeds the high
+//!   watermark by at most one reply, whatever the replies' size. Input held this way is not
+//!   counted against [`input_limit`](Service::input_limit), and nothing more is read while it
+//!   waits, so it is bounded by one read.
+//! * **A service whose reply is exactly its input** (echo) may ignore `room`: the loop never
+//!   reads more than the room left, so its output is bounded by construction.
+//! * **A service that generates output by itself** (chargen) writes at most `room` bytes, and
+//!   more only when [`on_drained`](Service::on_drained) is called.
+//!
+//! `line` and `frame` are written this way; `tests/backpressure.rs`
+//! `amplifying_requests_stay_within_the_watermark` holds `line` to it with 10,000 pipelined
+//! `STATS` requests, each answered with hundreds of bytes.
 
 pub mod chargen;
 pub mod datagram;
@@ -31,14 +47,16 @@ mod discard;
 mod echo;
 pub mod frame;
 pub mod line;
+pub mod time;
 
-pub use chargen::Chargen;
-pub use datagram::{DatagramService, UdpDiscard, UdpEcho};
-pub use daytime::Daytime;
+pub use chargen::{Chargen, UdpChargen};
+pub use datagram::{DatagramService, Reply, UdpDiscard, UdpEcho};
+pub use daytime::{Daytime, UdpDaytime};
 pub use discard::Discard;
 pub use echo::Echo;
 pub use frame::Frame;
 pub use line::Line;
+pub use time::{Time, UdpTime};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -59,9 +77,11 @@ pub trait Service: Send {
 
     /// `input` holds bytes read from the peer that no earlier call consumed. Return how many
     /// bytes were consumed; the rest is offered again, followed by newer bytes, after the next
-    /// read. Returning less than `input.len()` is how a framed protocol waits for the rest of
-    /// a request. The unconsumed tail is bounded by the high watermark: a service that keeps
-    /// more than that unconsumed is closed as a protocol error.
+    /// read — or, if the service stopped because `out.room()` was 0, as soon as output drains
+    /// (see [the output contract](self#the-output-contract)). Returning less than
+    /// `input.len()` is how a framed protocol waits for the rest of a request. A partial
+    /// request is bounded by [`input_limit`](Service::input_limit): a service that keeps more
+    /// than that unconsumed while its output has room is closed as a protocol error.
     fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize;
 
     /// The peer finished sending (it read EOF). Default: [`Output::finish`], so the
@@ -113,11 +133,56 @@ where
 
 /// The sink a [`Service`] writes into. The loop tries to hand these bytes to the kernel as
 /// soon as the hook returns; what the kernel does not take stays pending on the connection.
+///
+/// **Bytes that need no copy are not copied.** When nothing is pending ahead of a reply, its
+/// first write is recorded by reference if it is a slice of the fresh input (echo writes its
+/// whole input back) or a `'static` slice given to [`Output::write_static`] (chargen's
+/// precomputed pattern), and the loop writes it to the socket from where it lies. Only what
+/// the kernel does not accept is copied to the connection. Any further write keeps the order
+/// by copying the recorded bytes first.
 pub struct Output<'a> {
     /// The connection's pending output, or the loop's empty scratch when nothing is pending.
     target: &'a mut Buffer,
+    /// The fresh input in the loop's read buffer, which a write may refer to instead of
+    /// copying; empty when none may be.
+    window: &'a [u8],
+    /// Whether the first write may be recorded by reference (nothing is pending ahead).
+    by_reference: bool,
+    /// The first write, recorded by reference.
+    borrowed: Option<Borrowed>,
     high_watermark: usize,
     finished: &'a mut bool,
+}
+
+/// Output recorded by reference: where its bytes lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Borrowed {
+    /// `len` bytes at `start` of the loop's read buffer.
+    Input {
+        /// Offset in the read buffer.
+        start: usize,
+        /// Bytes.
+        len: usize,
+    },
+    /// A static slice.
+    Static(&'static [u8]),
+}
+
+impl Borrowed {
+    /// The bytes, given the loop's read buffer.
+    pub(crate) fn bytes<'s>(&self, read_buffer: &'s [u8]) -> &'s [u8] {
+        match *self {
+            Borrowed::Input { start, len } => &read_buffer[start..start + len],
+            Borrowed::Static(s) => s,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Borrowed::Input { len, .. } => *len,
+            Borrowed::Static(s) => s.len(),
+        }
+    }
 }
 
 impl<'a> Output<'a> {
@@ -129,8 +194,28 @@ impl<'a> Output<'a> {
     ) -> Output<'a> {
         Output {
             target,
+            window: &[],
+            by_reference: false,
+            borrowed: None,
             high_watermark,
             finished,
+        }
+    }
+
+    /// A sink whose first write may be recorded by reference: a slice of `window` (the fresh
+    /// input, at the start of the loop's read buffer) or a static slice. `target` must be
+    /// empty: nothing may be pending ahead of a reply sent from elsewhere.
+    pub(crate) fn by_reference(
+        target: &'a mut Buffer,
+        window: &'a [u8],
+        high_watermark: usize,
+        finished: &'a mut bool,
+    ) -> Output<'a> {
+        debug_assert!(target.is_empty());
+        Output {
+            window,
+            by_reference: true,
+            ..Output::new(target, high_watermark, finished)
         }
     }
 
@@ -140,14 +225,60 @@ impl<'a> Output<'a> {
     /// assertion, because the FIN may already be on its way.
     pub fn write(&mut self, bytes: &[u8]) {
         debug_assert!(!*self.finished, "service wrote after finish()");
-        if !*self.finished {
-            self.target.extend(bytes);
+        if *self.finished || bytes.is_empty() {
+            return;
         }
+        if self.may_borrow() {
+            if let Some(start) = offset_in(self.window, bytes) {
+                self.borrowed = Some(Borrowed::Input {
+                    start,
+                    len: bytes.len(),
+                });
+                return;
+            }
+        }
+        self.materialize();
+        self.target.extend(bytes);
+    }
+
+    /// Queues `bytes`, which live for the whole program, for the peer: when nothing is pending
+    /// ahead of them they go to the socket from where they lie, without a copy.
+    pub fn write_static(&mut self, bytes: &'static [u8]) {
+        debug_assert!(!*self.finished, "service wrote after finish()");
+        if *self.finished || bytes.is_empty() {
+            return;
+        }
+        if self.may_borrow() {
+            self.borrowed = Some(Borrowed::Static(bytes));
+            return;
+        }
+        self.materialize();
+        self.target.extend(bytes);
+    }
+
+    fn may_borrow(&self) -> bool {
+        self.by_reference && self.borrowed.is_none() && self.target.is_empty()
+    }
+
+    /// Copies output recorded by reference into the target, so more can follow in order.
+    fn materialize(&mut self) {
+        match self.borrowed.take() {
+            Some(Borrowed::Input { start, len }) => {
+                self.target.extend(&self.window[start..start + len])
+            }
+            Some(Borrowed::Static(bytes)) => self.target.extend(bytes),
+            None => {}
+        }
+    }
+
+    /// The output recorded by reference, for the loop to write.
+    pub(crate) fn take_borrowed(&mut self) -> Option<Borrowed> {
+        self.borrowed.take()
     }
 
     /// Bytes queued for the peer and not yet accepted by the kernel, including this call's.
     pub fn pending(&self) -> usize {
-        self.target.len()
+        self.target.len() + self.borrowed.map_or(0, |b| b.len())
     }
 
     /// How many more bytes may be written before pending output reaches the high watermark.
@@ -166,6 +297,20 @@ impl<'a> Output<'a> {
     }
 }
 
+/// A seed for pseudo-random choices that need no cryptographic quality: the clock's
+/// nanoseconds.
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+/// Where `inner` starts within `outer`, if it lies wholly inside it. Compares addresses only.
+fn offset_in(outer: &[u8], inner: &[u8]) -> Option<usize> {
+    let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
+    (i >= o && i + inner.len() <= o + outer.len()).then(|| i - o)
+}
+
 /// The services built into the `loopd` binary, by the name used in `--listen NAME=ADDR`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
@@ -177,6 +322,8 @@ pub enum Builtin {
     Chargen,
     /// RFC 867: one line with the time, then close.
     Daytime,
+    /// RFC 868: the time as four bytes, then close.
+    Time,
     /// Newline-delimited commands ([`Line`]).
     Line,
     /// Length-prefixed frames, echoed ([`Frame`]).
@@ -185,6 +332,12 @@ pub enum Builtin {
     UdpEcho,
     /// RFC 863 over UDP ([`UdpDiscard`]).
     UdpDiscard,
+    /// RFC 864 over UDP ([`UdpChargen`]).
+    UdpChargen,
+    /// RFC 867 over UDP ([`UdpDaytime`]).
+    UdpDaytime,
+    /// RFC 868 over UDP ([`UdpTime`]).
+    UdpTime,
 }
 
 /// What serves an endpoint: a factory of per-connection services for TCP, or one datagram
@@ -216,15 +369,19 @@ impl Default for ServiceOptions {
 
 impl Builtin {
     /// Every built-in, in help order.
-    pub const ALL: [Builtin; 8] = [
+    pub const ALL: [Builtin; 12] = [
         Builtin::Echo,
         Builtin::Discard,
         Builtin::Chargen,
         Builtin::Daytime,
+        Builtin::Time,
         Builtin::Line,
         Builtin::Frame,
         Builtin::UdpEcho,
         Builtin::UdpDiscard,
+        Builtin::UdpChargen,
+        Builtin::UdpDaytime,
+        Builtin::UdpTime,
     ];
 
     /// The name used on the command line.
@@ -234,16 +391,27 @@ impl Builtin {
             Builtin::Discard => "discard",
             Builtin::Chargen => "chargen",
             Builtin::Daytime => "daytime",
+            Builtin::Time => "time",
             Builtin::Line => "line",
             Builtin::Frame => "frame",
             Builtin::UdpEcho => "udp-echo",
             Builtin::UdpDiscard => "udp-discard",
+            Builtin::UdpChargen => "udp-chargen",
+            Builtin::UdpDaytime => "udp-daytime",
+            Builtin::UdpTime => "udp-time",
         }
     }
 
     /// Whether this service runs over UDP.
     pub fn is_datagram(self) -> bool {
-        matches!(self, Builtin::UdpEcho | Builtin::UdpDiscard)
+        matches!(
+            self,
+            Builtin::UdpEcho
+                | Builtin::UdpDiscard
+                | Builtin::UdpChargen
+                | Builtin::UdpDaytime
+                | Builtin::UdpTime
+        )
     }
 
     /// What serves an endpoint of this service.
@@ -259,6 +427,7 @@ impl Builtin {
             Builtin::Discard => stream(|_| Box::new(Discard)),
             Builtin::Chargen => stream(|_| Box::new(Chargen::new())),
             Builtin::Daytime => stream(|_| Box::new(Daytime)),
+            Builtin::Time => stream(|_| Box::new(Time)),
             Builtin::Line => stream(move |conn| {
                 Box::new(Line::new(
                     conn.peer,
@@ -269,6 +438,9 @@ impl Builtin {
             Builtin::Frame => stream(move |_| Box::new(Frame::new(options.max_frame))),
             Builtin::UdpEcho => Handler::Datagram(Box::new(UdpEcho)),
             Builtin::UdpDiscard => Handler::Datagram(Box::new(UdpDiscard)),
+            Builtin::UdpChargen => Handler::Datagram(Box::new(UdpChargen::new(seed()))),
+            Builtin::UdpDaytime => Handler::Datagram(Box::new(UdpDaytime)),
+            Builtin::UdpTime => Handler::Datagram(Box::new(UdpTime)),
         }
     }
 
@@ -368,7 +540,7 @@ mod tests {
         assert_eq!("chargen".parse::<Builtin>(), Ok(Builtin::Chargen));
         let err = "gopher".parse::<Builtin>().unwrap_err();
         assert!(
-            err.contains("echo, discard, chargen, daytime, line, frame"),
+            err.contains("echo, discard, chargen, daytime, time, line, frame, udp-echo"),
             "{err}"
         );
     }
@@ -405,5 +577,45 @@ mod tests {
                 "{b}"
             );
         }
+    }
+
+    /// A write of a slice of the fresh input is recorded, not copied; a second write copies
+    /// it first, so order is kept.
+    #[test]
+    fn output_borrows_input_then_keeps_order() {
+        let input = b"hello world".to_vec();
+        let mut target = Buffer::new();
+        let mut finished = false;
+        let mut out = Output::by_reference(&mut target, &input, 100, &mut finished);
+        out.write(&input[6..]);
+        assert_eq!(out.pending(), 5);
+        assert_eq!(out.room(), 95);
+        assert!(out.target.is_empty(), "nothing copied");
+        out.write(b"!");
+        assert_eq!(out.take_borrowed(), None);
+        assert_eq!(target.as_slice(), b"world!");
+    }
+
+    /// A slice from elsewhere is copied; a static slice is recorded; a plain sink never
+    /// borrows.
+    #[test]
+    fn output_borrows_only_what_it_may() {
+        let input = b"abc".to_vec();
+        let other = b"xyz".to_vec();
+        let mut target = Buffer::new();
+        let mut finished = false;
+        let mut out = Output::by_reference(&mut target, &input, 100, &mut finished);
+        out.write(&other);
+        assert_eq!(out.take_borrowed(), None);
+        assert_eq!(target.as_slice(), b"xyz");
+        let mut target = Buffer::new();
+        let mut out = Output::by_reference(&mut target, &input, 100, &mut finished);
+        out.write_static(b"static");
+        assert_eq!(out.take_borrowed(), Some(Borrowed::Static(b"static")));
+        let mut target = Buffer::new();
+        let mut out = Output::new(&mut target, 100, &mut finished);
+        out.write_static(b"static");
+        assert_eq!(out.take_borrowed(), None);
+        assert_eq!(target.as_slice(), b"static");
     }
 }

@@ -113,10 +113,18 @@ impl Daemon {
 
     /// The address of the first listener, from the start-up log line.
     pub fn addr(&self) -> SocketAddr {
+        self.addrs()[0].1
+    }
+
+    /// Every listener as `(service, address)`, from the start-up log line.
+    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
         let line = self.wait_log("listening on ");
-        let spec = line.split("listening on ").nth(1).unwrap();
-        let first = spec.split_whitespace().next().unwrap();
-        first.split_once('=').unwrap().1.parse().unwrap()
+        let specs = line.split("listening on ").nth(1).unwrap();
+        specs
+            .split_whitespace()
+            .map_while(|spec| spec.split_once('='))
+            .map_while(|(service, addr)| Some((service.to_string(), addr.parse().ok()?)))
+            .collect()
     }
 
     /// Sends `signal` to the daemon.
