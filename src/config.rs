@@ -80,6 +80,31 @@ pub const MAX_CONNECTIONS_SETTING: usize = 1 << 24;
 /// is off or long; one minute is the common production choice (Redis uses 300 s).
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 
+/// Socket options applied to every accepted TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// See [`DEFAULT_NODELAY`].
+    pub nodelay: bool,
+    /// See [`DEFAULT_KEEPALIVE`]; `None` = off.
+    pub keepalive: Option<Duration>,
+    /// `SO_RCVBUF` in bytes; `None` leaves the kernel's receive-buffer autotuning on. A
+    /// fixed, large buffer lets a bulk sender keep sending without waiting for this side's
+    /// window to open (on loopback that wait moves the sender's work onto the receiver's
+    /// CPU), at the price of kernel memory the peer may fill on every connection. Off by
+    /// default: autotuning is right for everything but bulk benchmarks.
+    pub rcvbuf: Option<usize>,
+}
+
+impl Default for StreamOptions {
+    fn default() -> StreamOptions {
+        StreamOptions {
+            nodelay: DEFAULT_NODELAY,
+            keepalive: Some(DEFAULT_KEEPALIVE),
+            rcvbuf: None,
+        }
+    }
+}
+
 /// One `--listen SERVICE=ADDR`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenSpec {
@@ -154,10 +179,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// See [`DEFAULT_BACKLOG`].
     pub backlog: u32,
-    /// See [`DEFAULT_NODELAY`].
-    pub nodelay: bool,
-    /// See [`DEFAULT_KEEPALIVE`]; `None` = off.
-    pub keepalive: Option<Duration>,
+    /// Socket options of accepted connections.
+    pub stream: StreamOptions,
     /// Per-connection limits.
     pub limits: Limits,
     /// Limits of the framed services.
@@ -171,8 +194,7 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             backlog: DEFAULT_BACKLOG,
-            nodelay: DEFAULT_NODELAY,
-            keepalive: Some(DEFAULT_KEEPALIVE),
+            stream: StreamOptions::default(),
             limits: Limits::default(),
             services: ServiceOptions::default(),
         }
@@ -265,6 +287,11 @@ impl Config {
             ("--low-watermark", l.low_watermark, MAX_SIZE_SETTING),
             ("--read-budget", l.read_budget, MAX_SIZE_SETTING),
             ("--max-line", self.services.max_line, MAX_SIZE_SETTING),
+            (
+                "--tcp-rcvbuf",
+                self.stream.rcvbuf.unwrap_or(0),
+                MAX_SIZE_SETTING,
+            ),
             ("--max-frame", self.services.max_frame, frame_max),
             (
                 "--max-connections",

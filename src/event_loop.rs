@@ -41,7 +41,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::buffer::Buffer;
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, StreamOptions};
 use crate::connection::{Connection, Context, Ready, Socket, Turn, Want};
 use crate::listener::{self, Accepted, Listener};
 use crate::service::{ConnInfo, Handler};
@@ -235,8 +235,7 @@ pub struct EventLoop {
     now: Time,
     kit: TurnKit,
     max_connections: usize,
-    nodelay: bool,
-    keepalive: Option<Duration>,
+    stream_options: StreamOptions,
     drain_timeout: Duration,
     accept_pause: AcceptPause,
     /// Accepting stopped at the connection limit.
@@ -318,8 +317,7 @@ impl EventLoop {
                 stats,
             },
             max_connections: config.max_connections,
-            nodelay: config.nodelay,
-            keepalive: config.keepalive,
+            stream_options: config.stream,
             drain_timeout: config.drain_timeout,
             accept_pause: AcceptPause::default(),
             at_limit: false,
@@ -704,7 +702,7 @@ impl EventLoop {
     /// Sets up an accepted stream: options, service, greeting, registration, deadline.
     fn add(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
         let peer = listener::canonical(peer);
-        if let Err(e) = listener::configure_stream(&stream, self.nodelay, self.keepalive) {
+        if let Err(e) = listener::configure_stream(&stream, &self.stream_options) {
             debug!("socket options for {peer}: {e}");
         }
         self.next_serial += 1;

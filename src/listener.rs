@@ -22,6 +22,7 @@ use std::time::Duration;
 use mio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
+use crate::config::StreamOptions;
 use crate::service::ServiceFactory;
 
 /// What one `accept()` produced.
@@ -145,16 +146,15 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Per-connection socket options, applied right after accept.
-pub fn configure_stream(
-    stream: &TcpStream,
-    nodelay: bool,
-    keepalive: Option<Duration>,
-) -> io::Result<()> {
-    if nodelay {
+pub fn configure_stream(stream: &TcpStream, options: &StreamOptions) -> io::Result<()> {
+    if options.nodelay {
         stream.set_nodelay(true)?;
     }
-    if let Some(idle) = keepalive {
+    if let Some(idle) = options.keepalive {
         SockRef::from(stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    if let Some(bytes) = options.rcvbuf {
+        SockRef::from(stream).set_recv_buffer_size(bytes)?;
     }
     Ok(())
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 use log::{error, info, warn};
 
-use loopd::config::{self, nonzero, parse_duration, parse_size, Config, Limits, ListenSpec};
+use loopd::config::{
+    self, nonzero, parse_duration, parse_size, Config, Limits, ListenSpec, StreamOptions,
+};
 use loopd::service::ServiceOptions;
 use loopd::{rlimit, EventLoop, Exit};
 
@@ -86,6 +88,12 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     tcp_keepalive: Duration,
 
+    /// SO_RCVBUF of accepted connections (0 = the kernel's autotuning). A large fixed buffer
+    /// keeps bulk senders from waiting on our window, at the cost of kernel memory per
+    /// connection; for bulk benchmarks.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
+    tcp_rcvbuf: usize,
+
     /// line service: the longest request line; longer gets an error and a close, and bounds
     /// what a client that never sends a newline can make the server hold.
     #[arg(long, value_name = "SIZE", default_value = "8KiB", value_parser = parse_size)]
@@ -121,8 +129,11 @@ impl Args {
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
             backlog: self.backlog,
-            nodelay: self.tcp_nodelay,
-            keepalive: nonzero(self.tcp_keepalive),
+            stream: StreamOptions {
+                nodelay: self.tcp_nodelay,
+                keepalive: nonzero(self.tcp_keepalive),
+                rcvbuf: (self.tcp_rcvbuf > 0).then_some(self.tcp_rcvbuf),
+            },
             limits: Limits {
                 high_watermark: self.high_watermark,
                 low_watermark: self.low_watermark,
