@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::service::{Builtin, ServiceOptions};
+use crate::service::{Builtin, Handler, ServiceOptions};
 
 /// Where `loopd` listens when no `--listen` is given. Loopback, so a bare `loopd` exposes
 /// nothing to the network; 7007 because the RFC port 7 needs privileges.
@@ -105,6 +105,9 @@ impl Default for StreamOptions {
     }
 }
 
+/// The most loops a server runs; far more than the cores of any machine loopd meets.
+pub const MAX_THREADS: usize = 1024;
+
 /// One `--listen SERVICE=ADDR`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenSpec {
@@ -173,6 +176,12 @@ impl Default for Limits {
 pub struct Config {
     /// Listeners, in order.
     pub listen: Vec<ListenSpec>,
+    /// Event loops, each on its own thread with its own socket per listener (see
+    /// [`Server`](crate::server::Server)). One by default: a loop saturates a core, and
+    /// scaling by loops is a choice about cores, not a default.
+    pub threads: usize,
+    /// Loop `i` runs on the `i`-th CPU of this list; `None` leaves placement to the kernel.
+    pub pin_cpus: Option<Vec<usize>>,
     /// See [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// See [`DEFAULT_DRAIN_TIMEOUT`].
@@ -191,6 +200,8 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("default listen spec parses")],
+            threads: 1,
+            pin_cpus: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             backlog: DEFAULT_BACKLOG,
@@ -198,6 +209,15 @@ impl Default for Config {
             limits: Limits::default(),
             services: ServiceOptions::default(),
         }
+    }
+}
+
+impl Config {
+    /// The endpoints `listen` names, each with its built-in service's handler.
+    pub fn endpoints(&self) -> impl Iterator<Item = (SocketAddr, Handler)> + '_ {
+        self.listen
+            .iter()
+            .map(|spec| (spec.addr, spec.service.handler(self.services)))
     }
 }
 
@@ -224,6 +244,13 @@ pub enum ConfigError {
     },
     /// Two listeners on the same address.
     DuplicateListen(SocketAddr),
+    /// Fewer CPUs listed for pinning than there are loops.
+    PinCpus {
+        /// CPUs listed.
+        cpus: usize,
+        /// Loops.
+        threads: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -237,6 +264,11 @@ impl fmt::Display for ConfigError {
             ConfigError::TooLarge { flag, value, max } if *flag == "--max-connections" => {
                 write!(f, "{flag} {value} is more than the most allowed, {max}")
             }
+            ConfigError::TooLarge { flag, value, max } if *flag == "--threads" => write!(
+                f,
+                "{flag} {value} is more than the {max} allowed (at most one loop per connection \
+                 slot, and {MAX_THREADS} in all)"
+            ),
             ConfigError::TooLarge { flag, value, max } => {
                 let size = |n: usize| bytesize::ByteSize(n as u64).to_string_as(true);
                 write!(
@@ -247,6 +279,10 @@ impl fmt::Display for ConfigError {
                 )
             }
             ConfigError::DuplicateListen(addr) => write!(f, "{addr} is given twice in --listen"),
+            ConfigError::PinCpus { cpus, threads } => write!(
+                f,
+                "--pin-cpus lists {cpus} CPUs for {threads} loops: give one per loop"
+            ),
         }
     }
 }
@@ -271,6 +307,31 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err(ConfigError::Zero("max connections"));
+        }
+        if self.threads == 0 {
+            return Err(ConfigError::Zero("threads"));
+        }
+        if self.threads > MAX_THREADS {
+            return Err(ConfigError::TooLarge {
+                flag: "--threads",
+                value: self.threads,
+                max: MAX_THREADS,
+            });
+        }
+        if self.max_connections < self.threads {
+            return Err(ConfigError::TooLarge {
+                flag: "--threads",
+                value: self.threads,
+                max: self.max_connections,
+            });
+        }
+        if let Some(cpus) = &self.pin_cpus {
+            if cpus.len() < self.threads {
+                return Err(ConfigError::PinCpus {
+                    cpus: cpus.len(),
+                    threads: self.threads,
+                });
+            }
         }
         if self.backlog == 0 {
             return Err(ConfigError::Zero("backlog"));
@@ -320,6 +381,36 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Loop `index`'s share of `max_connections` over `threads` loops. The shares add up to the
+/// total exactly: the remainder of the division goes one each to the first loops, so no
+/// connection slot is lost to rounding and no loop gets more than one over another.
+pub fn connection_share(max_connections: usize, threads: usize, index: usize) -> usize {
+    max_connections / threads + usize::from(index < max_connections % threads)
+}
+
+/// Parses a CPU list as `taskset` writes one: `0-3`, `0,2`, `0-1,4`.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in s.split(',') {
+        let number = |n: &str| {
+            n.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("'{s}' is not a CPU list like 0-3 or 0,2"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    return Err(format!("'{part}' is an empty range"));
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(number(part)?),
+        }
+    }
+    Ok(cpus)
 }
 
 /// Parses a duration in human units (`300s`, `5m`, `250ms`). A bare `0` means zero, which the
@@ -424,6 +515,30 @@ mod tests {
         let mut c = Config::default();
         c.services.max_frame = MAX_SIZE_SETTING;
         c.validate().expect("the largest setting is allowed");
+    }
+
+    /// Shares add up to the total, differ by at most one, and never leave a loop without
+    /// a slot when there are enough for all.
+    #[test]
+    fn connection_shares() {
+        for (total, threads) in [(40, 4), (10, 4), (10_000, 3), (5, 5), (7, 2)] {
+            let shares: Vec<usize> = (0..threads)
+                .map(|i| connection_share(total, threads, i))
+                .collect();
+            assert_eq!(shares.iter().sum::<usize>(), total, "{shares:?}");
+            let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+            assert!(hi - lo <= 1 && *lo >= 1, "{shares:?}");
+        }
+    }
+
+    /// CPU lists as taskset writes them.
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3"), Ok(vec![0, 1, 2, 3]));
+        assert_eq!(parse_cpu_list("0,2"), Ok(vec![0, 2]));
+        assert_eq!(parse_cpu_list("1, 4-5"), Ok(vec![1, 4, 5]));
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
     }
 
     /// Human units for durations and sizes.

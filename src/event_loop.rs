@@ -6,8 +6,9 @@
 //! 1. **Poll** with a timeout that is zero while the run queue or a listener has work left,
 //!    and otherwise the time to the next deadline (or forever).
 //! 2. **Dispatch** each event: connections get a [`Connection::turn`] with the readiness;
-//!    listeners are marked ready; UDP endpoints receive and answer datagrams; signals and the
-//!    shutdown [`Handle`] start draining.
+//!    listeners are marked ready; UDP endpoints receive and answer datagrams; the shutdown
+//!    [`Handle`] starts draining (signals reach the loop through it: see
+//!    [`Server`](crate::server::Server)).
 //! 3. **Accept** from ready listeners until `WouldBlock`, the connection limit, or descriptor
 //!    exhaustion (which pauses accepting on a timer). Existing connections were served first.
 //! 4. **Run queue**: connections that used up their budget last turn run again, without an
@@ -20,7 +21,7 @@
 //! queue or the deadline set may still name the old occupant. Each token therefore carries
 //! the low 32 bits of the connection's serial number beside its slab key, and a lookup whose
 //! serial does not match is ignored (invariant 8 in `docs/02-event-loop.md`). Tokens with
-//! serial 0 belong to the loop itself: listeners, UDP endpoints, signals, the waker. A token
+//! serial 0 belong to the loop itself: listeners, UDP endpoints, the waker. A token
 //! is 64 bits (32 of serial, 32 of key), so loopd needs a 64-bit `usize`; the build says so
 //! on any other target instead of silently truncating tokens.
 //!
@@ -73,9 +74,8 @@ const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("loopd packs a 32-bit serial and a 32-bit slab key into each 64-bit mio token");
 
-const SIGNAL_KEY: usize = u32::MAX as usize - 1;
 const WAKER_KEY: usize = u32::MAX as usize;
-/// Loop tokens from here up (below the signal and waker keys) are UDP endpoints.
+/// Loop tokens from here up (below the waker key) are UDP endpoints.
 const DATAGRAM_BASE: usize = 1 << 31;
 
 /// What a token names.
@@ -83,7 +83,6 @@ const DATAGRAM_BASE: usize = 1 << 31;
 enum Target {
     Listener(usize),
     Datagram(usize),
-    Signals,
     Waker,
     Connection { key: usize, serial: u32 },
 }
@@ -99,7 +98,6 @@ fn loop_token(key: usize) -> Token {
 fn decode(token: Token) -> Target {
     let (serial, key) = ((token.0 >> 32) as u32, token.0 & 0xFFFF_FFFF);
     match (serial, key) {
-        (0, SIGNAL_KEY) => Target::Signals,
         (0, WAKER_KEY) => Target::Waker,
         (0, i) if i >= DATAGRAM_BASE => Target::Datagram(i - DATAGRAM_BASE),
         (0, i) => Target::Listener(i),
@@ -126,6 +124,12 @@ impl Socket for TcpStream {
             debug!("SO_LINGER 0 failed: {e}");
         }
     }
+}
+
+/// A socket bound for a loop, with what serves it.
+pub(crate) struct Bound {
+    pub(crate) socket: socket2::Socket,
+    pub(crate) handler: Handler,
 }
 
 /// How [`EventLoop::run`] ended.
@@ -222,6 +226,8 @@ struct AcceptPause {
 
 /// The event loop. See the [module documentation](self).
 pub struct EventLoop {
+    /// Which loop of a [`Server`](crate::server::Server) this is (0 when alone), for logs.
+    index: usize,
     poll: Poll,
     listeners: Vec<Listener>,
     datagrams: Vec<UdpEndpoint>,
@@ -242,7 +248,6 @@ pub struct EventLoop {
     at_limit: bool,
     /// Set once draining: the drain deadline.
     draining: Option<Time>,
-    signals: Option<signal_hook_mio::v1_0::Signals>,
     shared: Arc<Shared>,
     /// Shutdown requests through the handle already acted on.
     handled_requests: u32,
@@ -251,37 +256,52 @@ pub struct EventLoop {
 impl EventLoop {
     /// Binds the built-in services named in `config.listen`.
     pub fn new(config: &Config) -> io::Result<EventLoop> {
-        let endpoints = config
-            .listen
-            .iter()
-            .map(|spec| (spec.addr, spec.service.handler(config.services)));
-        EventLoop::serve(config, endpoints)
+        EventLoop::serve(config, config.endpoints())
     }
 
     /// Binds each address with its handler; `config.listen` is ignored. This is how a program
     /// serves its own [`Service`](crate::service::Service) or
-    /// [`DatagramService`](crate::service::DatagramService).
+    /// [`DatagramService`](crate::service::DatagramService) on one loop; a
+    /// [`Server`](crate::server::Server) runs several.
     pub fn serve(
         config: &Config,
         endpoints: impl IntoIterator<Item = (SocketAddr, Handler)>,
     ) -> io::Result<EventLoop> {
+        let bound = endpoints
+            .into_iter()
+            .map(|(addr, handler)| {
+                let mut group = listener::bind_group(addr, handler.socket_type(), 1)?;
+                Ok(Bound {
+                    socket: group.remove(0),
+                    handler,
+                })
+            })
+            .collect::<io::Result<Vec<Bound>>>()?;
+        EventLoop::assemble(config, 0, config.max_connections, bound)
+    }
+
+    /// Builds loop number `index` around sockets already bound, serving at most
+    /// `max_connections` at once.
+    pub(crate) fn assemble(
+        config: &Config,
+        index: usize,
+        max_connections: usize,
+        endpoints: Vec<Bound>,
+    ) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let (mut listeners, mut datagrams, mut local_addrs) = (Vec::new(), Vec::new(), Vec::new());
-        let context =
-            |addr, e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
-        for (addr, handler) in endpoints {
+        for Bound { socket, handler } in endpoints {
             match handler {
                 Handler::Stream(factory) => {
-                    let mut l = Listener::bind(addr, config.backlog, factory)
-                        .map_err(|e| context(addr, e))?;
+                    let mut l = Listener::from_socket(socket, config.backlog, factory)?;
                     let token = loop_token(listeners.len());
                     poll.registry()
                         .register(l.source(), token, Interest::READABLE)?;
                     local_addrs.push(l.local_addr());
                     listeners.push(l);
                 }
-                Handler::Datagram(service) => {
-                    let mut u = UdpEndpoint::bind(addr, service).map_err(|e| context(addr, e))?;
+                Handler::Datagram(factory) => {
+                    let mut u = UdpEndpoint::from_socket(socket, factory.new_service())?;
                     let token = loop_token(DATAGRAM_BASE + datagrams.len());
                     let interest = u.registered;
                     poll.registry().register(u.source(), token, interest)?;
@@ -298,13 +318,14 @@ impl EventLoop {
         });
         let clock = Clock::new();
         Ok(EventLoop {
+            index,
             poll,
             listeners,
             datagrams,
             local_addrs,
             // Reserve the whole slab up front: the untouched part costs address space, not
             // memory, and the slab never stalls the loop to copy itself while growing.
-            conns: Slab::with_capacity(config.max_connections),
+            conns: Slab::with_capacity(max_connections),
             next_serial: 0,
             run_queue: VecDeque::new(),
             timers: Timers::new(),
@@ -316,13 +337,12 @@ impl EventLoop {
                 out_scratch: Buffer::new(),
                 stats,
             },
-            max_connections: config.max_connections,
+            max_connections,
             stream_options: config.stream,
             drain_timeout: config.drain_timeout,
             accept_pause: AcceptPause::default(),
             at_limit: false,
             draining: None,
-            signals: None,
             shared,
             handled_requests: 0,
         })
@@ -338,26 +358,6 @@ impl EventLoop {
         Handle {
             shared: Arc::clone(&self.shared),
         }
-    }
-
-    /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one exits at once), and
-    /// SIGHUP log the counters instead of killing the process.
-    ///
-    /// SIGHUP reloads nothing: loopd has no configuration file (every setting is a flag fixed
-    /// at start) and logs to standard error, which systemd or the container runtime owns, so
-    /// there is no file to reopen. A terminal closing or a `systemctl reload` must not stop
-    /// the server, and a line of counters is the useful answer.
-    pub fn handle_signals(&mut self) -> io::Result<()> {
-        let mut signals = signal_hook_mio::v1_0::Signals::new([
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGHUP,
-        ])?;
-        self.poll
-            .registry()
-            .register(&mut signals, loop_token(SIGNAL_KEY), Interest::READABLE)?;
-        self.signals = Some(signals);
-        Ok(())
     }
 
     /// Runs until shut down. Only a failing `poll` is an error.
@@ -424,35 +424,11 @@ impl EventLoop {
                 }
             }
             Target::Datagram(i) => self.datagram_turn(i, event.is_readable(), event.is_writable()),
-            Target::Signals => {
-                let pending: Vec<i32> = match &mut self.signals {
-                    Some(signals) => signals.pending().collect(),
-                    None => Vec::new(),
-                };
-                for signal in pending {
-                    if signal == signal_hook::consts::SIGHUP {
-                        info!(
-                            "SIGHUP: nothing to reload (settings are fixed at start, logs go to \
-                             standard error); {}",
-                            self.kit.stats.snapshot()
-                        );
-                        continue;
-                    }
-                    let name = if signal == signal_hook::consts::SIGINT {
-                        "SIGINT"
-                    } else {
-                        "SIGTERM"
-                    };
-                    if let Some(exit) = self.shutdown_requested(name) {
-                        return Some(exit);
-                    }
-                }
-            }
             Target::Waker => {
                 let requests = self.shared.shutdown_requests.load(Ordering::SeqCst);
                 while self.handled_requests < requests {
                     self.handled_requests += 1;
-                    if let Some(exit) = self.shutdown_requested("handle") {
+                    if let Some(exit) = self.shutdown_requested() {
                         return Some(exit);
                     }
                 }
@@ -462,21 +438,22 @@ impl EventLoop {
     }
 
     /// The first request drains; the second exits at once.
-    fn shutdown_requested(&mut self, from: &str) -> Option<Exit> {
+    fn shutdown_requested(&mut self) -> Option<Exit> {
         if self.draining.is_some() {
-            warn!("second shutdown request ({from}): exiting now");
+            warn!("loop {}: second shutdown request: exiting now", self.index);
             return Some(Exit::Interrupted {
                 open: self.conns.len(),
             });
         }
-        self.begin_drain(from);
+        self.begin_drain();
         None
     }
 
     /// Stops accepting and asks every connection to flush, half-close and linger.
-    fn begin_drain(&mut self, from: &str) {
+    fn begin_drain(&mut self) {
         info!(
-            "shutdown requested ({from}): draining {} connections (up to {:?})",
+            "loop {}: shutdown requested: draining {} connections (up to {:?})",
+            self.index,
             self.conns.len(),
             self.drain_timeout
         );
@@ -512,7 +489,11 @@ impl EventLoop {
     }
 
     fn finish(&self, exit: Exit) -> Exit {
-        info!("exit: {exit:?}; {}", self.kit.stats.snapshot());
+        debug!(
+            "loop {}: {exit:?}; {}",
+            self.index,
+            self.kit.stats.snapshot()
+        );
         exit
     }
 
@@ -757,7 +738,6 @@ mod tests {
         let t = conn_token(42, 7);
         assert_eq!(decode(t), Target::Connection { key: 42, serial: 7 });
         assert_eq!(decode(loop_token(3)), Target::Listener(3));
-        assert_eq!(decode(loop_token(SIGNAL_KEY)), Target::Signals);
         assert_eq!(decode(loop_token(WAKER_KEY)), Target::Waker);
         assert_eq!(decode(loop_token(DATAGRAM_BASE + 2)), Target::Datagram(2));
         // Only the low 32 bits of the serial travel in the token.

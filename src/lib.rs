@@ -4,7 +4,8 @@
 //! BSDs and macOS) through [mio], and a codebase meant to be read by anyone learning I/O
 //! multiplexing.
 //!
-//! One thread runs one [`EventLoop`]: a `mio::Poll`, its listening sockets, and a slab of
+//! One thread runs one [`EventLoop`] (and a [`Server`] runs several, one per core): a
+//! `mio::Poll`, its listening sockets, and a slab of
 //! [`Connection`](connection::Connection) state machines, each with a read and a write buffer
 //! that exist only while they hold bytes. Readiness is edge-triggered, so every part of the
 //! loop follows the ten invariants in `docs/02-event-loop.md`: drain or remember, write
@@ -28,8 +29,10 @@
 //! 5. [`listener`] — socket2 set-up and what each `accept()` error means; [`udp`] — a UDP
 //!    socket with a bounded reply queue.
 //! 6. [`event_loop`] — `Poll`, tokens, the run queue, accepting, shutdown. The only module,
-//!    with `listener` and `udp`, that touches mio.
-//! 7. [`config`], [`stats`], [`rlimit`] — tunables with their reasons, counters, and the
+//!    with `listener`, `udp` and `server`, that touches mio.
+//! 7. [`server`] — several loops on their own threads, shared-nothing (`SO_REUSEPORT`), and
+//!    the supervisor that handles signals and a loop that fails.
+//! 8. [`config`], [`stats`], [`rlimit`] — tunables with their reasons, counters, and the
 //!    open-files limit.
 //!
 //! The bundled load client, `loopd-bench`, is its own package in this workspace
@@ -95,6 +98,7 @@ pub mod connection;
 pub mod event_loop;
 pub mod listener;
 pub mod rlimit;
+pub mod server;
 pub mod service;
 pub mod stats;
 pub mod timer;
@@ -102,4 +106,5 @@ pub mod udp;
 
 pub use config::Config;
 pub use event_loop::{EventLoop, Exit, Handle};
+pub use server::{Server, ServerHandle};
 pub use service::{Output, Service, ServiceFactory};

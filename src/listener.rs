@@ -48,14 +48,24 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `addr` with `backlog`. An unspecified IPv6 address (`[::]`) is dual-stack; any
-    /// other IPv6 address is IPv6-only, so `[::1]` and `127.0.0.1` can be bound side by side.
+    /// Binds `addr` with `backlog`, exclusively. An unspecified IPv6 address (`[::]`) is
+    /// dual-stack; any other IPv6 address is IPv6-only, so `[::1]` and `127.0.0.1` can be
+    /// bound side by side.
     pub fn bind(
         addr: SocketAddr,
         backlog: u32,
         factory: Arc<dyn ServiceFactory>,
     ) -> io::Result<Listener> {
-        let socket = bound_socket(addr, Type::STREAM, Protocol::TCP)?;
+        let socket = bind_group(addr, Type::STREAM, 1)?.remove(0);
+        Listener::from_socket(socket, backlog, factory)
+    }
+
+    /// Starts listening on a socket bound by [`bind_group`].
+    pub(crate) fn from_socket(
+        socket: Socket,
+        backlog: u32,
+        factory: Arc<dyn ServiceFactory>,
+    ) -> io::Result<Listener> {
         socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
         let socket = TcpListener::from_std(socket.into());
         let local = socket.local_addr()?;
@@ -97,11 +107,49 @@ impl Listener {
     }
 }
 
-/// A non-blocking socket bound to `addr`, for TCP listeners and UDP endpoints alike. An
-/// unspecified IPv6 address (`[::]`) is dual-stack; any other IPv6 address is IPv6-only, so
-/// `[::1]` and `127.0.0.1` can be bound side by side.
-pub fn bound_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+/// `n` non-blocking sockets bound to `addr`, one for each loop that serves it (TCP
+/// listeners and UDP endpoints alike). An unspecified IPv6 address (`[::]`) is dual-stack;
+/// any other IPv6 address is IPv6-only, so `[::1]` and `127.0.0.1` can be bound side by side.
+///
+/// One socket is an exclusive bind. Several share the address through `SO_REUSEPORT`, and
+/// the kernel spreads new connections (and datagram flows) over them by a hash of the peer's
+/// address. The kernel lets only sockets of the same user join such a group, and a probe
+/// makes sure nothing else holds the address first: it binds the address exclusively, which
+/// fails if any socket is there (and resolves port 0 to one free port for the whole group),
+/// then lets it go for the group. So a second loopd, or another user's process, still gets
+/// "address already in use", as with one loop.
+pub fn bind_group(addr: SocketAddr, kind: Type, n: usize) -> io::Result<Vec<Socket>> {
+    let protocol = if kind == Type::DGRAM {
+        Protocol::UDP
+    } else {
+        Protocol::TCP
+    };
+    let context = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let probe = bound_socket(addr, kind, protocol, false).map_err(context)?;
+    if n <= 1 {
+        return Ok(vec![probe]);
+    }
+    let addr = probe
+        .local_addr()?
+        .as_socket()
+        .expect("an internet socket has an internet address");
+    drop(probe);
+    (0..n)
+        .map(|_| bound_socket(addr, kind, protocol, true).map_err(context))
+        .collect()
+}
+
+/// One non-blocking socket bound to `addr`, in a `SO_REUSEPORT` group if `shared`.
+fn bound_socket(
+    addr: SocketAddr,
+    kind: Type,
+    protocol: Protocol,
+    shared: bool,
+) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     if kind == Type::STREAM {
         // Restarting must not wait for old connections in TIME-WAIT to expire. Only TCP
         // needs this; on a UDP socket it would let any other socket that asks for it bind

@@ -70,6 +70,12 @@ macro_rules! counters {
             }
         }
 
+        impl Snapshot {
+            fn add_counts(&mut self, o: &Snapshot) {
+                $( self.$name += o.$name; )*
+            }
+        }
+
         impl fmt::Display for Snapshot {
             /// One line of `key=value` pairs, for logs and line protocols.
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -152,6 +158,25 @@ impl Stats {
     }
 }
 
+impl std::ops::AddAssign for Snapshot {
+    /// Adds another loop's counters. Totals add; `peak_pending_output`, a maximum, takes the
+    /// larger.
+    fn add_assign(&mut self, o: Snapshot) {
+        let peak = self.peak_pending_output.max(o.peak_pending_output);
+        self.add_counts(&o);
+        self.peak_pending_output = peak;
+    }
+}
+
+impl std::iter::Sum for Snapshot {
+    fn sum<I: Iterator<Item = Snapshot>>(iter: I) -> Snapshot {
+        iter.fold(Snapshot::default(), |mut total, s| {
+            total += s;
+            total
+        })
+    }
+}
+
 impl Snapshot {
     /// Connections closed for any reason.
     pub fn closed(&self) -> u64 {
@@ -182,6 +207,20 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!((snap.accepted, snap.active, snap.closed_reset), (2, 1, 1));
         assert_eq!(snap.closed(), 1);
+    }
+
+    /// Loops' counters add, except the peak, which is the largest.
+    #[test]
+    fn snapshots_sum() {
+        let (a, b) = (Stats::default(), Stats::default());
+        a.opened();
+        b.opened();
+        b.opened();
+        a.note_pending(100);
+        b.note_pending(30);
+        let total: Snapshot = [a.snapshot(), b.snapshot()].into_iter().sum();
+        assert_eq!(total.accepted, 3);
+        assert_eq!(total.peak_pending_output, 100);
     }
 
     /// The one-line form lists every counter as key=value.

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use log::debug;
 use mio::net::UdpSocket;
 use mio::Interest;
-use socket2::{Protocol, Type};
+use socket2::Type;
 
 use crate::listener;
 
@@ -82,9 +82,17 @@ pub struct UdpEndpoint<S = UdpSocket> {
 }
 
 impl UdpEndpoint {
-    /// Binds `addr`; an unspecified IPv6 address is dual-stack, as for TCP.
+    /// Binds `addr` exclusively; an unspecified IPv6 address is dual-stack, as for TCP.
     pub fn bind(addr: SocketAddr, service: Box<dyn DatagramService>) -> io::Result<UdpEndpoint> {
-        let socket = listener::bound_socket(addr, Type::DGRAM, Protocol::UDP)?;
+        let socket = listener::bind_group(addr, Type::DGRAM, 1)?.remove(0);
+        UdpEndpoint::from_socket(socket, service)
+    }
+
+    /// An endpoint on a socket bound by [`listener::bind_group`].
+    pub(crate) fn from_socket(
+        socket: socket2::Socket,
+        service: Box<dyn DatagramService>,
+    ) -> io::Result<UdpEndpoint> {
         let socket = UdpSocket::from_std(socket.into());
         let local = socket.local_addr()?;
         Ok(UdpEndpoint::with_socket(socket, local, service))

@@ -16,7 +16,7 @@
 //!    wake-up; a `timerfd` alarm makes that wake-up precise to microseconds.
 //! 6. **Events**: each flow handles its readiness.
 //!
-//! Sockets are registered once for both readable and writable (see [`tcp`](crate::tcp)), so
+//! Sockets are registered once for both readable and writable (see [`tcp`]), so
 //! the steady state costs one `read` and one `write` per message and no `epoll_ctl`.
 
 use std::collections::VecDeque;

@@ -10,10 +10,11 @@ use clap::{ArgAction, Parser};
 use log::{error, info, warn};
 
 use loopd::config::{
-    self, nonzero, parse_duration, parse_size, Config, Limits, ListenSpec, StreamOptions,
+    self, nonzero, parse_cpu_list, parse_duration, parse_size, Config, Limits, ListenSpec,
+    StreamOptions,
 };
 use loopd::service::ServiceOptions;
-use loopd::{rlimit, EventLoop, Exit};
+use loopd::{rlimit, Exit, Server};
 
 /// An edge-triggered event-loop server: echo, discard, chargen, daytime, time, line and frame
 /// over TCP, and echo, discard, chargen, daytime and time over UDP.
@@ -29,8 +30,17 @@ struct Args {
     #[arg(short, long = "listen", value_name = "SERVICE=ADDR", default_value = config::DEFAULT_LISTEN)]
     listen: Vec<ListenSpec>,
 
-    /// Connections served at once; more wait in the kernel backlog. Lowered at start-up if
-    /// the open-files limit cannot hold them.
+    /// Event loops, each a thread with its own socket per listener (SO_REUSEPORT); 0 = one
+    /// per CPU. One loop saturates one core.
+    #[arg(long, value_name = "N", default_value = "1")]
+    threads: usize,
+
+    /// Pin loop i to the i-th CPU of LIST (0-3, 0,2); by default the kernel places them.
+    #[arg(long, value_name = "LIST", value_parser = |s: &str| parse_cpu_list(s).map(CpuList))]
+    pin_cpus: Option<CpuList>,
+
+    /// Connections served at once, in all loops together; more wait in the kernel backlog.
+    /// Lowered at start-up if the open-files limit cannot hold them.
     #[arg(long, value_name = "N", default_value = "10000")]
     max_connections: usize,
 
@@ -113,6 +123,10 @@ struct Args {
     quiet: u8,
 }
 
+/// A parsed `--pin-cpus` (one value, many CPUs).
+#[derive(Debug, Clone)]
+struct CpuList(Vec<usize>);
+
 fn parse_switch(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "on" | "true" | "yes" | "1" => Ok(true),
@@ -124,8 +138,14 @@ fn parse_switch(s: &str) -> Result<bool, String> {
 impl Args {
     /// Raw flags to a validated configuration.
     fn into_config(self) -> Result<Config, config::ConfigError> {
+        let threads = match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let config = Config {
             listen: self.listen,
+            threads,
+            pin_cpus: self.pin_cpus.map(|CpuList(cpus)| cpus),
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
             backlog: self.backlog,
@@ -216,7 +236,7 @@ fn main() -> ExitCode {
     };
     fit_descriptors(&mut config);
 
-    let mut server = match EventLoop::new(&config) {
+    let mut server = match Server::new(&config) {
         Ok(server) => server,
         Err(e) => {
             error!("{e}");
@@ -234,16 +254,17 @@ fn main() -> ExitCode {
         .map(|(spec, addr)| format!("{}={addr}", spec.service))
         .collect();
     info!(
-        "listening on {} (max {} connections)",
+        "listening on {} (max {} connections, {} loop(s))",
         listening.join(" "),
-        config.max_connections
+        config.max_connections,
+        server.loops()
     );
 
     match server.run() {
         Ok(Exit::Drained | Exit::DrainTimeout { .. }) => ExitCode::SUCCESS,
         Ok(Exit::Interrupted { .. }) => ExitCode::from(1),
         Err(e) => {
-            error!("event loop failed: {e}");
+            error!("server failed: {e}");
             ExitCode::from(1)
         }
     }
@@ -339,9 +360,15 @@ mod tests {
             "1MiB",
             "--idle-timeout",
             "0",
+            "--threads",
+            "2",
+            "--pin-cpus",
+            "0,3",
         ])
         .into_config()
         .unwrap();
+        assert_eq!(c.threads, 2);
+        assert_eq!(c.pin_cpus, Some(vec![0, 3]));
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.limits.high_watermark, 1 << 20);
         assert_eq!(c.limits.idle_timeout, None);

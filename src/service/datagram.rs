@@ -15,6 +15,24 @@ pub trait DatagramService: Send {
     fn on_datagram(&mut self, peer: SocketAddr, data: &[u8], reply: &mut Reply);
 }
 
+/// Creates the datagram service of each loop's socket for an endpoint.
+///
+/// Implemented for any `Fn() -> Box<dyn DatagramService>`, so a closure is a factory. Shared
+/// by every loop thread, hence `Send + Sync`.
+pub trait DatagramFactory: Send + Sync {
+    /// A new service for one loop's socket.
+    fn new_service(&self) -> Box<dyn DatagramService>;
+}
+
+impl<F> DatagramFactory for F
+where
+    F: Fn() -> Box<dyn DatagramService> + Send + Sync,
+{
+    fn new_service(&self) -> Box<dyn DatagramService> {
+        self()
+    }
+}
+
 /// The answer to one datagram: nothing, or one datagram of any length, zero included
 /// (RFC 862 answers an empty datagram with an empty one).
 #[derive(Debug, Default)]

@@ -50,7 +50,7 @@ pub mod line;
 pub mod time;
 
 pub use chargen::{Chargen, UdpChargen};
-pub use datagram::{DatagramService, Reply, UdpDiscard, UdpEcho};
+pub use datagram::{DatagramFactory, DatagramService, Reply, UdpDiscard, UdpEcho};
 pub use daytime::{Daytime, UdpDaytime};
 pub use discard::Discard;
 pub use echo::Echo;
@@ -340,13 +340,25 @@ pub enum Builtin {
     UdpTime,
 }
 
-/// What serves an endpoint: a factory of per-connection services for TCP, or one datagram
-/// service for a UDP socket.
+/// What serves an endpoint: a factory of per-connection services for TCP, or a factory of
+/// the one datagram service each loop's UDP socket gets. Cloning shares the factories, so one
+/// handler serves every loop of a [`Server`](crate::server::Server).
+#[derive(Clone)]
 pub enum Handler {
     /// A TCP listener; each accepted connection gets a service from the factory.
     Stream(Arc<dyn ServiceFactory>),
-    /// A UDP socket and the service answering its datagrams.
-    Datagram(Box<dyn DatagramService>),
+    /// A UDP socket per loop, each with a service from the factory.
+    Datagram(Arc<dyn DatagramFactory>),
+}
+
+impl Handler {
+    /// The kind of socket this handler serves.
+    pub(crate) fn socket_type(&self) -> socket2::Type {
+        match self {
+            Handler::Stream(_) => socket2::Type::STREAM,
+            Handler::Datagram(_) => socket2::Type::DGRAM,
+        }
+    }
 }
 
 /// Limits of the framed services.
@@ -422,6 +434,12 @@ impl Builtin {
         {
             Handler::Stream(Arc::new(f))
         }
+        fn datagram<F>(f: F) -> Handler
+        where
+            F: Fn() -> Box<dyn DatagramService> + Send + Sync + 'static,
+        {
+            Handler::Datagram(Arc::new(f))
+        }
         match self {
             Builtin::Echo => stream(|_| Box::new(Echo)),
             Builtin::Discard => stream(|_| Box::new(Discard)),
@@ -436,11 +454,11 @@ impl Builtin {
                 ))
             }),
             Builtin::Frame => stream(move |_| Box::new(Frame::new(options.max_frame))),
-            Builtin::UdpEcho => Handler::Datagram(Box::new(UdpEcho)),
-            Builtin::UdpDiscard => Handler::Datagram(Box::new(UdpDiscard)),
-            Builtin::UdpChargen => Handler::Datagram(Box::new(UdpChargen::new(seed()))),
-            Builtin::UdpDaytime => Handler::Datagram(Box::new(UdpDaytime)),
-            Builtin::UdpTime => Handler::Datagram(Box::new(UdpTime)),
+            Builtin::UdpEcho => datagram(|| Box::new(UdpEcho)),
+            Builtin::UdpDiscard => datagram(|| Box::new(UdpDiscard)),
+            Builtin::UdpChargen => datagram(|| Box::new(UdpChargen::new(seed()))),
+            Builtin::UdpDaytime => datagram(|| Box::new(UdpDaytime)),
+            Builtin::UdpTime => datagram(|| Box::new(UdpTime)),
         }
     }
 

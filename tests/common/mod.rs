@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 use loopd::config::{Config, ListenSpec};
 use loopd::service::Builtin;
 use loopd::stats::Snapshot;
-use loopd::{EventLoop, Exit, Handle};
+use loopd::{Exit, Server, ServerHandle};
 
 pub mod daemon;
 
 /// Generous bound for anything a test waits for; only reached when something is broken.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A loop running on its own thread.
+/// A server (one loop unless the config asks for more) running on its own thread.
 pub struct TestServer {
     pub addrs: Vec<SocketAddr>,
-    pub handle: Handle,
+    pub handle: ServerHandle,
     thread: Option<JoinHandle<io::Result<Exit>>>,
 }
 
@@ -34,7 +34,7 @@ impl TestServer {
                 addr: "127.0.0.1:0".parse().unwrap(),
             })
             .collect();
-        let server = EventLoop::new(&config).expect("bind");
+        let server = Server::new(&config).expect("bind");
         let addrs = server.local_addrs();
         let handle = server.handle();
         let thread = std::thread::spawn(move || server.run());
@@ -54,8 +54,14 @@ impl TestServer {
         self.addrs[0]
     }
 
+    /// Every loop's counters added together.
     pub fn stats(&self) -> Snapshot {
         self.handle.stats()
+    }
+
+    /// Each loop's counters.
+    pub fn loop_stats(&self) -> Vec<Snapshot> {
+        self.handle.loop_stats()
     }
 
     /// Waits until the counters satisfy `cond`.

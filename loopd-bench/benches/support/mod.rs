@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -56,18 +56,9 @@ pub fn start_loopd(cpu: Option<usize>, extra: &[&str]) -> Server {
     started(Server::start_program(cpu, &loopd_release(), &args, &[]))
 }
 
-/// Pins the calling thread to `cpu`.
-pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it for the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
+/// Pins the calling thread to `cpu` (loopd's own helper).
+#[allow(unused_imports)] // not every bench pins
+pub use loopd::server::pin_to_cpu as pin_current_thread;
 
 /// Counts the system calls a process enters while `f` runs, with `perf stat`. `None` when
 /// perf or its tracepoint is not available here.
