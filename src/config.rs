@@ -36,6 +36,12 @@ pub const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Ten seconds is twice the linger timeout, so a lingering close always completes in time.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// On SIGTERM, how long to keep serving with `/readyz` at 503 before draining. Zero by
+/// default: without a load balancer watching `/readyz` there is nobody to wait for. Behind
+/// one (Kubernetes), set it to a little more than the balancer needs to take the endpoint out
+/// of rotation (a few probe periods), so that no new connection arrives to be refused.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
+
 /// Stop reading from a connection when this much output is pending for it. 256 KiB keeps a
 /// loopback or LAN pipe full (it exceeds a typical bandwidth-delay product there) while
 /// bounding what one slow reader can cost.
@@ -182,6 +188,10 @@ pub struct Config {
     pub threads: usize,
     /// Loop `i` runs on the `i`-th CPU of this list; `None` leaves placement to the kernel.
     pub pin_cpus: Option<Vec<usize>>,
+    /// The admin endpoint's address (`/metrics`, `/healthz`, `/readyz`); `None` = off.
+    pub admin: Option<SocketAddr>,
+    /// See [`DEFAULT_DRAIN_DELAY`].
+    pub drain_delay: Duration,
     /// See [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// See [`DEFAULT_DRAIN_TIMEOUT`].
@@ -202,6 +212,8 @@ impl Default for Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("default listen spec parses")],
             threads: 1,
             pin_cpus: None,
+            admin: None,
+            drain_delay: DEFAULT_DRAIN_DELAY,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             backlog: DEFAULT_BACKLOG,

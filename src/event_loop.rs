@@ -31,7 +31,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,10 +126,11 @@ impl Socket for TcpStream {
     }
 }
 
-/// A socket bound for a loop, with what serves it.
+/// A socket bound for a loop, with what serves it and the service's name.
 pub(crate) struct Bound {
     pub(crate) socket: socket2::Socket,
     pub(crate) handler: Handler,
+    pub(crate) name: String,
 }
 
 /// How [`EventLoop::run`] ended.
@@ -149,11 +150,26 @@ pub enum Exit {
     },
 }
 
+/// One endpoint of a loop (a TCP listener or a UDP socket): what it is and its counters.
+/// Written only by the loop; anyone holding a [`Handle`] reads it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The service's name (`echo`, `udp-echo`, `admin`, ...).
+    pub service: String,
+    /// The address bound.
+    pub addr: SocketAddr,
+    /// Its counters: connections accepted and closed on it, bytes and datagrams through it.
+    pub stats: Arc<Stats>,
+}
+
 /// What a [`Handle`] shares with its loop.
 struct Shared {
     waker: Waker,
     shutdown_requests: AtomicU32,
-    stats: Arc<Stats>,
+    /// Liveness probes asked for, and the last one the loop answered (see [`Handle::ping`]).
+    pings: AtomicU64,
+    pongs: AtomicU64,
+    endpoints: Vec<Endpoint>,
 }
 
 /// Controls a running loop from another thread.
@@ -171,15 +187,38 @@ impl Handle {
         }
     }
 
-    /// The loop's counters now.
+    /// The loop's counters now: every endpoint's added together.
     pub fn stats(&self) -> Snapshot {
-        self.shared.stats.snapshot()
+        self.shared.endpoints.iter().map(|e| e.stats.snapshot()).sum()
+    }
+
+    /// Each endpoint of the loop with its counters.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.shared.endpoints
+    }
+
+    /// Asks the loop to prove it is turning: it answers the next time it polls. A loop stuck
+    /// in a service (an endless loop, a blocking call) never answers. Returns the probe's
+    /// number.
+    pub fn ping(&self) -> u64 {
+        let n = self.shared.pings.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Err(e) = self.shared.waker.wake() {
+            warn!("could not wake the event loop: {e}");
+        }
+        n
+    }
+
+    /// The last probe the loop answered.
+    pub fn answered(&self) -> u64 {
+        self.shared.pongs.load(Ordering::SeqCst)
     }
 }
 
 /// One slab entry: a connection plus what the loop tracks about it.
 struct Slot {
     conn: Connection<TcpStream>,
+    /// Which endpoint accepted it: its counters are that endpoint's.
+    endpoint: usize,
     /// The interest currently registered with the poller.
     registered: Interest,
     /// Already on the run queue.
@@ -200,18 +239,20 @@ struct TurnKit {
     limits: Limits,
     scratch: Box<[u8]>,
     out_scratch: Buffer,
-    stats: Arc<Stats>,
+    /// Every endpoint's counters, by endpoint number; they outlive the sockets (a draining
+    /// loop closes its listeners while their connections finish).
+    stats: Vec<Arc<Stats>>,
 }
 
 impl TurnKit {
-    fn cx(&mut self, now: Time) -> Context<'_> {
+    fn cx(&mut self, now: Time, endpoint: usize) -> Context<'_> {
         Context {
             now,
             limits: &self.limits,
             scratch: &mut self.scratch,
             out_scratch: &mut self.out_scratch,
             out_borrowed: None,
-            stats: &self.stats,
+            stats: &self.stats[endpoint],
         }
     }
 }
@@ -271,9 +312,14 @@ impl EventLoop {
             .into_iter()
             .map(|(addr, handler)| {
                 let mut group = listener::bind_group(addr, handler.socket_type(), 1)?;
+                let name = match handler {
+                    Handler::Stream(_) => "tcp",
+                    Handler::Datagram(_) => "udp",
+                };
                 Ok(Bound {
                     socket: group.remove(0),
                     handler,
+                    name: name.to_string(),
                 })
             })
             .collect::<io::Result<Vec<Bound>>>()?;
@@ -290,31 +336,48 @@ impl EventLoop {
     ) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let (mut listeners, mut datagrams, mut local_addrs) = (Vec::new(), Vec::new(), Vec::new());
-        for Bound { socket, handler } in endpoints {
-            match handler {
+        let mut described = Vec::new();
+        for Bound {
+            socket,
+            handler,
+            name,
+        } in endpoints
+        {
+            let endpoint = described.len();
+            let addr = match handler {
                 Handler::Stream(factory) => {
-                    let mut l = Listener::from_socket(socket, config.backlog, factory)?;
+                    let mut l = Listener::from_socket(socket, config.backlog, factory, endpoint)?;
                     let token = loop_token(listeners.len());
                     poll.registry()
                         .register(l.source(), token, Interest::READABLE)?;
-                    local_addrs.push(l.local_addr());
+                    let addr = l.local_addr();
                     listeners.push(l);
+                    addr
                 }
                 Handler::Datagram(factory) => {
-                    let mut u = UdpEndpoint::from_socket(socket, factory.new_service())?;
+                    let mut u = UdpEndpoint::from_socket(socket, factory.new_service(), endpoint)?;
                     let token = loop_token(DATAGRAM_BASE + datagrams.len());
                     let interest = u.registered;
                     poll.registry().register(u.source(), token, interest)?;
-                    local_addrs.push(u.local_addr());
+                    let addr = u.local_addr();
                     datagrams.push(u);
+                    addr
                 }
-            }
+            };
+            local_addrs.push(addr);
+            described.push(Endpoint {
+                service: name,
+                addr,
+                stats: Arc::new(Stats::default()),
+            });
         }
-        let stats = Arc::new(Stats::default());
+        let stats = described.iter().map(|e| Arc::clone(&e.stats)).collect();
         let shared = Arc::new(Shared {
             waker: Waker::new(poll.registry(), loop_token(WAKER_KEY))?,
             shutdown_requests: AtomicU32::new(0),
-            stats: Arc::clone(&stats),
+            pings: AtomicU64::new(0),
+            pongs: AtomicU64::new(0),
+            endpoints: described,
         });
         let clock = Clock::new();
         Ok(EventLoop {
@@ -425,6 +488,9 @@ impl EventLoop {
             }
             Target::Datagram(i) => self.datagram_turn(i, event.is_readable(), event.is_writable()),
             Target::Waker => {
+                // Answer a liveness probe (the supervisor's watchdog): this loop is turning.
+                let probe = self.shared.pings.load(Ordering::SeqCst);
+                self.shared.pongs.store(probe, Ordering::SeqCst);
                 let requests = self.shared.shutdown_requests.load(Ordering::SeqCst);
                 while self.handled_requests < requests {
                     self.handled_requests += 1;
@@ -465,7 +531,7 @@ impl EventLoop {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             let slot = &mut self.conns[key];
-            let turn = slot.conn.shut_down(&mut self.kit.cx(self.now));
+            let turn = slot.conn.shut_down(&mut self.kit.cx(self.now, slot.endpoint));
             self.after_turn(key, turn);
         }
     }
@@ -482,18 +548,15 @@ impl EventLoop {
         warn!("drain timeout: aborting {forced} connections");
         for (_, slot) in self.conns.iter_mut() {
             slot.conn.abort(self.now);
-            self.kit.stats.closed(CloseReason::Forced);
+            self.kit.stats[slot.endpoint].closed(CloseReason::Forced);
         }
         self.conns.clear();
         Some(Exit::DrainTimeout { forced })
     }
 
     fn finish(&self, exit: Exit) -> Exit {
-        debug!(
-            "loop {}: {exit:?}; {}",
-            self.index,
-            self.kit.stats.snapshot()
-        );
+        let total: Snapshot = self.kit.stats.iter().map(|s| s.snapshot()).sum();
+        debug!("loop {}: {exit:?}; {total}", self.index);
         exit
     }
 
@@ -502,7 +565,7 @@ impl EventLoop {
         let Some(slot) = lookup(&mut self.conns, key, serial) else {
             return;
         };
-        let turn = slot.conn.turn(&mut self.kit.cx(self.now), ready);
+        let turn = slot.conn.turn(&mut self.kit.cx(self.now, slot.endpoint), ready);
         self.after_turn(key, turn);
     }
 
@@ -545,7 +608,7 @@ impl EventLoop {
         let token = conn_token(key, slot.conn.id());
         self.timers.disarm(&mut slot.conn.timer, token);
         debug!("conn {}: closed ({reason:?})", slot.conn.id());
-        self.kit.stats.closed(reason);
+        self.kit.stats[slot.endpoint].closed(reason);
     }
 
     /// Connections that used up their budget run again, in order. Only those queued before
@@ -573,7 +636,8 @@ impl EventLoop {
             return;
         };
         // `Again` needs no queue entry: `has_work` keeps the poll timeout at zero.
-        let _: UdpTurn = u.turn(readable, writable, &mut self.kit.scratch, &self.kit.stats);
+        let stats = &self.kit.stats[u.endpoint()];
+        let _: UdpTurn = u.turn(readable, writable, &mut self.kit.scratch, stats);
         let wanted = u.want();
         if wanted != u.registered {
             let token = loop_token(DATAGRAM_BASE + i);
@@ -605,7 +669,7 @@ impl EventLoop {
             if !Timers::<Token>::fired(&mut slot.conn.timer, at) {
                 continue;
             }
-            let turn = slot.conn.on_deadline(&mut self.kit.cx(self.now));
+            let turn = slot.conn.on_deadline(&mut self.kit.cx(self.now, slot.endpoint));
             self.after_turn(key, turn);
         }
     }
@@ -634,7 +698,8 @@ impl EventLoop {
                     // close lets the next turn accept again.
                     if !self.at_limit {
                         self.at_limit = true;
-                        Stats::incr(&self.kit.stats.accept_limit_stops);
+                        let endpoint = self.listeners[i].endpoint();
+                        Stats::incr(&self.kit.stats[endpoint].accept_limit_stops);
                         info!(
                             "connection limit ({}) reached; pausing accept",
                             self.max_connections
@@ -648,7 +713,7 @@ impl EventLoop {
                     Accepted::Drained => self.listeners[i].ready = false,
                     Accepted::Skip(e) => debug!("accept: connection lost before accept: {e}"),
                     Accepted::Exhausted(e) => {
-                        self.pause_accept(&e);
+                        self.pause_accept(i, &e);
                         return;
                     }
                 }
@@ -660,9 +725,10 @@ impl EventLoop {
         }
     }
 
-    fn pause_accept(&mut self, e: &io::Error) {
+    fn pause_accept(&mut self, listener: usize, e: &io::Error) {
         self.accept_pause.until = Some(self.now.after(ACCEPT_PAUSE));
-        Stats::incr(&self.kit.stats.accept_pauses);
+        let endpoint = self.listeners[listener].endpoint();
+        Stats::incr(&self.kit.stats[endpoint].accept_pauses);
         let p = &mut self.accept_pause;
         let due = p
             .last_log
@@ -692,18 +758,19 @@ impl EventLoop {
             self.next_serial += 1;
         }
         let serial = self.next_serial;
+        let endpoint = self.listeners[listener].endpoint();
         let info = ConnInfo {
             peer,
-            stats: &self.kit.stats,
+            stats: &self.kit.stats[endpoint],
         };
         let service = self.listeners[listener].factory().new_service(&info);
         let mut conn = Connection::new(stream, service, serial, self.now);
-        self.kit.stats.opened();
+        self.kit.stats[endpoint].opened();
         debug!("conn {serial}: accepted from {peer}");
 
-        let turn = conn.open(&mut self.kit.cx(self.now));
+        let turn = conn.open(&mut self.kit.cx(self.now, endpoint));
         if let Turn::Closed(reason) = turn {
-            self.kit.stats.closed(reason);
+            self.kit.stats[endpoint].closed(reason);
             return;
         }
         let entry = self.conns.vacant_entry();
@@ -716,11 +783,12 @@ impl EventLoop {
             .register(conn.socket_mut(), token, registered)
         {
             warn!("conn {serial}: register failed: {e}");
-            self.kit.stats.closed(CloseReason::Error);
+            self.kit.stats[endpoint].closed(CloseReason::Error);
             return;
         }
         entry.insert(Slot {
             conn,
+            endpoint,
             registered,
             queued: false,
         });

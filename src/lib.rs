@@ -92,15 +92,19 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod buffer;
 pub mod config;
 pub mod connection;
 pub mod event_loop;
 pub mod listener;
+pub mod logging;
+pub mod metrics;
 pub mod rlimit;
 pub mod server;
 pub mod service;
 pub mod stats;
+pub mod systemd;
 pub mod timer;
 pub mod udp;
 

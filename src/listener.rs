@@ -43,6 +43,8 @@ pub struct Listener {
     socket: TcpListener,
     local: SocketAddr,
     factory: Arc<dyn ServiceFactory>,
+    /// The loop's number for this endpoint (its counters).
+    endpoint: usize,
     /// A readable edge was seen and the backlog may not be empty yet.
     pub(crate) ready: bool,
 }
@@ -57,7 +59,7 @@ impl Listener {
         factory: Arc<dyn ServiceFactory>,
     ) -> io::Result<Listener> {
         let socket = bind_group(addr, Type::STREAM, 1)?.remove(0);
-        Listener::from_socket(socket, backlog, factory)
+        Listener::from_socket(socket, backlog, factory, 0)
     }
 
     /// Starts listening on a socket bound by [`bind_group`].
@@ -65,6 +67,7 @@ impl Listener {
         socket: Socket,
         backlog: u32,
         factory: Arc<dyn ServiceFactory>,
+        endpoint: usize,
     ) -> io::Result<Listener> {
         socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
         let socket = TcpListener::from_std(socket.into());
@@ -73,6 +76,7 @@ impl Listener {
             socket,
             local,
             factory,
+            endpoint,
             // A client may connect before the first poll; the registration reports it, but
             // checking once costs one accept() and makes no assumption about that.
             ready: true,
@@ -82,6 +86,11 @@ impl Listener {
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The loop's number for this endpoint.
+    pub fn endpoint(&self) -> usize {
+        self.endpoint
     }
 
     /// The service factory for this listener's connections.

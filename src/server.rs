@@ -31,13 +31,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{error, info, warn, Level};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::admin::{self, AdminState};
 use crate::config::{connection_share, Config};
 use crate::event_loop::{Bound, EventLoop, Exit, Handle};
 use crate::listener;
+use crate::logging::{log_with_fields, Fields};
 use crate::service::Handler;
 use crate::stats::Snapshot;
 
@@ -50,6 +53,10 @@ pub struct Server {
     handle: ServerHandle,
     local_addrs: Vec<SocketAddr>,
     pin_cpus: Option<Vec<usize>>,
+    /// See [`Config::drain_delay`].
+    drain_delay: Duration,
+    /// Readiness and health, for `/readyz` and `/healthz`.
+    admin: Arc<AdminState>,
     /// Installed by [`Server::handle_signals`], before any log line says the server is up,
     /// so a signal sent as soon as it is listening is never lost to the default action.
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -79,28 +86,113 @@ impl ServerHandle {
     pub fn loop_stats(&self) -> Vec<Snapshot> {
         self.loops.iter().map(Handle::stats).collect()
     }
+
+    /// Each loop's handle, in loop order.
+    pub fn loops(&self) -> &[Handle] {
+        &self.loops
+    }
+}
+
+/// Where an endpoint's socket comes from.
+#[derive(Debug)]
+pub enum Origin {
+    /// Bind this address (one socket per loop; see [`listener::bind_group`]).
+    Bind(SocketAddr),
+    /// A socket already bound and listening, handed over by the service manager (systemd
+    /// socket activation). With several loops every loop gets a duplicate of the one socket,
+    /// so they share its accept queue.
+    Inherited(socket2::Socket),
+}
+
+/// What serves an endpoint.
+#[derive(Clone)]
+pub enum Serve {
+    /// A service handler, on every loop.
+    Handler(Handler),
+    /// The admin endpoint (`/metrics`, `/healthz`, `/readyz`), on the first loop only.
+    Admin,
+}
+
+/// One endpoint to serve: its service's name (for logs and metrics), its socket, and what
+/// serves it.
+pub struct EndpointSpec {
+    /// The service's name.
+    pub name: String,
+    /// Where the socket comes from.
+    pub origin: Origin,
+    /// What serves it.
+    pub serve: Serve,
 }
 
 impl Server {
-    /// Binds the built-in services named in `config.listen`, on `config.threads` loops.
+    /// Binds the built-in services named in `config.listen` (and the admin endpoint if
+    /// `config.admin` names one), on `config.threads` loops.
     pub fn new(config: &Config) -> io::Result<Server> {
-        Server::serve(config, config.endpoints())
+        let mut specs: Vec<EndpointSpec> = config
+            .listen
+            .iter()
+            .map(|spec| EndpointSpec {
+                name: spec.service.name().to_string(),
+                origin: Origin::Bind(spec.addr),
+                serve: Serve::Handler(spec.service.handler(config.services)),
+            })
+            .collect();
+        if let Some(addr) = config.admin {
+            specs.push(EndpointSpec {
+                name: "admin".into(),
+                origin: Origin::Bind(addr),
+                serve: Serve::Admin,
+            });
+        }
+        Server::with_endpoints(config, specs)
     }
 
-    /// Binds each address with its handler on every loop; `config.listen` is ignored. Every
-    /// socket is bound before any loop starts, so an address in use is reported here.
+    /// Binds each address with its handler on every loop; `config.listen` is ignored. This
+    /// is how a program serves its own services on several loops.
     pub fn serve(
         config: &Config,
         endpoints: impl IntoIterator<Item = (SocketAddr, Handler)>,
     ) -> io::Result<Server> {
+        let specs = endpoints
+            .into_iter()
+            .map(|(addr, handler)| EndpointSpec {
+                name: match handler {
+                    Handler::Stream(_) => "tcp".into(),
+                    Handler::Datagram(_) => "udp".into(),
+                },
+                origin: Origin::Bind(addr),
+                serve: Serve::Handler(handler),
+            })
+            .collect();
+        Server::with_endpoints(config, specs)
+    }
+
+    /// Serves `endpoints` on `config.threads` loops. Every socket is bound (or duplicated)
+    /// before any loop starts, so an address in use is reported here.
+    pub fn with_endpoints(config: &Config, endpoints: Vec<EndpointSpec>) -> io::Result<Server> {
         let n = config.threads.max(1);
+        let admin = Arc::new(AdminState::default());
         let mut per_loop: Vec<Vec<Bound>> = (0..n).map(|_| Vec::new()).collect();
-        for (addr, handler) in endpoints {
-            let group = listener::bind_group(addr, handler.socket_type(), n)?;
-            for (sockets, socket) in per_loop.iter_mut().zip(group) {
-                sockets.push(Bound {
+        for spec in endpoints {
+            let (handler, copies) = match spec.serve {
+                Serve::Handler(handler) => (handler, n),
+                Serve::Admin => (Handler::Stream(admin::factory(Arc::clone(&admin))), 1),
+            };
+            let sockets = match spec.origin {
+                Origin::Bind(addr) => listener::bind_group(addr, handler.socket_type(), copies)?,
+                Origin::Inherited(socket) => {
+                    let mut copies: Vec<socket2::Socket> = (1..copies)
+                        .map(|_| socket.try_clone())
+                        .collect::<io::Result<_>>()?;
+                    copies.insert(0, socket);
+                    copies
+                }
+            };
+            for (loop_sockets, socket) in per_loop.iter_mut().zip(sockets) {
+                loop_sockets.push(Bound {
                     socket,
                     handler: handler.clone(),
+                    name: spec.name.clone(),
                 });
             }
         }
@@ -116,13 +208,31 @@ impl Server {
         let handle = ServerHandle {
             loops: loops.iter().map(EventLoop::handle).collect(),
         };
+        admin.attach(handle.clone());
         Ok(Server {
             loops,
             handle,
             local_addrs,
             pin_cpus: config.pin_cpus.clone(),
+            drain_delay: config.drain_delay,
+            admin,
             signals: None,
         })
+    }
+
+    /// Every endpoint of the first loop as `(service, address)`, in order: what the server
+    /// listens on.
+    pub fn endpoints(&self) -> Vec<(String, SocketAddr)> {
+        self.handle.loops[0]
+            .endpoints()
+            .iter()
+            .map(|e| (e.service.clone(), e.addr))
+            .collect()
+    }
+
+    /// The readiness and health the admin endpoint reports.
+    pub fn admin(&self) -> Arc<AdminState> {
+        Arc::clone(&self.admin)
     }
 
     /// The bound addresses, in listener order (every loop shares them).
@@ -192,21 +302,33 @@ impl Server {
         }
         drop(tx);
 
-        let handle = self.handle;
+        let mut supervisor = Supervisor {
+            handle: self.handle,
+            admin: self.admin,
+            drain_delay: self.drain_delay,
+            stopping: Stopping::No,
+            watchdog: sd_notify::watchdog_enabled().map(Watchdog::new),
+            failure: None,
+        };
+        supervisor.notify_ready();
         let mut outcomes: Vec<Option<Ended>> = (0..n).map(|_| None).collect();
         let mut ended = 0;
-        let mut failure: Option<String> = None;
         let mut events = Events::with_capacity(8);
         while ended < n {
-            if let Err(e) = poll.poll(&mut events, None) {
+            let timeout = supervisor
+                .next_deadline()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 // The supervisor cannot watch any more: stop every loop now.
                 error!("supervisor poll failed: {e}; stopping every loop");
-                handle.shutdown();
-                handle.shutdown();
-                failure.get_or_insert_with(|| format!("supervisor poll failed: {e}"));
+                supervisor.handle.shutdown();
+                supervisor.handle.shutdown();
+                supervisor
+                    .failure
+                    .get_or_insert_with(|| format!("supervisor poll failed: {e}"));
                 for (i, outcome) in rx.iter() {
                     outcomes[i] = Some(outcome);
                 }
@@ -215,33 +337,40 @@ impl Server {
             if events.iter().any(|e| e.token() == SIGNALS) {
                 if let Some(signals) = &mut signals {
                     for signal in signals.pending() {
-                        on_signal(signal, &handle, n);
+                        supervisor.on_signal(signal);
                     }
                 }
             }
             while let Ok((i, outcome)) = rx.try_recv() {
                 ended += 1;
                 if let Some(why) = outcome.failure() {
-                    error!("loop {i} failed: {why}");
-                    if failure.is_none() {
-                        info!("draining the other loops before exiting");
-                        handle.shutdown();
-                    }
-                    failure.get_or_insert(format!("loop {i} failed: {why}"));
+                    supervisor.loop_failed(i, &why);
                 }
                 outcomes[i] = Some(outcome);
             }
+            supervisor.on_time(Instant::now());
         }
         for t in threads {
             let _ = t.join();
         }
+        let handle = &supervisor.handle;
         let per_loop = handle.loop_stats();
         let accepted: Vec<String> = per_loop.iter().map(|s| s.accepted.to_string()).collect();
         let total: Snapshot = per_loop.into_iter().sum();
-        if let Some(why) = failure {
-            error!(
-                "exit: {why}; {total}; loops={n} accepted_per_loop={}",
-                accepted.join("/")
+        let named = [
+            ("loops", n.to_string()),
+            ("accepted_per_loop", accepted.join("/")),
+        ];
+        let fields = Fields {
+            named: &named,
+            counters: Some(&total),
+        };
+        if let Some(why) = supervisor.failure {
+            log_with_fields(
+                Level::Error,
+                module_path!(),
+                &fields,
+                format_args!("exit: {why};"),
             );
             return Err(io::Error::other(why));
         }
@@ -253,31 +382,210 @@ impl Server {
                 _ => None,
             })
             .fold(Exit::Drained, combine);
-        info!(
-            "exit: {exit:?}; {total}; loops={n} accepted_per_loop={}",
-            accepted.join("/")
+        log_with_fields(
+            Level::Info,
+            module_path!(),
+            &fields,
+            format_args!("exit: {exit:?};"),
         );
         Ok(exit)
     }
 }
 
-/// What a signal asks of the server.
-fn on_signal(signal: i32, handle: &ServerHandle, loops: usize) {
-    match signal {
-        signal_hook::consts::SIGHUP => info!(
-            "SIGHUP: nothing to reload (settings are fixed at start, logs go to standard \
-             error); {}",
-            handle.stats()
-        ),
-        _ => {
-            let name = if signal == signal_hook::consts::SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            };
-            info!("{name}: shutting down {loops} loop(s)");
-            handle.shutdown();
+/// Where a shutdown is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopping {
+    /// Serving.
+    No,
+    /// Not ready any more, still serving until the drain delay ends.
+    Delaying(Instant),
+    /// The loops are draining.
+    Draining,
+}
+
+/// The systemd watchdog: a ping at half the interval systemd gave, sent only while every
+/// loop answers the supervisor's probes.
+struct Watchdog {
+    every: Duration,
+    next: Instant,
+    /// The probe each loop was sent last round; none before the first round.
+    probes: Option<Vec<u64>>,
+}
+
+impl Watchdog {
+    fn new(timeout: Duration) -> Watchdog {
+        Watchdog {
+            every: timeout / 2,
+            next: Instant::now(),
+            probes: None,
         }
+    }
+}
+
+/// The supervisor's state: the shutdown sequence, the watchdog, a failed loop.
+struct Supervisor {
+    handle: ServerHandle,
+    admin: Arc<AdminState>,
+    drain_delay: Duration,
+    stopping: Stopping,
+    watchdog: Option<Watchdog>,
+    failure: Option<String>,
+}
+
+impl Supervisor {
+    /// Tells the service manager the server is serving (a no-op without `NOTIFY_SOCKET`).
+    fn notify_ready(&self) {
+        let listening: Vec<String> = self.handle.loops[0]
+            .endpoints()
+            .iter()
+            .map(|e| format!("{}={}", e.service, e.addr))
+            .collect();
+        let status = format!(
+            "serving {} on {} loop(s)",
+            listening.join(" "),
+            self.handle.loops.len()
+        );
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+    }
+
+    /// The next instant the supervisor must act without an event.
+    fn next_deadline(&self) -> Option<Instant> {
+        let delay = match self.stopping {
+            Stopping::Delaying(until) => Some(until),
+            _ => None,
+        };
+        [delay, self.watchdog.as_ref().map(|w| w.next)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// What a signal asks of the server. The first SIGTERM or SIGINT turns `/readyz` to 503
+    /// at once, then drains (after the drain delay, if one is set); another one exits at
+    /// once. SIGHUP logs the counters.
+    fn on_signal(&mut self, signal: i32) {
+        if signal == signal_hook::consts::SIGHUP {
+            let counters = self.handle.stats();
+            let fields = Fields {
+                named: &[],
+                counters: Some(&counters),
+            };
+            log_with_fields(
+                Level::Info,
+                module_path!(),
+                &fields,
+                format_args!(
+                    "SIGHUP: nothing to reload (settings are fixed at start, logs go to \
+                     standard error);"
+                ),
+            );
+            return;
+        }
+        let name = if signal == signal_hook::consts::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        match self.stopping {
+            Stopping::No => {
+                self.admin.not_ready();
+                notify(&[
+                    sd_notify::NotifyState::Stopping,
+                    sd_notify::NotifyState::Status("shutting down"),
+                ]);
+                if self.drain_delay.is_zero() {
+                    info!("{name}: draining {} loop(s)", self.handle.loops.len());
+                    self.drain();
+                } else {
+                    info!(
+                        "{name}: not ready; serving for the drain delay of {:?}, then draining",
+                        self.drain_delay
+                    );
+                    self.stopping = Stopping::Delaying(Instant::now() + self.drain_delay);
+                }
+            }
+            Stopping::Delaying(_) => {
+                warn!("{name} again: exiting now");
+                self.handle.shutdown();
+                self.handle.shutdown();
+                self.stopping = Stopping::Draining;
+            }
+            Stopping::Draining => {
+                warn!("{name} again: exiting now");
+                self.handle.shutdown();
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        self.stopping = Stopping::Draining;
+        self.handle.shutdown();
+    }
+
+    /// A loop ended with a failure: report unhealthy and drain the others.
+    fn loop_failed(&mut self, i: usize, why: &str) {
+        error!("loop {i} failed: {why}");
+        self.admin.unhealthy();
+        if self.failure.is_none() {
+            self.failure = Some(format!("loop {i} failed: {why}"));
+            if self.stopping != Stopping::Draining {
+                info!("draining the other loops before exiting");
+                self.drain();
+            }
+        }
+    }
+
+    /// Timed work: the end of the drain delay, and the watchdog.
+    fn on_time(&mut self, now: Instant) {
+        if let Stopping::Delaying(until) = self.stopping {
+            if now >= until {
+                info!(
+                    "drain delay over: draining {} loop(s)",
+                    self.handle.loops.len()
+                );
+                self.drain();
+            }
+        }
+        let Some(w) = &mut self.watchdog else {
+            return;
+        };
+        if now < w.next {
+            return;
+        }
+        w.next = now + w.every;
+        let loops = &self.handle.loops;
+        // Every loop must have answered the last probe: a loop stuck in a service does not,
+        // and then systemd is not told the process is alive and restarts it.
+        let stuck: Vec<usize> = match &w.probes {
+            Some(sent) => loops
+                .iter()
+                .zip(sent)
+                .enumerate()
+                .filter(|(_, (h, &probe))| h.answered() < probe)
+                .map(|(i, _)| i)
+                .collect(),
+            None => Vec::new(),
+        };
+        if stuck.is_empty() && self.failure.is_none() {
+            let status = format!("{} connections", self.handle.stats().active);
+            notify(&[
+                sd_notify::NotifyState::Watchdog,
+                sd_notify::NotifyState::Status(&status),
+            ]);
+        } else {
+            warn!("loops {stuck:?} did not answer the watchdog probe: not telling systemd we are alive");
+        }
+        w.probes = Some(loops.iter().map(Handle::ping).collect());
+    }
+}
+
+/// Sends `states` to the service manager; a failure is logged, never fatal.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!("cannot notify the service manager: {e}");
     }
 }
 

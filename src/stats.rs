@@ -74,6 +74,11 @@ macro_rules! counters {
             fn add_counts(&mut self, o: &Snapshot) {
                 $( self.$name += o.$name; )*
             }
+
+            /// Every counter by name, in declaration order.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![ $( (stringify!($name), self.$name), )* ]
+            }
         }
 
         impl fmt::Display for Snapshot {

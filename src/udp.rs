@@ -77,6 +77,8 @@ pub struct UdpEndpoint<S = UdpSocket> {
     reply: Reply,
     /// A readable edge was seen and the socket not yet drained.
     read_ready: bool,
+    /// The loop's number for this endpoint (its counters).
+    endpoint: usize,
     /// The interest registered with the poller.
     pub(crate) registered: Interest,
 }
@@ -85,17 +87,20 @@ impl UdpEndpoint {
     /// Binds `addr` exclusively; an unspecified IPv6 address is dual-stack, as for TCP.
     pub fn bind(addr: SocketAddr, service: Box<dyn DatagramService>) -> io::Result<UdpEndpoint> {
         let socket = listener::bind_group(addr, Type::DGRAM, 1)?.remove(0);
-        UdpEndpoint::from_socket(socket, service)
+        UdpEndpoint::from_socket(socket, service, 0)
     }
 
     /// An endpoint on a socket bound by [`listener::bind_group`].
     pub(crate) fn from_socket(
         socket: socket2::Socket,
         service: Box<dyn DatagramService>,
+        endpoint: usize,
     ) -> io::Result<UdpEndpoint> {
         let socket = UdpSocket::from_std(socket.into());
         let local = socket.local_addr()?;
-        Ok(UdpEndpoint::with_socket(socket, local, service))
+        let mut u = UdpEndpoint::with_socket(socket, local, service);
+        u.endpoint = endpoint;
+        Ok(u)
     }
 
     /// The mio source, for registration.
@@ -114,8 +119,14 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
             queued_bytes: 0,
             reply: Reply::default(),
             read_ready: true,
+            endpoint: 0,
             registered: Interest::READABLE,
         }
+    }
+
+    /// The loop's number for this endpoint.
+    pub fn endpoint(&self) -> usize {
+        self.endpoint
     }
 
     /// The address actually bound.

@@ -176,7 +176,9 @@ fn sigterm_drains_every_loop() {
         .nth(1)
         .expect("per-loop counts in the exit line");
     let counts: Vec<u64> = per_loop
-        .trim()
+        .split_whitespace()
+        .next()
+        .unwrap()
         .split('/')
         .map(|n| n.parse().unwrap())
         .collect();

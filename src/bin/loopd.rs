@@ -3,6 +3,7 @@
 //! Exit status: 0 after a graceful shutdown, 1 on a runtime failure or a second signal,
 //! 2 for bad flags.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use loopd::config::{
     self, nonzero, parse_cpu_list, parse_duration, parse_size, Config, Limits, ListenSpec,
     StreamOptions,
 };
+use loopd::logging::{self, LogFormat};
 use loopd::service::ServiceOptions;
 use loopd::{rlimit, Exit, Server};
 
@@ -27,99 +29,114 @@ struct Args {
     /// Serve SERVICE on ADDR; repeatable. TCP: echo, discard, chargen, daytime, time, line,
     /// frame; UDP: udp-echo, udp-discard, udp-chargen, udp-daytime, udp-time. IPv6 as [::1]:7;
     /// [::] listens on IPv4 and IPv6. Default: loopback only, so a bare loopd exposes nothing.
-    #[arg(short, long = "listen", value_name = "SERVICE=ADDR", default_value = config::DEFAULT_LISTEN)]
+    #[arg(short, long = "listen", value_name = "SERVICE=ADDR", default_value = config::DEFAULT_LISTEN, env = "LOOPD_LISTEN", value_delimiter = ' ')]
     listen: Vec<ListenSpec>,
 
     /// Event loops, each a thread with its own socket per listener (SO_REUSEPORT); 0 = one
     /// per CPU. One loop saturates one core.
-    #[arg(long, value_name = "N", default_value = "1")]
+    #[arg(long, value_name = "N", default_value = "1", env = "LOOPD_THREADS")]
     threads: usize,
 
     /// Pin loop i to the i-th CPU of LIST (0-3, 0,2); by default the kernel places them.
-    #[arg(long, value_name = "LIST", value_parser = |s: &str| parse_cpu_list(s).map(CpuList))]
+    #[arg(long, value_name = "LIST", value_parser = |s: &str| parse_cpu_list(s).map(CpuList), env = "LOOPD_PIN_CPUS")]
     pin_cpus: Option<CpuList>,
 
     /// Connections served at once, in all loops together; more wait in the kernel backlog.
     /// Lowered at start-up if the open-files limit cannot hold them.
-    #[arg(long, value_name = "N", default_value = "10000")]
+    #[arg(long, value_name = "N", default_value = "10000", env = "LOOPD_MAX_CONNECTIONS")]
     max_connections: usize,
 
     /// Close a connection with no traffic for this long; reclaims descriptors from vanished
     /// peers.
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration, env = "LOOPD_IDLE_TIMEOUT")]
     idle_timeout: Duration,
 
     /// Abort (RST) a connection whose pending output has not moved for this long: its peer
     /// stopped reading.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "LOOPD_WRITE_STALL_TIMEOUT")]
     write_stall_timeout: Duration,
 
     /// After our FIN, read and discard the peer's data for at most this long, so closing never
     /// resets a reply the peer has not read.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "LOOPD_LINGER_TIMEOUT")]
     linger_timeout: Duration,
 
     /// line and frame services: close a connection whose partial request has been arriving
     /// for this long, so slow clients cannot hold every slot.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "LOOPD_REQUEST_TIMEOUT")]
     request_timeout: Duration,
 
     /// On SIGTERM/SIGINT, let connections flush and close for this long, then abort the rest
     /// (twice the linger timeout, so a lingering close completes).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "LOOPD_DRAIN_TIMEOUT")]
     drain_timeout: Duration,
 
     /// Stop reading from a connection when this much output is pending for it; bounds the
     /// memory one slow reader can cost.
-    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size, env = "LOOPD_HIGH_WATERMARK")]
     high_watermark: usize,
 
     /// Resume reading when pending output falls below this; the gap keeps a connection from
     /// flapping between paused and reading.
-    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size, env = "LOOPD_LOW_WATERMARK")]
     low_watermark: usize,
 
     /// Read at most this much from one connection per loop turn before serving the others;
     /// keeps one bulk sender from delaying everyone.
-    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size, env = "LOOPD_READ_BUDGET")]
     read_budget: usize,
 
     /// Listen backlog (capped by net.core.somaxconn); large enough to ride out connect bursts,
     /// where mio's own bind uses 128.
-    #[arg(long, value_name = "N", default_value = "1024")]
+    #[arg(long, value_name = "N", default_value = "1024", env = "LOOPD_BACKLOG")]
     backlog: u32,
 
     /// TCP_NODELAY on accepted connections; small replies are not held back for delayed ACKs.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = ArgAction::Set)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = ArgAction::Set, env = "LOOPD_TCP_NODELAY")]
     tcp_nodelay: bool,
 
     /// TCP keepalive idle time on accepted connections (0 = off); finds peers that vanished
     /// without a FIN.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "LOOPD_TCP_KEEPALIVE")]
     tcp_keepalive: Duration,
 
     /// SO_RCVBUF of accepted connections (0 = the kernel's autotuning). A large fixed buffer
     /// keeps bulk senders from waiting on our window, at the cost of kernel memory per
     /// connection; for bulk benchmarks.
-    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size, env = "LOOPD_TCP_RCVBUF")]
     tcp_rcvbuf: usize,
 
     /// line service: the longest request line; longer gets an error and a close, and bounds
     /// what a client that never sends a newline can make the server hold.
-    #[arg(long, value_name = "SIZE", default_value = "8KiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "8KiB", value_parser = parse_size, env = "LOOPD_MAX_LINE")]
     max_line: usize,
 
     /// frame service: the largest frame payload; a larger length prefix closes the connection
     /// after earlier replies, and bounds what one partial frame can make the server hold.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size, env = "LOOPD_MAX_FRAME")]
     max_frame: usize,
 
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on ADDR; off by default
+    /// (anyone who can reach it can read the counters, so keep it on loopback or a private
+    /// network).
+    #[arg(long, value_name = "ADDR", env = "LOOPD_ADMIN")]
+    admin: Option<SocketAddr>,
+
+    /// On SIGTERM, turn /readyz to 503 and keep serving this long before draining, so a load
+    /// balancer stops sending new clients first (0 = drain at once).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration, env = "LOOPD_DRAIN_DELAY")]
+    drain_delay: Duration,
+
+    /// Log format: text for people, json for log shippers (one object per line).
+    #[arg(long, value_name = "text|json", default_value = "text", env = "LOOPD_LOG_FORMAT")]
+    log_format: LogFormat,
+
     /// More logging (-v debug, -vv trace).
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet", env = "LOOPD_VERBOSE")]
     verbose: u8,
 
     /// Less logging (-q warnings only, -qq errors only).
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, env = "LOOPD_QUIET")]
     quiet: u8,
 }
 
@@ -146,6 +163,8 @@ impl Args {
             listen: self.listen,
             threads,
             pin_cpus: self.pin_cpus.map(|CpuList(cpus)| cpus),
+            admin: self.admin,
+            drain_delay: self.drain_delay,
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
             backlog: self.backlog,
@@ -223,10 +242,7 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(status) => return status,
     };
-    env_logger::Builder::new()
-        .filter_level(args.log_level())
-        .parse_default_env()
-        .init();
+    logging::init(args.log_level(), args.log_format);
     let mut config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {
@@ -236,7 +252,22 @@ fn main() -> ExitCode {
     };
     fit_descriptors(&mut config);
 
-    let mut server = match Server::new(&config) {
+    // Sockets handed over by systemd take the place of --listen and --admin.
+    let server = match loopd::systemd::activated_endpoints(config.services) {
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+        Ok(Some(endpoints)) => {
+            info!(
+                "socket activation: serving {} socket(s) from the service manager",
+                endpoints.len()
+            );
+            Server::with_endpoints(&config, endpoints)
+        }
+        Ok(None) => Server::new(&config),
+    };
+    let mut server = match server {
         Ok(server) => server,
         Err(e) => {
             error!("{e}");
@@ -247,17 +278,18 @@ fn main() -> ExitCode {
         error!("cannot install signal handlers: {e}");
         return ExitCode::from(1);
     }
-    let listening: Vec<String> = config
-        .listen
+    let listening: Vec<String> = server
+        .endpoints()
         .iter()
-        .zip(server.local_addrs())
-        .map(|(spec, addr)| format!("{}={addr}", spec.service))
+        .map(|(service, addr)| format!("{service}={addr}"))
         .collect();
+    let loops = server.loops();
     info!(
-        "listening on {} (max {} connections, {} loop(s))",
+        loops,
+        max_connections = config.max_connections;
+        "listening on {} (max {} connections, {loops} loop(s))",
         listening.join(" "),
         config.max_connections,
-        server.loops()
     );
 
     match server.run() {
@@ -286,8 +318,8 @@ mod tests {
     /// reason. The table is generated from the same definitions, so it cannot drift.
     fn flags_table() -> String {
         let mut rows = vec![
-            "| flag | default | why this default |".to_string(),
-            "| --- | --- | --- |".to_string(),
+            "| flag | environment | default | why this default |".to_string(),
+            "| --- | --- | --- | --- |".to_string(),
         ];
         for arg in Args::command().get_arguments() {
             let Some(long) = arg.get_long() else { continue };
@@ -315,8 +347,11 @@ mod tests {
             let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
             let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
             let flag = flag.replace('|', "\\|");
+            let env = arg
+                .get_env()
+                .map_or("—".to_string(), |e| format!("`{}`", e.to_string_lossy()));
             rows.push(format!(
-                "| `{flag}` | {default} | {} |",
+                "| `{flag}` | {env} | {default} | {} |",
                 help.replace('|', "\\|")
             ));
         }

@@ -1,0 +1,378 @@
+//! The admin endpoint (`--admin ADDR`): HTTP/1.1 `GET` of `/metrics`, `/healthz` and
+//! `/readyz`, served by the event loop itself as one more [`Service`].
+//!
+//! That the loop can serve its own observability through the same trait as echo is the point:
+//! the admin service sees only bytes, parses each request with `httparse`, answers it, and
+//! keeps the connection open for the next (HTTP/1.1 keep-alive, pipelining in order). It keeps
+//! the output contract: a request is answered only while output has room.
+//!
+//! | path | answer |
+//! | --- | --- |
+//! | `/metrics` | the counters, Prometheus text format 0.0.4 ([`metrics`](crate::metrics)) |
+//! | `/healthz` | 200 while every loop runs; 503 once one has failed |
+//! | `/readyz` | 200 while the server accepts; 503 from the moment a shutdown begins (before any drain delay), or once a loop has failed |
+//!
+//! Anything else is refused, with the connection kept: 404 for an unknown path, 405 for a
+//! method other than `GET` or `HEAD`. A request that cannot be parsed, or that carries a body,
+//! gets 400 and the connection is closed (after the reply); one whose head exceeds 8 KiB or 32
+//! headers gets 431 and a close. Slow requests meet the request timeout like any other
+//! service's.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use crate::metrics::{self, EndpointSample, Exposition, Kind};
+use crate::server::ServerHandle;
+use crate::service::{ConnInfo, Output, Service, ServiceFactory};
+
+/// The largest request head accepted: far above any probe or scrape request, small enough
+/// that a client cannot make the server hold much.
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// The most headers in one request.
+const MAX_HEADERS: usize = 32;
+
+/// What the admin endpoint reports on, shared by the server and every admin connection.
+pub struct AdminState {
+    server: OnceLock<ServerHandle>,
+    ready: AtomicBool,
+    healthy: AtomicBool,
+    started: SystemTime,
+}
+
+impl Default for AdminState {
+    fn default() -> AdminState {
+        AdminState {
+            server: OnceLock::new(),
+            ready: AtomicBool::new(true),
+            healthy: AtomicBool::new(true),
+            started: SystemTime::now(),
+        }
+    }
+}
+
+impl AdminState {
+    /// Connects the state to the server whose loops it reports on (set once, when the loops
+    /// exist).
+    pub(crate) fn attach(&self, server: ServerHandle) {
+        let _ = self.server.set(server);
+    }
+
+    /// `/readyz` answers 503 from now on: a shutdown has begun.
+    pub fn not_ready(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// `/healthz` (and `/readyz`) answer 503 from now on: a loop has failed.
+    pub fn unhealthy(&self) {
+        self.healthy.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the server accepts new work.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && self.is_healthy()
+    }
+
+    /// Whether every loop runs.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// The whole `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let mut e = Exposition::default();
+        if let Some(server) = self.server.get() {
+            let loops = server.loops();
+            let several = loops.len() > 1;
+            let samples: Vec<EndpointSample<'_>> = loops
+                .iter()
+                .enumerate()
+                .flat_map(|(i, h)| {
+                    h.endpoints().iter().map(move |endpoint| EndpointSample {
+                        loop_index: several.then_some(i),
+                        endpoint,
+                        snapshot: endpoint.stats.snapshot(),
+                    })
+                })
+                .collect();
+            metrics::write_endpoints(&mut e, &samples);
+            e.family("loopd_loops", "Event loops running.", Kind::Gauge);
+            e.sample("loopd_loops", &[], loops.len());
+        }
+        e.family(
+            "loopd_ready",
+            "1 while the server accepts new work; 0 from the start of a shutdown.",
+            Kind::Gauge,
+        );
+        e.sample("loopd_ready", &[], u8::from(self.is_ready()));
+        e.family("loopd_build_info", "The running build; always 1.", Kind::Gauge);
+        e.sample(
+            "loopd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        );
+        metrics::write_process(&mut e, self.started);
+        e.finish()
+    }
+}
+
+/// Creates the admin service for each connection.
+pub fn factory(state: Arc<AdminState>) -> Arc<dyn ServiceFactory> {
+    Arc::new(move |_: &ConnInfo<'_>| {
+        Box::new(Admin {
+            state: Arc::clone(&state),
+        }) as Box<dyn Service>
+    })
+}
+
+/// One admin connection. See the [module documentation](self).
+pub struct Admin {
+    state: Arc<AdminState>,
+}
+
+/// The answer to one request.
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    /// Headers beyond the standard ones, each ending in CRLF.
+    extra: &'static str,
+}
+
+impl Response {
+    fn text(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{body}\n"),
+            extra: "",
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+impl Admin {
+    /// The answer to a complete, well-formed request head, and whether the connection may
+    /// stay open after it.
+    fn answer(&self, req: &httparse::Request<'_, '_>) -> (Response, bool) {
+        let keep_alive = {
+            let connection = header(req, "connection").unwrap_or_default();
+            let said = |token: &str| {
+                connection
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case(token))
+            };
+            match req.version {
+                Some(1) => !said("close"),
+                _ => said("keep-alive"),
+            }
+        };
+        let has_body = header(req, "content-length").is_some_and(|v| v.trim() != "0")
+            || header(req, "transfer-encoding").is_some();
+        if has_body {
+            // GET and HEAD carry no body here; rather than guess where it ends, refuse.
+            return (Response::text(400, "a request body is not accepted"), false);
+        }
+        let method = req.method.unwrap_or_default();
+        if method != "GET" && method != "HEAD" {
+            let mut r = Response::text(405, "only GET and HEAD");
+            r.extra = "Allow: GET, HEAD\r\n";
+            return (r, keep_alive);
+        }
+        let path = req.path.unwrap_or_default();
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let response = match path {
+            "/metrics" => Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: self.state.metrics(),
+                extra: "",
+            },
+            "/healthz" if self.state.is_healthy() => Response::text(200, "ok"),
+            "/healthz" => Response::text(503, "a loop has failed"),
+            "/readyz" if self.state.is_ready() => Response::text(200, "ready"),
+            "/readyz" => Response::text(503, "shutting down"),
+            _ => Response::text(404, "not found: try /metrics, /healthz or /readyz"),
+        };
+        (response, keep_alive)
+    }
+}
+
+fn header<'a>(req: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a str> {
+    req.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+}
+
+fn write(out: &mut Output<'_>, r: &Response, head_only: bool, close: bool) {
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    out.write(
+        format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{connection}{}\r\n",
+            r.status,
+            reason(r.status),
+            r.content_type,
+            r.body.len(),
+            r.extra
+        )
+        .as_bytes(),
+    );
+    if !head_only {
+        out.write(r.body.as_bytes());
+    }
+}
+
+impl Service for Admin {
+    fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize {
+        let mut used = 0;
+        // The output contract: one answer at a time, only while output has room.
+        while used < input.len() && out.room() > 0 {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            let (response, keep) = match req.parse(&input[used..]) {
+                Ok(httparse::Status::Partial) if input.len() - used <= MAX_REQUEST => break,
+                Ok(httparse::Status::Partial) => (Response::text(431, "request too large"), false),
+                Ok(httparse::Status::Complete(n)) if n > MAX_REQUEST => {
+                    (Response::text(431, "request too large"), false)
+                }
+                Ok(httparse::Status::Complete(n)) => {
+                    let (response, keep) = self.answer(&req);
+                    write(out, &response, req.method == Some("HEAD"), !keep);
+                    used += n;
+                    if keep {
+                        continue;
+                    }
+                    out.finish();
+                    return input.len();
+                }
+                Err(httparse::Error::TooManyHeaders) => {
+                    (Response::text(431, "too many headers"), false)
+                }
+                Err(e) => (Response::text(400, &format!("malformed request: {e}")), false),
+            };
+            write(out, &response, false, !keep);
+            out.finish();
+            return input.len();
+        }
+        used
+    }
+
+    fn input_limit(&self) -> Option<usize> {
+        Some(MAX_REQUEST + 1)
+    }
+}
+
+/// Where the admin endpoint listens, for logs.
+pub fn describe(addr: SocketAddr) -> String {
+    format!("admin=http://{addr}/metrics")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::Harness;
+
+    fn admin() -> Harness<Admin> {
+        Harness::new(Admin {
+            state: Arc::new(AdminState::default()),
+        })
+    }
+
+    fn ask(h: &mut Harness<Admin>, request: &[u8]) -> (usize, String) {
+        let used = h.input(request);
+        (used, String::from_utf8(h.take_output()).unwrap())
+    }
+
+    /// Health and readiness, and readiness turning with the state.
+    #[test]
+    fn health_and_readiness() {
+        let mut h = admin();
+        let (_, r) = ask(&mut h, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok\n"), "{r}");
+        let (_, r) = ask(&mut h, b"GET /readyz HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        h.service.state.not_ready();
+        let (_, r) = ask(&mut h, b"GET /readyz HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
+        let (_, r) = ask(&mut h, b"GET /healthz HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "health is not readiness: {r}");
+        assert!(!h.finished, "keep-alive");
+    }
+
+    /// Pipelined requests are answered in order; a partial one waits.
+    #[test]
+    fn pipelined_and_partial() {
+        let mut h = admin();
+        let two = b"GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /rea";
+        let (used, r) = ask(&mut h, two);
+        assert_eq!(used, two.len() - 8);
+        let answers: Vec<&str> = r.split("HTTP/1.1 ").skip(1).collect();
+        assert_eq!(answers.len(), 2, "{r}");
+        assert!(answers[0].starts_with("200") && answers[1].starts_with("404"), "{r}");
+    }
+
+    /// Refusals: 405 keeps the connection, 400 and 431 close it after the reply.
+    #[test]
+    fn refusals() {
+        let mut h = admin();
+        let (_, r) = ask(&mut h, b"POST /metrics HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET, HEAD\r\n"), "{r}");
+        assert!(!h.finished);
+        let (_, r) = ask(&mut h, b"GET /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+        assert!(r.starts_with("HTTP/1.1 400 ") && r.contains("Connection: close"), "{r}");
+        assert!(h.finished);
+
+        let mut h = admin();
+        let (_, r) = ask(&mut h, b"\x00\x01garbage\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+        assert!(h.finished);
+
+        let mut h = admin();
+        let mut big = b"GET / HTTP/1.1\r\nX-Fill: ".to_vec();
+        big.extend(vec![b'a'; MAX_REQUEST]);
+        let (used, r) = ask(&mut h, &big);
+        assert_eq!(used, big.len());
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+        assert!(h.finished);
+    }
+
+    /// HEAD gets the head only; HTTP/1.0 closes unless asked to keep alive.
+    #[test]
+    fn head_and_http_1_0() {
+        let mut h = admin();
+        let (_, r) = ask(&mut h, b"HEAD /healthz HTTP/1.1\r\n\r\n");
+        assert!(r.ends_with("Content-Length: 3\r\n\r\n"), "{r}");
+        let (_, r) = ask(&mut h, b"GET /healthz HTTP/1.0\r\n\r\n");
+        assert!(r.contains("Connection: close"), "{r}");
+        assert!(h.finished);
+    }
+
+    /// The metrics text names the process figures and the build even before the server is
+    /// attached.
+    #[test]
+    fn metrics_without_a_server() {
+        let text = AdminState::default().metrics();
+        for name in [
+            "loopd_ready 1",
+            "loopd_build_info{version=",
+            "process_cpu_seconds_total ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+    }
+}

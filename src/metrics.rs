@@ -1,0 +1,367 @@
+//! loopd's counters in the Prometheus text exposition format, version 0.0.4.
+//!
+//! The format is a page of specification: a family is announced by `# HELP name text` and
+//! `# TYPE name counter|gauge`, and each sample is `name{label="value",...} value` on its own
+//! line. Help text escapes `\` and newline; label values escape `\`, `"` and newline. Counter
+//! names end in `_total`, units are spelled in the name (`_bytes`, `_seconds`), as Prometheus's
+//! own client libraries name them.
+//!
+//! Why a small encoder of our own rather than the `prometheus-client` crate: that crate writes
+//! OpenMetrics, where a counter family `x` is sampled as `x_total`; `promtool check metrics`
+//! (Prometheus 2.42, in Debian 12) parses the 0.0.4 format and rejects every such sample as a
+//! family without help text. The tests hold this encoder to promtool and to a real Prometheus
+//! server.
+//!
+//! Reading the counters costs the loops nothing: each loop's counters are relaxed atomics it
+//! already keeps; a scrape loads them, and no lock or extra atomic is added per message.
+
+use std::fmt::{self, Display, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::event_loop::Endpoint;
+use crate::stats::Snapshot;
+
+/// A metric family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only ever increases (reset by a restart).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// A text exposition being written.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// Announces a family.
+    pub fn family(&mut self, name: &str, help: &str, kind: Kind) {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// Writes one sample of the family announced last.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{key}=\"{}\"", LabelValue(value));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// A label value, escaped as the format requires.
+struct LabelValue<'a>(&'a str);
+
+impl Display for LabelValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One endpoint of one loop, as a scrape sees it.
+pub struct EndpointSample<'a> {
+    /// Which loop, when there are several.
+    pub loop_index: Option<usize>,
+    /// The endpoint.
+    pub endpoint: &'a Endpoint,
+    /// Its counters now.
+    pub snapshot: Snapshot,
+}
+
+/// A counter or gauge read off a [`Snapshot`].
+type Field = fn(&Snapshot) -> u64;
+
+/// Every per-endpoint family: name, help, kind, and how to read it.
+const FAMILIES: &[(&str, &str, Kind, Field)] = &[
+    (
+        "loopd_connections_accepted_total",
+        "TCP connections accepted.",
+        Kind::Counter,
+        |s| s.accepted,
+    ),
+    (
+        "loopd_connections_active",
+        "TCP connections open now.",
+        Kind::Gauge,
+        |s| s.active,
+    ),
+    (
+        "loopd_received_bytes_total",
+        "Bytes read and handed to services (TCP and UDP).",
+        Kind::Counter,
+        |s| s.bytes_in,
+    ),
+    (
+        "loopd_sent_bytes_total",
+        "Bytes written and accepted by the kernel (TCP and UDP).",
+        Kind::Counter,
+        |s| s.bytes_out,
+    ),
+    (
+        "loopd_discarded_bytes_total",
+        "Bytes read and dropped while closing or lingering.",
+        Kind::Counter,
+        |s| s.bytes_discarded,
+    ),
+    (
+        "loopd_backpressure_pauses_total",
+        "Times a connection stopped reading because its pending output reached the high watermark.",
+        Kind::Counter,
+        |s| s.backpressure_pauses,
+    ),
+    (
+        "loopd_pending_output_peak_bytes",
+        "The largest pending output seen on one connection.",
+        Kind::Gauge,
+        |s| s.peak_pending_output,
+    ),
+    (
+        "loopd_accept_pauses_total",
+        "Times accepting paused because descriptors or memory ran out.",
+        Kind::Counter,
+        |s| s.accept_pauses,
+    ),
+    (
+        "loopd_accept_limit_stops_total",
+        "Times accepting stopped at the connection limit.",
+        Kind::Counter,
+        |s| s.accept_limit_stops,
+    ),
+    (
+        "loopd_datagrams_received_total",
+        "UDP datagrams received.",
+        Kind::Counter,
+        |s| s.datagrams_in,
+    ),
+    (
+        "loopd_datagrams_sent_total",
+        "UDP datagrams sent.",
+        Kind::Counter,
+        |s| s.datagrams_out,
+    ),
+    (
+        "loopd_datagrams_dropped_total",
+        "UDP replies dropped: the reply queue was full, or the send failed.",
+        Kind::Counter,
+        |s| s.datagrams_dropped,
+    ),
+];
+
+/// Why connections closed, with the counter of each reason.
+const CLOSE_REASONS: &[(&str, Field)] = &[
+    ("peer", |s| s.closed_peer),
+    ("server", |s| s.closed_server),
+    ("reset", |s| s.closed_reset),
+    ("error", |s| s.closed_error),
+    ("idle", |s| s.closed_idle),
+    ("write_stall", |s| s.closed_write_stall),
+    ("linger_timeout", |s| s.closed_linger_timeout),
+    ("protocol", |s| s.closed_protocol),
+    ("request_timeout", |s| s.closed_request_timeout),
+    ("forced", |s| s.closed_forced),
+];
+
+/// Writes every endpoint family.
+pub fn write_endpoints(e: &mut Exposition, samples: &[EndpointSample<'_>]) {
+    let labels = |s: &EndpointSample<'_>, addr: &str, index: &str| -> Vec<(&'static str, String)> {
+        let mut l = vec![
+            ("service", s.endpoint.service.clone()),
+            ("listener", addr.to_string()),
+        ];
+        if s.loop_index.is_some() {
+            l.push(("loop", index.to_string()));
+        }
+        l
+    };
+    let rendered: Vec<(String, String)> = samples
+        .iter()
+        .map(|s| {
+            (
+                s.endpoint.addr.to_string(),
+                s.loop_index.map(|i| i.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    for (name, help, kind, field) in FAMILIES {
+        e.family(name, help, *kind);
+        for (s, (addr, index)) in samples.iter().zip(&rendered) {
+            let l = labels(s, addr, index);
+            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            e.sample(name, &l, field(&s.snapshot));
+        }
+    }
+    let name = "loopd_connections_closed_total";
+    e.family(name, "TCP connections closed, by reason.", Kind::Counter);
+    for (s, (addr, index)) in samples.iter().zip(&rendered) {
+        let base = labels(s, addr, index);
+        for (reason, field) in CLOSE_REASONS {
+            let mut l: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            l.push(("reason", reason));
+            e.sample(name, &l, field(&s.snapshot));
+        }
+    }
+}
+
+/// The process's own figures, named as Prometheus's client libraries name them. Read from
+/// `/proc/self` on Linux; absent elsewhere.
+pub fn write_process(e: &mut Exposition, started: SystemTime) {
+    let start = started
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    e.family(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch in seconds.",
+        Kind::Gauge,
+    );
+    e.sample("process_start_time_seconds", &[], format!("{start:.3}"));
+    let Some(p) = ProcessFigures::read() else {
+        return;
+    };
+    e.family(
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+        Kind::Counter,
+    );
+    e.sample("process_cpu_seconds_total", &[], format!("{:.2}", p.cpu_seconds));
+    for (name, help, value) in [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            p.resident_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes,
+        ),
+        ("process_open_fds", "Number of open file descriptors.", p.open_fds),
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            p.max_fds,
+        ),
+    ] {
+        e.family(name, help, Kind::Gauge);
+        e.sample(name, &[], value);
+    }
+}
+
+/// What `/proc/self` says about this process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessFigures {
+    /// User plus system CPU time.
+    pub cpu_seconds: f64,
+    /// Resident set size.
+    pub resident_bytes: u64,
+    /// Virtual memory size.
+    pub virtual_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// The open-files limit (soft).
+    pub max_fds: u64,
+}
+
+impl ProcessFigures {
+    /// Reads the figures now; `None` where `/proc` is not there.
+    pub fn read() -> Option<ProcessFigures> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the parenthesised command name, which may itself hold spaces.
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        // SAFETY: sysconf has no memory-safety requirements.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let (ticks, page) = (u64::try_from(ticks).ok()?, u64::try_from(page).ok()?);
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+        let max_fds = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            #[allow(clippy::unnecessary_cast)]
+            {
+                lim.rlim_cur as u64
+            }
+        } else {
+            0
+        };
+        Some(ProcessFigures {
+            // utime and stime are fields 14 and 15 of stat(5); vsize 23, rss (pages) 24.
+            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks as f64,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * page,
+            open_fds,
+            max_fds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Help and label values are escaped as the format says; samples follow their family.
+    #[test]
+    fn format_and_escaping() {
+        let mut e = Exposition::default();
+        e.family("x_total", "a \\ b\nc", Kind::Counter);
+        e.sample("x_total", &[("l", "q\"u\\o\nte")], 3);
+        e.sample("x_total", &[], 4);
+        assert_eq!(
+            e.finish(),
+            "# HELP x_total a \\\\ b\\nc\n# TYPE x_total counter\n\
+             x_total{l=\"q\\\"u\\\\o\\nte\"} 3\nx_total 4\n"
+        );
+    }
+
+    /// Every counter family ends in `_total` and no gauge does.
+    #[test]
+    fn names_follow_the_conventions() {
+        for (name, _, kind, _) in FAMILIES {
+            assert_eq!(name.ends_with("_total"), *kind == Kind::Counter, "{name}");
+            assert!(name.starts_with("loopd_"), "{name}");
+        }
+    }
+
+    /// The process's own figures are there and plausible.
+    #[test]
+    fn process_figures() {
+        let p = ProcessFigures::read().expect("/proc/self");
+        assert!(p.resident_bytes > 0 && p.virtual_bytes >= p.resident_bytes);
+        assert!(p.open_fds >= 3 && p.max_fds >= p.open_fds);
+        assert!(p.cpu_seconds >= 0.0);
+    }
+}
