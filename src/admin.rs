@@ -8,7 +8,7 @@
 //!
 //! | path | answer |
 //! | --- | --- |
-//! | `/metrics` | the counters, Prometheus text format 0.0.4 ([`metrics`](crate::metrics)) |
+//! | `/metrics` | the counters, Prometheus text format 0.0.4 ([`metrics`]) |
 //! | `/healthz` | 200 while every loop runs; 503 once one has failed |
 //! | `/readyz` | 200 while the server accepts; 503 from the moment a shutdown begins (before any drain delay), or once a loop has failed |
 //!
@@ -106,7 +106,11 @@ impl AdminState {
             Kind::Gauge,
         );
         e.sample("loopd_ready", &[], u8::from(self.is_ready()));
-        e.family("loopd_build_info", "The running build; always 1.", Kind::Gauge);
+        e.family(
+            "loopd_build_info",
+            "The running build; always 1.",
+            Kind::Gauge,
+        );
         e.sample(
             "loopd_build_info",
             &[("version", env!("CARGO_PKG_VERSION"))],
@@ -261,7 +265,10 @@ impl Service for Admin {
                 Err(httparse::Error::TooManyHeaders) => {
                     (Response::text(431, "too many headers"), false)
                 }
-                Err(e) => (Response::text(400, &format!("malformed request: {e}")), false),
+                Err(e) => (
+                    Response::text(400, &format!("malformed request: {e}")),
+                    false,
+                ),
             };
             write(out, &response, false, !keep);
             out.finish();
@@ -301,14 +308,20 @@ mod tests {
     fn health_and_readiness() {
         let mut h = admin();
         let (_, r) = ask(&mut h, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok\n"), "{r}");
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok\n"),
+            "{r}"
+        );
         let (_, r) = ask(&mut h, b"GET /readyz HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         h.service.state.not_ready();
         let (_, r) = ask(&mut h, b"GET /readyz HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
         let (_, r) = ask(&mut h, b"GET /healthz HTTP/1.1\r\n\r\n");
-        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "health is not readiness: {r}");
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n"),
+            "health is not readiness: {r}"
+        );
         assert!(!h.finished, "keep-alive");
     }
 
@@ -321,7 +334,10 @@ mod tests {
         assert_eq!(used, two.len() - 8);
         let answers: Vec<&str> = r.split("HTTP/1.1 ").skip(1).collect();
         assert_eq!(answers.len(), 2, "{r}");
-        assert!(answers[0].starts_with("200") && answers[1].starts_with("404"), "{r}");
+        assert!(
+            answers[0].starts_with("200") && answers[1].starts_with("404"),
+            "{r}"
+        );
     }
 
     /// Refusals: 405 keeps the connection, 400 and 431 close it after the reply.
@@ -329,10 +345,19 @@ mod tests {
     fn refusals() {
         let mut h = admin();
         let (_, r) = ask(&mut h, b"POST /metrics HTTP/1.1\r\n\r\n");
-        assert!(r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET, HEAD\r\n"), "{r}");
+        assert!(
+            r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET, HEAD\r\n"),
+            "{r}"
+        );
         assert!(!h.finished);
-        let (_, r) = ask(&mut h, b"GET /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
-        assert!(r.starts_with("HTTP/1.1 400 ") && r.contains("Connection: close"), "{r}");
+        let (_, r) = ask(
+            &mut h,
+            b"GET /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        assert!(
+            r.starts_with("HTTP/1.1 400 ") && r.contains("Connection: close"),
+            "{r}"
+        );
         assert!(h.finished);
 
         let mut h = admin();

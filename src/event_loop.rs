@@ -189,7 +189,11 @@ impl Handle {
 
     /// The loop's counters now: every endpoint's added together.
     pub fn stats(&self) -> Snapshot {
-        self.shared.endpoints.iter().map(|e| e.stats.snapshot()).sum()
+        self.shared
+            .endpoints
+            .iter()
+            .map(|e| e.stats.snapshot())
+            .sum()
     }
 
     /// Each endpoint of the loop with its counters.
@@ -531,7 +535,9 @@ impl EventLoop {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             let slot = &mut self.conns[key];
-            let turn = slot.conn.shut_down(&mut self.kit.cx(self.now, slot.endpoint));
+            let turn = slot
+                .conn
+                .shut_down(&mut self.kit.cx(self.now, slot.endpoint));
             self.after_turn(key, turn);
         }
     }
@@ -565,7 +571,9 @@ impl EventLoop {
         let Some(slot) = lookup(&mut self.conns, key, serial) else {
             return;
         };
-        let turn = slot.conn.turn(&mut self.kit.cx(self.now, slot.endpoint), ready);
+        let turn = slot
+            .conn
+            .turn(&mut self.kit.cx(self.now, slot.endpoint), ready);
         self.after_turn(key, turn);
     }
 
@@ -669,7 +677,9 @@ impl EventLoop {
             if !Timers::<Token>::fired(&mut slot.conn.timer, at) {
                 continue;
             }
-            let turn = slot.conn.on_deadline(&mut self.kit.cx(self.now, slot.endpoint));
+            let turn = slot
+                .conn
+                .on_deadline(&mut self.kit.cx(self.now, slot.endpoint));
             self.after_turn(key, turn);
         }
     }

@@ -34,6 +34,10 @@
 //!    the supervisor that handles signals and a loop that fails.
 //! 8. [`config`], [`stats`], [`rlimit`] — tunables with their reasons, counters, and the
 //!    open-files limit.
+//! 9. Operating it: [`admin`] — `/metrics`, `/healthz` and `/readyz` as one more service on
+//!    the loop, with [`metrics`] writing the Prometheus text; [`systemd`] — socket
+//!    activation (the supervisor in [`server`] sends the readiness notifications);
+//!    [`logging`] — text or JSON log lines with structured fields.
 //!
 //! The bundled load client, `loopd-bench`, is its own package in this workspace
 //! (`loopd-bench/`): the same kind of event loop from the other side, with verified payloads

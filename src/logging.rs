@@ -97,8 +97,8 @@ impl Source for Snapshot {
 
 /// A line's fields: named figures first, then the counters of a snapshot.
 pub struct Fields<'a> {
-    /// Named figures.
-    pub named: &'a [(&'static str, String)],
+    /// Named figures: numbers stay numbers in JSON.
+    pub named: &'a [(&'static str, Value<'a>)],
     /// Counters, if any.
     pub counters: Option<&'a Snapshot>,
 }
@@ -106,7 +106,7 @@ pub struct Fields<'a> {
 impl Source for Fields<'_> {
     fn visit<'kvs>(&'kvs self, visitor: &mut dyn VisitSource<'kvs>) -> Result<(), kv::Error> {
         for (key, value) in self.named {
-            visitor.visit_pair(Key::from_str(key), Value::from(value.as_str()))?;
+            visitor.visit_pair(Key::from_str(key), value.clone())?;
         }
         if let Some(s) = self.counters {
             s.visit(visitor)?;
@@ -116,7 +116,12 @@ impl Source for Fields<'_> {
 }
 
 /// Logs `message` with `fields` attached, as `log`'s macros would at this level and target.
-pub fn log_with_fields(level: Level, target: &str, fields: &Fields<'_>, message: fmt::Arguments<'_>) {
+pub fn log_with_fields(
+    level: Level,
+    target: &str,
+    fields: &Fields<'_>,
+    message: fmt::Arguments<'_>,
+) {
     let logger = log::logger();
     let metadata = log::Metadata::builder().level(level).target(target).build();
     if level <= log::max_level() && logger.enabled(&metadata) {
@@ -141,7 +146,10 @@ mod tests {
             accepted: 3,
             ..Snapshot::default()
         };
-        let named = [("exit", "Drained".to_string())];
+        let named = [
+            ("exit", Value::from("Drained")),
+            ("loops", Value::from(2u64)),
+        ];
         let fields = Fields {
             named: &named,
             counters: Some(&snapshot),
@@ -159,6 +167,7 @@ mod tests {
         assert_eq!(v["target"], "loopd::server");
         assert_eq!(v["message"], "exit: \"quoted\"\nnext");
         assert_eq!(v["exit"], "Drained");
+        assert_eq!(v["loops"], 2);
         assert_eq!(v["accepted"], 3);
         assert_eq!(v["bytes_out"], 0);
     }

@@ -250,7 +250,11 @@ pub fn write_process(e: &mut Exposition, started: SystemTime) {
         "Total user and system CPU time spent in seconds.",
         Kind::Counter,
     );
-    e.sample("process_cpu_seconds_total", &[], format!("{:.2}", p.cpu_seconds));
+    e.sample(
+        "process_cpu_seconds_total",
+        &[],
+        format!("{:.2}", p.cpu_seconds),
+    );
     for (name, help, value) in [
         (
             "process_resident_memory_bytes",
@@ -262,7 +266,11 @@ pub fn write_process(e: &mut Exposition, started: SystemTime) {
             "Virtual memory size in bytes.",
             p.virtual_bytes,
         ),
-        ("process_open_fds", "Number of open file descriptors.", p.open_fds),
+        (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            p.open_fds,
+        ),
         (
             "process_max_fds",
             "Maximum number of open file descriptors.",

@@ -357,9 +357,10 @@ impl Server {
         let per_loop = handle.loop_stats();
         let accepted: Vec<String> = per_loop.iter().map(|s| s.accepted.to_string()).collect();
         let total: Snapshot = per_loop.into_iter().sum();
+        let accepted = accepted.join("/");
         let named = [
-            ("loops", n.to_string()),
-            ("accepted_per_loop", accepted.join("/")),
+            ("loops", log::kv::Value::from(n as u64)),
+            ("accepted_per_loop", log::kv::Value::from(accepted.as_str())),
         ];
         let fields = Fields {
             named: &named,

@@ -94,6 +94,15 @@ fn help_shows_defaults_and_reasons() {
         assert!(help.contains(default), "missing {default} in:\n{help}");
     }
     assert!(help.contains("mio's own bind uses 128"));
+    // Every flag names its environment variable.
+    for env in [
+        "[env: LOOPD_LISTEN=",
+        "[env: LOOPD_ADMIN=",
+        "[env: LOOPD_DRAIN_DELAY=",
+        "[env: LOOPD_LOG_FORMAT=",
+    ] {
+        assert!(help.contains(env), "missing {env} in:\n{help}");
+    }
 }
 
 /// Runs loopd and expects it to exit by itself within [`PATIENCE`]; a daemon that starts

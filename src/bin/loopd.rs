@@ -43,7 +43,12 @@ struct Args {
 
     /// Connections served at once, in all loops together; more wait in the kernel backlog.
     /// Lowered at start-up if the open-files limit cannot hold them.
-    #[arg(long, value_name = "N", default_value = "10000", env = "LOOPD_MAX_CONNECTIONS")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "10000",
+        env = "LOOPD_MAX_CONNECTIONS"
+    )]
     max_connections: usize,
 
     /// Close a connection with no traffic for this long; reclaims descriptors from vanished
@@ -128,7 +133,12 @@ struct Args {
     drain_delay: Duration,
 
     /// Log format: text for people, json for log shippers (one object per line).
-    #[arg(long, value_name = "text|json", default_value = "text", env = "LOOPD_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_name = "text|json",
+        default_value = "text",
+        env = "LOOPD_LOG_FORMAT"
+    )]
     log_format: LogFormat,
 
     /// More logging (-v debug, -vv trace).

@@ -165,3 +165,65 @@ pub fn round_trip(s: &mut TcpStream, msg: &[u8]) {
     s.write_all(msg).unwrap();
     assert_eq!(read_n(s, msg.len()), msg);
 }
+
+/// The path of `program` on the PATH, or a failure in one line saying what is missing and
+/// where it comes from. `.ci/run` installs every such package before the tests.
+pub fn require(program: &str, package: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} is missing: install Debian's {package} (apt-get install -y {package}; .ci/run does)")
+        })
+}
+
+/// A TCP port free on loopback now (for programs that must be told a port up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP/1.1 response: status code, headers as read, body.
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// `GET path` over a fresh connection (`Connection: close`), read to the end.
+pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    let mut c = connect(addr);
+    c.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    parse_response(&read_to_eof(&mut c))
+}
+
+/// Parses one HTTP response.
+pub fn parse_response(bytes: &[u8]) -> HttpResponse {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    HttpResponse {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+/// The value of a sample in a Prometheus text exposition, by its exact name and labels as
+/// written (`name{a="b"}`).
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
