@@ -36,7 +36,7 @@ fn reset(s: std::net::TcpStream) {
 /// timeout, datagrams — and passes `promtool check metrics`.
 #[test]
 fn metrics_count_what_happened_and_pass_promtool() {
-    let promtool = require("promtool", "prometheus");
+    require("promtool", "prometheus");
     let daemon = Daemon::start(&[
         "-l",
         "echo=127.0.0.1:0",
@@ -114,6 +114,12 @@ fn metrics_count_what_happened_and_pass_promtool() {
     assert!(at("process_cpu_seconds_total") >= 0.0);
     assert!(text.contains("loopd_build_info{version=\""), "{text}");
 
+    promtool_accepts(&text);
+}
+
+/// `promtool check metrics` passes `text` with nothing to say.
+fn promtool_accepts(text: &str) {
+    let promtool = require("promtool", "prometheus");
     let mut check = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -470,4 +476,36 @@ fn environment_configures_the_daemon_and_json_logs_parse() {
         .unwrap();
     assert_eq!(exit["accepted"], 2);
     assert_eq!(exit["loops"], 1);
+}
+
+/// With several loops every family carries a `loop` label, one series per loop, and the
+/// series add up to what the clients did; promtool accepts the page.
+#[test]
+fn several_loops_are_labelled() {
+    let daemon = Daemon::start(&[
+        "-l",
+        "echo=127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+    ]);
+    let (echo, admin) = (addr_of(&daemon, "echo"), addr_of(&daemon, "admin"));
+    let clients = 20;
+    for i in 0..clients {
+        let mut c = connect(echo);
+        round_trip(&mut c, format!("client {i}").as_bytes());
+    }
+    let text = http_get(admin, "/metrics").body;
+    let series = |l: usize| {
+        format!(
+            "loopd_connections_accepted_total{{service=\"echo\",listener=\"{echo}\",loop=\"{l}\"}}"
+        )
+    };
+    let per_loop: Vec<f64> = (0..2)
+        .map(|l| metric(&text, &series(l)).unwrap_or_else(|| panic!("no loop {l}: {text}")))
+        .collect();
+    assert_eq!(per_loop.iter().sum::<f64>(), f64::from(clients), "{text}");
+    assert!(metric(&text, &series(2)).is_none(), "only two loops");
+    promtool_accepts(&text);
 }
