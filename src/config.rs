@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::proxy::TrustList;
 use crate::service::{Builtin, Handler, ServiceOptions};
 
 /// Where `loopd` listens when no `--listen` is given. Loopback, so a bare `loopd` exposes
@@ -114,34 +115,100 @@ impl Default for StreamOptions {
 /// The most loops a server runs; far more than the cores of any machine loopd meets.
 pub const MAX_THREADS: usize = 1024;
 
-/// One `--listen SERVICE=ADDR`.
+/// How long a connection to a `,proxy` listener may take to send its PROXY protocol header.
+/// A proxy sends it with its first packet, so a few seconds is generous; without a limit, a
+/// connection that sends nothing would hold a slot until the idle timeout.
+pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest `--server-id`: a host name's limit.
+pub const MAX_SERVER_ID: usize = 255;
+
+/// One `--listen SERVICE=ADDR[,proxy]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenSpec {
     /// What to serve.
     pub service: Builtin,
     /// Where. `[::]` is dual-stack (IPv4 and IPv6); a specific IPv6 address is IPv6 only.
     pub addr: SocketAddr,
+    /// Every connection starts with a PROXY protocol header (`,proxy`; TCP services only).
+    pub proxy: bool,
+}
+
+/// Splits `SERVICE[,proxy]` (a `--listen` service, or a socket's `FileDescriptorName=`)
+/// into the service and whether it reads a PROXY protocol header.
+pub fn service_and_options(s: &str) -> Result<(Builtin, bool), String> {
+    let mut parts = s.split(',');
+    let service: Builtin = parts.next().unwrap_or_default().parse()?;
+    let mut proxy = false;
+    for option in parts {
+        match option {
+            "proxy" if service.is_datagram() => {
+                return Err(format!(
+                    "{service} is a UDP service; the PROXY protocol is for TCP listeners"
+                ))
+            }
+            "proxy" => proxy = true,
+            other => return Err(format!("unknown listener option '{other}' (known: proxy)")),
+        }
+    }
+    Ok((service, proxy))
 }
 
 impl FromStr for ListenSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<ListenSpec, String> {
-        let (service, addr) = s.split_once('=').ok_or_else(|| {
+        let (service, rest) = s.split_once('=').ok_or_else(|| {
             format!("'{s}' is not SERVICE=ADDR (for example echo=127.0.0.1:7007)")
         })?;
-        let service = service.parse()?;
+        // Options follow the address: echo=127.0.0.1:7007,proxy.
+        let (addr, options) = match rest.split_once(',') {
+            Some((addr, options)) => (addr, Some(options)),
+            None => (rest, None),
+        };
+        let named = match options {
+            Some(options) => format!("{service},{options}"),
+            None => service.to_string(),
+        };
+        let (service, proxy) = service_and_options(&named)?;
         let addr = addr
             .parse()
             .map_err(|_| format!("'{addr}' is not an IP:PORT address (IPv6 as [::1]:7007)"))?;
-        Ok(ListenSpec { service, addr })
+        Ok(ListenSpec {
+            service,
+            addr,
+            proxy,
+        })
     }
 }
 
 impl fmt::Display for ListenSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.service, self.addr)
+        write!(f, "{}={}", self.service, self.addr)?;
+        if self.proxy {
+            f.write_str(",proxy")?;
+        }
+        Ok(())
     }
+}
+
+/// The host name, the default `--server-id`: what tells one backend from another behind a
+/// load balancer. `loopd` if the system has none.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if ok && valid_server_id(name) => name.to_string(),
+        _ => "loopd".to_string(),
+    }
+}
+
+/// A server id is one word of visible ASCII, so it reads back unambiguously from the `line`
+/// service's space-separated `SERVER` reply and from logs.
+pub fn valid_server_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_SERVER_ID && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Per-connection limits, shared by every connection of a loop.
@@ -161,6 +228,8 @@ pub struct Limits {
     pub linger_timeout: Duration,
     /// See [`DEFAULT_REQUEST_TIMEOUT`]; `None` = never.
     pub request_timeout: Option<Duration>,
+    /// See [`DEFAULT_PROXY_TIMEOUT`]; counted from accept.
+    pub proxy_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -173,6 +242,7 @@ impl Default for Limits {
             write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
             linger_timeout: DEFAULT_LINGER_TIMEOUT,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            proxy_timeout: DEFAULT_PROXY_TIMEOUT,
         }
     }
 }
@@ -204,6 +274,12 @@ pub struct Config {
     pub limits: Limits,
     /// Limits of the framed services.
     pub services: ServiceOptions,
+    /// This server's name (`--server-id`): the `line` service's `SERVER` reply, `STATS`, and
+    /// the exit line.
+    pub server_id: String,
+    /// The sources allowed to send a PROXY protocol header to a `,proxy` listener
+    /// (`--proxy-from`); loopback by default.
+    pub proxy_from: TrustList,
 }
 
 impl Default for Config {
@@ -220,6 +296,8 @@ impl Default for Config {
             stream: StreamOptions::default(),
             limits: Limits::default(),
             services: ServiceOptions::default(),
+            server_id: host_name(),
+            proxy_from: TrustList::default(),
         }
     }
 }
@@ -256,6 +334,8 @@ pub enum ConfigError {
     },
     /// Two listeners on the same address.
     DuplicateListen(SocketAddr),
+    /// A server id that is not one word of visible ASCII.
+    ServerId(String),
     /// Fewer CPUs listed for pinning than there are loops.
     PinCpus {
         /// CPUs listed.
@@ -291,6 +371,11 @@ impl fmt::Display for ConfigError {
                 )
             }
             ConfigError::DuplicateListen(addr) => write!(f, "{addr} is given twice in --listen"),
+            ConfigError::ServerId(id) => write!(
+                f,
+                "--server-id {id:?} must be 1 to {MAX_SERVER_ID} visible ASCII characters, \
+                 without spaces"
+            ),
             ConfigError::PinCpus { cpus, threads } => write!(
                 f,
                 "--pin-cpus lists {cpus} CPUs for {threads} loops: give one per loop"
@@ -378,6 +463,9 @@ impl Config {
         }
         if self.listen.is_empty() {
             return Err(ConfigError::Zero("the number of listeners"));
+        }
+        if !valid_server_id(&self.server_id) {
+            return Err(ConfigError::ServerId(self.server_id.clone()));
         }
         // TCP and UDP have separate port spaces: echo and udp-echo may share an address.
         // Port 0 means "any free port", so two of them never clash.
@@ -476,6 +564,35 @@ mod tests {
             .unwrap_err()
             .contains("SERVICE=ADDR"));
         assert!("echo=localhost:7".parse::<ListenSpec>().is_err());
+        let proxied: ListenSpec = "line=0.0.0.0:7100,proxy".parse().unwrap();
+        assert!(proxied.proxy && !v4.proxy);
+        assert_eq!(proxied.to_string(), "line=0.0.0.0:7100,proxy");
+        let udp = "udp-echo=0.0.0.0:7,proxy"
+            .parse::<ListenSpec>()
+            .unwrap_err();
+        assert!(udp.contains("for TCP listeners"), "{udp}");
+        let unknown = "echo=0.0.0.0:7,tls".parse::<ListenSpec>().unwrap_err();
+        assert!(
+            unknown.contains("unknown listener option 'tls'"),
+            "{unknown}"
+        );
+    }
+
+    /// A server id is one word of visible ASCII; the host name is the default.
+    #[test]
+    fn server_ids() {
+        assert!(valid_server_id(&host_name()));
+        for good in ["web-1", "10.0.0.7", "a"] {
+            assert!(valid_server_id(good), "{good}");
+        }
+        for bad in ["", "two words", "tab\there", "é", &"x".repeat(256)] {
+            assert!(!valid_server_id(bad), "{bad}");
+        }
+        let c = Config {
+            server_id: "two words".into(),
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::ServerId(_))));
     }
 
     /// Watermarks must leave hysteresis; zero sizes are refused.

@@ -48,19 +48,31 @@
 //!
 //! Every transition goes through `set_state`, which logs it at `trace` level.
 //!
+//! # Behind a proxy
+//!
+//! On a listener that reads the PROXY protocol ([`crate::proxy`]), a connection starts
+//! without a service: [`Stage::Header`] holds what will create it. Reads collect the header
+//! (bounded by the protocol's size limits, and by the header timeout from accept), the service
+//! is created with the addresses the header names, greeted, and offered the bytes that came
+//! after the header in the same read. A header that is refused, late, or cut short by the
+//! peer's FIN closes the connection before any service sees a byte.
+//!
 //! Errors stay local: `WouldBlock` waits, `Interrupted` retries, a reset closes quietly, and
 //! anything else closes this connection with one log line.
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::ops::ControlFlow::{self, Break, Continue};
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, info, trace, warn};
 
 use crate::buffer::Buffer;
 use crate::config::Limits;
-use crate::service::{Borrowed, Output, Service};
+use crate::proxy::{self, Origin, Parse, Refusal};
+use crate::service::{Borrowed, ConnInfo, Output, Service, ServiceFactory};
 use crate::stats::{CloseReason, Stats};
 use crate::timer::{Time, TimerSlot};
 
@@ -162,10 +174,52 @@ pub struct Context<'a> {
     pub stats: &'a Stats,
 }
 
+/// Whether the connection has its service yet.
+enum Stage {
+    /// Waiting for the PROXY protocol header; the service is created once it is in.
+    Header(Box<Unborn>),
+    /// Served.
+    Serving(Box<dyn Service>),
+}
+
+/// What creates a proxied connection's service once its header names the client: a
+/// [`ConnInfo`] with owned parts.
+pub struct Unborn {
+    /// The listener's service factory.
+    pub factory: Arc<dyn ServiceFactory>,
+    /// The socket's peer: the proxy.
+    pub peer: SocketAddr,
+    /// The listener's address.
+    pub listener: SocketAddr,
+    /// The loop's number.
+    pub loop_index: usize,
+    /// `--server-id`.
+    pub server_id: Arc<str>,
+    /// The endpoint's counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Unborn {
+    fn service(&self, origin: Origin) -> Box<dyn Service> {
+        let proxied = match origin {
+            Origin::Client(p) => Some(p),
+            Origin::Proxy => None,
+        };
+        self.factory.new_service(&ConnInfo {
+            peer: self.peer,
+            proxied,
+            listener: self.listener,
+            loop_index: self.loop_index,
+            server_id: &self.server_id,
+            stats: &self.stats,
+        })
+    }
+}
+
 /// One connection's state machine. See the [module documentation](self).
 pub struct Connection<S> {
     socket: S,
-    service: Box<dyn Service>,
+    stage: Stage,
     /// Serial number, for logs.
     id: u64,
     state: State,
@@ -206,9 +260,19 @@ pub struct Connection<S> {
 impl<S: Socket> Connection<S> {
     /// A new connection in the `Open` state. Call [`Connection::open`] next.
     pub fn new(socket: S, service: Box<dyn Service>, id: u64, now: Time) -> Connection<S> {
+        Connection::with_stage(socket, Stage::Serving(service), id, now)
+    }
+
+    /// A new connection that reads a PROXY protocol header before its service exists. Call
+    /// [`Connection::open`] next.
+    pub fn behind_proxy(socket: S, unborn: Unborn, id: u64, now: Time) -> Connection<S> {
+        Connection::with_stage(socket, Stage::Header(Box::new(unborn)), id, now)
+    }
+
+    fn with_stage(socket: S, stage: Stage, id: u64, now: Time) -> Connection<S> {
         Connection {
             socket,
-            service,
+            stage,
             id,
             state: State::Open,
             input: Buffer::new(),
@@ -311,7 +375,8 @@ impl<S: Socket> Connection<S> {
                     .request_started()
                     .zip(limits.request_timeout)
                     .map(|(since, d)| since.after(d));
-                [idle, stall, request].into_iter().flatten().min()
+                let header = self.header_deadline(limits);
+                [idle, stall, request, header].into_iter().flatten().min()
             }
         }
     }
@@ -324,12 +389,29 @@ impl<S: Socket> Connection<S> {
             .filter(|_| self.state == State::Open && !self.held_for_room)
     }
 
+    /// The PROXY header's deadline, while one is awaited: the header timeout from accept
+    /// (when `Open` was entered, as it is never left while the header is awaited).
+    fn header_deadline(&self, limits: &Limits) -> Option<Time> {
+        let awaited = matches!(self.stage, Stage::Header(_)) && self.state == State::Open;
+        awaited.then(|| self.since.after(limits.proxy_timeout))
+    }
+
     /// The loop's timer came due: closes the connection if one of its deadlines has passed.
     /// Applies exactly the rules of [`Connection::deadline`] for the current state, so a
     /// stale entry (armed before a state change) can never close it for the wrong reason.
     pub fn on_deadline(&mut self, cx: &mut Context<'_>) -> Turn {
         let (now, l) = (cx.now, cx.limits);
         let expired = |since: Time, d: Option<Duration>| d.is_some_and(|d| now >= since.after(d));
+        if self.header_deadline(l).is_some_and(|until| now >= until) {
+            warn!(
+                "conn {}: PROXY header incomplete after {:?} ({} bytes); closing",
+                self.id,
+                l.proxy_timeout,
+                self.input.len()
+            );
+            Stats::incr(&cx.stats.proxy_timeout);
+            return self.close(CloseReason::Proxy, now);
+        }
         let reason = match self.state {
             State::Closed => None,
             State::Lingering => expired(self.since, Some(l.linger_timeout)).then(|| {
@@ -532,6 +614,9 @@ impl<S: Socket> Connection<S> {
             Stats::add(&cx.stats.bytes_discarded, n as u64);
             return Continue(0);
         }
+        if matches!(self.stage, Stage::Header(_)) {
+            return self.read_header(cx, n);
+        }
         Stats::add(&cx.stats.bytes_in, n as u64);
         let mut used = 0;
         let mut out_of_room = false;
@@ -561,10 +646,11 @@ impl<S: Socket> Connection<S> {
         // Flush before judging the input: the reply lies in the loop's shared buffers, which
         // must be empty again before any other connection's turn.
         self.flush(cx)?;
-        let limit = self
-            .service
-            .input_limit()
-            .unwrap_or(cx.limits.high_watermark);
+        let limit = match &self.stage {
+            Stage::Serving(service) => service.input_limit(),
+            Stage::Header(_) => None,
+        }
+        .unwrap_or(cx.limits.high_watermark);
         if self.input.len() > limit && !self.held_for_room {
             warn!(
                 "conn {}: service left {} bytes of input unconsumed (limit {limit}); closing",
@@ -576,8 +662,78 @@ impl<S: Socket> Connection<S> {
         Continue(used)
     }
 
+    /// Collects the PROXY protocol header from `n` fresh bytes. Once it is complete, creates
+    /// the service, greets the peer, and offers it what followed the header.
+    fn read_header(&mut self, cx: &mut Context<'_>, n: usize) -> ControlFlow<CloseReason, usize> {
+        // Headers are short (at most a few hundred bytes in practice, and bounded by the
+        // protocol's limits): collecting them in the connection's buffer costs one small copy.
+        self.input.extend(&cx.scratch[..n]);
+        let (len, version, origin) = match proxy::parse(self.input.as_slice()) {
+            Parse::Incomplete => return Continue(n),
+            Parse::Refused(refusal) => {
+                warn!("conn {}: {refusal}; closing", self.id);
+                let counter = match refusal {
+                    Refusal::Malformed(_) => &cx.stats.proxy_malformed,
+                    Refusal::TooLong { .. } => &cx.stats.proxy_too_long,
+                };
+                Stats::incr(counter);
+                return Break(CloseReason::Proxy);
+            }
+            Parse::Done {
+                len,
+                version,
+                origin,
+            } => (len, version, origin),
+        };
+        let Stage::Header(unborn) = &self.stage else {
+            unreachable!("read_header runs only while the header is awaited")
+        };
+        match origin {
+            Origin::Client(p) => {
+                Stats::incr(&cx.stats.proxy_proxied);
+                debug!(
+                    "conn {}: PROXY v{version}: client {} to {}",
+                    self.id, p.source, p.destination
+                );
+            }
+            Origin::Proxy => {
+                Stats::incr(&cx.stats.proxy_local);
+                debug!(
+                    "conn {}: PROXY v{version}: the proxy's own connection",
+                    self.id
+                );
+            }
+        }
+        let service = unborn.service(origin);
+        self.stage = Stage::Serving(service);
+        self.input.consume(len);
+        // What followed the header is the client's first bytes: counted now, offered after
+        // the greeting, as if they had just been read.
+        Stats::add(&cx.stats.bytes_in, self.input.len() as u64);
+        self.call_service(cx, 0, |service, _, out| service.on_connect(out))?;
+        self.flush(cx)?;
+        if !self.input.is_empty() {
+            self.deliver(cx, 0)?;
+        }
+        Continue(n)
+    }
+
     /// The peer sent FIN.
     fn on_peer_fin(&mut self, cx: &mut Context<'_>) -> ControlFlow<CloseReason> {
+        if matches!(self.stage, Stage::Header(_)) && self.state == State::Open {
+            let held = self.input.len();
+            if held == 0 {
+                // A proxy's plain TCP health check connects and closes without a header.
+                debug!("conn {}: closed before sending a PROXY header", self.id);
+            } else {
+                warn!(
+                    "conn {}: closed after {held} bytes of an incomplete PROXY header",
+                    self.id
+                );
+            }
+            Stats::incr(&cx.stats.proxy_truncated);
+            return Break(CloseReason::Proxy);
+        }
         match self.state {
             State::Open => {
                 self.set_state(State::CloseWait, cx.now);
@@ -644,6 +800,10 @@ impl<S: Socket> Connection<S> {
         if self.finished {
             return Continue(0);
         }
+        let Stage::Serving(service) = &mut self.stage else {
+            // No service before the PROXY header is in: nothing to call.
+            return Continue(0);
+        };
         debug_assert!(cx.out_scratch.is_empty() && cx.out_borrowed.is_none());
         let high_watermark = cx.limits.high_watermark;
         let scratch: &[u8] = cx.scratch;
@@ -665,7 +825,7 @@ impl<S: Socket> Connection<S> {
             scratch,
             held: &mut self.input,
         };
-        hook(self.service.as_mut(), input, &mut out);
+        hook(service.as_mut(), input, &mut out);
         let produced = out.pending() - before;
         cx.out_borrowed = out.take_borrowed();
         if self.finished && self.state == State::Open {

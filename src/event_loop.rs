@@ -29,6 +29,7 @@
 //! while later events of the same poll batch may still name them.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -43,8 +44,9 @@ use slab::Slab;
 
 use crate::buffer::Buffer;
 use crate::config::{Config, Limits, StreamOptions};
-use crate::connection::{Connection, Context, Ready, Socket, Turn, Want};
+use crate::connection::{Connection, Context, Ready, Socket, Turn, Unborn, Want};
 use crate::listener::{self, Accepted, Listener};
+use crate::proxy::TrustList;
 use crate::service::{ConnInfo, Handler};
 use crate::stats::{CloseReason, Snapshot, Stats};
 use crate::timer::{Clock, Time, Timers};
@@ -131,6 +133,8 @@ pub(crate) struct Bound {
     pub(crate) socket: socket2::Socket,
     pub(crate) handler: Handler,
     pub(crate) name: String,
+    /// Connections start with a PROXY protocol header (TCP only).
+    pub(crate) proxy: bool,
 }
 
 /// How [`EventLoop::run`] ended.
@@ -158,8 +162,21 @@ pub struct Endpoint {
     pub service: String,
     /// The address bound.
     pub addr: SocketAddr,
+    /// Its connections start with a PROXY protocol header.
+    pub proxy: bool,
     /// Its counters: connections accepted and closed on it, bytes and datagrams through it.
     pub stats: Arc<Stats>,
+}
+
+impl fmt::Display for Endpoint {
+    /// As `--listen` names it: `echo=127.0.0.1:7007`, `line=0.0.0.0:7100,proxy`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.service, self.addr)?;
+        if self.proxy {
+            f.write_str(",proxy")?;
+        }
+        Ok(())
+    }
 }
 
 /// What a [`Handle`] shares with its loop.
@@ -287,6 +304,10 @@ pub struct EventLoop {
     kit: TurnKit,
     max_connections: usize,
     stream_options: StreamOptions,
+    /// `--server-id`, for services that tell which backend answered.
+    server_id: Arc<str>,
+    /// Who may send a PROXY protocol header.
+    proxy_from: TrustList,
     drain_timeout: Duration,
     accept_pause: AcceptPause,
     /// Accepting stopped at the connection limit.
@@ -299,9 +320,24 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// Binds the built-in services named in `config.listen`.
+    /// Binds the built-in services named in `config.listen` (reading a PROXY protocol
+    /// header where a listener says `,proxy`).
     pub fn new(config: &Config) -> io::Result<EventLoop> {
-        EventLoop::serve(config, config.endpoints())
+        let bound = config
+            .listen
+            .iter()
+            .map(|spec| {
+                let handler = spec.service.handler(config.services);
+                let mut group = listener::bind_group(spec.addr, handler.socket_type(), 1)?;
+                Ok(Bound {
+                    socket: group.remove(0),
+                    handler,
+                    name: spec.service.name().to_string(),
+                    proxy: spec.proxy,
+                })
+            })
+            .collect::<io::Result<Vec<Bound>>>()?;
+        EventLoop::assemble(config, 0, config.max_connections, bound)
     }
 
     /// Binds each address with its handler; `config.listen` is ignored. This is how a program
@@ -324,6 +360,7 @@ impl EventLoop {
                     socket: group.remove(0),
                     handler,
                     name: name.to_string(),
+                    proxy: false,
                 })
             })
             .collect::<io::Result<Vec<Bound>>>()?;
@@ -345,12 +382,14 @@ impl EventLoop {
             socket,
             handler,
             name,
+            proxy,
         } in endpoints
         {
             let endpoint = described.len();
             let addr = match handler {
                 Handler::Stream(factory) => {
                     let mut l = Listener::from_socket(socket, config.backlog, factory, endpoint)?;
+                    l.proxy = proxy;
                     let token = loop_token(listeners.len());
                     poll.registry()
                         .register(l.source(), token, Interest::READABLE)?;
@@ -372,6 +411,7 @@ impl EventLoop {
             described.push(Endpoint {
                 service: name,
                 addr,
+                proxy,
                 stats: Arc::new(Stats::default()),
             });
         }
@@ -406,6 +446,8 @@ impl EventLoop {
             },
             max_connections,
             stream_options: config.stream,
+            server_id: Arc::from(config.server_id.as_str()),
+            proxy_from: config.proxy_from.clone(),
             drain_timeout: config.drain_timeout,
             accept_pause: AcceptPause::default(),
             at_limit: false,
@@ -768,14 +810,42 @@ impl EventLoop {
             self.next_serial += 1;
         }
         let serial = self.next_serial;
-        let endpoint = self.listeners[listener].endpoint();
-        let info = ConnInfo {
-            peer,
-            stats: &self.kit.stats[endpoint],
+        let l = &self.listeners[listener];
+        let endpoint = l.endpoint();
+        let stats = &self.kit.stats[endpoint];
+        stats.opened();
+        let mut conn = if l.proxy {
+            if !self.proxy_from.trusts(peer.ip()) {
+                // Anyone who may send a header may claim any address: refused before a byte
+                // is read.
+                warn!(
+                    "conn {serial}: {peer} is not allowed to send a PROXY header (--proxy-from {}); closing",
+                    self.proxy_from
+                );
+                Stats::incr(&stats.proxy_untrusted);
+                stats.closed(CloseReason::Proxy);
+                return;
+            }
+            let unborn = Unborn {
+                factory: Arc::clone(l.factory()),
+                peer,
+                listener: l.local_addr(),
+                loop_index: self.index,
+                server_id: Arc::clone(&self.server_id),
+                stats: Arc::clone(stats),
+            };
+            Connection::behind_proxy(stream, unborn, serial, self.now)
+        } else {
+            let service = l.factory().new_service(&ConnInfo {
+                peer,
+                proxied: None,
+                listener: l.local_addr(),
+                loop_index: self.index,
+                server_id: &self.server_id,
+                stats,
+            });
+            Connection::new(stream, service, serial, self.now)
         };
-        let service = self.listeners[listener].factory().new_service(&info);
-        let mut conn = Connection::new(stream, service, serial, self.now);
-        self.kit.stats[endpoint].opened();
         debug!("conn {serial}: accepted from {peer}");
 
         let turn = conn.open(&mut self.kit.cx(self.now, endpoint));

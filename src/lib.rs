@@ -104,6 +104,7 @@ pub mod event_loop;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod proxy;
 pub mod rlimit;
 pub mod server;
 pub mod service;

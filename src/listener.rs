@@ -45,6 +45,8 @@ pub struct Listener {
     factory: Arc<dyn ServiceFactory>,
     /// The loop's number for this endpoint (its counters).
     endpoint: usize,
+    /// Every connection starts with a PROXY protocol header.
+    pub(crate) proxy: bool,
     /// A readable edge was seen and the backlog may not be empty yet.
     pub(crate) ready: bool,
 }
@@ -77,6 +79,7 @@ impl Listener {
             local,
             factory,
             endpoint,
+            proxy: false,
             // A client may connect before the first poll; the registration reports it, but
             // checking once costs one accept() and makes no assumption about that.
             ready: true,
@@ -94,8 +97,8 @@ impl Listener {
     }
 
     /// The service factory for this listener's connections.
-    pub fn factory(&self) -> &dyn ServiceFactory {
-        self.factory.as_ref()
+    pub fn factory(&self) -> &Arc<dyn ServiceFactory> {
+        &self.factory
     }
 
     /// The mio source, for registration.

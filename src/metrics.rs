@@ -187,6 +187,18 @@ const CLOSE_REASONS: &[(&str, Field)] = &[
     ("protocol", |s| s.closed_protocol),
     ("request_timeout", |s| s.closed_request_timeout),
     ("forced", |s| s.closed_forced),
+    ("proxy", |s| s.closed_proxy),
+];
+
+/// What became of connections to a PROXY protocol listener, with the counter of each.
+const PROXY_OUTCOMES: &[(&str, Field)] = &[
+    ("proxied", |s| s.proxy_proxied),
+    ("local", |s| s.proxy_local),
+    ("untrusted", |s| s.proxy_untrusted),
+    ("malformed", |s| s.proxy_malformed),
+    ("too_long", |s| s.proxy_too_long),
+    ("timeout", |s| s.proxy_timeout),
+    ("truncated", |s| s.proxy_truncated),
 ];
 
 /// Writes every endpoint family.
@@ -218,15 +230,35 @@ pub fn write_endpoints(e: &mut Exposition, samples: &[EndpointSample<'_>]) {
             e.sample(name, &l, field(&s.snapshot));
         }
     }
+    let labelled = |e: &mut Exposition,
+                    name: &str,
+                    label: &str,
+                    values: &[(&str, Field)],
+                    only_proxy: bool| {
+        for (s, (addr, index)) in samples.iter().zip(&rendered) {
+            if only_proxy && !s.endpoint.proxy {
+                continue;
+            }
+            let base = labels(s, addr, index);
+            for (value, field) in values {
+                let mut l: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                l.push((label, value));
+                e.sample(name, &l, field(&s.snapshot));
+            }
+        }
+    };
     let name = "loopd_connections_closed_total";
     e.family(name, "TCP connections closed, by reason.", Kind::Counter);
-    for (s, (addr, index)) in samples.iter().zip(&rendered) {
-        let base = labels(s, addr, index);
-        for (reason, field) in CLOSE_REASONS {
-            let mut l: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            l.push(("reason", reason));
-            e.sample(name, &l, field(&s.snapshot));
-        }
+    labelled(e, name, "reason", CLOSE_REASONS, false);
+    if samples.iter().any(|s| s.endpoint.proxy) {
+        let name = "loopd_proxy_connections_total";
+        e.family(
+            name,
+            "Connections to PROXY protocol listeners, by what their header did: named a \
+             client (proxied), the proxy's own (local), or refused.",
+            Kind::Counter,
+        );
+        labelled(e, name, "outcome", PROXY_OUTCOMES, true);
     }
 }
 

@@ -38,7 +38,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::admin::{self, AdminState};
 use crate::config::{connection_share, Config};
-use crate::event_loop::{Bound, EventLoop, Exit, Handle};
+use crate::event_loop::{Bound, Endpoint, EventLoop, Exit, Handle};
 use crate::listener;
 use crate::logging::{log_with_fields, Fields};
 use crate::service::Handler;
@@ -55,6 +55,8 @@ pub struct Server {
     pin_cpus: Option<Vec<usize>>,
     /// See [`Config::drain_delay`].
     drain_delay: Duration,
+    /// See [`Config::server_id`]: named in the exit line.
+    server_id: String,
     /// Readiness and health, for `/readyz` and `/healthz`.
     admin: Arc<AdminState>,
     /// Installed by [`Server::handle_signals`], before any log line says the server is up,
@@ -122,6 +124,8 @@ pub struct EndpointSpec {
     pub origin: Origin,
     /// What serves it.
     pub serve: Serve,
+    /// Its connections start with a PROXY protocol header (TCP handlers only).
+    pub proxy: bool,
 }
 
 impl Server {
@@ -135,6 +139,7 @@ impl Server {
                 name: spec.service.name().to_string(),
                 origin: Origin::Bind(spec.addr),
                 serve: Serve::Handler(spec.service.handler(config.services)),
+                proxy: spec.proxy,
             })
             .collect();
         if let Some(addr) = config.admin {
@@ -142,6 +147,7 @@ impl Server {
                 name: "admin".into(),
                 origin: Origin::Bind(addr),
                 serve: Serve::Admin,
+                proxy: false,
             });
         }
         Server::with_endpoints(config, specs)
@@ -162,6 +168,7 @@ impl Server {
                 },
                 origin: Origin::Bind(addr),
                 serve: Serve::Handler(handler),
+                proxy: false,
             })
             .collect();
         Server::with_endpoints(config, specs)
@@ -193,6 +200,7 @@ impl Server {
                     socket,
                     handler: handler.clone(),
                     name: spec.name.clone(),
+                    proxy: spec.proxy,
                 });
             }
         }
@@ -215,19 +223,15 @@ impl Server {
             local_addrs,
             pin_cpus: config.pin_cpus.clone(),
             drain_delay: config.drain_delay,
+            server_id: config.server_id.clone(),
             admin,
             signals: None,
         })
     }
 
-    /// Every endpoint of the first loop as `(service, address)`, in order: what the server
-    /// listens on.
-    pub fn endpoints(&self) -> Vec<(String, SocketAddr)> {
-        self.handle.loops[0]
-            .endpoints()
-            .iter()
-            .map(|e| (e.service.clone(), e.addr))
-            .collect()
+    /// Every endpoint of the first loop, in order: what the server listens on.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        self.handle.loops[0].endpoints()
     }
 
     /// The readiness and health the admin endpoint reports.
@@ -359,6 +363,7 @@ impl Server {
         let total: Snapshot = per_loop.into_iter().sum();
         let accepted = accepted.join("/");
         let named = [
+            ("server_id", log::kv::Value::from(self.server_id.as_str())),
             ("loops", log::kv::Value::from(n as u64)),
             ("accepted_per_loop", log::kv::Value::from(accepted.as_str())),
         ];
@@ -439,7 +444,7 @@ impl Supervisor {
         let listening: Vec<String> = self.handle.loops[0]
             .endpoints()
             .iter()
-            .map(|e| format!("{}={}", e.service, e.addr))
+            .map(Endpoint::to_string)
             .collect();
         let status = format!(
             "serving {} on {} loop(s)",

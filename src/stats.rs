@@ -30,6 +30,9 @@ pub enum CloseReason {
     RequestTimeout,
     /// Still open at the end of the drain timeout on shutdown; aborted.
     Forced,
+    /// Refused before its service existed: a PROXY protocol header that was missing,
+    /// malformed, too long or too slow, or a source not allowed to send one.
+    Proxy,
 }
 
 impl CloseReason {
@@ -45,6 +48,7 @@ impl CloseReason {
             CloseReason::Protocol => &stats.closed_protocol,
             CloseReason::RequestTimeout => &stats.closed_request_timeout,
             CloseReason::Forced => &stats.closed_forced,
+            CloseReason::Proxy => &stats.closed_proxy,
         }
     }
 }
@@ -117,6 +121,8 @@ counters! {
     closed_request_timeout,
     /// Aborted at the drain deadline.
     closed_forced,
+    /// Refused for its PROXY protocol header (or for sending from an untrusted source).
+    closed_proxy,
     /// Bytes read and handed to services (TCP and UDP).
     bytes_in,
     /// Bytes written, accepted by the kernel (TCP and UDP).
@@ -137,6 +143,21 @@ counters! {
     datagrams_out,
     /// UDP replies dropped because the reply queue was full (or the send failed).
     datagrams_dropped,
+    /// PROXY protocol headers that named a client.
+    proxy_proxied,
+    /// PROXY protocol headers for the proxy's own connections (v2 `LOCAL`, health checks) or
+    /// without a client address (`UNKNOWN`, `UNSPEC`).
+    proxy_local,
+    /// Connections to a PROXY listener from a source not in `--proxy-from`.
+    proxy_untrusted,
+    /// PROXY protocol headers that were not valid.
+    proxy_malformed,
+    /// PROXY protocol headers longer than the limit.
+    proxy_too_long,
+    /// PROXY protocol headers not complete within the header timeout.
+    proxy_timeout,
+    /// Connections closed by the peer before their PROXY protocol header was complete.
+    proxy_truncated,
 }
 
 impl Stats {
@@ -195,6 +216,7 @@ impl Snapshot {
             + self.closed_protocol
             + self.closed_request_timeout
             + self.closed_forced
+            + self.closed_proxy
     }
 }
 

@@ -4,7 +4,7 @@
 //! When `LISTEN_PID` names this process, `LISTEN_FDS` says how many descriptors it inherited
 //! from 3 upwards, and `LISTEN_FDNAMES` names them (`FileDescriptorName=` in the `.socket`
 //! unit). loopd serves each socket with the service its name says — `echo`, `udp-time`,
-//! `admin`, any name `--listen` accepts — and checks that a TCP service got a stream socket
+//! `admin`, any name `--listen` accepts, with its options (`echo,proxy`) — and checks that a TCP service got a stream socket
 //! and a UDP service a datagram socket. Why it matters: the service manager owns the
 //! listening socket, so while loopd restarts, new connections wait in its backlog instead of
 //! being refused (`docs/07-operations.md` has the sequence).
@@ -17,8 +17,9 @@ use std::os::fd::FromRawFd;
 
 use socket2::{Socket, Type};
 
+use crate::config::service_and_options;
 use crate::server::{EndpointSpec, Origin, Serve};
-use crate::service::{Builtin, ServiceOptions};
+use crate::service::ServiceOptions;
 
 /// The endpoints the service manager handed over, or `None` when loopd was not socket
 /// activated. An error names the descriptor and what is wrong with it.
@@ -38,16 +39,17 @@ pub fn activated_endpoints(options: ServiceOptions) -> Result<Option<Vec<Endpoin
         socket
             .set_nonblocking(true)
             .map_err(|e| format!("socket activation: descriptor {fd} ({name}): {e}"))?;
-        let serve = if name == "admin" {
-            Serve::Admin
+        let (serve, proxy) = if name == "admin" {
+            (Serve::Admin, false)
         } else {
-            let service: Builtin = name.parse().map_err(|_| {
+            // A service as --listen names it, options included: FileDescriptorName=echo,proxy.
+            let (service, proxy) = service_and_options(&name).map_err(|e| {
                 format!(
-                    "socket activation: descriptor {fd} is named '{name}', which is no service; \
-                     name each socket with FileDescriptorName= and a --listen service name or admin"
+                    "socket activation: descriptor {fd} is named '{name}': {e}; name each \
+                     socket with FileDescriptorName= and a --listen service name or admin"
                 )
             })?;
-            Serve::Handler(service.handler(options))
+            (Serve::Handler(service.handler(options)), proxy)
         };
         let datagram = match &serve {
             Serve::Admin => false,
@@ -64,6 +66,7 @@ pub fn activated_endpoints(options: ServiceOptions) -> Result<Option<Vec<Endpoin
             name,
             origin: Origin::Inherited(socket),
             serve,
+            proxy,
         });
     }
     Ok(Some(specs))

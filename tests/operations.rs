@@ -15,23 +15,6 @@ use std::time::{Duration, Instant};
 use common::daemon::{loopd_binary, Daemon};
 use common::*;
 
-fn addr_of(daemon: &Daemon, service: &str) -> SocketAddr {
-    daemon
-        .addrs()
-        .into_iter()
-        .find(|(s, _)| s == service)
-        .unwrap_or_else(|| panic!("no {service} in {:?}", daemon.log()))
-        .1
-}
-
-/// Sends RST instead of FIN when dropped.
-fn reset(s: std::net::TcpStream) {
-    socket2::SockRef::from(&s)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(s);
-}
-
 /// `/metrics` counts exactly what a client did — connections, bytes, a reset, an idle
 /// timeout, datagrams — and passes `promtool check metrics`.
 #[test]
@@ -48,9 +31,9 @@ fn metrics_count_what_happened_and_pass_promtool() {
         "300ms",
     ]);
     let (echo, udp, admin) = (
-        addr_of(&daemon, "echo"),
-        addr_of(&daemon, "udp-echo"),
-        addr_of(&daemon, "admin"),
+        daemon.addr_of("echo"),
+        daemon.addr_of("udp-echo"),
+        daemon.addr_of("admin"),
     );
     const N: u64 = 5;
     const M: usize = 1000;
@@ -147,7 +130,7 @@ fn promtool_accepts(text: &str) {
 fn prometheus_scrapes_loopd() {
     let prometheus = require("prometheus", "prometheus");
     let daemon = Daemon::start(&["-l", "echo=127.0.0.1:0", "--admin", "127.0.0.1:0"]);
-    let (echo, admin) = (addr_of(&daemon, "echo"), addr_of(&daemon, "admin"));
+    let (echo, admin) = (daemon.addr_of("echo"), daemon.addr_of("admin"));
     for i in 0..4 {
         let mut c = connect(echo);
         round_trip(&mut c, &pattern(i, 10));
@@ -202,7 +185,7 @@ fn readyz_turns_at_sigterm_and_traffic_flows_through_the_drain_delay() {
         "--drain-delay",
         "4s",
     ]);
-    let (echo, admin) = (addr_of(&daemon, "echo"), addr_of(&daemon, "admin"));
+    let (echo, admin) = (daemon.addr_of("echo"), daemon.addr_of("admin"));
     assert_eq!(http_get(admin, "/readyz").status, 200);
     let mut old = connect(echo);
     round_trip(&mut old, b"before");
@@ -238,7 +221,7 @@ fn readyz_turns_at_sigterm_and_traffic_flows_through_the_drain_delay() {
 #[test]
 fn bad_http_is_refused_without_disturbing_echo() {
     let daemon = Daemon::start(&["-l", "echo=127.0.0.1:0", "--admin", "127.0.0.1:0"]);
-    let (echo, admin) = (addr_of(&daemon, "echo"), addr_of(&daemon, "admin"));
+    let (echo, admin) = (daemon.addr_of("echo"), daemon.addr_of("admin"));
     let transfer = std::thread::spawn(move || {
         let mut c = connect(echo);
         let data = pattern(7, 4 << 20);
@@ -443,7 +426,7 @@ fn environment_configures_the_daemon_and_json_logs_parse() {
             .env("LOOPD_LOG_FORMAT", "json")
             .env("LOOPD_MAX_CONNECTIONS", "77");
     });
-    let (echo, line) = (addr_of(&daemon, "echo"), addr_of(&daemon, "line"));
+    let (echo, line) = (daemon.addr_of("echo"), daemon.addr_of("line"));
     let mut c = connect(echo);
     round_trip(&mut c, b"configured by the environment");
     let mut l = connect(line);
@@ -490,7 +473,7 @@ fn several_loops_are_labelled() {
         "--threads",
         "2",
     ]);
-    let (echo, admin) = (addr_of(&daemon, "echo"), addr_of(&daemon, "admin"));
+    let (echo, admin) = (daemon.addr_of("echo"), daemon.addr_of("admin"));
     let clients = 20;
     for i in 0..clients {
         let mut c = connect(echo);

@@ -3,11 +3,12 @@
 //! Exit status: 0 after a graceful shutdown, 1 on a runtime failure or a second signal,
 //! 2 for bad flags.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+use ipnet::IpNet;
 use log::{error, info, warn};
 
 use loopd::config::{
@@ -15,6 +16,7 @@ use loopd::config::{
     StreamOptions,
 };
 use loopd::logging::{self, LogFormat};
+use loopd::proxy::TrustList;
 use loopd::service::ServiceOptions;
 use loopd::{rlimit, Exit, Server};
 
@@ -28,7 +30,9 @@ use loopd::{rlimit, Exit, Server};
 struct Args {
     /// Serve SERVICE on ADDR; repeatable. TCP: echo, discard, chargen, daytime, time, line,
     /// frame; UDP: udp-echo, udp-discard, udp-chargen, udp-daytime, udp-time. IPv6 as [::1]:7;
-    /// [::] listens on IPv4 and IPv6. Default: loopback only, so a bare loopd exposes nothing.
+    /// [::] listens on IPv4 and IPv6. ADDR,proxy: every connection starts with a PROXY
+    /// protocol header (behind HAProxy or nginx). Default: loopback only, so a bare loopd
+    /// exposes nothing.
     #[arg(short, long = "listen", value_name = "SERVICE=ADDR", default_value = config::DEFAULT_LISTEN, env = "LOOPD_LISTEN", value_delimiter = ' ')]
     listen: Vec<ListenSpec>,
 
@@ -127,6 +131,22 @@ struct Args {
     #[arg(long, value_name = "ADDR", env = "LOOPD_ADMIN")]
     admin: Option<SocketAddr>,
 
+    /// This server's name: the line service's SERVER reply, STATS and the exit line, so a load
+    /// test through a balancer can tell backends apart. Default: the host name.
+    #[arg(long, value_name = "NAME", env = "LOOPD_SERVER_ID")]
+    server_id: Option<String>,
+
+    /// Sources allowed to send a PROXY protocol header to a ,proxy listener (CIDR or address;
+    /// repeatable). Anyone who may send one can claim any client address, so only the proxies
+    /// belong here; by default a proxy on this host.
+    #[arg(long, value_name = "CIDR", default_value = "127.0.0.0/8 ::1/128", value_parser = parse_network, value_delimiter = ' ', env = "LOOPD_PROXY_FROM")]
+    proxy_from: Vec<IpNet>,
+
+    /// Close a connection to a ,proxy listener whose PROXY header is not complete this long
+    /// after accept; a proxy sends it at once.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "LOOPD_PROXY_TIMEOUT")]
+    proxy_timeout: Duration,
+
     /// On SIGTERM, turn /readyz to 503 and keep serving this long before draining, so a load
     /// balancer stops sending new clients first (0 = drain at once).
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration, env = "LOOPD_DRAIN_DELAY")]
@@ -153,6 +173,13 @@ struct Args {
 /// A parsed `--pin-cpus` (one value, many CPUs).
 #[derive(Debug, Clone)]
 struct CpuList(Vec<usize>);
+
+/// A network as CIDR (`10.0.0.0/8`), or one address (`192.0.2.7`).
+fn parse_network(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("'{s}' is not a network like 10.0.0.0/8 or an address"))
+}
 
 fn parse_switch(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -191,11 +218,14 @@ impl Args {
                 write_stall_timeout: nonzero(self.write_stall_timeout),
                 linger_timeout: self.linger_timeout,
                 request_timeout: nonzero(self.request_timeout),
+                proxy_timeout: self.proxy_timeout,
             },
             services: ServiceOptions {
                 max_line: self.max_line,
                 max_frame: self.max_frame,
             },
+            server_id: self.server_id.unwrap_or_else(config::host_name),
+            proxy_from: TrustList::new(self.proxy_from),
         };
         config.validate()?;
         Ok(config)
@@ -288,19 +318,23 @@ fn main() -> ExitCode {
         error!("cannot install signal handlers: {e}");
         return ExitCode::from(1);
     }
-    let listening: Vec<String> = server
-        .endpoints()
-        .iter()
-        .map(|(service, addr)| format!("{service}={addr}"))
-        .collect();
+    let listening: Vec<String> = server.endpoints().iter().map(|e| e.to_string()).collect();
     let loops = server.loops();
+    let server_id = config.server_id.as_str();
     info!(
         loops,
-        max_connections = config.max_connections;
-        "listening on {} (max {} connections, {loops} loop(s))",
+        max_connections = config.max_connections,
+        server_id;
+        "listening on {} (max {} connections, {loops} loop(s), server id {server_id})",
         listening.join(" "),
         config.max_connections,
     );
+    if server.endpoints().iter().any(|e| e.proxy) {
+        info!(
+            "PROXY protocol headers accepted from {} (--proxy-from)",
+            config.proxy_from
+        );
+    }
 
     match server.run() {
         Ok(Exit::Drained | Exit::DrainTimeout { .. }) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::service::{Chargen, Daytime, Echo};
+use std::sync::Mutex;
 
 /// One scripted answer to `read()`.
 #[derive(Debug, Clone)]
@@ -102,12 +103,32 @@ impl Rig {
     }
 
     fn with_limits(service: Box<dyn Service>, limits: Limits) -> Rig {
+        Rig::with_connection(|fake| Connection::new(fake, service, 1, Time(0)), limits)
+    }
+
+    /// A connection to a PROXY protocol listener whose service `factory` creates.
+    fn behind_proxy(factory: Arc<dyn ServiceFactory>) -> Rig {
+        let unborn = Unborn {
+            factory,
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            listener: "127.0.0.1:7007".parse().unwrap(),
+            loop_index: 0,
+            server_id: Arc::from("test"),
+            stats: Arc::new(Stats::default()),
+        };
+        Rig::with_connection(
+            |fake| Connection::behind_proxy(fake, unborn, 1, Time(0)),
+            small_limits(),
+        )
+    }
+
+    fn with_connection(connect: impl FnOnce(Fake) -> Connection<Fake>, limits: Limits) -> Rig {
         let fake = Fake {
             window: BIG_WINDOW,
             ..Fake::default()
         };
         Rig {
-            conn: Connection::new(fake, service, 1, Time(0)),
+            conn: connect(fake),
             limits,
             scratch: vec![0; 64],
             out: Buffer::new(),
@@ -211,6 +232,7 @@ fn small_limits() -> Limits {
         write_stall_timeout: Some(Duration::from_secs(30)),
         linger_timeout: Duration::from_secs(5),
         request_timeout: Some(Duration::from_secs(30)),
+        proxy_timeout: Duration::from_secs(5),
     }
 }
 
@@ -996,7 +1018,16 @@ mod framing {
 
     fn line_service() -> Box<dyn Service> {
         let stats = Arc::new(Stats::default());
-        Box::new(Line::new("127.0.0.1:1".parse().unwrap(), stats, 200))
+        let server_id: Arc<str> = Arc::from("test");
+        let conn = ConnInfo {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            proxied: None,
+            listener: "127.0.0.1:7100".parse().unwrap(),
+            loop_index: 0,
+            server_id: &server_id,
+            stats: &stats,
+        };
+        Box::new(Line::new(&conn, 200))
     }
 
     /// Requests whose replies do not depend on time or counters.
@@ -1047,5 +1078,132 @@ mod framing {
             let split = replies(Box::new(Frame::new(1000)), &stream, &cuts);
             prop_assert_eq!(split, stream);
         }
+    }
+}
+
+mod behind_proxy {
+    use super::*;
+
+    const HEADER: &[u8] = b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 7007\r\n";
+
+    /// A factory of `make`'s services that records the client each was created for.
+    fn recording(
+        make: fn() -> Box<dyn Service>,
+    ) -> (Arc<dyn ServiceFactory>, Arc<Mutex<Vec<SocketAddr>>>) {
+        let clients = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&clients);
+        let factory = Arc::new(move |conn: &ConnInfo<'_>| {
+            seen.lock().unwrap().push(conn.client());
+            make()
+        });
+        (factory, clients)
+    }
+
+    fn echo() -> Box<dyn Service> {
+        Box::new(Echo)
+    }
+
+    /// A header split over many reads, with the stream's first bytes in its last read: the
+    /// service is created once, for the client the header names, and echoes only the
+    /// stream, once.
+    #[test]
+    fn header_split_over_reads_then_data() {
+        let (factory, clients) = recording(echo);
+        let mut rig = Rig::behind_proxy(factory);
+        assert_eq!(rig.open(), Turn::Wait);
+        for piece in HEADER[..HEADER.len() - 1].chunks(7) {
+            rig.send(piece);
+            assert_eq!(rig.readable(), Turn::Wait);
+            assert!(
+                clients.lock().unwrap().is_empty(),
+                "no service before the header"
+            );
+        }
+        let mut last = HEADER[HEADER.len() - 1..].to_vec();
+        last.extend(b"hello");
+        rig.send(&last);
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.take_written(), b"hello");
+        assert_eq!(
+            *clients.lock().unwrap(),
+            ["192.0.2.7:56324".parse().unwrap()]
+        );
+        rig.send(b" world");
+        rig.readable();
+        assert_eq!(rig.take_written(), b" world");
+        let s = rig.stats.snapshot();
+        assert_eq!(
+            (s.proxy_proxied, s.bytes_in),
+            (1, 11),
+            "header bytes are not input"
+        );
+    }
+
+    /// A greeting service greets after the header, not at accept.
+    #[test]
+    fn greeting_waits_for_the_header() {
+        let (factory, _) = recording(|| Box::new(Daytime));
+        let mut rig = Rig::behind_proxy(factory);
+        assert_eq!(rig.open(), Turn::Wait);
+        assert!(rig.take_written().is_empty());
+        let mut v2 = ppp::v2::Builder::with_addresses(
+            0x21,
+            ppp::v2::Protocol::Stream,
+            (
+                "192.0.2.7:1".parse::<SocketAddr>().unwrap(),
+                "198.51.100.1:2".parse::<SocketAddr>().unwrap(),
+            ),
+        )
+        .build()
+        .unwrap();
+        v2.extend(b"ignored by daytime");
+        rig.send(&v2);
+        rig.readable();
+        assert!(rig.take_written().ends_with(b"\r\n"), "the daytime line");
+    }
+
+    /// Garbage, a FIN before the header, and a header that never completes: each closes the
+    /// connection with its counter, and no service is ever created.
+    #[test]
+    fn refused_headers_never_reach_the_service() {
+        let (factory, clients) = recording(echo);
+        let mut rig = Rig::behind_proxy(Arc::clone(&factory));
+        rig.open();
+        rig.send(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Proxy));
+        assert_eq!(rig.stats.snapshot().proxy_malformed, 1);
+
+        let mut rig = Rig::behind_proxy(Arc::clone(&factory));
+        rig.open();
+        rig.send(&HEADER[..10]);
+        rig.send_fin();
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Proxy));
+        assert_eq!(rig.stats.snapshot().proxy_truncated, 1);
+
+        let mut rig = Rig::behind_proxy(Arc::clone(&factory));
+        rig.open();
+        rig.send(&HEADER[..10]);
+        rig.readable();
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(5_000)));
+        rig.now = Time(4_999);
+        assert_eq!(rig.deadline(), Turn::Wait);
+        rig.now = Time(5_000);
+        assert_eq!(rig.deadline(), Turn::Closed(CloseReason::Proxy));
+        assert_eq!(rig.stats.snapshot().proxy_timeout, 1);
+
+        assert!(clients.lock().unwrap().is_empty());
+        assert!(rig.take_written().is_empty());
+    }
+
+    /// Once the header is in, its deadline is gone: the usual idle deadline remains.
+    #[test]
+    fn header_deadline_ends_with_the_header() {
+        let (factory, _) = recording(echo);
+        let mut rig = Rig::behind_proxy(factory);
+        rig.open();
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(5_000)));
+        rig.send(HEADER);
+        rig.readable();
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(300_000)));
     }
 }

@@ -13,8 +13,9 @@
 //! | `PING [text]` | `PONG [text]` |
 //! | `ECHO text` | `text` |
 //! | `TIME` | the current UTC time, RFC 3339 |
-//! | `WHOAMI` | the client's address as the server sees it |
-//! | `STATS` | the loop's counters as one line of `key=value` |
+//! | `WHOAMI` | the client's address: the one a PROXY protocol header named, or the peer's |
+//! | `SERVER` | `<server-id> <listener address> <loop>`: which backend, listener and loop answered |
+//! | `STATS` | the server id and the endpoint's counters in this loop, one line of `key=value` |
 //! | `HELP` | the command list |
 //! | `QUIT` | `BYE`, then a graceful close |
 //! | anything else | `ERR unknown command '…'`; the connection stays open |
@@ -27,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{Output, Service};
+use super::{ConnInfo, Output, Service};
 use crate::stats::Stats;
 
 /// Default for `--max-line`: far above any command this protocol has, small enough that
@@ -37,22 +38,28 @@ pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
 /// The longest command name quoted back in an error: the reply to garbage stays short.
 const QUOTE_LIMIT: usize = 32;
 
-const HELP: &str = "commands: PING [text], ECHO text, TIME, WHOAMI, STATS, HELP, QUIT";
+const HELP: &str = "commands: PING [text], ECHO text, TIME, WHOAMI, SERVER, STATS, HELP, QUIT";
 
 /// The line service for one connection.
 pub struct Line {
-    peer: SocketAddr,
+    client: SocketAddr,
+    server_id: Arc<str>,
+    listener: SocketAddr,
+    loop_index: usize,
     stats: Arc<Stats>,
     max_line: usize,
 }
 
 impl Line {
-    /// A line service for a client at `peer`, reporting `stats`, with lines up to `max_line`
-    /// bytes (not counting the line ending).
-    pub fn new(peer: SocketAddr, stats: Arc<Stats>, max_line: usize) -> Line {
+    /// A line service for the connection `conn` describes, with lines up to `max_line` bytes
+    /// (not counting the line ending).
+    pub fn new(conn: &ConnInfo<'_>, max_line: usize) -> Line {
         Line {
-            peer,
-            stats,
+            client: conn.client(),
+            server_id: Arc::clone(conn.server_id),
+            listener: conn.listener,
+            loop_index: conn.loop_index,
+            stats: Arc::clone(conn.stats),
             max_line,
         }
     }
@@ -76,9 +83,21 @@ impl Line {
             let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
             reply(out, &[now.as_bytes()]);
         } else if is("WHOAMI") {
-            reply(out, &[self.peer.to_string().as_bytes()]);
+            reply(out, &[self.client.to_string().as_bytes()]);
+        } else if is("SERVER") {
+            let listener = format!(" {} {}", self.listener, self.loop_index);
+            reply(out, &[self.server_id.as_bytes(), listener.as_bytes()]);
         } else if is("STATS") {
-            reply(out, &[self.stats.snapshot().to_string().as_bytes()]);
+            let counters = self.stats.snapshot().to_string();
+            reply(
+                out,
+                &[
+                    b"server_id=",
+                    self.server_id.as_bytes(),
+                    b" ",
+                    counters.as_bytes(),
+                ],
+            );
         } else if is("HELP") {
             reply(out, &[HELP.as_bytes()]);
         } else if is("QUIT") {
@@ -157,11 +176,34 @@ impl Service for Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::Proxied;
     use crate::service::Harness;
 
-    fn line() -> Harness<Line> {
+    /// A line service for a client at 192.0.2.7:4242 (through a proxy, if `proxied`).
+    fn service(max_line: usize, proxied: bool) -> Line {
         let stats = Arc::new(Stats::default());
-        Harness::new(Line::new("192.0.2.7:4242".parse().unwrap(), stats, 16))
+        let server_id: Arc<str> = Arc::from("web-1");
+        let client = "192.0.2.7:4242".parse().unwrap();
+        let conn = ConnInfo {
+            peer: if proxied {
+                "127.0.0.1:50000".parse().unwrap()
+            } else {
+                client
+            },
+            proxied: proxied.then(|| Proxied {
+                source: client,
+                destination: "198.51.100.1:7100".parse().unwrap(),
+            }),
+            listener: "127.0.0.1:7100".parse().unwrap(),
+            loop_index: 3,
+            server_id: &server_id,
+            stats: &stats,
+        };
+        Line::new(&conn, max_line)
+    }
+
+    fn line() -> Harness<Line> {
+        Harness::new(service(16, false))
     }
 
     fn ask(h: &mut Harness<Line>, input: &[u8]) -> String {
@@ -178,13 +220,21 @@ mod tests {
         assert_eq!(ask(&mut h, b"ping hello\r\n"), "PONG hello\r\n");
         assert_eq!(ask(&mut h, b"Echo a b  c\n"), "a b  c\r\n");
         assert_eq!(ask(&mut h, b"WHOAMI\n"), "192.0.2.7:4242\r\n");
-        assert!(ask(&mut h, b"stats\n").starts_with("accepted=0 "));
+        assert_eq!(ask(&mut h, b"SERVER\n"), "web-1 127.0.0.1:7100 3\r\n");
+        assert!(ask(&mut h, b"stats\n").starts_with("server_id=web-1 accepted=0 "));
         assert!(ask(&mut h, b"HELP\n").contains("QUIT"));
         let time = ask(&mut h, b"TIME\n");
         humantime::parse_rfc3339(time.trim_end()).expect("RFC 3339");
         assert!(!h.finished);
         assert_eq!(ask(&mut h, b"QUIT\n"), "BYE\r\n");
         assert!(h.finished);
+    }
+
+    /// Behind a proxy, WHOAMI names the client the PROXY header named, not the proxy.
+    #[test]
+    fn whoami_behind_a_proxy() {
+        let mut h = Harness::new(service(16, true));
+        assert_eq!(ask(&mut h, b"WHOAMI\n"), "192.0.2.7:4242\r\n");
     }
 
     /// Unknown commands get an error and the connection stays open; garbage is escaped and
@@ -262,12 +312,7 @@ mod tests {
     /// is kept, not refused as too long.
     #[test]
     fn huge_limit_does_not_overflow() {
-        let stats = Arc::new(Stats::default());
-        let mut h = Harness::new(Line::new(
-            "192.0.2.7:4242".parse().unwrap(),
-            stats,
-            usize::MAX,
-        ));
+        let mut h = Harness::new(service(usize::MAX, false));
         assert_eq!(h.input(b"PING"), 0);
         assert!(h.take_output().is_empty());
         assert!(!h.finished);

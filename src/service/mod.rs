@@ -64,6 +64,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::buffer::Buffer;
+use crate::proxy::Proxied;
 use crate::stats::Stats;
 
 /// A per-connection protocol handler. See the [module documentation](self).
@@ -106,11 +107,29 @@ pub trait Service: Send {
 
 /// What a factory knows about the connection it creates a service for.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct ConnInfo<'a> {
-    /// The client's address as the server sees it.
+    /// The address the connection comes from: the client, or the proxy in front of it.
     pub peer: SocketAddr,
-    /// The counters of the loop serving the connection.
+    /// On a `,proxy` listener, the original connection its PROXY protocol header named;
+    /// `None` elsewhere, and for the proxy's own connections (health checks). See
+    /// [`crate::proxy`].
+    pub proxied: Option<Proxied>,
+    /// The address of the listener that accepted it.
+    pub listener: SocketAddr,
+    /// Which loop serves it (0 when there is one).
+    pub loop_index: usize,
+    /// The server's name (`--server-id`).
+    pub server_id: &'a Arc<str>,
+    /// The counters of the endpoint serving the connection.
     pub stats: &'a Arc<Stats>,
+}
+
+impl ConnInfo<'_> {
+    /// The client: the one the PROXY header named, or else the peer.
+    pub fn client(&self) -> SocketAddr {
+        self.proxied.map_or(self.peer, |p| p.source)
+    }
 }
 
 /// Creates a [`Service`] for each accepted connection.
@@ -446,13 +465,7 @@ impl Builtin {
             Builtin::Chargen => stream(|_| Box::new(Chargen::new())),
             Builtin::Daytime => stream(|_| Box::new(Daytime)),
             Builtin::Time => stream(|_| Box::new(Time)),
-            Builtin::Line => stream(move |conn| {
-                Box::new(Line::new(
-                    conn.peer,
-                    Arc::clone(conn.stats),
-                    options.max_line,
-                ))
-            }),
+            Builtin::Line => stream(move |conn| Box::new(Line::new(conn, options.max_line))),
             Builtin::Frame => stream(move |_| Box::new(Frame::new(options.max_frame))),
             Builtin::UdpEcho => datagram(|| Box::new(UdpEcho)),
             Builtin::UdpDiscard => datagram(|| Box::new(UdpDiscard)),

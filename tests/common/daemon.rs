@@ -123,8 +123,21 @@ impl Daemon {
         specs
             .split_whitespace()
             .map_while(|spec| spec.split_once('='))
-            .map_while(|(service, addr)| Some((service.to_string(), addr.parse().ok()?)))
+            .map_while(|(service, addr)| {
+                // A listener's options follow its address: line=127.0.0.1:7100,proxy.
+                let addr = addr.split(',').next()?;
+                Some((service.to_string(), addr.parse().ok()?))
+            })
             .collect()
+    }
+
+    /// The address of the listener serving `service`, from the start-up log line.
+    pub fn addr_of(&self, service: &str) -> SocketAddr {
+        self.addrs()
+            .into_iter()
+            .find(|(s, _)| s == service)
+            .unwrap_or_else(|| panic!("no {service} in {:?}", self.log()))
+            .1
     }
 
     /// Sends `signal` to the daemon.

@@ -32,6 +32,7 @@ impl TestServer {
             .map(|&service| ListenSpec {
                 service,
                 addr: "127.0.0.1:0".parse().unwrap(),
+                proxy: false,
             })
             .collect();
         let server = Server::new(&config).expect("bind");
@@ -158,6 +159,14 @@ pub fn exchange(c: &mut TcpStream, data: &[u8], chunk: usize) -> Vec<u8> {
     let got = read_to_eof(c);
     t.join().unwrap();
     got
+}
+
+/// Closes with RST instead of FIN.
+pub fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
 }
 
 /// One request/response round trip.
