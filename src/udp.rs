@@ -10,14 +10,23 @@
 //!   socket's send buffer is full, replies wait in a queue bounded in bytes; past that they are
 //!   dropped and counted. The loop never blocks and never grows without bound.
 //! * **WRITABLE only while replies wait**, exactly as for TCP output.
+//! * **Replies come from the address the request was sent to.** A TCP connection has one
+//!   local address; a UDP socket bound to a wildcard (`0.0.0.0`, `[::]`) on a host with
+//!   several addresses receives on all of them, and a plain `send_to` lets the kernel choose
+//!   the source by routing — often not the address the client wrote to, so clients (whose
+//!   connected sockets filter by source) and NATs drop the reply. On wildcard binds loopd asks
+//!   for each datagram's destination (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and sends the reply
+//!   from it (the same control message on `sendmsg`), as DNS servers do.
 
 use std::collections::VecDeque;
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use log::debug;
 use mio::net::UdpSocket;
 use mio::Interest;
+use nix::sys::socket::{self as sock, ControlMessage, ControlMessageOwned, MsgFlags};
 use socket2::Type;
 
 use crate::listener;
@@ -34,10 +43,34 @@ pub const QUEUE_BYTES: usize = 1024 * 1024;
 /// Datagrams received per endpoint per loop turn before serving others.
 const DATAGRAM_BUDGET: usize = 256;
 
+/// A reply waiting for the socket: to whom, from which local address, what.
+type Queued = (SocketAddr, Option<Local>, Box<[u8]>);
+
 /// What a queued reply of `len` bytes costs against [`QUEUE_BYTES`]: its bytes and its queue
 /// entry, so that even empty replies cannot grow the queue without bound.
 fn queue_cost(len: usize) -> usize {
-    len + std::mem::size_of::<(SocketAddr, Box<[u8]>)>()
+    len + std::mem::size_of::<Queued>()
+}
+
+/// The local address a datagram was sent to, as `IP_PKTINFO` or `IPV6_PKTINFO` reports it:
+/// the source its reply must come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// To an IPv4 address.
+    V4(Ipv4Addr),
+    /// To an IPv6 address (an IPv4 one, mapped, on a dual-stack socket), on the interface
+    /// with this index: a link-local address is only meaningful with its interface.
+    V6(Ipv6Addr, u32),
+}
+
+impl Local {
+    /// The address itself.
+    pub fn ip(self) -> IpAddr {
+        match self {
+            Local::V4(a) => a.into(),
+            Local::V6(a, _) => a.to_canonical(),
+        }
+    }
 }
 
 /// How a UDP turn ended.
@@ -49,30 +82,130 @@ pub enum UdpTurn {
     Again,
 }
 
-/// What an endpoint needs from its socket: mio's `UdpSocket`, or a scripted fake in tests.
+/// What an endpoint needs from its socket: [`PktinfoSocket`], or a scripted fake in tests.
 pub trait DatagramSocket {
-    /// Receives one datagram.
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
-    /// Sends one datagram.
-    fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+    /// Receives one datagram: its length, sender, and the local address it was sent to when
+    /// the socket reports it (wildcard binds).
+    fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Local>)>;
+    /// Sends one datagram, from the local address `from` if given.
+    fn send_to(&mut self, buf: &[u8], to: SocketAddr, from: Option<Local>) -> io::Result<usize>;
 }
 
-impl DatagramSocket for UdpSocket {
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        UdpSocket::recv_from(self, buf)
+/// A UDP socket that, when bound to a wildcard address, learns each datagram's destination
+/// and sends replies from it. On a specific address it is a plain `recv_from`/`send_to`.
+pub struct PktinfoSocket {
+    io: UdpSocket,
+    /// Room for one packet-info control message; `None` when not asked for (specific binds).
+    control: Option<Vec<u8>>,
+}
+
+impl PktinfoSocket {
+    /// Wraps `io`, asking for packet information if it is bound to a wildcard address.
+    pub fn new(io: UdpSocket) -> io::Result<PktinfoSocket> {
+        let local = io.local_addr()?;
+        let control = if local.ip().is_unspecified() {
+            // A dual-stack [::] socket reports IPv4 datagrams as IPV6_PKTINFO with a mapped
+            // address, and accepts the same on sendmsg, so one option serves both.
+            match local {
+                SocketAddr::V4(_) => sock::setsockopt(&io, sock::sockopt::Ipv4PacketInfo, &true),
+                SocketAddr::V6(_) => {
+                    sock::setsockopt(&io, sock::sockopt::Ipv6RecvPacketInfo, &true)
+                }
+            }?;
+            Some(nix::cmsg_space!(libc::in6_pktinfo))
+        } else {
+            None
+        };
+        Ok(PktinfoSocket { io, control })
+    }
+}
+
+impl DatagramSocket for PktinfoSocket {
+    fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Local>)> {
+        let Some(control) = &mut self.control else {
+            let (n, peer) = self.io.recv_from(buf)?;
+            return Ok((n, peer, None));
+        };
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = sock::recvmsg::<sock::SockaddrStorage>(
+            self.io.as_raw_fd(),
+            &mut iov,
+            Some(control),
+            MsgFlags::empty(),
+        )?;
+        let peer = msg
+            .address
+            .and_then(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                (Some(v4), _) => Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4))),
+                (_, Some(v6)) => Some(SocketAddr::from(std::net::SocketAddrV6::from(*v6))),
+                _ => None,
+            })
+            .ok_or_else(|| io::Error::other("a datagram without a sender address"))?;
+        let mut local = None;
+        for c in msg.cmsgs()? {
+            match c {
+                ControlMessageOwned::Ipv4PacketInfo(info) => {
+                    local = Some(Local::V4(Ipv4Addr::from(u32::from_be(
+                        info.ipi_spec_dst.s_addr,
+                    ))));
+                }
+                ControlMessageOwned::Ipv6PacketInfo(info) => {
+                    local = Some(Local::V6(
+                        Ipv6Addr::from(info.ipi6_addr.s6_addr),
+                        info.ipi6_ifindex,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok((msg.bytes, peer, local))
     }
 
-    fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        UdpSocket::send_to(self, buf, to)
+    fn send_to(&mut self, buf: &[u8], to: SocketAddr, from: Option<Local>) -> io::Result<usize> {
+        let Some(from) = from else {
+            return self.io.send_to(buf, to);
+        };
+        // nix builds the control buffer per call: a small allocation beside a system call,
+        // and only on wildcard binds.
+        let iov = [IoSlice::new(buf)];
+        let to = sock::SockaddrStorage::from(to);
+        let fd = self.io.as_raw_fd();
+        let sent = match from {
+            Local::V4(addr) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(addr).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+                sock::sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to))
+            }
+            Local::V6(addr, ifindex) => {
+                // The interface matters only for a link-local source; naming it otherwise
+                // would pin the reply to the request's interface against the routing table.
+                let link_local = addr.segments()[0] & 0xffc0 == 0xfe80;
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: addr.octets(),
+                    },
+                    ipi6_ifindex: if link_local { ifindex } else { 0 },
+                };
+                let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+                sock::sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to))
+            }
+        };
+        Ok(sent?)
     }
 }
 
 /// A bound UDP socket with its service and reply queue.
-pub struct UdpEndpoint<S = UdpSocket> {
+pub struct UdpEndpoint<S = PktinfoSocket> {
     socket: S,
     local: SocketAddr,
     service: Box<dyn DatagramService>,
-    queue: VecDeque<(SocketAddr, Box<[u8]>)>,
+    queue: VecDeque<Queued>,
     queued_bytes: usize,
     reply: Reply,
     /// A readable edge was seen and the socket not yet drained.
@@ -98,6 +231,7 @@ impl UdpEndpoint {
     ) -> io::Result<UdpEndpoint> {
         let socket = UdpSocket::from_std(socket.into());
         let local = socket.local_addr()?;
+        let socket = PktinfoSocket::new(socket)?;
         let mut u = UdpEndpoint::with_socket(socket, local, service);
         u.endpoint = endpoint;
         Ok(u)
@@ -105,7 +239,7 @@ impl UdpEndpoint {
 
     /// The mio source, for registration.
     pub(crate) fn source(&mut self) -> &mut UdpSocket {
-        &mut self.socket
+        &mut self.socket.io
     }
 }
 
@@ -171,7 +305,7 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
                 return UdpTurn::Wait;
             }
             match self.socket.recv_from(scratch) {
-                Ok((n, peer)) => {
+                Ok((n, peer, local)) => {
                     Stats::incr(&stats.datagrams_in);
                     Stats::add(&stats.bytes_in, n as u64);
                     self.reply.clear();
@@ -181,7 +315,7 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
                     self.service
                         .on_datagram(shown, &scratch[..n], &mut self.reply);
                     if self.reply.datagram().is_some() {
-                        self.send_or_queue(peer, stats);
+                        self.send_or_queue(peer, local, stats);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_ready = false,
@@ -200,10 +334,10 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
 
     /// Sends the reply at once if nothing is queued ahead of it; otherwise queues it, or drops
     /// it when the queue is full.
-    fn send_or_queue(&mut self, peer: SocketAddr, stats: &Stats) {
+    fn send_or_queue(&mut self, peer: SocketAddr, local: Option<Local>, stats: &Stats) {
         let reply = self.reply.datagram().unwrap_or_default();
         if self.queue.is_empty() {
-            match self.socket.send_to(reply, peer) {
+            match self.socket.send_to(reply, peer, local) {
                 Ok(_) => {
                     Stats::incr(&stats.datagrams_out);
                     Stats::add(&stats.bytes_out, reply.len() as u64);
@@ -223,13 +357,13 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
             return;
         }
         self.queued_bytes += cost;
-        self.queue.push_back((peer, reply.into()));
+        self.queue.push_back((peer, local, reply.into()));
     }
 
     /// Sends queued replies until the socket refuses.
     fn flush(&mut self, stats: &Stats) {
-        while let Some((peer, data)) = self.queue.front() {
-            match self.socket.send_to(data, *peer) {
+        while let Some((peer, local, data)) = self.queue.front() {
+            match self.socket.send_to(data, *peer, *local) {
                 Ok(_) => {
                     Stats::incr(&stats.datagrams_out);
                     Stats::add(&stats.bytes_out, data.len() as u64);
@@ -259,23 +393,27 @@ mod tests {
         incoming: RefCell<VecDeque<Vec<u8>>>,
         sent: RefCell<Vec<Vec<u8>>>,
         send_ok: std::cell::Cell<bool>,
+        /// The destination every datagram reports, and the sources replies were sent from.
+        local: Option<Local>,
+        sent_from: Vec<Option<Local>>,
     }
 
     impl DatagramSocket for Fake {
-        fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Local>)> {
             let d = self
                 .incoming
                 .borrow_mut()
                 .pop_front()
                 .ok_or(io::ErrorKind::WouldBlock)?;
             buf[..d.len()].copy_from_slice(&d);
-            Ok((d.len(), "127.0.0.1:9".parse().unwrap()))
+            Ok((d.len(), "127.0.0.1:9".parse().unwrap(), self.local))
         }
 
-        fn send_to(&self, buf: &[u8], _: SocketAddr) -> io::Result<usize> {
+        fn send_to(&mut self, buf: &[u8], _: SocketAddr, from: Option<Local>) -> io::Result<usize> {
             if !self.send_ok.get() {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
+            self.sent_from.push(from);
             self.sent.borrow_mut().push(buf.to_vec());
             Ok(buf.len())
         }
@@ -310,6 +448,8 @@ mod tests {
     #[test]
     fn queue_is_bounded_and_drains_in_order() {
         let mut u = endpoint();
+        let to = Local::V4(Ipv4Addr::new(127, 0, 0, 2));
+        u.socket.local = Some(to);
         let big = vec![7u8; 60_000];
         let n = QUEUE_BYTES / queue_cost(big.len()) + 5;
         u.socket
@@ -328,6 +468,10 @@ mod tests {
         u.socket.send_ok.set(true);
         u.turn(false, true, &mut scratch, &stats);
         assert_eq!(u.socket.sent.borrow().len(), fits);
+        assert!(
+            u.socket.sent_from.iter().all(|&f| f == Some(to)),
+            "queued replies keep the address they must come from"
+        );
         assert_eq!(u.queued_bytes(), 0);
         assert_eq!(u.want(), Interest::READABLE);
         let s = stats.snapshot();

@@ -224,3 +224,35 @@ fn chargen_daytime_and_time_over_udp() {
     let now_1900 = (unix + (70 * 365 + 17) * 86_400) as u32;
     assert!(now_1900.abs_diff(t) <= 2, "{t} vs {now_1900}");
 }
+
+/// On a wildcard bind (`0.0.0.0`, and dual-stack `[::]`), a reply comes from the address the
+/// request was sent to: a client writing to 127.0.0.2 hears back from 127.0.0.2, not from
+/// whichever loopback address the routing table would pick (127.0.0.1), which a connected
+/// client socket or a NAT would drop.
+#[test]
+fn replies_come_from_the_address_written_to() {
+    let daemon =
+        common::daemon::Daemon::start(&["-l", "udp-echo=0.0.0.0:0", "-l", "udp-time=[::]:0"]);
+    let addrs = daemon.addrs();
+    let port = |service: &str| addrs.iter().find(|(s, _)| s == service).unwrap().1.port();
+    let c = client();
+    let mut buf = [0; 64];
+    for service in ["udp-echo", "udp-time"] {
+        for ip in [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]] {
+            let to = SocketAddr::from((ip, port(service)));
+            c.send_to(b"which address?", to).unwrap();
+            let (_, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!(
+                from, to,
+                "{service}: a reply from another address than the request's"
+            );
+        }
+    }
+    // IPv6 on the dual-stack socket.
+    let c6 = UdpSocket::bind("[::1]:0").unwrap();
+    c6.set_read_timeout(Some(PATIENCE)).unwrap();
+    let to: SocketAddr = format!("[::1]:{}", port("udp-time")).parse().unwrap();
+    c6.send_to(b"", to).unwrap();
+    let (n, from) = c6.recv_from(&mut buf).unwrap();
+    assert_eq!((n, from), (4, to));
+}
