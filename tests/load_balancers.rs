@@ -2,40 +2,16 @@
 //! `send-proxy-v2`, `check-send-proxy` health checks) and nginx's `stream` module
 //! (`proxy_protocol on`). Through each, 10 MiB echo byte-exact with the client's half-close
 //! carried through, and `WHOAMI` answers with the test client's address, not the proxy's.
-//! Two loopd backends behind HAProxy show loopd-bench's per-backend results.
+//! (loopd-bench's tests put two loopd backends behind HAProxy for `--per-backend`.)
 
 mod common;
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::daemon::Daemon;
 use common::*;
-
-/// A scratch directory for one proxy's configuration, removed afterwards.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("loopd-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, file: &str, text: &str) -> PathBuf {
-        let path = self.0.join(file);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Every `SERVICE=ADDR` the daemon listens on, in order (services may repeat).
 fn listeners(daemon: &Daemon, service: &str) -> Vec<SocketAddr> {
@@ -99,25 +75,6 @@ impl Drop for Nginx {
     }
 }
 
-fn haproxy(config: &Path) -> Daemon {
-    let haproxy = require("haproxy", "haproxy");
-    Daemon::start_program(
-        None,
-        &haproxy,
-        &["-db", "-f", config.to_str().unwrap()],
-        &[],
-    )
-}
-
-const HAPROXY_DEFAULTS: &str = "global
-    maxconn 4096
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-";
-
 #[test]
 fn behind_haproxy_v1_and_v2() {
     let loopd = Daemon::start(&[
@@ -135,7 +92,6 @@ fn behind_haproxy_v1_and_v2() {
     let line = loopd.addr_of("line");
     let admin = loopd.addr_of("admin");
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let scratch = Scratch::new("haproxy");
     let config = format!(
         "{HAPROXY_DEFAULTS}
 listen echo_v1
@@ -156,7 +112,7 @@ listen line_v2
         p2 = ports[2],
         p3 = ports[3],
     );
-    let proxy = haproxy(&scratch.write("haproxy.cfg", &config));
+    let (proxy, _scratch) = haproxy(&config);
 
     ten_mib_with_half_close(ports[0], &proxy, 1);
     ten_mib_with_half_close(ports[1], &proxy, 2);

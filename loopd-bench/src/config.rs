@@ -221,6 +221,9 @@ pub struct BenchConfig {
     pub max_loss: f64,
     /// recv mode: the stream to verify against; `None` counts bytes only.
     pub expect: Option<Expect>,
+    /// Ask each connection's server for its identity (the `line` service's `SERVER`) and
+    /// report every backend behind a load balancer on its own.
+    pub per_backend: bool,
 }
 
 impl BenchConfig {
@@ -243,6 +246,7 @@ impl BenchConfig {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             max_loss: DEFAULT_MAX_LOSS,
             expect: None,
+            per_backend: false,
         }
     }
 
@@ -281,6 +285,13 @@ impl BenchConfig {
                 "--protocol {} frames echo requests: use it with --mode echo",
                 self.protocol
             ));
+        }
+        if self.per_backend && (self.mode != Mode::ECHO || self.protocol != Protocol::Line) {
+            return Err(
+                "--per-backend asks each connection's server SERVER: use it with --mode echo \
+                 --protocol line"
+                    .into(),
+            );
         }
         if self.expect.is_some() && self.mode != Mode::RECV {
             return Err("--expect checks what recv mode receives: use it with --mode recv".into());
@@ -407,6 +418,9 @@ pub struct RecordedConfig {
     /// recv mode: the stream verified against.
     #[serde(default)]
     pub expect: Option<Expect>,
+    /// Results per backend were asked for.
+    #[serde(default)]
+    pub per_backend: bool,
 }
 
 impl From<&BenchConfig> for RecordedConfig {
@@ -439,6 +453,7 @@ impl From<&BenchConfig> for RecordedConfig {
             stall_timeout_secs: c.stall_timeout.as_secs_f64(),
             max_loss_pct: c.max_loss,
             expect: c.expect,
+            per_backend: c.per_backend,
         }
     }
 }
@@ -459,6 +474,19 @@ mod tests {
         assert!(Sources::parse("localhost").is_err());
     }
 
+    /// Per-backend results need the line protocol's SERVER, so echo mode over line.
+    #[test]
+    fn per_backend_needs_the_line_protocol() {
+        let mut c = BenchConfig::new("127.0.0.1:7".parse().unwrap());
+        c.per_backend = true;
+        assert!(c.validate().unwrap_err().contains("--per-backend"));
+        c.protocol = Protocol::Line;
+        c.validate().expect("echo over line");
+        c.mode = Mode::UDP;
+        c.protocol = Protocol::Raw;
+        assert!(c.validate().unwrap_err().contains("--per-backend"));
+    }
+
     /// Combinations that cannot mean anything are refused with the flag to change.
     #[test]
     fn validation() {
@@ -470,6 +498,7 @@ mod tests {
         c.rate = None;
         c.protocol = Protocol::Line;
         assert!(c.validate().unwrap_err().contains("--protocol"));
+
         c.protocol = Protocol::Raw;
         c.expect = Some(Expect::Chargen);
         assert!(c.validate().unwrap_err().contains("--expect"));

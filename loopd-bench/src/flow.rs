@@ -127,32 +127,42 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn count_sent(&mut self, n: usize, now: Instant) {
+    fn count_sent(&mut self, n: usize, now: Instant, backend: Option<usize>) {
         self.last_progress = now;
         if self.plan.in_window(now) {
             self.tally.bytes_sent += n as u64;
+            if let Some(b) = backend {
+                self.tally.backends[b].bytes_sent += n as u64;
+            }
         }
     }
 
-    fn count_received(&mut self, n: usize, now: Instant) {
+    fn count_received(&mut self, n: usize, now: Instant, backend: Option<usize>) {
         self.last_progress = now;
         if self.plan.in_window(now) {
             self.tally.bytes_received += n as u64;
+            if let Some(b) = backend {
+                self.tally.backends[b].bytes_received += n as u64;
+            }
         }
     }
 
     /// A reply is complete: time it if its message was sent inside the window, whenever
     /// the reply arrived (the worker waits at most [`DRAIN_GRACE`] after the window).
-    fn complete(&mut self, p: &Pending, now: Instant) {
+    fn complete(&mut self, p: &Pending, now: Instant, backend: Option<usize>) {
         if self.plan.measured(p.intended) {
-            self.tally
-                .latency
-                .saturating_record(nanos(now.duration_since(p.intended)));
+            let latency = nanos(now.duration_since(p.intended));
+            self.tally.latency.saturating_record(latency);
             self.tally
                 .uncorrected
                 .saturating_record(nanos(now.duration_since(p.sent)));
             self.tally.messages += 1;
             self.last_completion = Some(now);
+            if let Some(b) = backend {
+                let b = &mut self.tally.backends[b];
+                b.latency.saturating_record(latency);
+                b.messages += 1;
+            }
         }
     }
 }
@@ -174,6 +184,37 @@ struct Streams {
     served: bool,
     /// Measured messages queued on this connection.
     measured: u64,
+    /// Which server answers this connection (`--per-backend`).
+    backend: Backend,
+}
+
+/// The request that asks a loopd `line` service which backend it is.
+const ASK_SERVER: &[u8] = b"SERVER\n";
+
+/// The longest answer to `SERVER` accepted: a server id (at most 255 bytes), an address and
+/// a loop number.
+const MAX_SERVER_REPLY: usize = 512;
+
+/// Which server answers a connection (`--per-backend`). Asked once, before the first
+/// message: the answer is the first line on the reply stream.
+#[derive(Debug, Default)]
+enum Backend {
+    /// Not asked (`--per-backend` is off).
+    #[default]
+    Unasked,
+    /// `SERVER` asked: how much of the request is written, and the answer so far.
+    Asking { written: usize, answer: Vec<u8> },
+    /// Answered: the backend's index in the worker's tally.
+    Known(usize),
+}
+
+impl Backend {
+    fn index(&self) -> Option<usize> {
+        match self {
+            Backend::Known(i) => Some(*i),
+            _ => None,
+        }
+    }
 }
 
 impl Streams {
@@ -268,7 +309,8 @@ impl Flow {
     pub fn outstanding(&self) -> bool {
         self.phase == Phase::Open
             && (!self.streams.inflight.is_empty()
-                || self.streams.written.seq < self.streams.next_seq)
+                || self.streams.written.seq < self.streams.next_seq
+                || matches!(self.streams.backend, Backend::Asking { .. }))
     }
 
     /// A wake-up it asked for came due.
@@ -431,12 +473,19 @@ impl Flow {
         if let Some(schedule) = cx.open_loop {
             self.next_due = Some(schedule.first_slot(self.id, now));
         }
+        if cx.cfg.per_backend {
+            self.streams.backend = Backend::Asking {
+                written: 0,
+                answer: Vec::new(),
+            };
+        }
         self.pump(cx, i, now);
     }
 
     /// Ends the flow normally, closing the socket (a FIN: every reply has been read).
     fn finish(&mut self, cx: &mut Ctx<'_>) {
         if self.was_unserved(cx) {
+            self.backend_errors(cx, 1);
             let id = self.id;
             cx.tally.error(ErrorKind::Unserved, 1, || {
                 format!(
@@ -482,6 +531,7 @@ impl Flow {
         if kind.is_connect() {
             cx.tally.failed += 1;
         }
+        self.backend_errors(cx, 1);
         if now < cx.plan.from {
             cx.tally.ended_before += 1;
         }
@@ -528,8 +578,14 @@ impl Flow {
                 cx.tally.udp.lost += lost;
             }
             Transport::Tcp => {
+                if let Backend::Asking { .. } = self.streams.backend {
+                    cx.tally.error(ErrorKind::Unanswered, 1, || {
+                        format!("connection {id}: SERVER was not answered ({why})")
+                    });
+                }
                 let unwritten = self.unwritten(cx.codec);
                 if unwritten > 0 {
+                    self.backend_errors(cx, 1);
                     cx.tally.error(ErrorKind::Stalled, 1, || {
                         format!(
                             "connection {id}: {unwritten} request bytes could not be written \
@@ -540,6 +596,7 @@ impl Flow {
                 let s = &self.streams;
                 let unanswered = s.written.seq.saturating_sub(s.replied.seq);
                 if unanswered > 0 && cx.cfg.mode.has_round_trips() {
+                    self.backend_errors(cx, unanswered);
                     cx.tally.error(ErrorKind::Unanswered, unanswered, || {
                         format!("connection {id}: {unanswered} replies outstanding, {why}")
                     });
@@ -548,6 +605,13 @@ impl Flow {
         }
         // Counted above; not also counted as unserved.
         self.close(cx, Phase::Finished);
+    }
+
+    /// Counts `n` errors against this connection's backend, if it is known.
+    fn backend_errors(&self, cx: &mut Ctx<'_>, n: u64) {
+        if let Some(b) = self.streams.backend.index() {
+            cx.tally.backends[b].errors += n;
+        }
     }
 
     /// Request bytes queued and not yet written.
@@ -562,6 +626,10 @@ impl Flow {
     /// Queues what the load policy allows now, writes it out, and finishes the flow when its
     /// part is done.
     fn pump(&mut self, cx: &mut Ctx<'_>, i: usize, now: Instant) {
+        if let Backend::Asking { .. } = self.streams.backend {
+            // Nothing is sent before the answer: it must be the first line that comes back.
+            return self.ask_backend(cx, now);
+        }
         let mut budget = SEND_BUDGET;
         self.write_pending = false;
         loop {
@@ -601,6 +669,31 @@ impl Flow {
             }
         } else if idle && done_sending {
             self.finish(cx);
+        }
+    }
+
+    /// `--per-backend`: writes what is left of the `SERVER` request.
+    fn ask_backend(&mut self, cx: &mut Ctx<'_>, now: Instant) {
+        let (Sock::Tcp(stream), Backend::Asking { written, .. }) =
+            (&self.sock, &mut self.streams.backend)
+        else {
+            return;
+        };
+        while *written < ASK_SERVER.len() && !self.blocked {
+            match std::io::Write::write(&mut &*stream, &ASK_SERVER[*written..]) {
+                Ok(0) => {
+                    return self.fail(cx, ErrorKind::Io, now, || {
+                        "write: the socket took no bytes".into()
+                    })
+                }
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.blocked = true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = ErrorKind::of_established(&e);
+                    return self.fail(cx, kind, now, || format!("write: {e}"));
+                }
+            }
         }
     }
 
@@ -724,6 +817,7 @@ impl Flow {
         let codec = cx.codec;
         let mut gather = std::mem::take(&mut cx.gather);
         let upload = cx.cfg.mode.load == Load::Upload;
+        let backend = s.backend.index();
         let end = s.next_seq;
         let outcome = tcp::write_some(
             stream,
@@ -735,7 +829,7 @@ impl Flow {
             *budget,
             |n, whole| {
                 *budget -= n;
-                cx.count_sent(n, now);
+                cx.count_sent(n, now, backend);
                 if upload && cx.plan.in_window(now) {
                     cx.tally.messages += whole;
                     cx.last_completion = Some(now);
@@ -842,7 +936,7 @@ impl Flow {
             .encode(Dir::Request, self.id, seq, &mut cx.datagram);
         match socket.send(&cx.datagram) {
             Ok(n) => {
-                cx.count_sent(n, now);
+                cx.count_sent(n, now, None);
                 let measured = cx.plan.measured(intended);
                 if measured {
                     cx.tally.udp.sent += 1;
@@ -884,7 +978,7 @@ impl Flow {
             };
             // An empty datagram still costs a turn of the budget.
             left = left.saturating_sub(n.max(1));
-            cx.count_received(n, now);
+            cx.count_received(n, now, None);
             self.match_datagram(cx, n, now);
         }
         let inflight = &mut self.streams.inflight;
@@ -911,7 +1005,7 @@ impl Flow {
                     self.streams.served = true;
                     cx.tally.served += 1;
                 }
-                cx.complete(&p, now);
+                cx.complete(&p, now, None);
             }
             udp::Matched::Late => {
                 if cx.plan.in_window(now) {
@@ -957,7 +1051,21 @@ fn on_stream_data(
     data: &[u8],
     now: Instant,
 ) -> Result<(), (ErrorKind, String)> {
-    cx.count_received(data.len(), now);
+    let data = match &mut s.backend {
+        Backend::Asking { answer, .. } => match identify(cx, id, answer, data)? {
+            Some((backend, rest)) => {
+                s.backend = Backend::Known(backend);
+                rest
+            }
+            None => return Ok(()),
+        },
+        _ => data,
+    };
+    if data.is_empty() {
+        return Ok(());
+    }
+    let backend = s.backend.index();
+    cx.count_received(data.len(), now, backend);
     if !s.served && cx.plan.in_window(now) {
         s.served = true;
         cx.tally.served += 1;
@@ -974,7 +1082,7 @@ fn on_stream_data(
                     .inflight
                     .pop_front()
                     .expect("a reply completes a queued message");
-                cx.complete(&p, now);
+                cx.complete(&p, now, backend);
             }
         }
         Load::Download => match cx.cfg.expect {
@@ -998,6 +1106,58 @@ fn on_stream_data(
     Ok(())
 }
 
+/// A connection's backend (its index in the worker's tally) and the bytes after the answer.
+type Identified<'d> = (usize, &'d [u8]);
+
+/// `--per-backend`: collects the answer to `SERVER` from `data`. Once its line is complete,
+/// returns the backend's index in the worker's tally (counting this connection) and the
+/// bytes after the line; `None` while the line is incomplete.
+fn identify<'d>(
+    cx: &mut Ctx<'_>,
+    id: u32,
+    answer: &mut Vec<u8>,
+    data: &'d [u8],
+) -> Result<Option<Identified<'d>>, (ErrorKind, String)> {
+    let end = data.iter().position(|&b| b == b'\n');
+    let take = end.map_or(data.len(), |e| e + 1);
+    if answer.len() + take > MAX_SERVER_REPLY {
+        return Err((
+            ErrorKind::Mismatch,
+            format!("connection {id}: no answer to SERVER in {MAX_SERVER_REPLY} bytes"),
+        ));
+    }
+    answer.extend_from_slice(&data[..take]);
+    if end.is_none() {
+        return Ok(None);
+    }
+    let server_id = parse_server_answer(answer).ok_or_else(|| {
+        (
+            ErrorKind::Mismatch,
+            format!(
+                "connection {id}: SERVER was answered {:?}, not '<server-id> <listener> <loop>': \
+                 is the target loopd's line service (or a balancer in front of it)?",
+                String::from_utf8_lossy(answer)
+            ),
+        )
+    })?;
+    let backend = cx.tally.backend(server_id);
+    cx.tally.backends[backend].connections += 1;
+    Ok(Some((backend, &data[take..])))
+}
+
+/// The server id in a `line` service's answer to `SERVER`: `<server-id> <listener> <loop>`
+/// and CRLF.
+fn parse_server_answer(line: &[u8]) -> Option<&str> {
+    let line = std::str::from_utf8(line).ok()?.strip_suffix("\r\n")?;
+    let mut words = line.split(' ');
+    let (server_id, listener, index) = (words.next()?, words.next()?, words.next()?);
+    let valid = words.next().is_none()
+        && !server_id.is_empty()
+        && listener.parse::<SocketAddr>().is_ok()
+        && index.parse::<u32>().is_ok();
+    valid.then_some(server_id)
+}
+
 fn register(registry: &Registry, sock: &mut Sock, token: Token) -> std::io::Result<()> {
     let both = Interest::READABLE | Interest::WRITABLE;
     match sock {
@@ -1012,5 +1172,36 @@ pub fn any_address(target: SocketAddr) -> IpAddr {
     match target {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `<server-id> <listener> <loop>` and CRLF, nothing else.
+    #[test]
+    fn server_answers() {
+        assert_eq!(
+            parse_server_answer(b"web-1 10.0.0.7:7100 3\r\n"),
+            Some("web-1")
+        );
+        assert_eq!(parse_server_answer(b"a [::1]:7 0\r\n"), Some("a"));
+        for bad in [
+            &b"web-1 10.0.0.7:7100 3\n"[..],
+            b"SERVER\n",
+            b"ERR unknown command 'SERVER'\r\n",
+            b"web-1 10.0.0.7:7100\r\n",
+            b"web-1 nowhere 3\r\n",
+            b"web-1 10.0.0.7:7100 3 extra\r\n",
+            b" 10.0.0.7:7100 3\r\n",
+        ] {
+            assert_eq!(
+                parse_server_answer(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

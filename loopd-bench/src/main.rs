@@ -134,6 +134,12 @@ struct RunArgs {
     /// first byte) instead of only counting it.
     #[arg(long, value_enum, value_name = "PATTERN")]
     expect: Option<ExpectArg>,
+
+    /// Behind a load balancer: each connection first asks its server which backend it is
+    /// (the line service's SERVER), and the results are also given per backend, with how
+    /// evenly connections spread. Needs --protocol line.
+    #[arg(long)]
+    per_backend: bool,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +244,7 @@ fn config(a: &RunArgs) -> Result<BenchConfig, String> {
     cfg.stall_timeout = a.stall_timeout;
     cfg.max_loss = a.max_loss;
     cfg.expect = a.expect.map(|ExpectArg::Chargen| Expect::Chargen);
+    cfg.per_backend = a.per_backend;
     Ok(cfg) // validated by the run, which reports a bad combination as exit status 2
 }
 

@@ -236,3 +236,54 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// A scratch directory (for a proxy's configuration), removed when dropped.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "loopd-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn write(&self, file: &str, text: &str) -> std::path::PathBuf {
+        let path = self.0.join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The global and default sections every test's HAProxy shares: TCP mode, one thread (so a
+/// round robin is exact), generous timeouts.
+pub const HAPROXY_DEFAULTS: &str = "global
+    maxconn 4096
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+";
+
+/// A real HAProxy (Debian's package) running `config` in the foreground, and the directory
+/// holding its configuration.
+pub fn haproxy(config: &str) -> (daemon::Daemon, Scratch) {
+    let haproxy = require("haproxy", "haproxy");
+    let scratch = Scratch::new("haproxy");
+    let path = scratch.write("haproxy.cfg", config);
+    let proxy =
+        daemon::Daemon::start_program(None, &haproxy, &["-db", "-f", path.to_str().unwrap()], &[]);
+    (proxy, scratch)
+}

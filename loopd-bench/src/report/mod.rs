@@ -10,6 +10,7 @@
 //! 4. [`summary`] — the text a person reads, and the verdict that sets the exit status.
 //! 5. [`plot`] — the SVG picture.
 
+pub mod backends;
 pub mod latency;
 pub mod plot;
 pub mod summary;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Load, Mode, RecordedConfig};
 use crate::errors::ErrorKind;
+use backends::{BackendParts, BackendReport, Spread};
 pub use latency::Latency;
 use latency::{add_serialized, new_histogram};
 use tally::MAX_EXAMPLES;
@@ -119,6 +121,26 @@ pub struct Rates {
     pub connects_per_sec: Option<f64>,
 }
 
+impl Rates {
+    /// Messages and bytes over `duration_secs` (zero rates for an empty duration).
+    pub fn over(duration_secs: f64, messages: u64, sent: u64, received: u64) -> Rates {
+        const MIB: f64 = 1024.0 * 1024.0;
+        let per_sec = |n: u64| {
+            if duration_secs > 0.0 {
+                n as f64 / duration_secs
+            } else {
+                0.0
+            }
+        };
+        Rates {
+            messages_per_sec: per_sec(messages),
+            mib_per_sec_sent: per_sec(sent) / MIB,
+            mib_per_sec_received: per_sec(received) / MIB,
+            connects_per_sec: None,
+        }
+    }
+}
+
 /// The result of a run, or of several merged: what the summary shows and `--json` writes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -150,6 +172,12 @@ pub struct Report {
     pub error_examples: Vec<String>,
     /// One entry per measured second.
     pub timeline: Vec<Second>,
+    /// `--per-backend`: each backend's results, by server id.
+    #[serde(default)]
+    pub backends: Option<Vec<BackendReport>>,
+    /// `--per-backend`: how evenly the connections spread over the backends.
+    #[serde(default)]
+    pub spread: Option<Spread>,
 }
 
 impl Report {
@@ -179,6 +207,7 @@ impl Report {
             })
             .collect();
         let open_loop = config.rate.is_some();
+        let per_backend = config.per_backend;
         Report::assemble(Parts {
             runs: vec![config],
             duration_secs,
@@ -193,26 +222,28 @@ impl Report {
             errors,
             examples: tally.examples.clone(),
             timeline,
+            backends: per_backend.then(|| tally.backends.iter().map(BackendParts::from).collect()),
         })
     }
 
     fn assemble(p: Parts<'_>) -> Report {
-        let per_sec = |n: u64| {
-            if p.duration_secs > 0.0 {
-                n as f64 / p.duration_secs
-            } else {
-                0.0
-            }
-        };
-        const MIB: f64 = 1024.0 * 1024.0;
         let churn = p.runs.first().is_some_and(|c| c.mode.load == Load::Churn);
+        let mut rates = Rates::over(p.duration_secs, p.messages, p.bytes_sent, p.bytes_received);
+        if churn {
+            let connects = Rates::over(p.duration_secs, p.connections.established, 0, 0);
+            rates.connects_per_sec = Some(connects.messages_per_sec);
+        }
+        let (backends, spread) = match p.backends {
+            Some(parts) => {
+                let (reports, spread) = backends::summarise(parts, p.duration_secs);
+                (Some(reports), spread)
+            }
+            None => (None, None),
+        };
         Report {
-            rates: Rates {
-                messages_per_sec: per_sec(p.messages),
-                mib_per_sec_sent: per_sec(p.bytes_sent) / MIB,
-                mib_per_sec_received: per_sec(p.bytes_received) / MIB,
-                connects_per_sec: churn.then(|| per_sec(p.connections.established)),
-            },
+            rates,
+            backends,
+            spread,
             runs: p.runs,
             duration_secs: p.duration_secs,
             connections: p.connections,
@@ -270,6 +301,7 @@ impl Report {
         let mut timeline: Vec<Second> = Vec::new();
         let mut runs = Vec::new();
         let mut duration_secs: f64 = 0.0;
+        let mut backends: Option<Vec<BackendParts>> = None;
         for r in reports {
             if r.mode() != first.mode() {
                 return Err("cannot merge runs of different modes".into());
@@ -298,6 +330,12 @@ impl Report {
             }
             runs.extend(r.runs.iter().cloned());
             duration_secs = duration_secs.max(r.duration_secs);
+            if let Some(b) = &r.backends {
+                let parts = backends.get_or_insert_with(Vec::new);
+                for report in b {
+                    parts.push(BackendParts::try_from(report)?);
+                }
+            }
         }
         Ok(Report::assemble(Parts {
             runs,
@@ -313,6 +351,7 @@ impl Report {
             errors,
             examples,
             timeline,
+            backends,
         }))
     }
 }
@@ -332,4 +371,5 @@ struct Parts<'a> {
     errors: BTreeMap<String, u64>,
     examples: Vec<String>,
     timeline: Vec<Second>,
+    backends: Option<Vec<BackendParts>>,
 }

@@ -3,7 +3,8 @@
 //! Top: the latency percentile spectrum, the standard HdrHistogram plot. The x axis counts
 //! "nines" (90%, 99%, 99.9%, ...) so the tail, where servers differ, gets as much room as
 //! the median. In open loop the uncorrected curve is drawn beside the corrected one; the gap
-//! between them is the queueing that a closed-loop client would have hidden. Bottom: the
+//! between them is the queueing that a closed-loop client would have hidden. With
+//! `--per-backend` each backend has a curve of its own, so a slow one stands out. Bottom: the
 //! throughput of each measured second, which shows warm-up effects, stalls and drift that
 //! an average hides.
 
@@ -44,6 +45,22 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Backend curves: ColorBrewer's "Dark2", readable on white and told apart by most colour
+/// vision deficiencies.
+const BACKEND_COLORS: [RGBColor; 8] = [
+    RGBColor(27, 158, 119),
+    RGBColor(217, 95, 2),
+    RGBColor(117, 112, 179),
+    RGBColor(231, 41, 138),
+    RGBColor(102, 166, 30),
+    RGBColor(230, 171, 2),
+    RGBColor(166, 118, 29),
+    RGBColor(102, 102, 102),
+];
+
+/// A labelled line: its points (nines, µs) and colour.
+type Curve = (String, Vec<(f64, f64)>, RGBColor);
+
 type Frame<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// A captioned chart over `0..max_x` by `0..max_y`, laid out the same for both panels.
@@ -72,15 +89,8 @@ fn spectrum<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let mut curves = Vec::new();
-    for (label, latency, color) in [
-        ("latency", &report.latency, BLUE),
-        (
-            "uncorrected (from actual send)",
-            &report.uncorrected_latency,
-            RED,
-        ),
-    ] {
+    let mut curves: Vec<Curve> = Vec::new();
+    let mut add = |label: String, latency: &Option<Latency>, color: RGBColor| {
         if let Some(l) = latency {
             let h = l.histogram()?;
             let points: Vec<(f64, f64)> = Latency::spectrum(&h)
@@ -89,6 +99,18 @@ where
                 .collect();
             curves.push((label, points, color));
         }
+        Ok::<(), String>(())
+    };
+    add("latency (all)".into(), &report.latency, BLUE)?;
+    add(
+        "uncorrected (from actual send)".into(),
+        &report.uncorrected_latency,
+        RED,
+    )?;
+    // --per-backend: one line per backend, so a slow one stands out from the whole.
+    for (i, b) in report.backends.iter().flatten().enumerate() {
+        let color = BACKEND_COLORS[i % BACKEND_COLORS.len()];
+        add(format!("backend {}", b.server_id), &b.latency, color)?;
     }
     let title = match report.runs.as_slice() {
         [c] => format!("{} {} — latency by percentile", c.mode, c.target),

@@ -86,6 +86,46 @@ impl fmt::Display for Report {
                 u.late
             )?;
         }
+        if let (Some(backends), Some(spread)) = (&self.backends, &self.spread) {
+            let dof = spread.degrees_of_freedom;
+            writeln!(
+                f,
+                "  {:<12} {} answered; {} to {} connections each; chi-square {:.2} with {dof} \
+                 degree{} of freedom (0 is an even split, about {dof} a random one)",
+                "backends",
+                spread.backends,
+                spread.min_connections,
+                spread.max_connections,
+                spread.chi_square,
+                if dof == 1 { "" } else { "s" },
+            )?;
+            let width = backends
+                .iter()
+                .map(|b| b.server_id.len())
+                .max()
+                .unwrap_or(0);
+            for b in backends {
+                let latency = match &b.latency {
+                    Some(l) => format!(
+                        "p50 {}  p99 {}  p99.9 {}",
+                        human_us(l.p50_us),
+                        human_us(l.p99_us),
+                        human_us(l.p99_9_us)
+                    ),
+                    None => "no latency".into(),
+                };
+                writeln!(
+                    f,
+                    "    {:<width$}  {} connections, {} messages ({:.0}/s), {:.2} MiB/s received, {latency}, {} errors",
+                    b.server_id,
+                    b.connections,
+                    b.messages,
+                    b.rates.messages_per_sec,
+                    b.rates.mib_per_sec_received,
+                    b.errors,
+                )?;
+            }
+        }
         let errs: Vec<String> = self
             .errors
             .iter()

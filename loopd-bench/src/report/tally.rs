@@ -44,6 +44,49 @@ impl UdpCounts {
     }
 }
 
+/// What the connections to one backend measured (`--per-backend`): the server that answered
+/// `SERVER` with this id.
+#[derive(Debug)]
+pub struct BackendTally {
+    /// The backend's `--server-id`.
+    pub server_id: String,
+    /// Connections it answered.
+    pub connections: u64,
+    /// Measured completed messages.
+    pub messages: u64,
+    /// Measured bytes written.
+    pub bytes_sent: u64,
+    /// Measured bytes read.
+    pub bytes_received: u64,
+    /// Round-trip latency.
+    pub latency: Histogram<u64>,
+    /// Errors on its connections.
+    pub errors: u64,
+}
+
+impl BackendTally {
+    fn new(server_id: &str) -> BackendTally {
+        BackendTally {
+            server_id: server_id.to_string(),
+            connections: 0,
+            messages: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            latency: new_histogram(),
+            errors: 0,
+        }
+    }
+
+    fn absorb(&mut self, o: &BackendTally) {
+        self.connections += o.connections;
+        self.messages += o.messages;
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.latency.add(&o.latency).expect("same histogram bounds");
+        self.errors += o.errors;
+    }
+}
+
 /// What one worker thread measured.
 #[derive(Debug)]
 pub struct Tally {
@@ -76,6 +119,8 @@ pub struct Tally {
     pub examples: Vec<String>,
     /// UDP accounting.
     pub udp: UdpCounts,
+    /// Per backend, in the order this worker met them (`--per-backend`).
+    pub backends: Vec<BackendTally>,
 }
 
 impl Tally {
@@ -96,6 +141,19 @@ impl Tally {
             errors: BTreeMap::new(),
             examples: Vec::new(),
             udp: UdpCounts::default(),
+            backends: Vec::new(),
+        }
+    }
+
+    /// The index of the backend called `server_id`, added if new. A run meets a handful of
+    /// backends, once per connection: a linear search is the simplest fast enough thing.
+    pub fn backend(&mut self, server_id: &str) -> usize {
+        match self.backends.iter().position(|b| b.server_id == server_id) {
+            Some(i) => i,
+            None => {
+                self.backends.push(BackendTally::new(server_id));
+                self.backends.len() - 1
+            }
         }
     }
 
@@ -138,6 +196,10 @@ impl Tally {
         let room = MAX_EXAMPLES.saturating_sub(self.examples.len());
         self.examples.extend(o.examples.into_iter().take(room));
         self.udp.add(&o.udp);
+        for b in &o.backends {
+            let i = self.backend(&b.server_id);
+            self.backends[i].absorb(b);
+        }
     }
 }
 
