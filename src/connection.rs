@@ -51,7 +51,7 @@
 //! # Behind a proxy
 //!
 //! On a listener that reads the PROXY protocol ([`crate::proxy`]), a connection starts
-//! without a service: [`Stage::Header`] holds what will create it. Reads collect the header
+//! without a service: `Stage::Header` holds what will create it. Reads collect the header
 //! (bounded by the protocol's size limits, and by the header timeout from accept), the service
 //! is created with the addresses the header names, greeted, and offered the bytes that came
 //! after the header in the same read. A header that is refused, late, or cut short by the

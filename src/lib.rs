@@ -27,7 +27,8 @@
 //!    without sockets.
 //! 4. [`timer`] — deadlines (idle, write stall, linger) in an ordered set with lazy re-arming.
 //! 5. [`listener`] — socket2 set-up and what each `accept()` error means; [`udp`] — a UDP
-//!    socket with a bounded reply queue.
+//!    socket with a bounded reply queue, answering from the address each request was sent
+//!    to.
 //! 6. [`event_loop`] — `Poll`, tokens, the run queue, accepting, shutdown. The only module,
 //!    with `listener`, `udp` and `server`, that touches mio.
 //! 7. [`server`] — several loops on their own threads, shared-nothing (`SO_REUSEPORT`), and
@@ -38,6 +39,9 @@
 //!    the loop, with [`metrics`] writing the Prometheus text; [`systemd`] — socket
 //!    activation (the supervisor in [`server`] sends the readiness notifications);
 //!    [`logging`] — text or JSON log lines with structured fields.
+//! 10. Behind a load balancer: [`proxy`] — the PROXY protocol header a `,proxy` listener
+//!     reads before its service exists (the connection's header stage is in
+//!     [`connection`]), and who may send one.
 //!
 //! The bundled load client, `loopd-bench`, is its own package in this workspace
 //! (`loopd-bench/`): the same kind of event loop from the other side, with verified payloads
