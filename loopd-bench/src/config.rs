@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::CpuSources;
 use crate::payload::{Protocol, HEADER_LEN};
 
 /// How a connection carries its messages.
@@ -224,6 +225,8 @@ pub struct BenchConfig {
     /// Ask each connection's server for its identity (the `line` service's `SERVER`) and
     /// report every backend behind a load balancer on its own.
     pub per_backend: bool,
+    /// CPU counters to read at both ends of the window besides the client's own.
+    pub cpu: CpuSources,
 }
 
 impl BenchConfig {
@@ -247,6 +250,7 @@ impl BenchConfig {
             max_loss: DEFAULT_MAX_LOSS,
             expect: None,
             per_backend: false,
+            cpu: CpuSources::default(),
         }
     }
 
@@ -421,6 +425,12 @@ pub struct RecordedConfig {
     /// Results per backend were asked for.
     #[serde(default)]
     pub per_backend: bool,
+    /// `--server-metrics`: where the server's CPU counter was scraped.
+    #[serde(default)]
+    pub server_metrics: Option<String>,
+    /// `--system-cpu`: the machine's CPU time was read.
+    #[serde(default)]
+    pub system_cpu: bool,
 }
 
 impl From<&BenchConfig> for RecordedConfig {
@@ -454,6 +464,8 @@ impl From<&BenchConfig> for RecordedConfig {
             max_loss_pct: c.max_loss,
             expect: c.expect,
             per_backend: c.per_backend,
+            server_metrics: c.cpu.server.as_ref().map(|u| u.url.clone()),
+            system_cpu: c.cpu.system,
         }
     }
 }

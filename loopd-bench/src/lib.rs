@@ -28,7 +28,9 @@
 //! 6. [`worker`] — one thread's event loop: wake-ups, the run queue, the guards that end
 //!    every run, the poll.
 //! 7. [`errors`] — what can go wrong, by kind.
-//! 8. [`run`](mod@run) — starts the workers, samples the timeline, builds the [`Report`].
+//! 8. [`run`](mod@run) — starts the workers, samples the timeline and the CPU counters
+//!    ([`cpu`]: what a message costs the client, the server and the machine), builds the
+//!    [`Report`].
 //! 9. [`report`] — tallies, latency histograms, the report and its JSON, `merge`, the text
 //!    summary and verdict, and the SVG picture.
 
@@ -36,6 +38,7 @@
 
 mod alarm;
 pub mod config;
+pub mod cpu;
 pub mod errors;
 pub mod flow;
 pub mod payload;

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use loopd::config::{parse_duration, parse_size};
 use loopd_bench::config as bench_config;
+use loopd_bench::cpu::{CpuSources, MetricsUrl};
 use loopd_bench::report::{plot, Second};
 use loopd_bench::{
     self as bench, BenchConfig, BenchError, Expect, Mode, Protocol, Report, Sources, Stop,
@@ -140,6 +141,18 @@ struct RunArgs {
     /// evenly connections spread. Needs --protocol line.
     #[arg(long)]
     per_backend: bool,
+
+    /// Also report the server's CPU time per message, from the process_cpu_seconds_total
+    /// counter at URL (loopd's --admin /metrics, or any Prometheus client library's), read
+    /// at both ends of the measured window.
+    #[arg(long, value_name = "URL", value_parser = MetricsUrl::parse)]
+    server_metrics: Option<MetricsUrl>,
+
+    /// Also report the whole machine's CPU time per message, from /proc/stat. On loopback
+    /// the kernel charges the receiver's delivery work to the sender, so per-process figures
+    /// mislead and this one does not (with nothing else running).
+    #[arg(long)]
+    system_cpu: bool,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +258,10 @@ fn config(a: &RunArgs) -> Result<BenchConfig, String> {
     cfg.max_loss = a.max_loss;
     cfg.expect = a.expect.map(|ExpectArg::Chargen| Expect::Chargen);
     cfg.per_backend = a.per_backend;
+    cfg.cpu = CpuSources {
+        server: a.server_metrics.clone(),
+        system: a.system_cpu,
+    };
     Ok(cfg) // validated by the run, which reports a bad combination as exit status 2
 }
 

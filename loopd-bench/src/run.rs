@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use loopd::rlimit;
 
 use crate::config::{BenchConfig, RecordedConfig, Stop};
+use crate::cpu::{self, CpuSample};
 use crate::payload::Codec;
 use crate::report::{Report, Second, Tally};
 use crate::schedule::Plan;
@@ -56,6 +57,13 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
         )));
     }
 
+    if let Some(server) = &cfg.cpu.server {
+        // Scraped once before anything starts, so a wrong URL is a bad setting (exit 2),
+        // not a run that measured everything but what was asked.
+        server
+            .cpu_seconds()
+            .map_err(|e| BenchError::Invalid(format!("--server-metrics: {e}")))?;
+    }
     let cfg = Arc::new(cfg.clone());
     // One codec for every worker: the ring it generates bodies from is read-only.
     let codec = Arc::new(Codec::new(cfg.protocol, cfg.size));
@@ -110,13 +118,34 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
     let mut running = cfg.threads;
     let mut next = from + Duration::from_secs(1);
     let mut ended = Instant::now();
+    // The CPU counters are read as the window opens and as it closes (or as the run ends,
+    // for a counted run or one whose connections all ended early).
+    let (mut cpu_start, mut cpu_end): (Option<CpuSample>, Option<CpuSample>) = (None, None);
     while running > 0 {
-        match done_rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+        let wake = [
+            Some(next),
+            cpu_start.is_none().then_some(from),
+            until.filter(|_| cpu_end.is_none()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(next);
+        match done_rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(()) => running -= 1,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => running = 0,
         }
         let now = Instant::now();
+        if cpu_start.is_none() && now >= from {
+            cpu_start = Some(CpuSample::take(&cfg.cpu));
+        }
+        if cpu_start.is_some()
+            && cpu_end.is_none()
+            && (until.is_some_and(|u| now >= u) || running == 0)
+        {
+            cpu_end = Some(CpuSample::take(&cfg.cpu));
+        }
         // One entry per whole second of the measurement...
         while now >= next && until.is_none_or(|u| next <= u) {
             close_interval(next, &mut timeline);
@@ -149,10 +178,11 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
         None => last_completion.unwrap_or(ended),
     };
     let duration = end.saturating_duration_since(from).as_secs_f64();
-    Ok(Report::new(
-        RecordedConfig::from(&*cfg),
-        duration,
-        &tally,
-        timeline,
-    ))
+    let costs = match (&cpu_start, &cpu_end) {
+        (Some(a), Some(b)) => Some(cpu::costs(a, b, &cfg.cpu, tally.messages)),
+        _ => None, // the run ended before its window began
+    };
+    let mut report = Report::new(RecordedConfig::from(&*cfg), duration, &tally, timeline);
+    report.cpu = costs;
+    Ok(report)
 }

@@ -22,6 +22,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Load, Mode, RecordedConfig};
+use crate::cpu::{Cost, CpuCosts};
 use crate::errors::ErrorKind;
 use backends::{BackendParts, BackendReport, Spread};
 pub use latency::Latency;
@@ -178,6 +179,9 @@ pub struct Report {
     /// `--per-backend`: how evenly the connections spread over the backends.
     #[serde(default)]
     pub spread: Option<Spread>,
+    /// CPU time per message: the client's, and the server's and the machine's when asked.
+    #[serde(default)]
+    pub cpu: Option<CpuCosts>,
 }
 
 impl Report {
@@ -223,6 +227,7 @@ impl Report {
             examples: tally.examples.clone(),
             timeline,
             backends: per_backend.then(|| tally.backends.iter().map(BackendParts::from).collect()),
+            cpu: None,
         })
     }
 
@@ -244,6 +249,7 @@ impl Report {
             rates,
             backends,
             spread,
+            cpu: p.cpu,
             runs: p.runs,
             duration_secs: p.duration_secs,
             connections: p.connections,
@@ -302,6 +308,7 @@ impl Report {
         let mut runs = Vec::new();
         let mut duration_secs: f64 = 0.0;
         let mut backends: Option<Vec<BackendParts>> = None;
+        let mut client_cpu: Option<(f64, String)> = None;
         for r in reports {
             if r.mode() != first.mode() {
                 return Err("cannot merge runs of different modes".into());
@@ -330,6 +337,10 @@ impl Report {
             }
             runs.extend(r.runs.iter().cloned());
             duration_secs = duration_secs.max(r.duration_secs);
+            if let Some(c) = r.cpu.as_ref().and_then(|c| c.client.as_ref()) {
+                let (seconds, _) = client_cpu.get_or_insert((0.0, c.method.clone()));
+                *seconds += c.cpu_seconds;
+            }
             if let Some(b) = &r.backends {
                 let parts = backends.get_or_insert_with(Vec::new);
                 for report in b {
@@ -352,6 +363,12 @@ impl Report {
             examples,
             timeline,
             backends,
+            // The clients' CPU adds up; a server's or the machine's, read by every run, would
+            // be counted once per run, so they are left out of a merge.
+            cpu: client_cpu.map(|(seconds, method)| CpuCosts {
+                client: Some(Cost::new(method, seconds, messages)),
+                ..CpuCosts::default()
+            }),
         }))
     }
 }
@@ -372,4 +389,5 @@ struct Parts<'a> {
     examples: Vec<String>,
     timeline: Vec<Second>,
     backends: Option<Vec<BackendParts>>,
+    cpu: Option<CpuCosts>,
 }

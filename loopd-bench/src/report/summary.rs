@@ -86,6 +86,36 @@ impl fmt::Display for Report {
                 u.late
             )?;
         }
+        if let Some(cpu) = &self.cpu {
+            // The JSON names each method in full; here, in a word.
+            let figure = |name: &str, how: &str, c: &Option<crate::cpu::Cost>| {
+                let us = c.as_ref()?.us_per_message?;
+                Some(format!("{name} {us:.2} µs ({how})"))
+            };
+            let figures: Vec<String> = [
+                figure("client", "getrusage", &cpu.client),
+                figure("server", "its process_cpu_seconds_total", &cpu.server),
+                figure("system", "/proc/stat, all CPUs", &cpu.system),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !figures.is_empty() {
+                writeln!(f, "  {:<12} {}", "cpu/message", figures.join(", "))?;
+                if cpu.system.is_some() || cpu.server.is_some() {
+                    writeln!(
+                        f,
+                        "  {:<12} (on loopback the kernel charges delivery into the receiver's \
+                         socket to the sender's CPU: per-process figures split the work \
+                         unevenly; the system figure counts it once)",
+                        ""
+                    )?;
+                }
+            }
+            for why in &cpu.unavailable {
+                writeln!(f, "  {:<12} unavailable: {why}", "cpu")?;
+            }
+        }
         if let (Some(backends), Some(spread)) = (&self.backends, &self.spread) {
             let dof = spread.degrees_of_freedom;
             writeln!(
@@ -190,6 +220,9 @@ impl Report {
                 self.error_total(),
                 kinds.join(", ")
             ));
+        }
+        if let Some(why) = self.cpu.as_ref().and_then(|c| c.unavailable.first()) {
+            return Err(format!("a CPU figure that was asked for is missing: {why}"));
         }
         if let Some(u) = &self.udp {
             let max = self

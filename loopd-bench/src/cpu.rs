@@ -1,0 +1,336 @@
+//! What a message costs in CPU time ("service demand", as netperf calls it): the client's
+//! own, the server's (scraped from its Prometheus endpoint), and the whole machine's.
+//!
+//! Each figure is the CPU time spent over the measured window divided by the messages
+//! measured, in microseconds per message, and names how it was taken:
+//!
+//! * **client**: `getrusage(RUSAGE_SELF)`, user plus system time of every loopd-bench thread.
+//! * **server**: `process_cpu_seconds_total` from the URL given to `--server-metrics`
+//!   (loopd's `/metrics`, or any Prometheus client library's), scraped at the start and the
+//!   end of the window. The counter has a resolution of 10 ms, so short windows are coarse.
+//! * **system**: `/proc/stat`, the busy time of every CPU (user, nice, system, irq, softirq,
+//!   steal), in clock ticks of 10 ms.
+//!
+//! On loopback the per-process figures misattribute work: the kernel delivers a message
+//! into the receiver's socket on the *sender's* CPU, inside the sender's `write`, so each
+//! side is charged for part of the other's receive path. The system-wide figure has no such
+//! bias (with nothing else running), which is why it is offered beside the others.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How long a scrape may take before it is given up.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest metrics page read.
+const MAX_PAGE: u64 = 16 << 20;
+/// The counter Prometheus client libraries (and loopd) export for a process's CPU time.
+const CPU_COUNTER: &str = "process_cpu_seconds_total";
+/// `/proc/stat` counts in clock ticks of this many seconds (`USER_HZ`, 100 on Linux).
+const TICK_SECONDS: f64 = 0.01;
+
+/// One CPU-cost figure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// How it was measured.
+    pub method: String,
+    /// CPU seconds spent over the measured window.
+    pub cpu_seconds: f64,
+    /// CPU microseconds per measured message; `None` when no message was measured.
+    pub us_per_message: Option<f64>,
+}
+
+impl Cost {
+    /// `cpu_seconds` spent on `messages`.
+    pub fn new(method: String, cpu_seconds: f64, messages: u64) -> Cost {
+        Cost {
+            method,
+            cpu_seconds,
+            us_per_message: (messages > 0).then(|| cpu_seconds * 1e6 / messages as f64),
+        }
+    }
+}
+
+/// The CPU costs of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuCosts {
+    /// loopd-bench's own.
+    pub client: Option<Cost>,
+    /// The server's, with `--server-metrics`.
+    pub server: Option<Cost>,
+    /// The whole machine's, with `--system-cpu`.
+    pub system: Option<Cost>,
+    /// Figures that were asked for and could not be taken, and why.
+    #[serde(default)]
+    pub unavailable: Vec<String>,
+}
+
+/// Where to scrape the server's CPU counter: an `http://HOST:PORT/PATH` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsUrl {
+    /// As given.
+    pub url: String,
+    host: String,
+    addr: SocketAddr,
+    path: String,
+}
+
+impl MetricsUrl {
+    /// Parses and resolves `url`. Only plain `http://` (metrics endpoints are internal).
+    pub fn parse(url: &str) -> Result<MetricsUrl, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("'{url}' is not an http:// URL"))?;
+        let (host, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/metrics"),
+        };
+        let addr = host
+            .to_socket_addrs()
+            .map_err(|e| format!("'{url}': {e}"))?
+            .next()
+            .ok_or_else(|| format!("'{url}' resolves to no address"))?;
+        Ok(MetricsUrl {
+            url: url.to_string(),
+            host: host.to_string(),
+            addr,
+            path: path.to_string(),
+        })
+    }
+
+    /// Reads the process CPU counter now.
+    pub fn cpu_seconds(&self) -> Result<f64, String> {
+        let page = self.get().map_err(|e| format!("{}: {e}", self.url))?;
+        cpu_counter(&page).ok_or_else(|| format!("{}: no {CPU_COUNTER} sample", self.url))
+    }
+
+    /// `GET` the page, over a fresh connection.
+    fn get(&self) -> Result<String, String> {
+        let mut c =
+            TcpStream::connect_timeout(&self.addr, SCRAPE_TIMEOUT).map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(SCRAPE_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
+            self.path, self.host
+        );
+        c.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        c.take(MAX_PAGE)
+            .read_to_end(&mut raw)
+            .map_err(|e| e.to_string())?;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        let head = match response.parse(&raw) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Err("an incomplete HTTP response".into()),
+            Err(e) => return Err(format!("not an HTTP response: {e}")),
+        };
+        if response.code != Some(200) {
+            return Err(format!("HTTP status {:?}", response.code));
+        }
+        let chunked = response.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("transfer-encoding")
+                && String::from_utf8_lossy(h.value)
+                    .to_ascii_lowercase()
+                    .contains("chunked")
+        });
+        let body = &raw[head..];
+        let body = if chunked {
+            dechunk(body)?
+        } else {
+            body.to_vec()
+        };
+        String::from_utf8(body).map_err(|_| "the page is not UTF-8".into())
+    }
+}
+
+/// A chunked body, joined (`Connection: close` servers rarely chunk, but some do).
+fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        match httparse::parse_chunk_size(body) {
+            Ok(httparse::Status::Complete((_, 0))) => return Ok(out),
+            Ok(httparse::Status::Complete((start, size))) => {
+                let end = start + size as usize;
+                let chunk = body.get(start..end).ok_or("a truncated chunk")?;
+                out.extend_from_slice(chunk);
+                body = body.get(end + 2..).ok_or("a truncated chunk")?;
+            }
+            _ => return Err("a malformed chunked body".into()),
+        }
+    }
+}
+
+/// The value of the `process_cpu_seconds_total` sample in a Prometheus text page (the sum,
+/// if a page has several, say one per process label).
+pub fn cpu_counter(page: &str) -> Option<f64> {
+    let mut total = None;
+    for line in page.lines() {
+        let Some(rest) = line.strip_prefix(CPU_COUNTER) else {
+            continue;
+        };
+        // `name value`, or `name{labels} value`, maybe followed by a timestamp.
+        let rest = match rest.strip_prefix('{') {
+            Some(labelled) => &labelled[labelled.find('}')? + 1..],
+            None if rest.starts_with(' ') => rest,
+            None => continue, // a longer name that starts the same
+        };
+        let value: f64 = rest.split_whitespace().next()?.parse().ok()?;
+        *total.get_or_insert(0.0) += value;
+    }
+    total
+}
+
+/// Busy clock ticks of every CPU together, from `/proc/stat`'s `cpu` line.
+fn system_busy_ticks() -> Result<u64, String> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or("/proc/stat has no cpu line")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    Ok(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
+}
+
+/// This process's user plus system CPU time.
+fn client_cpu() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// What to sample at each end of the window.
+#[derive(Clone, Debug, Default)]
+pub struct CpuSources {
+    /// `--server-metrics`.
+    pub server: Option<MetricsUrl>,
+    /// `--system-cpu`.
+    pub system: bool,
+}
+
+/// The counters at one end of the window.
+#[derive(Clone, Debug)]
+pub struct CpuSample {
+    client: f64,
+    server: Option<Result<f64, String>>,
+    system: Option<Result<u64, String>>,
+}
+
+impl CpuSample {
+    /// Reads every counter `sources` asks for, now.
+    pub fn take(sources: &CpuSources) -> CpuSample {
+        CpuSample {
+            client: client_cpu(),
+            server: sources.server.as_ref().map(MetricsUrl::cpu_seconds),
+            system: sources.system.then(system_busy_ticks),
+        }
+    }
+}
+
+/// The costs between two samples, over `messages`. A figure whose counter could not be read
+/// at either end is listed as unavailable, with the reason.
+pub fn costs(start: &CpuSample, end: &CpuSample, sources: &CpuSources, messages: u64) -> CpuCosts {
+    let mut unavailable = Vec::new();
+    let client = Some(Cost::new(
+        "getrusage(RUSAGE_SELF): user+system time of loopd-bench's threads".into(),
+        (end.client - start.client).max(0.0),
+        messages,
+    ));
+    let server = match (&start.server, &end.server, &sources.server) {
+        (Some(Ok(a)), Some(Ok(b)), Some(url)) => Some(Cost::new(
+            format!("{CPU_COUNTER} scraped from {}", url.url),
+            (b - a).max(0.0),
+            messages,
+        )),
+        (Some(Err(e)), _, _) | (_, Some(Err(e)), _) => {
+            unavailable.push(format!("server CPU: {e}"));
+            None
+        }
+        _ => None,
+    };
+    let system = match (&start.system, &end.system) {
+        (Some(Ok(a)), Some(Ok(b))) => Some(Cost::new(
+            "/proc/stat: busy time of every CPU (user, nice, system, irq, softirq, steal)".into(),
+            b.saturating_sub(*a) as f64 * TICK_SECONDS,
+            messages,
+        )),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            unavailable.push(format!("system CPU: {e}"));
+            None
+        }
+        _ => None,
+    };
+    CpuCosts {
+        client,
+        server,
+        system,
+        unavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counter is found bare, labelled, or with a timestamp; names that only start the
+    /// same are not it.
+    #[test]
+    fn counter_in_a_page() {
+        let page = "# HELP process_cpu_seconds_total Total CPU.\n\
+                    # TYPE process_cpu_seconds_total counter\n\
+                    process_cpu_seconds_total 12.5\n\
+                    process_cpu_seconds_total_created 1.7e9\n";
+        assert_eq!(cpu_counter(page), Some(12.5));
+        assert_eq!(
+            cpu_counter("process_cpu_seconds_total{pid=\"1\"} 3 1700000000000\n"),
+            Some(3.0)
+        );
+        assert_eq!(cpu_counter("loopd_connections_active 1\n"), None);
+    }
+
+    #[test]
+    fn urls() {
+        let u = MetricsUrl::parse("http://127.0.0.1:9107/metrics").unwrap();
+        assert_eq!(u.path, "/metrics");
+        assert_eq!(
+            MetricsUrl::parse("http://127.0.0.1:9107").unwrap().path,
+            "/metrics"
+        );
+        assert!(MetricsUrl::parse("https://127.0.0.1:9107/metrics").is_err());
+    }
+
+    /// Costs divide CPU time by messages; no messages, no figure.
+    #[test]
+    fn per_message() {
+        let c = Cost::new("m".into(), 0.5, 100_000);
+        assert!((c.us_per_message.unwrap() - 5.0).abs() < 1e-9);
+        assert_eq!(Cost::new("m".into(), 0.5, 0).us_per_message, None);
+    }
+
+    /// The process's CPU time only grows, and system ticks are read.
+    #[test]
+    fn samples() {
+        let a = client_cpu();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        assert!(client_cpu() >= a);
+        assert!(system_busy_ticks().unwrap() > 0);
+    }
+}
