@@ -31,7 +31,8 @@
 //! 8. [`run`](mod@run) — starts the workers, samples the timeline and the CPU counters
 //!    ([`cpu`]: what a message costs the client, the server and the machine), builds the
 //!    [`Report`].
-//! 9. [`report`] — tallies, latency histograms, the report and its JSON, `merge`, the text
+//! 9. [`repeat`] — iterations until a confidence interval is met.
+//! 10. [`report`] — tallies, latency histograms, the report and its JSON, `merge`, the text
 //!    summary and verdict, and the SVG picture.
 
 #![deny(missing_docs)]
@@ -42,6 +43,7 @@ pub mod cpu;
 pub mod errors;
 pub mod flow;
 pub mod payload;
+pub mod repeat;
 pub mod report;
 pub mod run;
 pub mod schedule;

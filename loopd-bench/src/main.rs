@@ -15,10 +15,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use loopd::config::{parse_duration, parse_size};
 use loopd_bench::config as bench_config;
 use loopd_bench::cpu::{CpuSources, MetricsUrl};
+use loopd_bench::repeat::{self, Confidence, Repeat, EXIT_NOT_CONFIDENT};
 use loopd_bench::report::{plot, Second};
-use loopd_bench::{
-    self as bench, BenchConfig, BenchError, Expect, Mode, Protocol, Report, Sources, Stop,
-};
+use loopd_bench::{BenchConfig, BenchError, Expect, Mode, Protocol, Report, Sources, Stop};
 
 /// A load client for TCP and UDP echo-style servers: closed or open loop, every echoed byte
 /// verified, HdrHistogram latency, JSON and an SVG picture.
@@ -153,6 +152,16 @@ struct RunArgs {
     /// mislead and this one does not (with nothing else running).
     #[arg(long)]
     system_cpu: bool,
+
+    /// Repeat the whole run (connect, warm up, measure, close) at least MIN and at most MAX
+    /// times; the summary gives each iteration and the mean with its confidence interval.
+    #[arg(long, value_name = "MIN[,MAX]", default_value = "1")]
+    iterations: String,
+
+    /// Keep repeating, up to the MAX of --iterations, until the LEVEL% confidence interval of
+    /// the mean messages/s is WIDTH% wide (99,5: within ±2.5%). Not met: exit status 3.
+    #[arg(long, value_name = "LEVEL,WIDTH", value_parser = Confidence::parse)]
+    confidence: Option<Confidence>,
 }
 
 #[derive(Debug, Args)]
@@ -205,7 +214,26 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(&format!("{e} (see loopd-bench --help)"), 2),
             };
-            match bench::run(&cfg, progress_printer(cli.output.quiet)) {
+            let repetition = match Repeat::new(&cli.run.iterations, cli.run.confidence) {
+                Ok(r) => r,
+                Err(e) => return fail(&format!("{e} (see loopd-bench --help)"), 2),
+            };
+            let quiet = cli.output.quiet;
+            let on_iteration = |k: usize, r: &Report| {
+                if repetition.is_series() && !quiet {
+                    // Over the progress line, on a terminal.
+                    let clear = if io::stderr().is_terminal() {
+                        "\r\x1b[K"
+                    } else {
+                        ""
+                    };
+                    eprintln!(
+                        "{clear}iteration {k}: {:.0} msg/s",
+                        r.rates.messages_per_sec
+                    );
+                }
+            };
+            match repeat::repeat(&cfg, &repetition, progress_printer(quiet), on_iteration) {
                 Ok(r) => (r, cli.output),
                 Err(BenchError::Invalid(e)) => {
                     return fail(&format!("{e} (see loopd-bench --help)"), 2)
@@ -327,11 +355,16 @@ fn write_outputs(report: &Report, out: &OutputArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The exit status, with one line on standard error saying what went wrong.
+/// The exit status, with one line on standard error saying what went wrong: 1 for errors
+/// or a run that measured nothing, 3 for a confidence target not met.
 fn verdict(report: &Report) -> ExitCode {
     match report.verdict() {
-        Ok(()) => ExitCode::SUCCESS,
         Err(why) => fail(&why, 1),
+        Ok(()) if report.iterations.as_ref().and_then(|i| i.met) == Some(false) => fail(
+            "the confidence target was not met within the iterations allowed",
+            EXIT_NOT_CONFIDENT,
+        ),
+        Ok(()) => ExitCode::SUCCESS,
     }
 }
 

@@ -97,3 +97,95 @@ fn server_cpu_per_message_matches_proc() {
     assert_eq!(out.status.code(), Some(2), "{}", printed(&out));
     assert!(printed(&out).contains("--server-metrics"));
 }
+
+/// A confidence run against a steady loopd converges (a wide target: this machine may be
+/// busy) and exits 0, with every iteration in the JSON.
+#[test]
+fn confidence_converges_against_a_steady_server() {
+    let daemon = Daemon::start(&["-l", "echo=127.0.0.1:0"]);
+    let scratch = Scratch::new("confident");
+    let json = scratch.0.join("run.json");
+    let out = bench(&[
+        &daemon.addr().to_string(),
+        "-c",
+        "4",
+        "-d",
+        "500ms",
+        "--warmup",
+        "100ms",
+        "--iterations",
+        "3,12",
+        "--confidence",
+        "95,60",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", printed(&out));
+    let report = read_json(&json);
+    let it = &report["iterations"];
+    let n = it["each"].as_array().unwrap().len();
+    assert!((3..=12).contains(&n), "{it}");
+    assert_eq!(it["met"], true);
+    assert!(it["interval"]["half_width_pct"].as_f64().unwrap() <= 30.0);
+    assert!(printed(&out).contains("target ±30%: met"));
+}
+
+/// An echo server (a thread per connection) that is fast for the connections of even
+/// iterations and slow (a millisecond per reply) for odd ones: `connections` per
+/// iteration.
+fn alternating_server(connections: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut s) = stream else { return };
+            let slow = (i / connections) % 2 == 1;
+            std::thread::spawn(move || {
+                let mut buf = [0; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if slow {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Against a server whose speed alternates between iterations, the target is never met:
+/// MAX iterations, a warning, and exit status 3.
+#[test]
+fn confidence_not_met_exits_3() {
+    let target = alternating_server(2);
+    let scratch = Scratch::new("unconfident");
+    let json = scratch.0.join("run.json");
+    let out = bench(&[
+        &target.to_string(),
+        "-c",
+        "2",
+        "-d",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--iterations",
+        "2,4",
+        "--confidence",
+        "95,5",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", printed(&out));
+    assert!(printed(&out)
+        .contains("warning: the target of ±2.5% at 95% confidence was not met in 4 iterations"));
+    let report = read_json(&json);
+    assert_eq!(report["iterations"]["each"].as_array().unwrap().len(), 4);
+    assert_eq!(report["iterations"]["met"], false);
+}

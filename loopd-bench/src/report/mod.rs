@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Load, Mode, RecordedConfig};
 use crate::cpu::{Cost, CpuCosts};
 use crate::errors::ErrorKind;
+use crate::repeat::Iterations;
 use backends::{BackendParts, BackendReport, Spread};
 pub use latency::Latency;
 use latency::{add_serialized, new_histogram};
@@ -182,6 +183,10 @@ pub struct Report {
     /// CPU time per message: the client's, and the server's and the machine's when asked.
     #[serde(default)]
     pub cpu: Option<CpuCosts>,
+    /// `--iterations`: each iteration's figures and the confidence interval of their mean;
+    /// the rest of the report is all iterations together.
+    #[serde(default)]
+    pub iterations: Option<Iterations>,
 }
 
 impl Report {
@@ -250,6 +255,7 @@ impl Report {
             backends,
             spread,
             cpu: p.cpu,
+            iterations: None,
             runs: p.runs,
             duration_secs: p.duration_secs,
             connections: p.connections,
@@ -294,6 +300,17 @@ impl Report {
     /// report of one run with all their connections: counts and histograms add, the
     /// duration is the longest, and the timelines add second by second.
     pub fn merge(reports: &[Report]) -> Result<Report, String> {
+        Report::combine(reports, Combine::Concurrent)
+    }
+
+    /// Combines the reports of runs made one after another (the iterations of one run) into
+    /// one: counts, histograms and CPU time add, durations add, and the timelines follow
+    /// each other.
+    pub fn sequence(reports: &[Report]) -> Result<Report, String> {
+        Report::combine(reports, Combine::Sequential)
+    }
+
+    fn combine(reports: &[Report], how: Combine) -> Result<Report, String> {
         let first = reports.first().ok_or("nothing to merge")?;
         let mut latency = new_histogram();
         let mut uncorrected = new_histogram();
@@ -308,7 +325,7 @@ impl Report {
         let mut runs = Vec::new();
         let mut duration_secs: f64 = 0.0;
         let mut backends: Option<Vec<BackendParts>> = None;
-        let mut client_cpu: Option<(f64, String)> = None;
+        let mut cpu: Option<CpuCosts> = None;
         for r in reports {
             if r.mode() != first.mode() {
                 return Err("cannot merge runs of different modes".into());
@@ -329,17 +346,45 @@ impl Report {
             }
             let room = MAX_EXAMPLES.saturating_sub(examples.len());
             examples.extend(r.error_examples.iter().take(room).cloned());
-            for (i, s) in r.timeline.iter().enumerate() {
-                if timeline.len() <= i {
-                    timeline.push(Second::default());
+            match how {
+                Combine::Concurrent => {
+                    for (i, s) in r.timeline.iter().enumerate() {
+                        if timeline.len() <= i {
+                            timeline.push(Second::default());
+                        }
+                        timeline[i].add(s);
+                    }
+                    runs.extend(r.runs.iter().cloned());
+                    duration_secs = duration_secs.max(r.duration_secs);
                 }
-                timeline[i].add(s);
+                Combine::Sequential => {
+                    let offset = duration_secs;
+                    timeline.extend(r.timeline.iter().map(|s| Second {
+                        t: s.t + offset,
+                        ..*s
+                    }));
+                    if runs.is_empty() {
+                        runs.extend(r.runs.iter().cloned());
+                    }
+                    duration_secs += r.duration_secs;
+                }
             }
-            runs.extend(r.runs.iter().cloned());
-            duration_secs = duration_secs.max(r.duration_secs);
-            if let Some(c) = r.cpu.as_ref().and_then(|c| c.client.as_ref()) {
-                let (seconds, _) = client_cpu.get_or_insert((0.0, c.method.clone()));
-                *seconds += c.cpu_seconds;
+            if let Some(c) = &r.cpu {
+                let total = cpu.get_or_insert_with(CpuCosts::default);
+                let add = |sum: &mut Option<Cost>, part: &Option<Cost>| {
+                    if let Some(p) = part {
+                        let sum = sum.get_or_insert_with(|| Cost::new(p.method.clone(), 0.0, 0));
+                        sum.cpu_seconds += p.cpu_seconds;
+                    }
+                };
+                add(&mut total.client, &c.client);
+                // A server's or the machine's CPU is read by every concurrent run: added,
+                // it would be counted once per run. One after another, it adds up.
+                if how == Combine::Sequential {
+                    add(&mut total.server, &c.server);
+                    add(&mut total.system, &c.system);
+                }
+                total.unavailable.extend(c.unavailable.iter().cloned());
             }
             if let Some(b) = &r.backends {
                 let parts = backends.get_or_insert_with(Vec::new);
@@ -363,14 +408,26 @@ impl Report {
             examples,
             timeline,
             backends,
-            // The clients' CPU adds up; a server's or the machine's, read by every run, would
-            // be counted once per run, so they are left out of a merge.
-            cpu: client_cpu.map(|(seconds, method)| CpuCosts {
-                client: Some(Cost::new(method, seconds, messages)),
-                ..CpuCosts::default()
+            cpu: cpu.map(|c| {
+                let per = |c: Option<Cost>| c.map(|c| Cost::new(c.method, c.cpu_seconds, messages));
+                CpuCosts {
+                    client: per(c.client),
+                    server: per(c.server),
+                    system: per(c.system),
+                    unavailable: c.unavailable,
+                }
             }),
         }))
     }
+}
+
+/// How the runs being combined relate in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Combine {
+    /// At the same time, from several machines.
+    Concurrent,
+    /// One after another: the iterations of a run.
+    Sequential,
 }
 
 /// The raw material of a report.

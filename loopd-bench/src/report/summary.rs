@@ -44,6 +44,9 @@ impl fmt::Display for Report {
             )?;
         }
         writeln!(f, "  {:<12} {:.2} s", "duration", self.duration_secs)?;
+        if let Some(i) = &self.iterations {
+            write!(f, "{i}")?;
+        }
         let c = &self.connections;
         let of = match self.rates.connects_per_sec {
             Some(_) => format!("{} at a time", c.requested),
