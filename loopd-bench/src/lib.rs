@@ -33,7 +33,7 @@
 //!    [`Report`].
 //! 9. [`repeat`] — iterations until a confidence interval is met.
 //! 10. [`report`] — tallies, latency histograms, the report and its JSON, `merge`, the text
-//!    summary and verdict, and the SVG picture.
+//!     summary and verdict, and the SVG picture.
 
 #![deny(missing_docs)]
 

@@ -101,7 +101,7 @@ impl Confidence {
         let (l, w) = s.split_once(',').ok_or_else(bad)?;
         let level: f64 = l.trim().parse().map_err(|_| bad())?;
         let width: f64 = w.trim().parse().map_err(|_| bad())?;
-        if !(level > 0.0 && level < 100.0) || !(width > 0.0 && width.is_finite()) {
+        if !(level > 0.0 && level < 100.0 && width > 0.0 && width.is_finite()) {
             return Err(format!(
                 "--confidence {s}: the level is between 0 and 100, the width above 0"
             ));
