@@ -227,6 +227,8 @@ pub struct BenchConfig {
     pub per_backend: bool,
     /// CPU counters to read at both ends of the window besides the client's own.
     pub cpu: CpuSources,
+    /// Keep a latency histogram per second as well (`--hlog`).
+    pub intervals: bool,
 }
 
 impl BenchConfig {
@@ -251,6 +253,7 @@ impl BenchConfig {
             expect: None,
             per_backend: false,
             cpu: CpuSources::default(),
+            intervals: false,
         }
     }
 

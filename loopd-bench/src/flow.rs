@@ -36,6 +36,7 @@ use mio::{Interest, Registry, Token};
 use crate::config::{BenchConfig, Expect, Load, Stop, Transport};
 use crate::errors::{connect_failure, ErrorKind};
 use crate::payload::{self, check_chargen, Codec, Cursor, Dir, Gather};
+use crate::report::files::IntervalRecorder;
 use crate::report::latency::nanos;
 use crate::report::Tally;
 use crate::schedule::{quota, OpenLoop, Plan, Wake, Wakes};
@@ -124,6 +125,8 @@ pub struct Ctx<'a> {
     pub last_progress: Instant,
     /// The completion time of the last measured message.
     pub last_completion: Option<Instant>,
+    /// `--hlog`: this second's histograms.
+    pub intervals: Option<IntervalRecorder>,
 }
 
 impl Ctx<'_> {
@@ -152,10 +155,12 @@ impl Ctx<'_> {
     fn complete(&mut self, p: &Pending, now: Instant, backend: Option<usize>) {
         if self.plan.measured(p.intended) {
             let latency = nanos(now.duration_since(p.intended));
+            let uncorrected = nanos(now.duration_since(p.sent));
             self.tally.latency.saturating_record(latency);
-            self.tally
-                .uncorrected
-                .saturating_record(nanos(now.duration_since(p.sent)));
+            self.tally.uncorrected.saturating_record(uncorrected);
+            if let Some(i) = &mut self.intervals {
+                i.record(now, latency, uncorrected);
+            }
             self.tally.messages += 1;
             self.last_completion = Some(now);
             if let Some(b) = backend {

@@ -16,7 +16,7 @@ use loopd::config::{parse_duration, parse_size};
 use loopd_bench::config as bench_config;
 use loopd_bench::cpu::{CpuSources, MetricsUrl};
 use loopd_bench::repeat::{self, Confidence, Repeat, EXIT_NOT_CONFIDENT};
-use loopd_bench::report::{plot, Second};
+use loopd_bench::report::{files, plot, Second};
 use loopd_bench::{BenchConfig, BenchError, Expect, Mode, Protocol, Report, Sources, Stop};
 
 /// A load client for TCP and UDP echo-style servers: closed or open loop, every echoed byte
@@ -43,9 +43,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Combine the JSON reports of runs made at the same time (say, from several machines)
-    /// into one report, as if one client had made all their connections.
+    /// into one report, as if one client had made all their connections. Interval logs
+    /// (.hlog, from --hlog) are read too: their latencies and message counts add.
     Merge {
-        /// JSON files written by --json.
+        /// JSON files written by --json, or .hlog files written by --hlog.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -175,6 +176,18 @@ struct OutputArgs {
     #[arg(long, value_name = "PATH.svg", global = true)]
     report: Option<PathBuf>,
 
+    /// Write the latency percentile distribution as an HdrHistogram .hgrm file (what wrk2
+    /// writes and HdrHistogram's plotter reads); in open loop the uncorrected one goes beside
+    /// it, as NAME.uncorrected.hgrm.
+    #[arg(long, value_name = "PATH.hgrm", global = true)]
+    hgrm: Option<PathBuf>,
+
+    /// Write an HdrHistogram interval log: one latency histogram per second, tagged
+    /// "latency" (and "uncorrected" in open loop). `merge` reads these back, from several
+    /// machines.
+    #[arg(long, value_name = "PATH.hlog", global = true)]
+    hlog: Option<PathBuf>,
+
     /// No progress line and no summary; errors are still reported on standard error.
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -205,15 +218,24 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let (report, output) = match cli.command {
-        Some(Command::Merge { files, output }) => match merge(&files) {
-            Ok(r) => (r, output),
-            Err(e) => return fail(&e, 1),
-        },
+        Some(Command::Merge { files, output }) => {
+            if output.hlog.is_some() {
+                return fail(
+                    "merge writes JSON, .hgrm and SVG; an interval log comes from a run",
+                    2,
+                );
+            }
+            match merge(&files) {
+                Ok(r) => (r, output),
+                Err(e) => return fail(&e, 1),
+            }
+        }
         None => {
-            let cfg = match config(&cli.run) {
+            let mut cfg = match config(&cli.run) {
                 Ok(c) => c,
                 Err(e) => return fail(&format!("{e} (see loopd-bench --help)"), 2),
             };
+            cfg.intervals = cli.output.hlog.is_some();
             let repetition = match Repeat::new(&cli.run.iterations, cli.run.confidence) {
                 Ok(r) => r,
                 Err(e) => return fail(&format!("{e} (see loopd-bench --help)"), 2),
@@ -322,6 +344,9 @@ fn merge(files: &[PathBuf]) -> Result<Report, String> {
         .iter()
         .map(|f| {
             let text = fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            if f.extension().is_some_and(|e| e == "hlog") {
+                return files::read_hlog(&text).map_err(|e| format!("{}: {e}", f.display()));
+            }
             serde_json::from_str::<Report>(&text)
                 .map_err(|e| format!("{}: not a loopd-bench report: {e}", f.display()))
         })
@@ -344,6 +369,12 @@ fn write_outputs(report: &Report, out: &OutputArgs) -> Result<(), String> {
     }
     if let Some(path) = &out.report {
         plot::draw(report, path)?;
+    }
+    if let Some(path) = &out.hgrm {
+        files::write_hgrm_files(report, path)?;
+    }
+    if let Some(path) = &out.hlog {
+        files::write_hlog(report, path)?;
     }
     if !out.quiet {
         if json_to_stdout {

@@ -4,13 +4,14 @@
 use std::fmt;
 use std::io;
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use loopd::rlimit;
 
 use crate::config::{BenchConfig, RecordedConfig, Stop};
 use crate::cpu::{self, CpuSample};
 use crate::payload::Codec;
+use crate::report::files::{wall_time, IntervalCollector};
 use crate::report::{Report, Second, Tally};
 use crate::schedule::Plan;
 use crate::worker::{Live, Worker};
@@ -76,6 +77,11 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
     let plan = Plan { t0, from, until };
 
     let (done_tx, done_rx) = mpsc::channel();
+    let (interval_tx, interval_rx) = mpsc::channel();
+    let mut collector = cfg
+        .intervals
+        .then(|| IntervalCollector::new(interval_rx, from));
+    let interval_tx = cfg.intervals.then_some(interval_tx);
     let mut lives = Vec::new();
     let mut handles = Vec::new();
     for w in 0..cfg.threads {
@@ -86,7 +92,14 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
             .collect();
         let live = Arc::new(Live::default());
         lives.push(live.clone());
-        let worker = Worker::new(cfg.clone(), codec.clone(), plan, ids, live);
+        let worker = Worker::new(
+            cfg.clone(),
+            codec.clone(),
+            plan,
+            ids,
+            live,
+            interval_tx.clone(),
+        );
         let done = done_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("loopd-bench-{w}"))
@@ -99,6 +112,7 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
         handles.push(handle);
     }
     drop(done_tx);
+    drop(interval_tx);
 
     let sample = || {
         lives.iter().fold(Second::default(), |mut sum, live| {
@@ -121,6 +135,7 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
     // The CPU counters are read as the window opens and as it closes (or as the run ends,
     // for a counted run or one whose connections all ended early).
     let (mut cpu_start, mut cpu_end): (Option<CpuSample>, Option<CpuSample>) = (None, None);
+    let mut started = None;
     while running > 0 {
         let wake = [
             Some(next),
@@ -139,6 +154,10 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
         let now = Instant::now();
         if cpu_start.is_none() && now >= from {
             cpu_start = Some(CpuSample::take(&cfg.cpu));
+            started = Some(wall_time(from, now, SystemTime::now()));
+        }
+        if let Some(c) = &mut collector {
+            c.poll(now);
         }
         if cpu_start.is_some()
             && cpu_end.is_none()
@@ -184,5 +203,9 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
     };
     let mut report = Report::new(RecordedConfig::from(&*cfg), duration, &tally, timeline);
     report.cpu = costs;
+    report.started = started;
+    if let Some(c) = collector {
+        report.intervals = c.finish(Duration::from_secs_f64(duration));
+    }
     Ok(report)
 }

@@ -22,6 +22,7 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind as IoKind};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ use crate::alarm::Alarm;
 use crate::config::BenchConfig;
 use crate::flow::{Ctx, Flow, Readiness, DRAIN_GRACE};
 use crate::payload::{Codec, Gather};
+use crate::report::files::{IntervalHistogram, IntervalRecorder};
 use crate::report::{Second, Tally};
 use crate::schedule::{open_at, poll_deadline, AlarmPlan, OpenLoop, Plan, Wake, Wakes};
 use crate::tcp;
@@ -95,6 +97,8 @@ pub struct Worker {
     /// Global ids of this worker's connections.
     ids: Vec<u32>,
     live: Arc<Live>,
+    /// Where each second's histograms go (`--hlog`).
+    intervals: Option<Sender<IntervalHistogram>>,
 }
 
 impl Worker {
@@ -105,6 +109,7 @@ impl Worker {
         plan: Plan,
         ids: Vec<u32>,
         live: Arc<Live>,
+        intervals: Option<Sender<IntervalHistogram>>,
     ) -> Worker {
         Worker {
             cfg,
@@ -112,6 +117,7 @@ impl Worker {
             plan,
             ids,
             live,
+            intervals,
         }
     }
 
@@ -139,6 +145,10 @@ impl Worker {
             ended: 0,
             last_progress: Instant::now(),
             last_completion: None,
+            intervals: self
+                .intervals
+                .clone()
+                .map(|tx| IntervalRecorder::new(self.plan.from, cfg.rate.is_some(), tx)),
         };
         let mut flows: Vec<Flow> = self.ids.iter().map(|&id| Flow::new(id, cfg)).collect();
         for (i, f) in flows.iter().enumerate() {
@@ -183,6 +193,9 @@ impl Worker {
                 }
             }
             self.publish(&cx);
+            if let Some(i) = &mut cx.intervals {
+                i.rotate(now);
+            }
             if cx.ended == flows.len() {
                 break;
             }
@@ -220,6 +233,9 @@ impl Worker {
             }
         }
         self.publish(&cx);
+        if let Some(i) = cx.intervals.take() {
+            i.finish();
+        }
         Ok(Outcome {
             tally: cx.tally,
             last_completion: cx.last_completion,

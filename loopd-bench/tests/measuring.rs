@@ -189,3 +189,110 @@ fn confidence_not_met_exits_3() {
     assert_eq!(report["iterations"]["each"].as_array().unwrap().len(), 4);
     assert_eq!(report["iterations"]["met"], false);
 }
+
+/// Every row of the `.hgrm` file is the JSON histogram's value at that percentile; the
+/// `.hlog` reads back through the hdrhistogram crate's interval-log reader to the JSON's
+/// totals; and merging two runs' logs gives what merging their JSON gives.
+#[test]
+fn histogram_files_agree_with_the_json() {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    use loopd_bench::report::Latency;
+
+    let daemon = Daemon::start(&["-l", "echo=127.0.0.1:0"]);
+    let scratch = Scratch::new("histogram-files");
+    let file = |name: &str| scratch.0.join(name).to_str().unwrap().to_string();
+    for (run, extra) in [("a", vec![]), ("b", vec!["--rate", "2000"])] {
+        let mut args = vec![
+            daemon.addr().to_string(),
+            "-c".into(),
+            "4".into(),
+            "-d".into(),
+            "1500ms".into(),
+            "--warmup".into(),
+            "100ms".into(),
+            "--json".into(),
+            file(&format!("{run}.json")),
+            "--hgrm".into(),
+            file(&format!("{run}.hgrm")),
+            "--hlog".into(),
+            file(&format!("{run}.hlog")),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = bench(&args);
+        assert!(out.status.success(), "{}", printed(&out));
+    }
+    let latency = |report: &Value, key: &str| -> Latency {
+        serde_json::from_value(report[key].clone()).unwrap()
+    };
+
+    // .hgrm rows against the JSON histogram (values in ms, three decimals).
+    let a = read_json(&scratch.0.join("a.json"));
+    let h = latency(&a, "latency").histogram().unwrap();
+    let hgrm = std::fs::read_to_string(scratch.0.join("a.hgrm")).unwrap();
+    let rows: Vec<(f64, f64, u64)> = hgrm
+        .lines()
+        .skip(2)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert!(rows.len() > 20, "{hgrm}");
+    for &(value_ms, q, _) in &rows {
+        let expected = h.value_at_quantile(q) as f64 / 1e6;
+        assert!(
+            (value_ms - expected).abs() <= 0.0005 + expected * 0.001,
+            "row at {q}: {value_ms} ms in .hgrm, {expected} ms in the JSON"
+        );
+    }
+    assert_eq!(rows.last().unwrap().2, h.len());
+    // Open loop: the uncorrected distribution beside the corrected one.
+    assert!(scratch.0.join("b.uncorrected.hgrm").exists());
+
+    // .hlog through the crate's reader: every second's histograms add to the JSON's.
+    let hlog = std::fs::read(scratch.0.join("a.hlog")).unwrap();
+    let mut total = 0;
+    let mut seconds = 0;
+    for entry in IntervalLogIterator::new(&hlog) {
+        if let LogEntry::Interval(i) = entry.unwrap() {
+            assert_eq!(i.tag().unwrap().as_str(), "latency");
+            let bytes = base64_decode(i.encoded_histogram());
+            let part: hdrhistogram::Histogram<u64> = Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .unwrap();
+            total += part.len();
+            seconds += 1;
+        }
+    }
+    assert_eq!(total, h.len());
+    assert!(seconds >= 2, "one histogram per second: {seconds}");
+
+    // Merging the logs gives the latencies merging the JSON gives.
+    let merged = |inputs: [&str; 2], out: &str| -> Value {
+        let out_path = file(out);
+        let a = file(inputs[0]);
+        let b = file(inputs[1]);
+        let o = bench(&["merge", "--json", &out_path, &a, &b]);
+        assert!(o.status.success(), "{}", printed(&o));
+        read_json(std::path::Path::new(&out_path))
+    };
+    let from_json = merged(["a.json", "b.json"], "m1.json");
+    let from_logs = merged(["a.hlog", "b.hlog"], "m2.json");
+    for key in ["latency", "uncorrected_latency"] {
+        let (x, y) = (latency(&from_json, key), latency(&from_logs, key));
+        assert_eq!(x.histogram().unwrap(), y.histogram().unwrap(), "{key}");
+    }
+    assert_eq!(from_json["messages"], from_logs["messages"]);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}

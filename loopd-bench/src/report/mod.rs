@@ -11,12 +11,14 @@
 //! 5. [`plot`] — the SVG picture.
 
 pub mod backends;
+pub mod files;
 pub mod latency;
 pub mod plot;
 pub mod summary;
 pub mod tally;
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -26,6 +28,7 @@ use crate::cpu::{Cost, CpuCosts};
 use crate::errors::ErrorKind;
 use crate::repeat::Iterations;
 use backends::{BackendParts, BackendReport, Spread};
+use files::Interval;
 pub use latency::Latency;
 use latency::{add_serialized, new_histogram};
 use tally::MAX_EXAMPLES;
@@ -187,6 +190,12 @@ pub struct Report {
     /// the rest of the report is all iterations together.
     #[serde(default)]
     pub iterations: Option<Iterations>,
+    /// When the measurement began (for `--hlog`).
+    #[serde(skip)]
+    pub started: Option<SystemTime>,
+    /// `--hlog`: a latency histogram per second, compressed.
+    #[serde(skip)]
+    pub intervals: Vec<Interval>,
 }
 
 impl Report {
@@ -256,6 +265,8 @@ impl Report {
             spread,
             cpu: p.cpu,
             iterations: None,
+            started: None,
+            intervals: Vec::new(),
             runs: p.runs,
             duration_secs: p.duration_secs,
             connections: p.connections,
@@ -326,6 +337,7 @@ impl Report {
         let mut duration_secs: f64 = 0.0;
         let mut backends: Option<Vec<BackendParts>> = None;
         let mut cpu: Option<CpuCosts> = None;
+        let mut intervals = Vec::new();
         for r in reports {
             if r.mode() != first.mode() {
                 return Err("cannot merge runs of different modes".into());
@@ -358,6 +370,14 @@ impl Report {
                     duration_secs = duration_secs.max(r.duration_secs);
                 }
                 Combine::Sequential => {
+                    // Each iteration's seconds, placed after the first one's start.
+                    if let (Some(first), Some(this)) = (first.started, r.started) {
+                        let offset = this.duration_since(first).unwrap_or_default();
+                        intervals.extend(r.intervals.iter().map(|i| Interval {
+                            start: i.start + offset,
+                            ..i.clone()
+                        }));
+                    }
                     let offset = duration_secs;
                     timeline.extend(r.timeline.iter().map(|s| Second {
                         t: s.t + offset,
@@ -393,7 +413,7 @@ impl Report {
                 }
             }
         }
-        Ok(Report::assemble(Parts {
+        let mut combined = Report::assemble(Parts {
             runs,
             duration_secs,
             connections,
@@ -417,7 +437,12 @@ impl Report {
                     unavailable: c.unavailable,
                 }
             }),
-        }))
+        });
+        if how == Combine::Sequential {
+            combined.started = first.started;
+            combined.intervals = intervals;
+        }
+        Ok(combined)
     }
 }
 
