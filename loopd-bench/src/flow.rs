@@ -39,7 +39,7 @@ use crate::payload::{self, check_chargen, Codec, Cursor, Dir, Gather};
 use crate::report::files::IntervalRecorder;
 use crate::report::latency::nanos;
 use crate::report::Tally;
-use crate::schedule::{quota, OpenLoop, Plan, Wake, Wakes};
+use crate::schedule::{quota, send_lag, OpenLoop, Plan, Slot, Wake, Wakes};
 use crate::tcp::{self, Handshake, ReadEnd, WriteEnd, RECV_BUDGET, SEND_BUDGET};
 use crate::udp;
 
@@ -713,14 +713,13 @@ impl Flow {
                 break;
             }
             let intended = match (self.next_due, cx.open_loop) {
-                (Some(due), Some(schedule)) => {
-                    let at = schedule.on_grid(due);
-                    if at > now {
+                (Some(due), Some(schedule)) => match schedule.slot(due, now) {
+                    Slot::Later(at) => {
                         self.arm_send(cx, i, at);
                         break;
                     }
-                    at
-                }
+                    Slot::Now(intended) => intended,
+                },
                 _ => now,
             };
             if !cx.plan.may_send(intended) || !self.take_quota(cx, intended) {
@@ -740,6 +739,10 @@ impl Flow {
             }
             if let (Some(due), Some(schedule)) = (self.next_due, cx.open_loop) {
                 self.next_due = Some(schedule.next(due));
+                if cx.plan.measured(intended) {
+                    let lag = nanos(send_lag(intended, now));
+                    cx.tally.send_lag.saturating_record(lag);
+                }
             }
         }
     }

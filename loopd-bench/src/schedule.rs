@@ -120,6 +120,17 @@ impl OpenLoop {
         due + self.interval
     }
 
+    /// What a sender looking at slot `due` at `now` does: send it now, as meant for its
+    /// grid time, or wait for that time.
+    pub fn slot(&self, due: Instant, now: Instant) -> Slot {
+        let at = self.on_grid(due);
+        if at > now {
+            Slot::Later(at)
+        } else {
+            Slot::Now(at)
+        }
+    }
+
     /// When the message of slot `due` is sent: the next multiple of [`SCHEDULE_QUANTUM`]
     /// after `t0`.
     pub fn on_grid(&self, due: Instant) -> Instant {
@@ -131,6 +142,23 @@ impl OpenLoop {
             * q;
         self.t0 + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX))
     }
+}
+
+/// What to do about an open-loop slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Send it now; it was meant for this instant (its grid time, now or earlier).
+    Now(Instant),
+    /// Wait until this instant.
+    Later(Instant),
+}
+
+/// How far behind its schedule the sender was for one message: when it was queued minus
+/// when the schedule meant it to go. A sender that keeps up lags by its wake-up latency; one
+/// that is starved of CPU (too few client threads for the rate, or a busy machine) lags by
+/// the time it was kept from running, and the latency it reports then includes that time.
+pub fn send_lag(intended: Instant, sent: Instant) -> Duration {
+    sent.saturating_duration_since(intended)
 }
 
 /// Something a flow asked to be woken for.
@@ -259,6 +287,53 @@ mod tests {
     }
 
     /// Send times round up to the 50 µs grid, and exact grid points stay put.
+    #[test]
+    fn slots_now_or_later() {
+        let t0 = Instant::now();
+        let s = OpenLoop::new(t0, 1000.0, 1);
+        assert_eq!(s.slot(t0 + ms(5), t0 + ms(4)), Slot::Later(t0 + ms(5)));
+        assert_eq!(s.slot(t0 + ms(5), t0 + ms(5)), Slot::Now(t0 + ms(5)));
+        assert_eq!(s.slot(t0 + ms(5), t0 + ms(9)), Slot::Now(t0 + ms(5)));
+    }
+
+    /// A sender on a fake clock, woken every `wake` to send what is due, as a flow does: its
+    /// lag is at most one wake period, zero when it wakes at each grid time, and grows with
+    /// every stall it suffers.
+    #[test]
+    fn send_lag_follows_the_sender() {
+        let t0 = Instant::now();
+        let schedule = OpenLoop::new(t0, 10_000.0, 1); // a slot every 100 µs
+        let lags = |wakes: &[Instant]| -> Vec<Duration> {
+            let mut due = schedule.first_slot(0, t0);
+            let mut lags = Vec::new();
+            for &now in wakes {
+                while let Slot::Now(intended) = schedule.slot(due, now) {
+                    lags.push(send_lag(intended, now));
+                    due = schedule.next(due);
+                }
+            }
+            lags
+        };
+        let us = |n: u64| Duration::from_micros(n);
+        // Woken at each slot: no lag at all.
+        let prompt: Vec<Instant> = (0..100).map(|k| t0 + us(100 * k)).collect();
+        let l = lags(&prompt);
+        assert_eq!(l.len(), 100);
+        assert!(l.iter().all(|d| d.is_zero()), "{l:?}");
+        // Starved: woken only every 10 ms, so each wake sends 100 overdue messages whose lag
+        // runs from 0 to 9.9 ms; half of them lag 5 ms or more.
+        let starved: Vec<Instant> = (0..10).map(|k| t0 + us(10_000 * k)).collect();
+        let mut l = lags(&starved);
+        l.sort();
+        assert_eq!(l.len(), 901);
+        assert!(
+            l[l.len() / 2] >= us(4_900),
+            "median lag {:?}",
+            l[l.len() / 2]
+        );
+        assert_eq!(*l.last().unwrap(), us(9_900));
+    }
+
     #[test]
     fn grid_rounds_up() {
         let t0 = Instant::now();

@@ -296,3 +296,46 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+/// Open loop against a fast server: the sender keeps to its schedule, so its lag is a
+/// wake-up's latency (well under a millisecond) and no warning is printed. (How the lag
+/// grows when the sender is starved is pinned on a fake clock in `schedule.rs`.)
+#[test]
+fn send_lag_is_small_against_a_fast_server() {
+    let daemon = Daemon::start(&["-l", "echo=127.0.0.1:0"]);
+    let scratch = Scratch::new("send-lag");
+    let json = scratch.0.join("run.json");
+    let out = bench(&[
+        &daemon.addr().to_string(),
+        "-c",
+        "4",
+        "--rate",
+        "2000",
+        "-d",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", printed(&out));
+    let report = read_json(&json);
+    let lag = &report["send_lag"];
+    assert!(lag["count"].as_u64().unwrap() > 1000, "{lag}");
+    assert!(lag["p50_us"].as_f64().unwrap() < 1000.0, "{lag}");
+    assert!(printed(&out).contains("send lag"));
+    assert!(!printed(&out).contains("ran behind its schedule"));
+
+    // Closed loop has no schedule to lag behind.
+    let out = bench(&[
+        &daemon.addr().to_string(),
+        "-c",
+        "2",
+        "-d",
+        "300ms",
+        "--json",
+        "-",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["send_lag"].is_null());
+}

@@ -370,6 +370,7 @@ pub fn read_hlog(text: &str) -> Result<Report, String> {
         bytes_received: 0,
         latency: &latency,
         uncorrected: any_uncorrected.then_some(&uncorrected),
+        send_lag: None,
         connect: &new_histogram(),
         udp: None,
         errors: BTreeMap::new(),

@@ -167,6 +167,10 @@ pub struct Report {
     pub latency: Option<Latency>,
     /// Open loop only: latency from the actual send time, which hides queueing delay.
     pub uncorrected_latency: Option<Latency>,
+    /// Open loop only: how late each message was sent against its schedule (actual minus
+    /// intended send time). Large means the client, not the server, set the pace.
+    #[serde(default)]
+    pub send_lag: Option<Latency>,
     /// Time to establish a connection.
     pub connect_latency: Option<Latency>,
     /// UDP mode only: sent, received, lost, late.
@@ -235,6 +239,7 @@ impl Report {
             bytes_received: tally.bytes_received,
             latency: &tally.latency,
             uncorrected: open_loop.then_some(&tally.uncorrected),
+            send_lag: open_loop.then_some(&tally.send_lag),
             connect: &tally.connect,
             udp: (mode == Mode::UDP).then_some(tally.udp),
             errors,
@@ -275,6 +280,7 @@ impl Report {
             bytes_received: p.bytes_received,
             latency: Latency::from_histogram(p.latency),
             uncorrected_latency: p.uncorrected.and_then(Latency::from_histogram),
+            send_lag: p.send_lag.and_then(Latency::from_histogram),
             connect_latency: Latency::from_histogram(p.connect),
             udp: p.udp,
             errors: p.errors,
@@ -325,6 +331,7 @@ impl Report {
         let first = reports.first().ok_or("nothing to merge")?;
         let mut latency = new_histogram();
         let mut uncorrected = new_histogram();
+        let mut send_lag = new_histogram();
         let mut connect = new_histogram();
         let mut any_uncorrected = false;
         let mut connections = Connections::default();
@@ -344,6 +351,7 @@ impl Report {
             }
             add_serialized(&mut latency, &r.latency)?;
             add_serialized(&mut uncorrected, &r.uncorrected_latency)?;
+            add_serialized(&mut send_lag, &r.send_lag)?;
             add_serialized(&mut connect, &r.connect_latency)?;
             any_uncorrected |= r.uncorrected_latency.is_some();
             connections.add(&r.connections);
@@ -422,6 +430,7 @@ impl Report {
             bytes_received,
             latency: &latency,
             uncorrected: any_uncorrected.then_some(&uncorrected),
+            send_lag: any_uncorrected.then_some(&send_lag),
             connect: &connect,
             udp,
             errors,
@@ -465,6 +474,7 @@ struct Parts<'a> {
     bytes_received: u64,
     latency: &'a Histogram<u64>,
     uncorrected: Option<&'a Histogram<u64>>,
+    send_lag: Option<&'a Histogram<u64>>,
     connect: &'a Histogram<u64>,
     udp: Option<UdpCounts>,
     errors: BTreeMap<String, u64>,

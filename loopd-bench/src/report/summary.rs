@@ -76,6 +76,17 @@ impl fmt::Display for Report {
         )?;
         latency_line(f, "latency", &self.latency)?;
         latency_line(f, "uncorrected", &self.uncorrected_latency)?;
+        latency_line(f, "send lag", &self.send_lag)?;
+        if let Some((lag, latency)) = self.lagging() {
+            writeln!(
+                f,
+                "  warning: the sender ran behind its schedule by more than the median latency \
+                 (median lag {}, median latency {}): the client set the pace, not the server; \
+                 give it more threads (-t) or a lower --rate",
+                human_us(lag),
+                human_us(latency)
+            )?;
+        }
         latency_line(f, "connect", &self.connect_latency)?;
         if let Some(u) = &self.udp {
             writeln!(
@@ -178,6 +189,12 @@ impl fmt::Display for Report {
 }
 
 impl Report {
+    /// Open loop: the median send lag and median latency, when the lag is the larger.
+    pub fn lagging(&self) -> Option<(f64, f64)> {
+        let (lag, latency) = (self.send_lag.as_ref()?, self.latency.as_ref()?);
+        (lag.p50_us > latency.p50_us).then_some((lag.p50_us, latency.p50_us))
+    }
+
     /// Whether the run measured what it was asked to; if not, one line saying what
     /// happened. Every counted error fails a run, and so does a run that measured nothing,
     /// whatever the reason, and UDP loss above `--max-loss`.

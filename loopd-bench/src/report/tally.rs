@@ -96,6 +96,8 @@ pub struct Tally {
     pub uncorrected: Histogram<u64>,
     /// Time to establish connections.
     pub connect: Histogram<u64>,
+    /// Open loop: how late each message went, against its intended send time.
+    pub send_lag: Histogram<u64>,
     /// Measured completed messages (round trips sent inside the window, whenever answered;
     /// whole messages written in send mode).
     pub messages: u64,
@@ -130,6 +132,7 @@ impl Tally {
             latency: new_histogram(),
             uncorrected: new_histogram(),
             connect: new_histogram(),
+            send_lag: new_histogram(),
             messages: 0,
             bytes_sent: 0,
             bytes_received: 0,
@@ -182,6 +185,9 @@ impl Tally {
             .add(&o.uncorrected)
             .expect("same histogram bounds");
         self.connect.add(&o.connect).expect("same histogram bounds");
+        self.send_lag
+            .add(&o.send_lag)
+            .expect("same histogram bounds");
         self.messages += o.messages;
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
