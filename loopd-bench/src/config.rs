@@ -428,7 +428,7 @@ pub struct RecordedConfig {
     /// Results per backend were asked for.
     #[serde(default)]
     pub per_backend: bool,
-    /// `--server-metrics`: where the server's CPU counter was scraped.
+    /// `--server-metrics` or `--server-pid`: where the server's CPU time was read.
     #[serde(default)]
     pub server_metrics: Option<String>,
     /// `--system-cpu`: the machine's CPU time was read.
@@ -467,7 +467,7 @@ impl From<&BenchConfig> for RecordedConfig {
             max_loss_pct: c.max_loss,
             expect: c.expect,
             per_backend: c.per_backend,
-            server_metrics: c.cpu.server.as_ref().map(|u| u.url.clone()),
+            server_metrics: c.cpu.server.as_ref().map(|s| s.describe()),
             system_cpu: c.cpu.system,
         }
     }

@@ -7,7 +7,8 @@
 //! * **client**: `getrusage(RUSAGE_SELF)`, user plus system time of every loopd-bench thread.
 //! * **server**: `process_cpu_seconds_total` from the URL given to `--server-metrics`
 //!   (loopd's `/metrics`, or any Prometheus client library's), scraped at the start and the
-//!   end of the window. The counter has a resolution of 10 ms, so short windows are coarse.
+//!   end of the window; or, for a server on this machine, `/proc/PID/stat` (`--server-pid`).
+//!   Both count in 10 ms, so short windows are coarse.
 //! * **system**: `/proc/stat`, the busy time of every CPU (user, nice, system, irq, softirq,
 //!   steal), in clock ticks of 10 ms.
 //!
@@ -213,11 +214,77 @@ fn client_cpu() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// Where the server's CPU time comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerCpu {
+    /// `--server-metrics URL`: its Prometheus endpoint.
+    Metrics(MetricsUrl),
+    /// `--server-pid PID`: `/proc/PID/stat`, for a server on this machine without metrics.
+    Pid(u32),
+}
+
+impl ServerCpu {
+    /// Reads the server's CPU seconds now.
+    pub fn cpu_seconds(&self) -> Result<f64, String> {
+        match self {
+            ServerCpu::Metrics(url) => url.cpu_seconds(),
+            ServerCpu::Pid(pid) => process_cpu(*pid),
+        }
+    }
+
+    /// How the figure is taken, for the report.
+    pub fn method(&self) -> String {
+        match self {
+            ServerCpu::Metrics(url) => format!("{CPU_COUNTER} scraped from {}", url.url),
+            ServerCpu::Pid(pid) => format!("/proc/{pid}/stat: utime+stime of the server process"),
+        }
+    }
+
+    /// As given on the command line.
+    pub fn describe(&self) -> String {
+        match self {
+            ServerCpu::Metrics(url) => url.url.clone(),
+            ServerCpu::Pid(pid) => format!("pid:{pid}"),
+        }
+    }
+
+    /// `http://…` or `pid:N`.
+    pub fn parse(s: &str) -> Result<ServerCpu, String> {
+        match s.strip_prefix("pid:") {
+            Some(pid) => pid
+                .parse()
+                .map(ServerCpu::Pid)
+                .map_err(|_| format!("'{s}' is not pid:N")),
+            None => MetricsUrl::parse(s).map(ServerCpu::Metrics),
+        }
+    }
+}
+
+/// User plus system CPU seconds of process `pid`, from `/proc/PID/stat`.
+fn process_cpu(pid: u32) -> Result<f64, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // utime and stime are the 14th and 15th fields of the line.
+    let rest = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| format!("{path} does not parse"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("{path} does not parse"))
+    };
+    Ok((ticks(11)? + ticks(12)?) as f64 * TICK_SECONDS)
+}
+
 /// What to sample at each end of the window.
 #[derive(Clone, Debug, Default)]
 pub struct CpuSources {
-    /// `--server-metrics`.
-    pub server: Option<MetricsUrl>,
+    /// `--server-metrics` or `--server-pid`.
+    pub server: Option<ServerCpu>,
     /// `--system-cpu`.
     pub system: bool,
 }
@@ -235,7 +302,7 @@ impl CpuSample {
     pub fn take(sources: &CpuSources) -> CpuSample {
         CpuSample {
             client: client_cpu(),
-            server: sources.server.as_ref().map(MetricsUrl::cpu_seconds),
+            server: sources.server.as_ref().map(ServerCpu::cpu_seconds),
             system: sources.system.then(system_busy_ticks),
         }
     }
@@ -251,11 +318,9 @@ pub fn costs(start: &CpuSample, end: &CpuSample, sources: &CpuSources, messages:
         messages,
     ));
     let server = match (&start.server, &end.server, &sources.server) {
-        (Some(Ok(a)), Some(Ok(b)), Some(url)) => Some(Cost::new(
-            format!("{CPU_COUNTER} scraped from {}", url.url),
-            (b - a).max(0.0),
-            messages,
-        )),
+        (Some(Ok(a)), Some(Ok(b)), Some(server)) => {
+            Some(Cost::new(server.method(), (b - a).max(0.0), messages))
+        }
         (Some(Err(e)), _, _) | (_, Some(Err(e)), _) => {
             unavailable.push(format!("server CPU: {e}"));
             None
@@ -300,6 +365,18 @@ mod tests {
             Some(3.0)
         );
         assert_eq!(cpu_counter("loopd_connections_active 1\n"), None);
+    }
+
+    /// This test process's own CPU time, read as a server's would be.
+    #[test]
+    fn pid_source() {
+        let me = ServerCpu::parse(&format!("pid:{}", std::process::id())).unwrap();
+        assert!(me.cpu_seconds().unwrap() >= 0.0);
+        assert!(ServerCpu::parse("pid:x").is_err());
+        assert!(matches!(
+            ServerCpu::parse("http://127.0.0.1:1/metrics").unwrap(),
+            ServerCpu::Metrics(_)
+        ));
     }
 
     #[test]

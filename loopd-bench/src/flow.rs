@@ -132,7 +132,9 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     fn count_sent(&mut self, n: usize, now: Instant, backend: Option<usize>) {
         self.last_progress = now;
-        if self.plan.in_window(now) {
+        if now < self.plan.from {
+            self.tally.lead_in.bytes_sent += n as u64;
+        } else if self.plan.in_window(now) {
             self.tally.bytes_sent += n as u64;
             if let Some(b) = backend {
                 self.tally.backends[b].bytes_sent += n as u64;
@@ -142,7 +144,9 @@ impl Ctx<'_> {
 
     fn count_received(&mut self, n: usize, now: Instant, backend: Option<usize>) {
         self.last_progress = now;
-        if self.plan.in_window(now) {
+        if now < self.plan.from {
+            self.tally.lead_in.bytes_received += n as u64;
+        } else if self.plan.in_window(now) {
             self.tally.bytes_received += n as u64;
             if let Some(b) = backend {
                 self.tally.backends[b].bytes_received += n as u64;
@@ -153,6 +157,9 @@ impl Ctx<'_> {
     /// A reply is complete: time it if its message was sent inside the window, whenever
     /// the reply arrived (the worker waits at most [`DRAIN_GRACE`] after the window).
     fn complete(&mut self, p: &Pending, now: Instant, backend: Option<usize>) {
+        if now < self.plan.from {
+            self.tally.lead_in.messages += 1;
+        }
         if self.plan.measured(p.intended) {
             let latency = nanos(now.duration_since(p.intended));
             let uncorrected = nanos(now.duration_since(p.sent));

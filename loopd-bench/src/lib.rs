@@ -31,13 +31,15 @@
 //! 8. [`run`](mod@run) — starts the workers, samples the timeline and the CPU counters
 //!    ([`cpu`]: what a message costs the client, the server and the machine), builds the
 //!    [`Report`].
-//! 9. [`repeat`] — iterations until a confidence interval is met.
+//! 9. [`repeat`] — iterations until a confidence interval is met; [`compare`] — several
+//!    servers in alternating iterations, side by side.
 //! 10. [`report`] — tallies, latency histograms, the report and its JSON, `merge`, the text
 //!     summary and verdict, and the SVG picture.
 
 #![deny(missing_docs)]
 
 mod alarm;
+pub mod compare;
 pub mod config;
 pub mod cpu;
 pub mod errors;

@@ -13,8 +13,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use loopd::config::{parse_duration, parse_size};
+use loopd_bench::compare::{compare, Target};
 use loopd_bench::config as bench_config;
-use loopd_bench::cpu::{CpuSources, MetricsUrl};
+use loopd_bench::cpu::{CpuSources, MetricsUrl, ServerCpu};
 use loopd_bench::repeat::{self, Confidence, Repeat, EXIT_NOT_CONFIDENT};
 use loopd_bench::report::{files, plot, Second};
 use loopd_bench::{BenchConfig, BenchError, Expect, Mode, Protocol, Report, Sources, Stop};
@@ -34,6 +35,9 @@ use loopd_bench::{BenchConfig, BenchError, Expect, Mode, Protocol, Report, Sourc
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// The server: HOST:PORT.
+    #[arg(required = true, value_name = "TARGET")]
+    target: Option<String>,
     #[command(flatten)]
     run: RunArgs,
     #[command(flatten)]
@@ -52,14 +56,24 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Run the same load against several servers in alternating iterations and print a
+    /// table of messages/s (mean ± interval), latency and CPU per message, with ratios to
+    /// the first. Each target is [NAME=]HOST:PORT[@CPU], where CPU is where the server's CPU
+    /// time is read: its metrics URL (http://…/metrics) or pid:N for a local process. Give
+    /// --iterations (and --confidence) for intervals; the default is 5 iterations each.
+    Compare {
+        /// The servers; the first is the reference for the ratios.
+        #[arg(required = true, num_args = 2.., value_name = "[NAME=]HOST:PORT[@CPU]")]
+        targets: Vec<String>,
+        #[command(flatten)]
+        run: Box<RunArgs>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The server: HOST:PORT.
-    #[arg(required = true, value_name = "TARGET")]
-    target: Option<String>,
-
     /// echo: round trips, every echoed byte verified; send: upload to a discard server;
     /// recv: download from a chargen server (bytes counted; verified with --expect chargen);
     /// connect: connect, one verified round trip, close, repeat; udp: verified datagram round
@@ -145,8 +159,13 @@ struct RunArgs {
     /// Also report the server's CPU time per message, from the process_cpu_seconds_total
     /// counter at URL (loopd's --admin /metrics, or any Prometheus client library's), read
     /// at both ends of the measured window.
-    #[arg(long, value_name = "URL", value_parser = MetricsUrl::parse)]
+    #[arg(long, value_name = "URL", value_parser = MetricsUrl::parse, conflicts_with = "server_pid")]
     server_metrics: Option<MetricsUrl>,
+
+    /// Also report the server's CPU time per message, from /proc/PID/stat: for a server on
+    /// this machine that has no metrics endpoint.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 
     /// Also report the whole machine's CPU time per message, from /proc/stat. On loopback
     /// the kernel charges the receiver's delivery work to the sender, so per-process figures
@@ -156,8 +175,9 @@ struct RunArgs {
 
     /// Repeat the whole run (connect, warm up, measure, close) at least MIN and at most MAX
     /// times; the summary gives each iteration and the mean with its confidence interval.
-    #[arg(long, value_name = "MIN[,MAX]", default_value = "1")]
-    iterations: String,
+    /// Default: 1, and 5 for each target of compare.
+    #[arg(long, value_name = "MIN[,MAX]")]
+    iterations: Option<String>,
 
     /// Keep repeating, up to the MAX of --iterations, until the LEVEL% confidence interval of
     /// the mean messages/s is WIDTH% wide (99,5: within ±2.5%). Not met: exit status 3.
@@ -230,13 +250,20 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e, 1),
             }
         }
+        Some(Command::Compare {
+            targets,
+            run,
+            output,
+        }) => return compare_command(&targets, &run, &output),
         None => {
-            let mut cfg = match config(&cli.run) {
+            let target = cli.target.as_deref().expect("clap requires a target");
+            let mut cfg = match config(target, &cli.run) {
                 Ok(c) => c,
                 Err(e) => return fail(&format!("{e} (see loopd-bench --help)"), 2),
             };
             cfg.intervals = cli.output.hlog.is_some();
-            let repetition = match Repeat::new(&cli.run.iterations, cli.run.confidence) {
+            let iterations = cli.run.iterations.as_deref().unwrap_or("1");
+            let repetition = match Repeat::new(iterations, cli.run.confidence) {
                 Ok(r) => r,
                 Err(e) => return fail(&format!("{e} (see loopd-bench --help)"), 2),
             };
@@ -270,9 +297,91 @@ fn main() -> ExitCode {
     verdict(&report)
 }
 
+/// `compare`: every target in turn, iteration by iteration; the table, and the exit status
+/// of the worst target.
+fn compare_command(targets: &[String], run: &RunArgs, out: &OutputArgs) -> ExitCode {
+    let usage = |e: &str| fail(&format!("{e} (see loopd-bench compare --help)"), 2);
+    if run.server_metrics.is_some() || run.server_pid.is_some() {
+        return usage("give each target's CPU source in the target: NAME=HOST:PORT@URL or @pid:N");
+    }
+    if out.hgrm.is_some() || out.hlog.is_some() || run.per_backend {
+        return usage("compare writes a table, JSON (--json) and a picture (--report)");
+    }
+    let targets: Vec<Target> = match targets.iter().map(|t| Target::parse(t)).collect() {
+        Ok(t) => t,
+        Err(e) => return usage(&e),
+    };
+    let cfg = match config(&targets[0].addr.to_string(), run) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    let iterations = run.iterations.as_deref().unwrap_or("5");
+    let repetition = match Repeat::new(iterations, run.confidence) {
+        Ok(r) => r,
+        Err(e) => return usage(&e),
+    };
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let quiet = out.quiet;
+    let on_iteration = |i: usize, k: usize, r: &Report| {
+        if !quiet {
+            let clear = if io::stderr().is_terminal() {
+                "\r\x1b[K"
+            } else {
+                ""
+            };
+            eprintln!(
+                "{clear}{} iteration {k}: {:.0} msg/s",
+                names[i], r.rates.messages_per_sec
+            );
+        }
+    };
+    let comparison = match compare(
+        &cfg,
+        &targets,
+        &repetition,
+        progress_printer(quiet),
+        on_iteration,
+    ) {
+        Ok(c) => c,
+        Err(BenchError::Invalid(e)) => return usage(&e),
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    if let Some(path) = &out.json {
+        let text = serde_json::to_string_pretty(&comparison).expect("a comparison serialises");
+        let written = if path == "-" {
+            println!("{text}");
+            Ok(())
+        } else {
+            fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))
+        };
+        if let Err(e) = written {
+            return fail(&e, 1);
+        }
+    }
+    if let Some(path) = &out.report {
+        if let Err(e) = plot::draw_comparison(&comparison, path) {
+            return fail(&e, 1);
+        }
+    }
+    if !quiet {
+        if out.json.as_deref() == Some("-") {
+            eprint!("{comparison}");
+        } else {
+            print!("{comparison}");
+        }
+    }
+    match comparison.verdict() {
+        Err(why) => fail(&why, 1),
+        Ok(false) => fail(
+            "a confidence target was not met within the iterations allowed",
+            EXIT_NOT_CONFIDENT,
+        ),
+        Ok(true) => ExitCode::SUCCESS,
+    }
+}
+
 /// Raw flags to a validated configuration.
-fn config(a: &RunArgs) -> Result<BenchConfig, String> {
-    let target = a.target.as_deref().expect("clap requires a target");
+fn config(target: &str, a: &RunArgs) -> Result<BenchConfig, String> {
     let target: SocketAddr = target
         .to_socket_addrs()
         .map_err(|e| format!("target '{target}': {e}"))?
@@ -309,7 +418,11 @@ fn config(a: &RunArgs) -> Result<BenchConfig, String> {
     cfg.expect = a.expect.map(|ExpectArg::Chargen| Expect::Chargen);
     cfg.per_backend = a.per_backend;
     cfg.cpu = CpuSources {
-        server: a.server_metrics.clone(),
+        server: match (&a.server_metrics, a.server_pid) {
+            (Some(url), _) => Some(ServerCpu::Metrics(url.clone())),
+            (None, Some(pid)) => Some(ServerCpu::Pid(pid)),
+            (None, None) => None,
+        },
         system: a.system_cpu,
     };
     Ok(cfg) // validated by the run, which reports a bad combination as exit status 2

@@ -63,7 +63,7 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
         // not a run that measured everything but what was asked.
         server
             .cpu_seconds()
-            .map_err(|e| BenchError::Invalid(format!("--server-metrics: {e}")))?;
+            .map_err(|e| BenchError::Invalid(format!("server CPU ({}): {e}", server.describe())))?;
     }
     let cfg = Arc::new(cfg.clone());
     // One codec for every worker: the ring it generates bodies from is read-only.
@@ -120,6 +120,24 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
             sum
         })
     };
+    let sample_lead_in = || {
+        lives.iter().fold(Second::default(), |mut sum, live| {
+            sum.add(&live.lead_in_totals());
+            sum
+        })
+    };
+    // The ramp and warm-up, a second at a time from the start; the last entry, ending where
+    // the measurement begins, is taken from the final counts once the workers are done.
+    let mut lead_in: Vec<Second> = Vec::new();
+    let mut lead_last = Second::default();
+    let mut lead_next = t0 + Duration::from_secs(1);
+    let secs_from = |at: Instant| -> f64 {
+        if at >= from {
+            at.duration_since(from).as_secs_f64()
+        } else {
+            -from.duration_since(at).as_secs_f64()
+        }
+    };
     let mut timeline: Vec<Second> = Vec::new();
     let mut last = Second::default();
     let mut close_interval = |end: Instant, timeline: &mut Vec<Second>| {
@@ -139,6 +157,7 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
     while running > 0 {
         let wake = [
             Some(next),
+            (lead_next < from).then_some(lead_next),
             cpu_start.is_none().then_some(from),
             until.filter(|_| cpu_end.is_none()),
         ]
@@ -158,6 +177,12 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
         }
         if let Some(c) = &mut collector {
             c.poll(now);
+        }
+        while lead_next < from && now >= lead_next {
+            let total = sample_lead_in();
+            lead_in.push(total.since(&lead_last, secs_from(lead_next)));
+            lead_last = total;
+            lead_next += Duration::from_secs(1);
         }
         if cpu_start.is_some()
             && cpu_end.is_none()
@@ -201,7 +226,16 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
         (Some(a), Some(b)) => Some(cpu::costs(a, b, &cfg.cpu, tally.messages)),
         _ => None, // the run ended before its window began
     };
+    if from > t0 {
+        let total = lives.iter().fold(Second::default(), |mut sum, live| {
+            sum.add(&live.lead_in_totals());
+            sum
+        });
+        lead_in.push(total.since(&lead_last, 0.0));
+    }
     let mut report = Report::new(RecordedConfig::from(&*cfg), duration, &tally, timeline);
+    report.lead_in = lead_in;
+    report.lead_in_secs = secs_from(t0);
     report.cpu = costs;
     report.started = started;
     if let Some(c) = collector {

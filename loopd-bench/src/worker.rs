@@ -65,9 +65,27 @@ pub struct Live {
     pub errors: AtomicU64,
     /// Connections established right now.
     pub open: AtomicU64,
+    /// Before the window: messages completed.
+    pub lead_messages: AtomicU64,
+    /// Before the window: bytes moved either way.
+    pub lead_bytes_sent: AtomicU64,
+    /// Before the window: bytes read.
+    pub lead_bytes_received: AtomicU64,
 }
 
 impl Live {
+    /// The worker's running totals before the window (`t` unset).
+    pub fn lead_in_totals(&self) -> Second {
+        Second {
+            t: 0.0,
+            messages: self.lead_messages.load(Relaxed),
+            bytes_sent: self.lead_bytes_sent.load(Relaxed),
+            bytes_received: self.lead_bytes_received.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            open: self.open.load(Relaxed),
+        }
+    }
+
     /// The worker's running totals (`t` unset).
     pub fn totals(&self) -> Second {
         Second {
@@ -249,6 +267,13 @@ impl Worker {
         self.live.bytes_received.store(t.bytes_received, Relaxed);
         self.live.errors.store(t.error_total(), Relaxed);
         self.live.open.store(cx.open, Relaxed);
+        self.live.lead_messages.store(t.lead_in.messages, Relaxed);
+        self.live
+            .lead_bytes_sent
+            .store(t.lead_in.bytes_sent, Relaxed);
+        self.live
+            .lead_bytes_received
+            .store(t.lead_in.bytes_received, Relaxed);
     }
 }
 

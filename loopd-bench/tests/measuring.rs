@@ -95,7 +95,11 @@ fn server_cpu_per_message_matches_proc() {
         "http://127.0.0.1:1/metrics",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", printed(&out));
-    assert!(printed(&out).contains("--server-metrics"));
+    assert!(
+        printed(&out).contains("server CPU (http://127.0.0.1:1/metrics)"),
+        "{}",
+        printed(&out)
+    );
 }
 
 /// A confidence run against a steady loopd converges (a wide target: this machine may be
@@ -338,4 +342,104 @@ fn send_lag_is_small_against_a_fast_server() {
     ]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["send_lag"].is_null());
+}
+
+/// `compare` against two servers: alternating iterations, every column of the table filled
+/// (server CPU from one's metrics and the other's /proc entry), ratios to the first; the
+/// picture renders to PNG with `rsvg-convert` and its text is of a legible size.
+#[test]
+fn compare_two_servers() {
+    let a = Daemon::start(&["-l", "echo=127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let b = Daemon::start(&["-l", "echo=127.0.0.1:0", "--threads", "2"]);
+    let scratch = Scratch::new("compare");
+    let svg = scratch.0.join("compare.svg");
+    let json = scratch.0.join("compare.json");
+    let first = format!(
+        "one={}@http://{}/metrics",
+        a.addr_of("echo"),
+        a.addr_of("admin")
+    );
+    let second = format!("two={}@pid:{}", b.addr(), b.pid());
+    let out = bench(&[
+        "compare",
+        &first,
+        &second,
+        "-c",
+        "4",
+        "-d",
+        "500ms",
+        "--warmup",
+        "200ms",
+        "--iterations",
+        "3",
+        "--report",
+        svg.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let text = printed(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("| target | iterations | msg/s (mean ± 95% interval) | ratio | p50 | ratio | p99 | ratio | client CPU µs/msg | ratio | server CPU µs/msg | ratio |"), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("| one |") || l.starts_with("| two |"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for row in &rows {
+        assert_eq!(row[2], "3", "three iterations each: {row:?}");
+        for cell in &row[3..13] {
+            assert!(
+                !cell.is_empty() && *cell != "—",
+                "an empty column in {row:?}"
+            );
+        }
+    }
+    for ratio in [4, 6, 8, 10, 12] {
+        assert_eq!(rows[0][ratio], "1.00", "the first target is the reference");
+    }
+    assert!(text.contains("two vs one: msg/s intervals"), "{text}");
+    // Iterations alternate: one, two, one, two, ...
+    let order: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.split(" iteration ")
+                .next()
+                .filter(|_| l.contains(" iteration "))
+        })
+        .collect();
+    assert_eq!(order, ["one", "two", "one", "two", "one", "two"]);
+    let report = read_json(&json);
+    assert_eq!(report["targets"].as_array().unwrap().len(), 2);
+
+    let rsvg = common::require("rsvg-convert", "librsvg2-bin");
+    let png = scratch.0.join("compare.png");
+    let converted = Command::new(rsvg)
+        .arg(&svg)
+        .arg("-o")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(
+        converted.status.success() && converted.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    for size in picture.split("font-size=\"").skip(1) {
+        let px: f64 = size
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(px >= 10.0, "text of {px}px is too small to read");
+    }
+    let labelled = |name: &str| picture.lines().filter(|l| l.trim() == name).count();
+    // Each target's name labels its latency curve and its throughput line.
+    assert!(
+        labelled("one") >= 2 && labelled("two") >= 2,
+        "a curve per target"
+    );
 }

@@ -181,6 +181,13 @@ pub struct Report {
     pub error_examples: Vec<String>,
     /// One entry per measured second.
     pub timeline: Vec<Second>,
+    /// One entry per second of the ramp and warm-up, before the measurement (`t` ≤ 0): not
+    /// measured, drawn for context.
+    #[serde(default)]
+    pub lead_in: Vec<Second>,
+    /// When the run began, in seconds relative to the measurement (≤ 0).
+    #[serde(default)]
+    pub lead_in_secs: f64,
     /// `--per-backend`: each backend's results, by server id.
     #[serde(default)]
     pub backends: Option<Vec<BackendReport>>,
@@ -270,6 +277,8 @@ impl Report {
             spread,
             cpu: p.cpu,
             iterations: None,
+            lead_in: Vec::new(),
+            lead_in_secs: 0.0,
             started: None,
             intervals: Vec::new(),
             runs: p.runs,
@@ -297,8 +306,22 @@ impl Report {
     /// The timeline as rates: `(t, value / seconds)` for each interval, where `value` picks
     /// the count (the last interval may be shorter than a second).
     pub fn timeline_rates(&self, value: impl Fn(&Second) -> f64) -> Vec<(f64, f64)> {
-        let mut start = 0.0;
-        self.timeline
+        Report::rates_of(&self.timeline, 0.0, &value)
+    }
+
+    /// The lead-in (ramp and warm-up) as rates, like [`Report::timeline_rates`].
+    pub fn lead_in_rates(&self, value: impl Fn(&Second) -> f64) -> Vec<(f64, f64)> {
+        Report::rates_of(&self.lead_in, self.lead_in_secs, &value)
+    }
+
+    /// `(t, value / seconds)` for intervals that end at each `t`, the first starting at
+    /// `start`.
+    fn rates_of(
+        seconds: &[Second],
+        mut start: f64,
+        value: &dyn Fn(&Second) -> f64,
+    ) -> Vec<(f64, f64)> {
+        seconds
             .iter()
             .map(|s| {
                 let span = (s.t - start).max(1e-3);
@@ -345,6 +368,8 @@ impl Report {
         let mut backends: Option<Vec<BackendParts>> = None;
         let mut cpu: Option<CpuCosts> = None;
         let mut intervals = Vec::new();
+        let mut lead_in: Vec<Second> = Vec::new();
+        let mut lead_in_secs: f64 = 0.0;
         for r in reports {
             if r.mode() != first.mode() {
                 return Err("cannot merge runs of different modes".into());
@@ -374,6 +399,23 @@ impl Report {
                         }
                         timeline[i].add(s);
                     }
+                    // Lead-ins end together, where the measurements begin.
+                    let n = r.lead_in.len();
+                    if lead_in.len() < n {
+                        // Placeholders take their time from the run that has them.
+                        let empty = Second {
+                            t: f64::NEG_INFINITY,
+                            ..Second::default()
+                        };
+                        let mut longer = vec![empty; n - lead_in.len()];
+                        longer.append(&mut lead_in);
+                        lead_in = longer;
+                    }
+                    let skip = lead_in.len() - n;
+                    for (sum, s) in lead_in[skip..].iter_mut().zip(&r.lead_in) {
+                        sum.add(s);
+                    }
+                    lead_in_secs = lead_in_secs.min(r.lead_in_secs);
                     runs.extend(r.runs.iter().cloned());
                     duration_secs = duration_secs.max(r.duration_secs);
                 }
@@ -393,6 +435,8 @@ impl Report {
                     }));
                     if runs.is_empty() {
                         runs.extend(r.runs.iter().cloned());
+                        lead_in = r.lead_in.clone();
+                        lead_in_secs = r.lead_in_secs;
                     }
                     duration_secs += r.duration_secs;
                 }
@@ -451,6 +495,8 @@ impl Report {
             combined.started = first.started;
             combined.intervals = intervals;
         }
+        combined.lead_in = lead_in;
+        combined.lead_in_secs = lead_in_secs;
         Ok(combined)
     }
 }

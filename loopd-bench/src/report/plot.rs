@@ -1,22 +1,42 @@
-//! `--report PATH.svg`: the picture of a run.
+//! `--report PATH.svg`: the picture of a run, or of a comparison.
 //!
 //! Top: the latency percentile spectrum, the standard HdrHistogram plot. The x axis counts
 //! "nines" (90%, 99%, 99.9%, ...) so the tail, where servers differ, gets as much room as
-//! the median. In open loop the uncorrected curve is drawn beside the corrected one; the gap
-//! between them is the queueing that a closed-loop client would have hidden. With
-//! `--per-backend` each backend has a curve of its own, so a slow one stands out. Bottom: the
-//! throughput of each measured second, which shows warm-up effects, stalls and drift that
-//! an average hides.
+//! the median; latency is in µs or ms, whichever keeps the numbers short. In open loop the
+//! uncorrected curve is drawn beside the corrected one; the gap between them is the queueing
+//! that a closed-loop client would have hidden. With `--per-backend` each backend has a curve
+//! of its own, and in `compare` each target. Bottom: the throughput of each second of the
+//! whole run — the ramp and warm-up shaded before zero, the measurement after — which shows
+//! warm-up effects, stalls and drift that an average hides.
 
 use std::path::Path;
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::{Latency, Report};
+use super::{Latency, Report, Second};
+use crate::compare::Comparison;
 
-const WIDTH: u32 = 960;
-const HEIGHT: u32 = 720;
+const WIDTH: u32 = 1024;
+const HEIGHT: u32 = 768;
+/// Tick labels and axis descriptions, large enough to read when the picture is scaled down.
+const LABELS: (&str, u32) = ("sans-serif", 13);
+const DESCRIPTIONS: (&str, u32) = ("sans-serif", 14);
+/// Room on the right, so the last tick label ("99.9999%") is not cut off.
+const RIGHT_MARGIN: u32 = 48;
+
+/// Curves: ColorBrewer's "Dark2", readable on white and told apart by most colour vision
+/// deficiencies. The first two are the run's own latency and its uncorrected latency.
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 120, 180),
+    RGBColor(217, 95, 2),
+    RGBColor(27, 158, 119),
+    RGBColor(117, 112, 179),
+    RGBColor(231, 41, 138),
+    RGBColor(102, 166, 30),
+    RGBColor(166, 118, 29),
+    RGBColor(102, 102, 102),
+];
 
 /// Percentile -> position on the "nines" axis: 0% -> 0, 90% -> 1, 99% -> 2, ...
 fn nines(percentile: f64) -> f64 {
@@ -34,40 +54,92 @@ fn nines_label(x: &f64) -> String {
     }
 }
 
+/// A labelled line: its points (nines, µs) and colour.
+type Curve = (String, Vec<(f64, f64)>, RGBColor);
+
+/// The curve of `latency`, if there is one.
+fn curve(
+    label: String,
+    latency: &Option<Latency>,
+    color: RGBColor,
+) -> Result<Option<Curve>, String> {
+    let Some(l) = latency else {
+        return Ok(None);
+    };
+    let points = Latency::spectrum(&l.histogram()?)
+        .into_iter()
+        .map(|(p, us)| (nines(p), us))
+        .collect();
+    Ok(Some((label, points, color)))
+}
+
 /// Draws `report` as an SVG file at `path`.
 pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
+    let mut curves = Vec::new();
+    curves.extend(curve("latency".into(), &report.latency, COLORS[0])?);
+    curves.extend(curve(
+        "uncorrected (from actual send)".into(),
+        &report.uncorrected_latency,
+        COLORS[1],
+    )?);
+    for (i, b) in report.backends.iter().flatten().enumerate() {
+        let color = COLORS[2 + i % (COLORS.len() - 2)];
+        curves.extend(curve(
+            format!("backend {}", b.server_id),
+            &b.latency,
+            color,
+        )?);
+    }
+    let title = match report.runs.as_slice() {
+        [c] => format!("{} {} — latency by percentile", c.mode, c.target),
+        runs => format!("{} merged runs — latency by percentile", runs.len()),
+    };
+    let series = [("", report)];
+    picture(path, &title, curves, &series)
+}
+
+/// Draws a comparison: one latency curve and one throughput line per target.
+pub fn draw_comparison(comparison: &Comparison, path: &Path) -> Result<(), String> {
+    let mut curves = Vec::new();
+    for (i, t) in comparison.targets.iter().enumerate() {
+        curves.extend(curve(
+            t.name.clone(),
+            &t.report.latency,
+            COLORS[i % COLORS.len()],
+        )?);
+    }
+    let names: Vec<&str> = comparison.targets.iter().map(|t| t.name.as_str()).collect();
+    let title = format!("{} — latency by percentile", names.join(" vs "));
+    let series: Vec<(&str, &Report)> = comparison
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), &t.report))
+        .collect();
+    picture(path, &title, curves, &series)
+}
+
+fn picture(
+    path: &Path,
+    title: &str,
+    curves: Vec<Curve>,
+    series: &[(&str, &Report)],
+) -> Result<(), String> {
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (top, bottom) = root.split_vertically(HEIGHT * 3 / 5);
-    spectrum(report, &top)?;
-    throughput(report, &bottom)?;
+    spectrum(&top, title, curves)?;
+    throughput(&bottom, series)?;
     root.present()
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Backend curves: ColorBrewer's "Dark2", readable on white and told apart by most colour
-/// vision deficiencies.
-const BACKEND_COLORS: [RGBColor; 8] = [
-    RGBColor(27, 158, 119),
-    RGBColor(217, 95, 2),
-    RGBColor(117, 112, 179),
-    RGBColor(231, 41, 138),
-    RGBColor(102, 166, 30),
-    RGBColor(230, 171, 2),
-    RGBColor(166, 118, 29),
-    RGBColor(102, 102, 102),
-];
-
-/// A labelled line: its points (nines, µs) and colour.
-type Curve = (String, Vec<(f64, f64)>, RGBColor);
-
 type Frame<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-/// A captioned chart over `0..max_x` by `0..max_y`, laid out the same for both panels.
+/// A captioned chart over `x` by `0..max_y`, laid out the same for both panels.
 fn frame<'a, DB: DrawingBackend>(
     area: &'a DrawingArea<DB, plotters::coord::Shift>,
     caption: &str,
-    max_x: f64,
+    x: std::ops::Range<f64>,
     max_y: f64,
 ) -> Result<Frame<'a, DB>, String>
 where
@@ -76,120 +148,156 @@ where
     ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
         .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..max_x, 0f64..max_y)
+        .margin_right(RIGHT_MARGIN)
+        .x_label_area_size(40)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x, 0f64..max_y)
         .map_err(|e| e.to_string())
 }
 
+/// The unit that keeps `max_us` readable, and the divisor from µs.
+fn latency_unit(max_us: f64) -> (&'static str, f64) {
+    if max_us >= 10_000.0 {
+        ("ms", 1_000.0)
+    } else {
+        ("µs", 1.0)
+    }
+}
+
 fn spectrum<DB: DrawingBackend>(
-    report: &Report,
     area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    curves: Vec<Curve>,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
-    let mut curves: Vec<Curve> = Vec::new();
-    let mut add = |label: String, latency: &Option<Latency>, color: RGBColor| {
-        if let Some(l) = latency {
-            let h = l.histogram()?;
-            let points: Vec<(f64, f64)> = Latency::spectrum(&h)
-                .into_iter()
-                .map(|(p, us)| (nines(p), us))
-                .collect();
-            curves.push((label, points, color));
-        }
-        Ok::<(), String>(())
-    };
-    add("latency (all)".into(), &report.latency, BLUE)?;
-    add(
-        "uncorrected (from actual send)".into(),
-        &report.uncorrected_latency,
-        RED,
-    )?;
-    // --per-backend: one line per backend, so a slow one stands out from the whole.
-    for (i, b) in report.backends.iter().flatten().enumerate() {
-        let color = BACKEND_COLORS[i % BACKEND_COLORS.len()];
-        add(format!("backend {}", b.server_id), &b.latency, color)?;
-    }
-    let title = match report.runs.as_slice() {
-        [c] => format!("{} {} — latency by percentile", c.mode, c.target),
-        runs => format!("{} merged runs — latency by percentile", runs.len()),
-    };
     let max_x = curves
         .iter()
         .flat_map(|(_, p, _)| p.iter().map(|&(x, _)| x))
         .fold(2.0f64, f64::max)
         .ceil();
-    let max_y = curves
+    let max_us = curves
         .iter()
         .flat_map(|(_, p, _)| p.iter().map(|&(_, y)| y))
-        .fold(1.0f64, f64::max)
-        * 1.1;
-    let mut chart = frame(area, &title, max_x, max_y)?;
+        .fold(1.0f64, f64::max);
+    let (unit, per) = latency_unit(max_us);
+    let mut chart = frame(area, title, 0.0..max_x, max_us / per * 1.1)?;
     chart
         .configure_mesh()
         .x_desc("percentile")
-        .y_desc("µs")
+        .y_desc(format!("latency ({unit})"))
+        .label_style(LABELS)
+        .axis_desc_style(DESCRIPTIONS)
         .x_labels(max_x as usize + 1)
         .x_label_formatter(&nines_label)
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(|e| e.to_string())?;
     if curves.is_empty() {
         return Ok(()); // send and recv modes have no round trips
     }
     for (label, points, color) in curves {
+        let points = points.into_iter().map(|(x, y)| (x, y / per));
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| e.to_string())?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
+        .background_style(WHITE.mix(0.85))
+        .label_font(("sans-serif", 15))
         .draw()
         .map_err(|e| e.to_string())
 }
 
+/// Per-second rates of `report`, the lead-in (ramp and warm-up) at negative times.
+fn rates(report: &Report, bytes: bool) -> Vec<(f64, f64)> {
+    let value = |s: &Second| {
+        if bytes {
+            (s.bytes_sent + s.bytes_received) as f64 / (1024.0 * 1024.0)
+        } else {
+            s.messages as f64
+        }
+    };
+    let mut points = report.lead_in_rates(value);
+    points.extend(report.timeline_rates(value));
+    points
+}
+
 fn throughput<DB: DrawingBackend>(
-    report: &Report,
     area: &DrawingArea<DB, plotters::coord::Shift>,
+    series: &[(&str, &Report)],
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
     // Byte streams are measured in MiB/s; request/response runs in messages/s.
-    let (unit, points) = if report.latency.is_none() {
-        let rates = report.timeline_rates(|s| (s.bytes_sent + s.bytes_received) as f64);
-        let mib = 1024.0 * 1024.0;
-        (
-            "MiB/s (both ways)",
-            rates.into_iter().map(|(t, r)| (t, r / mib)).collect(),
-        )
+    let bytes = series.iter().all(|(_, r)| r.latency.is_none());
+    let unit = if bytes {
+        "MiB/s (both ways)"
     } else {
-        ("messages/s", report.timeline_rates(|s| s.messages as f64))
+        "messages/s"
     };
-    let max_x = points.iter().map(|p| p.0).fold(1.0f64, f64::max);
-    let max_y = points.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
-    let mut chart = frame(area, "throughput per second", max_x, max_y)?;
+    let lines: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(name, r)| (*name, rates(r, bytes)))
+        .collect();
+    let all = lines.iter().flat_map(|(_, p)| p.iter());
+    let (min_x, max_x, max_y) = all.fold((0.0f64, 1.0f64, 1.0f64), |(a, b, c), &(x, y)| {
+        (a.min(x - 1.0), b.max(x), c.max(y))
+    });
+    let mut chart = frame(area, "throughput per second", min_x..max_x, max_y * 1.1)?;
     chart
         .configure_mesh()
-        .x_desc("seconds into the measurement")
+        .x_desc("seconds into the measurement (before 0: ramp and warm-up, not measured)")
         .y_desc(unit)
+        .label_style(LABELS)
+        .axis_desc_style(DESCRIPTIONS)
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(LineSeries::new(
-            points.iter().copied(),
-            GREEN.stroke_width(2),
-        ))
-        .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(points.iter().map(|&p| Circle::new(p, 3, GREEN.filled())))
-        .map_err(|e| e.to_string())?;
+    if min_x < 0.0 {
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(min_x, 0.0), (0.0, max_y * 1.1)],
+                RGBColor(200, 200, 200).mix(0.35).filled(),
+            )))
+            .map_err(|e| e.to_string())?;
+    }
+    for (i, (name, points)) in lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let drawn = chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?;
+        if !name.is_empty() {
+            drawn.label(*name).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        }
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| e.to_string())?;
+    }
+    if lines.len() > 1 {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .label_font(("sans-serif", 15))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 
@@ -206,5 +314,11 @@ mod tests {
         assert_eq!(nines_label(&1.0), "90%");
         assert_eq!(nines_label(&2.0), "99%");
         assert_eq!(nines_label(&4.0), "99.99%");
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(latency_unit(900.0).0, "µs");
+        assert_eq!(latency_unit(25_000.0), ("ms", 1_000.0));
     }
 }

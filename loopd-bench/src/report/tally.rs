@@ -87,6 +87,17 @@ impl BackendTally {
     }
 }
 
+/// What moved before the measurement began.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeadIn {
+    /// Messages completed.
+    pub messages: u64,
+    /// Bytes written.
+    pub bytes_sent: u64,
+    /// Bytes read.
+    pub bytes_received: u64,
+}
+
 /// What one worker thread measured.
 #[derive(Debug)]
 pub struct Tally {
@@ -105,6 +116,9 @@ pub struct Tally {
     pub bytes_sent: u64,
     /// Measured bytes read.
     pub bytes_received: u64,
+    /// Before the window (ramp and warm-up, not measured): messages completed and bytes
+    /// moved, for the picture of the whole run.
+    pub lead_in: LeadIn,
     /// Connections that established (in connect mode: inside the window).
     pub established: u64,
     /// Connect mode: connections established before the window (warm-up).
@@ -136,6 +150,7 @@ impl Tally {
             messages: 0,
             bytes_sent: 0,
             bytes_received: 0,
+            lead_in: LeadIn::default(),
             established: 0,
             established_before: 0,
             served: 0,
