@@ -2,13 +2,13 @@
 //! server that corrupts, resets and truncates, against nothing at all, and `merge`.
 
 // The server-side test helpers, shared rather than copied.
+mod client;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,26 +18,8 @@ use loopd::EventLoop;
 use loopd_bench::report::Latency;
 use serde_json::Value;
 
+use client::bench;
 use common::{TestServer, PATIENCE};
-
-/// Runs loopd-bench with `args`, bounded by [`PATIENCE`]; returns its output.
-fn bench(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loopd-bench"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn loopd-bench");
-    let deadline = Instant::now() + PATIENCE;
-    common::wait_until("loopd-bench to exit", || {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-        }
-        child.try_wait().unwrap()
-    });
-    child.wait_with_output().unwrap()
-}
 
 /// Runs loopd-bench with `--json -` and returns the exit code, the report and stderr.
 fn bench_json(target: SocketAddr, args: &[&str]) -> (i32, Value, String) {

@@ -2,43 +2,17 @@
 //! /proc, repetitions until a confidence interval is met (or not), standard histogram files
 //! read back by the hdrhistogram crate, the send lag of an open loop, and `compare`.
 
+mod client;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Output, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
 use serde_json::Value;
 
+use client::{bench, printed, read_json};
 use common::daemon::Daemon;
-use common::{wait_until, Scratch, PATIENCE};
-
-/// Runs loopd-bench with `args`, bounded by [`PATIENCE`].
-fn bench(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loopd-bench"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn loopd-bench");
-    let deadline = Instant::now() + PATIENCE * 2;
-    wait_until("loopd-bench to exit", || {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-        }
-        child.try_wait().unwrap()
-    });
-    child.wait_with_output().unwrap()
-}
-
-fn printed(out: &Output) -> String {
-    (String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr)).into_owned()
-}
-
-fn read_json(path: &std::path::Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
+use common::Scratch;
 
 /// `--server-metrics` against loopd gives the server's CPU per message; the test measures
 /// the same from /proc/PID/stat around the whole run (a little longer than the window, and

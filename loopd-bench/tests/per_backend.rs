@@ -2,18 +2,18 @@
 //! `--server-id`s: a round robin shows both backends with half the connections each, `balance
 //! first` shows one; merging runs keeps the split; the picture has a curve per backend.
 
+mod client;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use loopd::config::Config;
 use loopd::service::Builtin;
 use serde_json::Value;
 
-use common::{haproxy, wait_until, Scratch, TestServer, HAPROXY_DEFAULTS, PATIENCE};
+use client::{bench, printed, read_json};
+use common::{haproxy, wait_until, Scratch, TestServer, HAPROXY_DEFAULTS};
 
 fn line_backend(server_id: &str) -> TestServer {
     let config = Config {
@@ -23,29 +23,10 @@ fn line_backend(server_id: &str) -> TestServer {
     TestServer::start(config, &[Builtin::Line])
 }
 
-/// Runs loopd-bench with `args`, bounded by [`PATIENCE`]; returns the exit code and what it
-/// printed (the summary, and any error).
-fn bench(args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loopd-bench"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn loopd-bench");
-    let deadline = Instant::now() + PATIENCE;
-    wait_until("loopd-bench to exit", || {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-        }
-        child.try_wait().unwrap()
-    });
-    let out = child.wait_with_output().unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-    (
-        out.status.code().expect("an exit code"),
-        printed.into_owned(),
-    )
+/// Runs loopd-bench: its exit code and what it printed.
+fn run(args: &[&str]) -> (i32, String) {
+    let out = bench(args);
+    (out.status.code().expect("an exit code"), printed(&out))
 }
 
 /// `(server id, connections, errors)` of every backend in a report, and its spread.
@@ -63,10 +44,6 @@ fn backends(report: &Value) -> (Vec<(String, u64, u64)>, Value) {
         })
         .collect();
     (list, report["spread"].clone())
-}
-
-fn read_json(path: &std::path::Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 #[test]
@@ -94,7 +71,7 @@ listen lines
         });
         let json = scratch.0.join(format!("{balance}.json"));
         let svg = scratch.0.join(format!("{balance}.svg"));
-        let (code, summary) = bench(&[
+        let (code, summary) = run(&[
             &front.to_string(),
             "--protocol",
             "line",
@@ -135,7 +112,7 @@ listen lines
     let merged = scratch.0.join("merged.json");
     let mut args = vec!["merge", "--json", merged.to_str().unwrap()];
     args.extend(reports.iter().map(|p| p.to_str().unwrap()));
-    let (code, summary) = bench(&args);
+    let (code, summary) = run(&args);
     assert_eq!(code, 0, "{summary}");
     let (list, spread) = backends(&read_json(&merged));
     assert_eq!(list, [("alpha".into(), 150, 0), ("beta".into(), 50, 0)]);
@@ -148,7 +125,7 @@ listen lines
 #[test]
 fn a_server_without_server_fails_clearly() {
     let echo = TestServer::start(Config::default(), &[Builtin::Echo]);
-    let (code, printed) = bench(&[
+    let (code, printed) = run(&[
         &echo.addr().to_string(),
         "--protocol",
         "line",

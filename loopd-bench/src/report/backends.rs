@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::latency::{add_serialized, new_histogram, Latency};
@@ -53,74 +52,28 @@ pub struct Spread {
     pub degrees_of_freedom: usize,
 }
 
-/// What a backend's report is made from: its counts and its latency histogram.
-pub struct BackendParts {
-    /// The backend's `--server-id`.
-    pub server_id: String,
-    /// Connections it answered.
-    pub connections: u64,
-    /// Measured completed messages.
-    pub messages: u64,
-    /// Measured bytes written.
-    pub bytes_sent: u64,
-    /// Measured bytes read.
-    pub bytes_received: u64,
-    /// Round-trip latency.
-    pub latency: Histogram<u64>,
-    /// Errors on its connections.
-    pub errors: u64,
-}
-
-impl BackendParts {
-    fn add(&mut self, o: &BackendParts) {
-        self.connections += o.connections;
-        self.messages += o.messages;
-        self.bytes_sent += o.bytes_sent;
-        self.bytes_received += o.bytes_received;
-        self.latency.add(&o.latency).expect("same histogram bounds");
-        self.errors += o.errors;
-    }
-
-    fn report(&self, duration_secs: f64) -> BackendReport {
-        BackendReport {
-            server_id: self.server_id.clone(),
-            connections: self.connections,
-            messages: self.messages,
-            bytes_sent: self.bytes_sent,
-            bytes_received: self.bytes_received,
-            rates: Rates::over(
-                duration_secs,
-                self.messages,
-                self.bytes_sent,
-                self.bytes_received,
-            ),
-            latency: Latency::from_histogram(&self.latency),
-            errors: self.errors,
-        }
+/// A backend's report from its tally, over `duration_secs`.
+fn report(t: &BackendTally, duration_secs: f64) -> BackendReport {
+    BackendReport {
+        server_id: t.server_id.clone(),
+        connections: t.connections,
+        messages: t.messages,
+        bytes_sent: t.bytes_sent,
+        bytes_received: t.bytes_received,
+        rates: Rates::over(duration_secs, t.messages, t.bytes_sent, t.bytes_received),
+        latency: Latency::from_histogram(&t.latency),
+        errors: t.errors,
     }
 }
 
-impl From<&BackendTally> for BackendParts {
-    fn from(t: &BackendTally) -> BackendParts {
-        BackendParts {
-            server_id: t.server_id.clone(),
-            connections: t.connections,
-            messages: t.messages,
-            bytes_sent: t.bytes_sent,
-            bytes_received: t.bytes_received,
-            latency: t.latency.clone(),
-            errors: t.errors,
-        }
-    }
-}
-
-impl TryFrom<&BackendReport> for BackendParts {
+impl TryFrom<&BackendReport> for BackendTally {
     type Error = String;
 
-    fn try_from(r: &BackendReport) -> Result<BackendParts, String> {
+    /// The tally a report was made from (a merge starts from reports).
+    fn try_from(r: &BackendReport) -> Result<BackendTally, String> {
         let mut latency = new_histogram();
         add_serialized(&mut latency, &r.latency)?;
-        Ok(BackendParts {
+        Ok(BackendTally {
             server_id: r.server_id.clone(),
             connections: r.connections,
             messages: r.messages,
@@ -135,19 +88,19 @@ impl TryFrom<&BackendReport> for BackendParts {
 /// The reports of `parts`, combined by server id (so the same backend seen by several
 /// workers, or by several merged runs, is one entry), sorted by server id; and the spread.
 pub fn summarise(
-    parts: impl IntoIterator<Item = BackendParts>,
+    parts: impl IntoIterator<Item = BackendTally>,
     duration_secs: f64,
 ) -> (Vec<BackendReport>, Option<Spread>) {
-    let mut by_id: BTreeMap<String, BackendParts> = BTreeMap::new();
+    let mut by_id: BTreeMap<String, BackendTally> = BTreeMap::new();
     for p in parts {
         match by_id.get_mut(&p.server_id) {
-            Some(existing) => existing.add(&p),
+            Some(existing) => existing.absorb(&p),
             None => {
                 by_id.insert(p.server_id.clone(), p);
             }
         }
     }
-    let reports: Vec<BackendReport> = by_id.values().map(|p| p.report(duration_secs)).collect();
+    let reports: Vec<BackendReport> = by_id.values().map(|t| report(t, duration_secs)).collect();
     let counts: Vec<u64> = reports.iter().map(|r| r.connections).collect();
     (reports, spread(&counts))
 }
@@ -202,7 +155,7 @@ mod tests {
         let part = |id: &str, connections: u64, latency_ns: u64| {
             let mut latency = new_histogram();
             latency.record(latency_ns).unwrap();
-            BackendParts {
+            BackendTally {
                 server_id: id.into(),
                 connections,
                 messages: 10,

@@ -27,12 +27,12 @@ use crate::config::{Load, Mode, RecordedConfig};
 use crate::cpu::{Cost, CpuCosts};
 use crate::errors::ErrorKind;
 use crate::repeat::Iterations;
-use backends::{BackendParts, BackendReport, Spread};
+use backends::{BackendReport, Spread};
 use files::Interval;
 pub use latency::Latency;
 use latency::{add_serialized, new_histogram};
 use tally::MAX_EXAMPLES;
-pub use tally::{Tally, UdpCounts};
+pub use tally::{BackendTally, Tally, UdpCounts};
 
 /// One second of the measurement.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -252,7 +252,7 @@ impl Report {
             errors,
             examples: tally.examples.clone(),
             timeline,
-            backends: per_backend.then(|| tally.backends.iter().map(BackendParts::from).collect()),
+            backends: per_backend.then(|| tally.backends.clone()),
             cpu: None,
         })
     }
@@ -365,7 +365,7 @@ impl Report {
         let mut timeline: Vec<Second> = Vec::new();
         let mut runs = Vec::new();
         let mut duration_secs: f64 = 0.0;
-        let mut backends: Option<Vec<BackendParts>> = None;
+        let mut backends: Option<Vec<BackendTally>> = None;
         let mut cpu: Option<CpuCosts> = None;
         let mut intervals = Vec::new();
         let mut lead_in: Vec<Second> = Vec::new();
@@ -461,7 +461,7 @@ impl Report {
             if let Some(b) = &r.backends {
                 let parts = backends.get_or_insert_with(Vec::new);
                 for report in b {
-                    parts.push(BackendParts::try_from(report)?);
+                    parts.push(BackendTally::try_from(report)?);
                 }
             }
         }
@@ -526,6 +526,6 @@ struct Parts<'a> {
     errors: BTreeMap<String, u64>,
     examples: Vec<String>,
     timeline: Vec<Second>,
-    backends: Option<Vec<BackendParts>>,
+    backends: Option<Vec<BackendTally>>,
     cpu: Option<CpuCosts>,
 }

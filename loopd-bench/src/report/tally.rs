@@ -46,7 +46,7 @@ impl UdpCounts {
 
 /// What the connections to one backend measured (`--per-backend`): the server that answered
 /// `SERVER` with this id.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct BackendTally {
     /// The backend's `--server-id`.
     pub server_id: String,
@@ -77,7 +77,8 @@ impl BackendTally {
         }
     }
 
-    fn absorb(&mut self, o: &BackendTally) {
+    /// Adds another tally of the same backend.
+    pub fn absorb(&mut self, o: &BackendTally) {
         self.connections += o.connections;
         self.messages += o.messages;
         self.bytes_sent += o.bytes_sent;
