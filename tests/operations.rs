@@ -213,7 +213,7 @@ fn readyz_turns_at_sigterm_and_traffic_flows_through_the_drain_delay() {
     old.shutdown(Shutdown::Write).unwrap();
     assert!(read_to_eof(&mut old).is_empty());
     assert_eq!(daemon.wait_exit().code(), Some(0), "{:?}", daemon.log());
-    assert!(daemon.logged("drain delay over"));
+    daemon.wait_log("drain delay over");
 }
 
 /// Malformed and oversize requests to the admin endpoint get 400 and 431 and a close;
@@ -286,7 +286,7 @@ fn socket_activation_serves_named_sockets() {
     let sample =
         format!("loopd_connections_accepted_total{{service=\"echo\",listener=\"{echo}\"}}");
     assert_eq!(metric(&text, &sample), Some(1.0), "{text}");
-    assert!(daemon.logged("socket activation: serving 2 socket(s)"));
+    daemon.wait_log("socket activation: serving 2 socket(s)");
     drop(daemon);
 
     let p_udp = free_port();
@@ -435,6 +435,8 @@ fn environment_configures_the_daemon_and_json_logs_parse() {
     drop((c, l));
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit().code(), Some(0));
+    // The log is read from the daemon's standard error by another thread: wait for the last line.
+    daemon.wait_log("exit: Drained");
     let log = daemon.log();
     assert!(log.len() >= 3, "{log:?}");
     for line in &log {

@@ -80,9 +80,9 @@ impl fmt::Display for Report {
         if let Some((lag, latency)) = self.lagging() {
             writeln!(
                 f,
-                "  warning: the sender ran behind its schedule by more than the median latency \
-                 (median lag {}, median latency {}): the client set the pace, not the server; \
-                 give it more threads (-t) or a lower --rate",
+                "  warning: the sender ran behind its schedule by more than the server took to \
+                 answer (median lag {}, median uncorrected latency {}): the client set the pace, \
+                 not the server; give it more threads (-t) or a lower --rate",
                 human_us(lag),
                 human_us(latency)
             )?;
@@ -189,9 +189,11 @@ impl fmt::Display for Report {
 }
 
 impl Report {
-    /// Open loop: the median send lag and median latency, when the lag is the larger.
+    /// Open loop: the median send lag and the median uncorrected latency (the server's
+    /// part: from actual send to reply), when the lag is the larger. The corrected latency
+    /// cannot serve: it includes the lag, so it is never the smaller.
     pub fn lagging(&self) -> Option<(f64, f64)> {
-        let (lag, latency) = (self.send_lag.as_ref()?, self.latency.as_ref()?);
+        let (lag, latency) = (self.send_lag.as_ref()?, self.uncorrected_latency.as_ref()?);
         (lag.p50_us > latency.p50_us).then_some((lag.p50_us, latency.p50_us))
     }
 
@@ -267,5 +269,40 @@ impl Report {
             (_, Load::Upload) => self.bytes_sent == 0,
             _ => self.messages == 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{BenchConfig, RecordedConfig};
+    use crate::report::{Report, Tally};
+
+    /// An open-loop report whose messages lagged `lag_us` and took `service_us` to answer.
+    fn open_loop(lag_us: u64, service_us: u64) -> Report {
+        let mut cfg = BenchConfig::new("127.0.0.1:7".parse().unwrap());
+        cfg.rate = Some(1000.0);
+        let mut tally = Tally::new();
+        for _ in 0..100 {
+            tally.send_lag.record(lag_us * 1_000).unwrap();
+            tally.uncorrected.record(service_us * 1_000).unwrap();
+            tally.latency.record((lag_us + service_us) * 1_000).unwrap();
+        }
+        tally.messages = 100;
+        tally.established = 1;
+        Report::new(RecordedConfig::from(&cfg), 1.0, &tally, Vec::new())
+    }
+
+    /// The warning compares the lag with the server's part of the latency: a sender late by
+    /// 2 ms for a 100 µs answer set the pace; one late by 10 µs did not.
+    #[test]
+    fn a_lagging_sender_is_named() {
+        let starved = open_loop(2_000, 100);
+        assert!(starved.lagging().is_some());
+        assert!(starved
+            .to_string()
+            .contains("warning: the sender ran behind its schedule"));
+        let prompt = open_loop(10, 100);
+        assert!(prompt.lagging().is_none());
+        assert!(!prompt.to_string().contains("ran behind"));
     }
 }
