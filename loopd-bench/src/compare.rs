@@ -9,11 +9,11 @@
 //! then hits every target alike, and a difference smaller than the intervals is noise.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::BenchConfig;
+use crate::config::{resolve, BenchConfig};
 use crate::cpu::ServerCpu;
 use crate::repeat::{Repeat, Series, DEFAULT_LEVEL};
 use crate::report::latency::human_us;
@@ -43,11 +43,7 @@ impl Target {
             Some((addr, cpu)) => (addr, Some(ServerCpu::parse(cpu)?)),
             None => (rest, None),
         };
-        let resolved = addr
-            .to_socket_addrs()
-            .map_err(|e| format!("target '{addr}': {e}"))?
-            .next()
-            .ok_or_else(|| format!("target '{addr}' resolves to no address"))?;
+        let resolved = resolve(addr).map_err(|e| format!("target {e}"))?;
         Ok(Target {
             name: name.unwrap_or(addr).to_string(),
             addr: resolved,

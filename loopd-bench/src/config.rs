@@ -187,6 +187,15 @@ impl Sources {
 /// target; 65,536 addresses is far more connections than any machine holds.
 const MAX_SOURCES: usize = 65_536;
 
+/// Resolves `host:port` to its first address; the error names what was given.
+pub fn resolve(host: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    host.to_socket_addrs()
+        .map_err(|e| format!("'{host}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{host}' resolves to no address"))
+}
+
 /// Everything a run needs.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {

@@ -18,7 +18,7 @@
 //! bias (with nothing else running), which is why it is offered beside the others.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -88,11 +88,7 @@ impl MetricsUrl {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/metrics"),
         };
-        let addr = host
-            .to_socket_addrs()
-            .map_err(|e| format!("'{url}': {e}"))?
-            .next()
-            .ok_or_else(|| format!("'{url}' resolves to no address"))?;
+        let addr = crate::config::resolve(host).map_err(|e| format!("{url}: {e}"))?;
         Ok(MetricsUrl {
             url: url.to_string(),
             host: host.to_string(),

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io::{self, IsTerminal, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -382,11 +381,7 @@ fn compare_command(targets: &[String], run: &RunArgs, out: &OutputArgs) -> ExitC
 
 /// Raw flags to a validated configuration.
 fn config(target: &str, a: &RunArgs) -> Result<BenchConfig, String> {
-    let target: SocketAddr = target
-        .to_socket_addrs()
-        .map_err(|e| format!("target '{target}': {e}"))?
-        .next()
-        .ok_or_else(|| format!("target '{target}' resolves to no address"))?;
+    let target = bench_config::resolve(target).map_err(|e| format!("target {e}"))?;
     let mut cfg = BenchConfig::new(target);
     cfg.mode = match a.mode {
         ModeArg::Echo => Mode::ECHO,
