@@ -329,21 +329,36 @@ pub struct ProcessFigures {
     pub max_fds: u64,
 }
 
+/// `/proc/<who>/stat` (`who`: `self` or a pid), as a function from the field numbers of
+/// proc(5) (utime is 14) to their values.
+fn proc_stat(who: &str) -> Option<impl Fn(usize) -> Option<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{who}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may itself hold spaces; the name
+    // is field 2 and the state, field 3, is the first after it.
+    let rest = stat[stat.rfind(')')? + 1..].to_string();
+    Some(move |n: usize| rest.split_whitespace().nth(n - 3)?.parse().ok())
+}
+
+/// Clock ticks per second, the unit of `/proc/*/stat`'s times.
+fn clock_ticks() -> Option<u64> {
+    // SAFETY: sysconf has no memory-safety requirements.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()
+}
+
+/// User plus system CPU seconds of process `who` (`self` or a pid) so far, from
+/// `/proc/<who>/stat`: what `process_cpu_seconds_total` reports, and how loopd-bench reads a
+/// local server's CPU time. `None` where `/proc` is not there.
+pub fn process_cpu_seconds(who: &str) -> Option<f64> {
+    let field = proc_stat(who)?;
+    Some((field(14)? + field(15)?) as f64 / clock_ticks()? as f64)
+}
+
 impl ProcessFigures {
     /// Reads the figures now; `None` where `/proc` is not there.
     pub fn read() -> Option<ProcessFigures> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the parenthesised command name, which may itself hold spaces.
-        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
-        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+        let field = proc_stat("self")?;
         // SAFETY: sysconf has no memory-safety requirements.
-        let (ticks, page) = unsafe {
-            (
-                libc::sysconf(libc::_SC_CLK_TCK),
-                libc::sysconf(libc::_SC_PAGESIZE),
-            )
-        };
-        let (ticks, page) = (u64::try_from(ticks).ok()?, u64::try_from(page).ok()?);
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
         let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
         let mut lim = libc::rlimit {
             rlim_cur: 0,
@@ -359,8 +374,8 @@ impl ProcessFigures {
             0
         };
         Some(ProcessFigures {
-            // utime and stime are fields 14 and 15 of stat(5); vsize 23, rss (pages) 24.
-            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks as f64,
+            cpu_seconds: process_cpu_seconds("self")?,
+            // vsize is field 23 of proc(5), rss (in pages) 24.
             virtual_bytes: field(23)?,
             resident_bytes: field(24)? * page,
             open_fds,

@@ -166,7 +166,8 @@ impl DatagramSocket for PktinfoSocket {
             return self.io.send_to(buf, to);
         };
         // nix builds the control buffer per call: a small allocation beside a system call,
-        // and only on wildcard binds.
+        // and only on wildcard binds. A preallocated `sendmmsg` header was tried and measured:
+        // no difference in CPU per datagram (the cost of this path is the kernel's, below).
         let iov = [IoSlice::new(buf)];
         let to = sock::SockaddrStorage::from(to);
         let fd = self.io.as_raw_fd();

@@ -225,29 +225,56 @@ fn chargen_daytime_and_time_over_udp() {
     assert!(now_1900.abs_diff(t) <= 2, "{t} vs {now_1900}");
 }
 
-/// On a wildcard bind (`0.0.0.0`, and dual-stack `[::]`), a reply comes from the address the
-/// request was sent to: a client writing to 127.0.0.2 hears back from 127.0.0.2, not from
-/// whichever loopback address the routing table would pick (127.0.0.1), which a connected
-/// client socket or a NAT would drop.
+/// On a wildcard bind (`0.0.0.0`, and dual-stack `[::]`), on every loop of a server with two,
+/// a reply comes from the address the request was sent to: a client writing to 127.0.0.2
+/// hears back from 127.0.0.2, not from whichever loopback address the routing table would
+/// pick (127.0.0.1), which a connected client socket or a NAT would drop.
 #[test]
 fn replies_come_from_the_address_written_to() {
-    let daemon =
-        common::daemon::Daemon::start(&["-l", "udp-echo=0.0.0.0:0", "-l", "udp-time=[::]:0"]);
+    let daemon = common::daemon::Daemon::start(&[
+        "-l",
+        "udp-echo=0.0.0.0:0",
+        "-l",
+        "udp-time=[::]:0",
+        "--threads",
+        "2",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     let addrs = daemon.addrs();
     let port = |service: &str| addrs.iter().find(|(s, _)| s == service).unwrap().1.port();
-    let c = client();
+    let admin = daemon.addr_of("admin");
+    let echo = daemon.addr_of("udp-echo");
+    let served_by = |l: usize| {
+        let text = http_get(admin, "/metrics").body;
+        let sample = format!(
+            "loopd_datagrams_received_total{{service=\"udp-echo\",listener=\"{echo}\",loop=\"{l}\"}}"
+        );
+        metric(&text, &sample).unwrap_or_else(|| panic!("no {sample} in {text}"))
+    };
     let mut buf = [0; 64];
-    for service in ["udp-echo", "udp-time"] {
-        for ip in [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]] {
-            let to = SocketAddr::from((ip, port(service)));
-            c.send_to(b"which address?", to).unwrap();
-            let (_, from) = c.recv_from(&mut buf).unwrap();
-            assert_eq!(
-                from, to,
-                "{service}: a reply from another address than the request's"
-            );
+    // Clients on new ports until the kernel's reuseport hash has reached both loops (each
+    // client picks one with even odds; 64 all on one loop would be a 1-in-2^63 chance).
+    for (k, c) in (0..64).map(|k| (k, client())) {
+        if k >= 2 && served_by(0) > 0.0 && served_by(1) > 0.0 {
+            break;
+        }
+        for service in ["udp-echo", "udp-time"] {
+            for ip in [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]] {
+                let to = SocketAddr::from((ip, port(service)));
+                c.send_to(b"which address?", to).unwrap();
+                let (_, from) = c.recv_from(&mut buf).unwrap();
+                assert_eq!(
+                    from, to,
+                    "{service}: a reply from another address than the request's"
+                );
+            }
         }
     }
+    assert!(
+        served_by(0) > 0.0 && served_by(1) > 0.0,
+        "both loops answered"
+    );
     // IPv6 on the dual-stack socket.
     let c6 = UdpSocket::bind("[::1]:0").unwrap();
     c6.set_read_timeout(Some(PATIENCE)).unwrap();

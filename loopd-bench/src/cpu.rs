@@ -29,8 +29,13 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_PAGE: u64 = 16 << 20;
 /// The counter Prometheus client libraries (and loopd) export for a process's CPU time.
 const CPU_COUNTER: &str = "process_cpu_seconds_total";
-/// `/proc/stat` counts in clock ticks of this many seconds (`USER_HZ`, 100 on Linux).
-const TICK_SECONDS: f64 = 0.01;
+/// Seconds per clock tick, the unit of `/proc/stat` and `/proc/PID/stat` (`USER_HZ`:
+/// 100 per second on Linux, but asked rather than assumed).
+fn tick_seconds() -> f64 {
+    // SAFETY: sysconf has no memory-safety requirements.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    1.0 / if hz > 0 { hz as f64 } else { 100.0 }
+}
 
 /// One CPU-cost figure.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -258,22 +263,8 @@ impl ServerCpu {
 
 /// User plus system CPU seconds of process `pid`, from `/proc/PID/stat`.
 fn process_cpu(pid: u32) -> Result<f64, String> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    // The fields after the command name, which is in parentheses and may hold spaces:
-    // utime and stime are the 14th and 15th fields of the line.
-    let rest = stat
-        .rfind(')')
-        .map(|i| &stat[i + 1..])
-        .ok_or_else(|| format!("{path} does not parse"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<u64, String> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| format!("{path} does not parse"))
-    };
-    Ok((ticks(11)? + ticks(12)?) as f64 * TICK_SECONDS)
+    loopd::metrics::process_cpu_seconds(&pid.to_string())
+        .ok_or_else(|| format!("/proc/{pid}/stat cannot be read"))
 }
 
 /// What to sample at each end of the window.
@@ -326,7 +317,7 @@ pub fn costs(start: &CpuSample, end: &CpuSample, sources: &CpuSources, messages:
     let system = match (&start.system, &end.system) {
         (Some(Ok(a)), Some(Ok(b))) => Some(Cost::new(
             "/proc/stat: busy time of every CPU (user, nice, system, irq, softirq, steal)".into(),
-            b.saturating_sub(*a) as f64 * TICK_SECONDS,
+            b.saturating_sub(*a) as f64 * tick_seconds(),
             messages,
         )),
         (Some(Err(e)), _) | (_, Some(Err(e))) => {

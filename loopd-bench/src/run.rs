@@ -14,7 +14,7 @@ use crate::payload::Codec;
 use crate::report::files::{wall_time, IntervalCollector};
 use crate::report::{Report, Second, Tally};
 use crate::schedule::Plan;
-use crate::worker::{Live, Worker};
+use crate::worker::{Live, Moved, Worker};
 
 /// Why a run could not be made at all (as opposed to errors it measured).
 #[derive(Debug)]
@@ -114,18 +114,15 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
     drop(done_tx);
     drop(interval_tx);
 
-    let sample = || {
+    // Every worker's totals of what moved inside the window, or before it.
+    let sum = |moved: fn(&Live) -> &Moved| {
         lives.iter().fold(Second::default(), |mut sum, live| {
-            sum.add(&live.totals());
+            sum.add(&live.totals(moved));
             sum
         })
     };
-    let sample_lead_in = || {
-        lives.iter().fold(Second::default(), |mut sum, live| {
-            sum.add(&live.lead_in_totals());
-            sum
-        })
-    };
+    let sample = || sum(|l| &l.measured);
+    let sample_lead_in = || sum(|l| &l.lead_in);
     // The ramp and warm-up, a second at a time from the start; the last entry, ending where
     // the measurement begins, is taken from the final counts once the workers are done.
     let mut lead_in: Vec<Second> = Vec::new();
@@ -227,11 +224,7 @@ pub fn run(cfg: &BenchConfig, mut on_second: impl FnMut(&Second)) -> Result<Repo
         _ => None, // the run ended before its window began
     };
     if from > t0 {
-        let total = lives.iter().fold(Second::default(), |mut sum, live| {
-            sum.add(&live.lead_in_totals());
-            sum
-        });
-        lead_in.push(total.since(&lead_last, 0.0));
+        lead_in.push(sample_lead_in().since(&lead_last, 0.0));
     }
     let mut report = Report::new(RecordedConfig::from(&*cfg), duration, &tally, timeline);
     report.lead_in = lead_in;

@@ -51,48 +51,48 @@ const EVENTS: usize = 1024;
 /// The alarm's token, above any flow index.
 const ALARM: Token = Token(usize::MAX);
 
+/// What moved: messages completed and bytes each way.
+#[derive(Debug, Default)]
+pub struct Moved {
+    /// Messages completed.
+    pub messages: AtomicU64,
+    /// Bytes written.
+    pub bytes_sent: AtomicU64,
+    /// Bytes read.
+    pub bytes_received: AtomicU64,
+}
+
+impl Moved {
+    fn store(&self, messages: u64, bytes_sent: u64, bytes_received: u64) {
+        self.messages.store(messages, Relaxed);
+        self.bytes_sent.store(bytes_sent, Relaxed);
+        self.bytes_received.store(bytes_received, Relaxed);
+    }
+}
+
 /// Counters a worker publishes for the progress line and the timeline. One writer each,
 /// so plain stores of the worker's totals suffice.
 #[derive(Debug, Default)]
 pub struct Live {
-    /// Measured messages so far.
-    pub messages: AtomicU64,
-    /// Measured bytes written so far.
-    pub bytes_sent: AtomicU64,
-    /// Measured bytes read so far.
-    pub bytes_received: AtomicU64,
+    /// Inside the measurement window.
+    pub measured: Moved,
+    /// Before it (ramp and warm-up), for the picture of the whole run.
+    pub lead_in: Moved,
     /// Errors so far.
     pub errors: AtomicU64,
     /// Connections established right now.
     pub open: AtomicU64,
-    /// Before the window: messages completed.
-    pub lead_messages: AtomicU64,
-    /// Before the window: bytes moved either way.
-    pub lead_bytes_sent: AtomicU64,
-    /// Before the window: bytes read.
-    pub lead_bytes_received: AtomicU64,
 }
 
 impl Live {
-    /// The worker's running totals before the window (`t` unset).
-    pub fn lead_in_totals(&self) -> Second {
+    /// The worker's running totals of `moved` (its `measured` or `lead_in`; `t` unset).
+    pub fn totals(&self, moved: impl Fn(&Live) -> &Moved) -> Second {
+        let m = moved(self);
         Second {
             t: 0.0,
-            messages: self.lead_messages.load(Relaxed),
-            bytes_sent: self.lead_bytes_sent.load(Relaxed),
-            bytes_received: self.lead_bytes_received.load(Relaxed),
-            errors: self.errors.load(Relaxed),
-            open: self.open.load(Relaxed),
-        }
-    }
-
-    /// The worker's running totals (`t` unset).
-    pub fn totals(&self) -> Second {
-        Second {
-            t: 0.0,
-            messages: self.messages.load(Relaxed),
-            bytes_sent: self.bytes_sent.load(Relaxed),
-            bytes_received: self.bytes_received.load(Relaxed),
+            messages: m.messages.load(Relaxed),
+            bytes_sent: m.bytes_sent.load(Relaxed),
+            bytes_received: m.bytes_received.load(Relaxed),
             errors: self.errors.load(Relaxed),
             open: self.open.load(Relaxed),
         }
@@ -262,18 +262,15 @@ impl Worker {
 
     fn publish(&self, cx: &Ctx<'_>) {
         let t = &cx.tally;
-        self.live.messages.store(t.messages, Relaxed);
-        self.live.bytes_sent.store(t.bytes_sent, Relaxed);
-        self.live.bytes_received.store(t.bytes_received, Relaxed);
+        self.live
+            .measured
+            .store(t.messages, t.bytes_sent, t.bytes_received);
+        let lead = &t.lead_in;
+        self.live
+            .lead_in
+            .store(lead.messages, lead.bytes_sent, lead.bytes_received);
         self.live.errors.store(t.error_total(), Relaxed);
         self.live.open.store(cx.open, Relaxed);
-        self.live.lead_messages.store(t.lead_in.messages, Relaxed);
-        self.live
-            .lead_bytes_sent
-            .store(t.lead_in.bytes_sent, Relaxed);
-        self.live
-            .lead_bytes_received
-            .store(t.lead_in.bytes_received, Relaxed);
     }
 }
 

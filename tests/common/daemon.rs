@@ -160,14 +160,9 @@ impl Daemon {
 
     /// User plus system CPU time consumed so far, from /proc.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no memory-safety requirements.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_millis(ticks * 1000 / hz)
+        let secs = loopd::metrics::process_cpu_seconds(&self.pid().to_string())
+            .expect("the daemon's /proc/PID/stat");
+        Duration::from_secs_f64(secs)
     }
 
     /// Resident set size in bytes, from /proc.
