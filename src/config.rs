@@ -20,6 +20,16 @@ pub const DEFAULT_LISTEN: &str = "echo=127.0.0.1:7007";
 /// open-files limit, which start-up checks against this.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// Connections the admin endpoint serves at once, apart from `--max-connections`. The probes
+/// and the scrape must answer when the clients' cap is full — that is when an operator looks,
+/// and a liveness probe that waits in the backlog gets a busy server restarted — so they do
+/// not queue behind clients. And the allowance is bounded, so whoever reaches the admin
+/// address cannot take more descriptors than this. Ten covers a kubelet's liveness and
+/// readiness probes (a connection each per period), a pair of Prometheus servers keeping
+/// theirs open, and an operator's `curl`, with room to spare; HAProxy's stats socket defaults
+/// to the same ten (`stats maxconn`).
+pub const ADMIN_CONNECTIONS: usize = 10;
+
 /// Close connections with no traffic in either direction for this long. Five minutes outlives
 /// interactive pauses and still reclaims descriptors from peers that vanished silently.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -11,6 +11,9 @@
 //!    [`Server`](crate::server::Server)).
 //! 3. **Accept** from ready listeners until `WouldBlock`, the connection limit, or descriptor
 //!    exhaustion (which pauses accepting on a timer). Existing connections were served first.
+//!    Client listeners share the `--max-connections` cap; a listener given an allowance of
+//!    its own (the admin endpoint) counts against that instead, so the operator's probes are
+//!    answered when the clients' cap is full (see `Pool`).
 //! 4. **Run queue**: connections that used up their budget last turn run again, without an
 //!    event, so a budget never loses a wakeup.
 //! 5. **Deadlines** that came due are handed to their connections.
@@ -135,6 +138,9 @@ pub(crate) struct Bound {
     pub(crate) name: String,
     /// Connections start with a PROXY protocol header (TCP only).
     pub(crate) proxy: bool,
+    /// Connections count against an allowance of this many of their own instead of the
+    /// clients' cap (TCP only): the admin endpoint's.
+    pub(crate) allowance: Option<usize>,
 }
 
 /// How [`EventLoop::run`] ended.
@@ -240,6 +246,8 @@ struct Slot {
     conn: Connection<TcpStream>,
     /// Which endpoint accepted it: its counters are that endpoint's.
     endpoint: usize,
+    /// Which allowance it counts against.
+    pool: usize,
     /// The interest currently registered with the poller.
     registered: Interest,
     /// Already on the run queue.
@@ -278,6 +286,37 @@ impl TurnKit {
     }
 }
 
+/// Connection slots that listeners draw from: the clients' cap (`--max-connections`, this
+/// loop's share of it), shared by every client listener, or the allowance of a listener that
+/// has its own (the admin endpoint, [`ADMIN_CONNECTIONS`](crate::config::ADMIN_CONNECTIONS)).
+/// A listener whose pool is full leaves its clients in the kernel backlog; the others go on
+/// accepting. The slab holds every pool's connections.
+struct Pool {
+    /// What its limit is called in the log.
+    name: String,
+    /// The most connections open at once.
+    limit: usize,
+    /// Connections open now.
+    open: usize,
+    /// Accepting stopped at the limit (counted and logged once per stop).
+    full: bool,
+}
+
+impl Pool {
+    fn new(name: String, limit: usize) -> Pool {
+        Pool {
+            name,
+            limit,
+            open: 0,
+            full: false,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.open < self.limit
+    }
+}
+
 /// Accept pausing after resource exhaustion, and its rate-limited log.
 #[derive(Default)]
 struct AcceptPause {
@@ -302,7 +341,8 @@ pub struct EventLoop {
     clock: Clock,
     now: Time,
     kit: TurnKit,
-    max_connections: usize,
+    /// Connection allowances: the clients' cap first, then any listener's own.
+    pools: Vec<Pool>,
     stream_options: StreamOptions,
     /// `--server-id`, for services that tell which backend answered.
     server_id: Arc<str>,
@@ -310,8 +350,6 @@ pub struct EventLoop {
     proxy_from: TrustList,
     drain_timeout: Duration,
     accept_pause: AcceptPause,
-    /// Accepting stopped at the connection limit.
-    at_limit: bool,
     /// Set once draining: the drain deadline.
     draining: Option<Time>,
     shared: Arc<Shared>,
@@ -334,6 +372,7 @@ impl EventLoop {
                     handler,
                     name: spec.service.name().to_string(),
                     proxy: spec.proxy,
+                    allowance: None,
                 })
             })
             .collect::<io::Result<Vec<Bound>>>()?;
@@ -361,6 +400,7 @@ impl EventLoop {
                     handler,
                     name: name.to_string(),
                     proxy: false,
+                    allowance: None,
                 })
             })
             .collect::<io::Result<Vec<Bound>>>()?;
@@ -368,7 +408,7 @@ impl EventLoop {
     }
 
     /// Builds loop number `index` around sockets already bound, serving at most
-    /// `max_connections` at once.
+    /// `max_connections` clients at once (and any listener's own allowance besides).
     pub(crate) fn assemble(
         config: &Config,
         index: usize,
@@ -378,11 +418,13 @@ impl EventLoop {
         let poll = Poll::new()?;
         let (mut listeners, mut datagrams, mut local_addrs) = (Vec::new(), Vec::new(), Vec::new());
         let mut described = Vec::new();
+        let mut pools = vec![Pool::new("connection".into(), max_connections)];
         for Bound {
             socket,
             handler,
             name,
             proxy,
+            allowance,
         } in endpoints
         {
             let endpoint = described.len();
@@ -390,6 +432,10 @@ impl EventLoop {
                 Handler::Stream(factory) => {
                     let mut l = Listener::from_socket(socket, config.backlog, factory, endpoint)?;
                     l.proxy = proxy;
+                    if let Some(limit) = allowance {
+                        l.pool = pools.len();
+                        pools.push(Pool::new(format!("{name} connection"), limit));
+                    }
                     let token = loop_token(listeners.len());
                     poll.registry()
                         .register(l.source(), token, Interest::READABLE)?;
@@ -432,7 +478,7 @@ impl EventLoop {
             local_addrs,
             // Reserve the whole slab up front: the untouched part costs address space, not
             // memory, and the slab never stalls the loop to copy itself while growing.
-            conns: Slab::with_capacity(max_connections),
+            conns: Slab::with_capacity(pools.iter().map(|p| p.limit).sum()),
             next_serial: 0,
             run_queue: VecDeque::new(),
             timers: Timers::new(),
@@ -444,13 +490,12 @@ impl EventLoop {
                 out_scratch: Buffer::new(),
                 stats,
             },
-            max_connections,
+            pools,
             stream_options: config.stream,
             server_id: Arc::from(config.server_id.as_str()),
             proxy_from: config.proxy_from.clone(),
             drain_timeout: config.drain_timeout,
             accept_pause: AcceptPause::default(),
-            at_limit: false,
             draining: None,
             shared,
             handled_requests: 0,
@@ -500,7 +545,11 @@ impl EventLoop {
     /// deadline of any kind.
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.run_queue.is_empty()
-            || self.may_accept() && self.listeners.iter().any(|l| l.ready)
+            || self.may_accept()
+                && self
+                    .listeners
+                    .iter()
+                    .any(|l| l.ready && self.pools[l.pool].has_room())
             || self.datagrams.iter().any(UdpEndpoint::has_work)
         {
             return Some(Duration::ZERO);
@@ -599,6 +648,7 @@ impl EventLoop {
             self.kit.stats[slot.endpoint].closed(CloseReason::Forced);
         }
         self.conns.clear();
+        self.pools.iter_mut().for_each(|p| p.open = 0);
         Some(Exit::DrainTimeout { forced })
     }
 
@@ -655,6 +705,7 @@ impl EventLoop {
     /// rejected later by their serial.
     fn remove(&mut self, key: usize, reason: CloseReason) {
         let mut slot = self.conns.remove(key);
+        self.pools[slot.pool].open -= 1;
         let token = conn_token(key, slot.conn.id());
         self.timers.disarm(&mut slot.conn.timer, token);
         debug!("conn {}: closed ({reason:?})", slot.conn.id());
@@ -726,10 +777,9 @@ impl EventLoop {
         }
     }
 
+    /// Accepting is on: not draining, not paused (each listener's pool is asked besides).
     fn may_accept(&self) -> bool {
-        self.draining.is_none()
-            && self.conns.len() < self.max_connections
-            && self.accept_pause.until.is_none()
+        self.draining.is_none() && self.accept_pause.until.is_none()
     }
 
     /// Accepts from every ready listener, within the limits.
@@ -744,20 +794,20 @@ impl EventLoop {
         }
         for i in 0..self.listeners.len() {
             let mut budget = ACCEPT_BUDGET;
+            let pool = self.listeners[i].pool;
             while self.listeners[i].ready && budget > 0 {
-                if self.conns.len() >= self.max_connections {
+                let p = &mut self.pools[pool];
+                if !p.has_room() {
                     // Leave the rest in the kernel backlog; `ready` stays set, so the first
-                    // close lets the next turn accept again.
-                    if !self.at_limit {
-                        self.at_limit = true;
+                    // close lets the next turn accept again. Listeners drawing from another
+                    // pool (the admin endpoint) go on accepting.
+                    if !p.full {
+                        p.full = true;
                         let endpoint = self.listeners[i].endpoint();
                         Stats::incr(&self.kit.stats[endpoint].accept_limit_stops);
-                        info!(
-                            "connection limit ({}) reached; pausing accept",
-                            self.max_connections
-                        );
+                        info!("{} limit ({}) reached; pausing accept", p.name, p.limit);
                     }
-                    return;
+                    break;
                 }
                 budget -= 1;
                 match self.listeners[i].accept() {
@@ -771,9 +821,9 @@ impl EventLoop {
                 }
             }
         }
-        if self.at_limit && self.conns.len() < self.max_connections {
-            self.at_limit = false;
-            debug!("below the connection limit; accepting again");
+        for p in self.pools.iter_mut().filter(|p| p.full && p.has_room()) {
+            p.full = false;
+            debug!("below the {} limit; accepting again", p.name);
         }
     }
 
@@ -798,7 +848,8 @@ impl EventLoop {
         }
     }
 
-    /// Sets up an accepted stream: options, service, greeting, registration, deadline.
+    /// Sets up an accepted stream: options, service, greeting, registration, deadline. It
+    /// takes a slot of its listener's pool once it is in the slab.
     fn add(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
         let peer = listener::canonical(peer);
         if let Err(e) = listener::configure_stream(&stream, &self.stream_options) {
@@ -811,7 +862,7 @@ impl EventLoop {
         }
         let serial = self.next_serial;
         let l = &self.listeners[listener];
-        let endpoint = l.endpoint();
+        let (endpoint, pool) = (l.endpoint(), l.pool);
         let stats = &self.kit.stats[endpoint];
         stats.opened();
         let mut conn = if l.proxy {
@@ -869,9 +920,11 @@ impl EventLoop {
         entry.insert(Slot {
             conn,
             endpoint,
+            pool,
             registered,
             queued: false,
         });
+        self.pools[pool].open += 1;
         self.after_turn(key, turn);
     }
 }

@@ -49,6 +49,9 @@ pub struct Listener {
     pub(crate) proxy: bool,
     /// A readable edge was seen and the backlog may not be empty yet.
     pub(crate) ready: bool,
+    /// Which of the loop's connection allowances its connections count against (0, the
+    /// clients' cap, unless the loop gave it one of its own).
+    pub(crate) pool: usize,
 }
 
 impl Listener {
@@ -83,6 +86,7 @@ impl Listener {
             // A client may connect before the first poll; the registration reports it, but
             // checking once costs one accept() and makes no assumption about that.
             ready: true,
+            pool: 0,
         })
     }
 

@@ -7,9 +7,10 @@
 
 use std::io;
 
-/// Descriptors kept free for everything that is not a connection: standard streams, the
-/// poller, the waker, the signal pipe, listeners, and log files. Generous, because running
-/// out of descriptors turns accept into a pause loop.
+/// Descriptors kept free for everything that is not a client connection: standard streams,
+/// the poller, the waker, the signal pipe, listeners, log files, and the admin endpoint's own
+/// allowance ([`ADMIN_CONNECTIONS`](crate::config::ADMIN_CONNECTIONS)). Generous, because
+/// running out of descriptors turns accept into a pause loop.
 pub const RESERVED_DESCRIPTORS: u64 = 32;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new soft limit.

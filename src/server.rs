@@ -37,7 +37,7 @@ use log::{error, info, warn, Level};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::admin::{self, AdminState};
-use crate::config::{connection_share, Config};
+use crate::config::{connection_share, Config, ADMIN_CONNECTIONS};
 use crate::event_loop::{Bound, Endpoint, EventLoop, Exit, Handle};
 use crate::listener;
 use crate::logging::{log_with_fields, Fields};
@@ -111,7 +111,8 @@ pub enum Origin {
 pub enum Serve {
     /// A service handler, on every loop.
     Handler(Handler),
-    /// The admin endpoint (`/metrics`, `/healthz`, `/readyz`), on the first loop only.
+    /// The admin endpoint (`/metrics`, `/healthz`, `/readyz`), on the first loop only, with
+    /// an allowance of [`ADMIN_CONNECTIONS`] apart from the clients' cap.
     Admin,
 }
 
@@ -181,9 +182,13 @@ impl Server {
         let admin = Arc::new(AdminState::default());
         let mut per_loop: Vec<Vec<Bound>> = (0..n).map(|_| Vec::new()).collect();
         for spec in endpoints {
-            let (handler, copies) = match spec.serve {
-                Serve::Handler(handler) => (handler, n),
-                Serve::Admin => (Handler::Stream(admin::factory(Arc::clone(&admin))), 1),
+            let (handler, copies, allowance) = match spec.serve {
+                Serve::Handler(handler) => (handler, n, None),
+                Serve::Admin => (
+                    Handler::Stream(admin::factory(Arc::clone(&admin))),
+                    1,
+                    Some(ADMIN_CONNECTIONS),
+                ),
             };
             let sockets = match spec.origin {
                 Origin::Bind(addr) => listener::bind_group(addr, handler.socket_type(), copies)?,
@@ -201,6 +206,7 @@ impl Server {
                     handler: handler.clone(),
                     name: spec.name.clone(),
                     proxy: spec.proxy,
+                    allowance,
                 });
             }
         }

@@ -1,13 +1,16 @@
-//! The connection cap leaves extra clients in the kernel backlog until a slot frees.
+//! The connection cap leaves extra clients in the kernel backlog until a slot frees; the
+//! admin endpoint has an allowance of its own, so the probes answer at the cap.
 
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::time::Duration;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use common::*;
-use loopd::config::Config;
+use loopd::config::{Config, ADMIN_CONNECTIONS};
 use loopd::service::Builtin;
+use loopd::stats::Snapshot;
 
 /// With max 10, the 11th client is served only after one of the ten leaves, and the ten are
 /// unaffected throughout.
@@ -110,4 +113,125 @@ fn tricklers_cannot_hold_the_cap() {
     );
     let s = server.stats();
     assert!(s.closed_request_timeout >= 1, "{s}");
+}
+
+/// A server serving echo and the admin endpoint on ephemeral loopback ports, with at most
+/// `cap` client connections.
+fn echo_and_admin(cap: usize) -> (TestServer, SocketAddr) {
+    let config = Config {
+        max_connections: cap,
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::default()
+    };
+    let server = TestServer::start(config, &[Builtin::Echo]);
+    let admin = server.addrs[1];
+    (server, admin)
+}
+
+/// The admin endpoint's own counters.
+fn admin_stats(server: &TestServer) -> Snapshot {
+    let endpoints = server.handle.loops()[0].endpoints();
+    let admin = endpoints.iter().find(|e| e.service == "admin").unwrap();
+    admin.stats.snapshot()
+}
+
+/// Sends `GET path` on `c` and reads the response to its end, failing after `limit`.
+fn get_within(c: &mut TcpStream, path: &str, limit: Duration) -> HttpResponse {
+    c.set_read_timeout(Some(limit)).unwrap();
+    c.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    if let Err(e) = c.read_to_end(&mut reply) {
+        panic!("{path} not answered within {limit:?} ({e}): got {reply:?}");
+    }
+    parse_response(&reply)
+}
+
+/// With the client cap filled by clients that never send, the probes still answer:
+/// `/healthz` within 100 ms, `/readyz` with 200 (a full server is not a draining one: new
+/// clients wait in the backlog), and `/metrics`.
+#[test]
+fn probes_answer_at_the_cap() {
+    const CAP: usize = 2;
+    let (server, admin) = echo_and_admin(CAP);
+    let silent: Vec<_> = (0..CAP).map(|_| connect(server.addr())).collect();
+    server.wait_stats("the cap is full", |s| s.active == CAP as u64);
+
+    let started = Instant::now();
+    let mut probe = connect(admin);
+    let health = get_within(&mut probe, "/healthz", Duration::from_secs(2));
+    let waited = started.elapsed();
+    assert_eq!(health.status, 200);
+    assert!(
+        waited < Duration::from_millis(100),
+        "/healthz answered only after {waited:?}"
+    );
+    assert_eq!(
+        http_get(admin, "/readyz").status,
+        200,
+        "full is not draining"
+    );
+    let metrics = http_get(admin, "/metrics");
+    assert_eq!(metrics.status, 200);
+    let echo = format!("service=\"echo\",listener=\"{}\"", server.addr());
+    assert_eq!(
+        metric(
+            &metrics.body,
+            &format!("loopd_connections_active{{{echo}}}")
+        ),
+        Some(CAP as f64)
+    );
+    // The clients' cap still holds: a third client waits in the backlog.
+    let mut third = connect(server.addr());
+    third.write_all(b"waiting").unwrap();
+    let mut c = connect(admin);
+    assert_eq!(get_within(&mut c, "/healthz", PATIENCE).status, 200);
+    assert_eq!(
+        server.stats().accepted - admin_stats(&server).accepted,
+        CAP as u64,
+        "a client was accepted above the cap"
+    );
+    drop(silent);
+    assert_eq!(read_n(&mut third, 7), b"waiting");
+}
+
+/// Admin connections have an allowance of their own, and it is bounded: beyond it they wait
+/// in the backlog like clients beyond the cap, while clients are served; when one admin
+/// connection leaves, the waiting one is answered.
+#[test]
+fn admin_allowance_is_bounded() {
+    let (server, admin) = echo_and_admin(100);
+    let mut held: Vec<_> = (0..ADMIN_CONNECTIONS).map(|_| connect(admin)).collect();
+    wait_until("the admin allowance is full", || {
+        (admin_stats(&server).active == ADMIN_CONNECTIONS as u64).then_some(())
+    });
+    let mut extra = connect(admin);
+    extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Clients are served meanwhile; each round trip is a full loop turn after the extra
+    // admin connection arrived.
+    let mut client = connect(server.addr());
+    for i in 0..3 {
+        round_trip(&mut client, &pattern(i, 100));
+    }
+    assert_eq!(
+        admin_stats(&server).accepted,
+        ADMIN_CONNECTIONS as u64,
+        "an admin connection was accepted beyond the allowance"
+    );
+    extra
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    match extra.read(&mut [0; 64]) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("answered beyond the allowance: {other:?}"),
+    }
+    drop(held.pop());
+    let mut reply = Vec::new();
+    extra.set_read_timeout(Some(PATIENCE)).unwrap();
+    extra.read_to_end(&mut reply).unwrap();
+    assert_eq!(parse_response(&reply).status, 200);
 }

@@ -45,8 +45,9 @@ struct Args {
     #[arg(long, value_name = "LIST", value_parser = |s: &str| parse_cpu_list(s).map(CpuList), env = "LOOPD_PIN_CPUS")]
     pin_cpus: Option<CpuList>,
 
-    /// Connections served at once, in all loops together; more wait in the kernel backlog.
-    /// Lowered at start-up if the open-files limit cannot hold them.
+    /// Client connections served at once, in all loops together; more wait in the kernel
+    /// backlog (the admin endpoint has 10 of its own besides, so the probes answer at the
+    /// cap). Lowered at start-up if the open-files limit cannot hold them.
     #[arg(
         long,
         value_name = "N",
