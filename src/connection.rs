@@ -252,9 +252,6 @@ pub struct Connection<S> {
     partial_since: Option<Time>,
     /// The service has produced its last byte.
     finished: bool,
-    /// Why the connection is ending, when that was decided before the close itself (a
-    /// request timeout closes gracefully, through lingering, but is counted as itself).
-    ending: Option<CloseReason>,
 }
 
 impl<S: Socket> Connection<S> {
@@ -288,7 +285,6 @@ impl<S: Socket> Connection<S> {
             held_for_room: false,
             partial_since: None,
             finished: false,
-            ending: None,
         }
     }
 
@@ -399,6 +395,11 @@ impl<S: Socket> Connection<S> {
     /// The loop's timer came due: closes the connection if one of its deadlines has passed.
     /// Applies exactly the rules of [`Connection::deadline`] for the current state, so a
     /// stale entry (armed before a state change) can never close it for the wrong reason.
+    ///
+    /// Each reason ends the connection its own way (the table is in `docs/05-closing.md`):
+    /// lingering ends with a plain close; a write stall and a request timeout reset (the peer
+    /// stopped reading, or is too slow to send, and no reply is owed); the idle timeout closes
+    /// with FIN (a quiet peer has nothing unread to be reset over).
     pub fn on_deadline(&mut self, cx: &mut Context<'_>) -> Turn {
         let (now, l) = (cx.now, cx.limits);
         let expired = |since: Time, d: Option<Duration>| d.is_some_and(|d| now >= since.after(d));
@@ -434,13 +435,18 @@ impl<S: Socket> Connection<S> {
                 .request_started()
                 .is_some_and(|since| expired(since, l.request_timeout)) =>
             {
+                // Nothing here for a lingering close to protect: the request was never
+                // answered, and the replies to earlier ones left at least the request timeout
+                // ago. Lingering would keep the slot while the peer goes on trickling — the
+                // very client this timeout is for — so the slot is freed now, with RST.
                 info!(
-                    "conn {}: request incomplete after {:?} ({} bytes held); closing",
+                    "conn {}: request incomplete after {:?} ({} bytes held); resetting",
                     self.id,
                     l.request_timeout.unwrap_or_default(),
                     self.input.len()
                 );
-                return self.close_gracefully(cx, CloseReason::RequestTimeout);
+                self.socket.set_abortive();
+                Some(CloseReason::RequestTimeout)
             }
             _ => expired(self.last_active, l.idle_timeout).then(|| {
                 debug!("conn {}: idle timeout", self.id);
@@ -451,14 +457,6 @@ impl<S: Socket> Connection<S> {
             Some(reason) => self.close(reason, now),
             None => Turn::Wait,
         }
-    }
-
-    /// Ends the conversation from our side for `reason`: replies already produced are
-    /// flushed, then FIN and lingering close, as when a service finishes. The reason is
-    /// counted when the connection finally closes, by the close that ends the lingering.
-    fn close_gracefully(&mut self, cx: &mut Context<'_>, reason: CloseReason) -> Turn {
-        self.ending = Some(reason);
-        self.shut_down(cx)
     }
 
     /// The readiness to register for, derived from the state. `None` when nothing is wanted
@@ -484,7 +482,7 @@ impl<S: Socket> Connection<S> {
 
     fn close(&mut self, reason: CloseReason, now: Time) -> Turn {
         self.set_state(State::Closed, now);
-        Turn::Closed(self.ending.take().unwrap_or(reason))
+        Turn::Closed(reason)
     }
 
     fn end_turn(

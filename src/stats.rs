@@ -26,7 +26,8 @@ pub enum CloseReason {
     LingerTimeout,
     /// The service broke its contract (kept too much input unconsumed).
     Protocol,
-    /// A partial request was not completed within the request timeout; closed gracefully.
+    /// A partial request was not completed within the request timeout; aborted with RST (no
+    /// reply is owed, so no lingering holds the slot).
     RequestTimeout,
     /// Still open at the end of the drain timeout on shutdown; aborted.
     Forced,

@@ -115,6 +115,60 @@ fn tricklers_cannot_hold_the_cap() {
     assert!(s.closed_request_timeout >= 1, "{s}");
 }
 
+/// At a cap of 50 filled by fifty clients trickling one byte a second into the line service,
+/// with `--request-timeout 2s` and the default 5 s linger timeout, a new client is served
+/// within 3 s: a connection closed by the request timeout has no reply to protect, so it
+/// gives its slot back at once instead of lingering while its peer keeps trickling.
+#[test]
+fn timed_out_tricklers_free_their_slots_at_once() {
+    const CAP: usize = 50;
+    let mut config = Config {
+        max_connections: CAP,
+        ..Config::default()
+    };
+    config.limits.request_timeout = Some(Duration::from_secs(2));
+    let server = TestServer::start(config, &[Builtin::Line]);
+    let mut tricklers: Vec<_> = (0..CAP).map(|_| connect(server.addr())).collect();
+    for t in &mut tricklers {
+        t.write_all(b"P").unwrap();
+    }
+    server.wait_stats("the cap is full", |s| s.active == CAP as u64);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            // One byte a second each, bounded by PATIENCE; a write fails once the server has
+            // closed that connection.
+            let until = Instant::now() + PATIENCE;
+            let mut next = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                if Instant::now() >= next {
+                    for t in &mut tricklers {
+                        let _ = t.write_all(b"I");
+                    }
+                    next += Duration::from_secs(1);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut c = connect(server.addr());
+    c.write_all(b"PING\n").unwrap();
+    assert_eq!(read_n(&mut c, 6), b"PONG\r\n");
+    let waited = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickle.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(3),
+        "a new client was served only after {waited:?}"
+    );
+    let s = server.wait_stats("every trickler closed", |s| {
+        s.closed_request_timeout == CAP as u64
+    });
+    assert_eq!(s.closed_linger_timeout, 0, "{s}");
+}
+
 /// A server serving echo and the admin endpoint on ephemeral loopback ports, with at most
 /// `cap` client connections.
 fn echo_and_admin(cap: usize) -> (TestServer, SocketAddr) {

@@ -71,8 +71,9 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "LOOPD_LINGER_TIMEOUT")]
     linger_timeout: Duration,
 
-    /// line and frame services: close a connection whose partial request has been arriving
-    /// for this long, so slow clients cannot hold every slot.
+    /// line and frame services: reset a connection whose partial request has been arriving
+    /// for this long, so slow clients cannot hold every slot (no lingering: nothing is owed
+    /// to them).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "LOOPD_REQUEST_TIMEOUT")]
     request_timeout: Duration,
 

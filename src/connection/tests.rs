@@ -705,6 +705,22 @@ mod lingering {
         assert_eq!(rig.deadline(), Turn::Closed(CloseReason::LingerTimeout));
     }
 
+    /// A peer that keeps sending after our FIN (a trickler answered with a protocol error)
+    /// does not extend lingering: the linger deadline counts from our FIN, not from the
+    /// peer's last byte, so the slot comes back at the linger timeout whatever it sends.
+    #[test]
+    fn trickling_does_not_extend_lingering() {
+        let mut rig = daytime_lingering();
+        for second in 1..5 {
+            rig.now = Time(second * 1_000);
+            rig.send(b"x");
+            assert_eq!(rig.readable(), Turn::Wait);
+            assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(5_000)));
+        }
+        rig.now = Time(5_000);
+        assert_eq!(rig.deadline(), Turn::Closed(CloseReason::LingerTimeout));
+    }
+
     /// A lingering connection wants only READABLE.
     #[test]
     fn wants_read_only() {
@@ -849,9 +865,10 @@ mod output_contract {
 mod request_timeout {
     use super::*;
 
-    /// A partial request that is still incomplete at the request timeout ends the
-    /// conversation gracefully (FIN, lingering), counted as a request timeout; bytes that
-    /// trickle in do not move the deadline.
+    /// A partial request that is still incomplete at the request timeout is reset at once,
+    /// counted as a request timeout: no FIN and no lingering, since no reply is owed to it and
+    /// lingering would keep the slot while the peer trickles on. Bytes that trickle in do not
+    /// move the deadline.
     #[test]
     fn partial_request_times_out() {
         let mut rig = Rig::new(Box::new(Lines));
@@ -864,11 +881,9 @@ mod request_timeout {
         rig.readable();
         assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(30_000)));
         rig.now = Time(30_000);
-        assert_eq!(rig.deadline(), Turn::Wait);
-        assert!(rig.sock().fin);
-        assert_eq!(rig.conn.state(), State::Lingering);
-        rig.send_fin();
-        assert_eq!(rig.readable(), Turn::Closed(CloseReason::RequestTimeout));
+        assert_eq!(rig.deadline(), Turn::Closed(CloseReason::RequestTimeout));
+        assert!(rig.sock().abortive, "reset, not lingering");
+        assert!(!rig.sock().fin);
     }
 
     /// Completing the request stops the clock; a new partial request starts it again.
