@@ -160,6 +160,15 @@ pub enum Exit {
     },
 }
 
+/// What an endpoint carries: which of its counters can move, and so which the metrics show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A TCP listener: connections.
+    Tcp,
+    /// A UDP socket: datagrams.
+    Udp,
+}
+
 /// One endpoint of a loop (a TCP listener or a UDP socket): what it is and its counters.
 /// Written only by the loop; anyone holding a [`Handle`] reads it.
 #[derive(Debug, Clone)]
@@ -168,6 +177,8 @@ pub struct Endpoint {
     pub service: String,
     /// The address bound.
     pub addr: SocketAddr,
+    /// TCP or UDP.
+    pub transport: Transport,
     /// Its connections start with a PROXY protocol header.
     pub proxy: bool,
     /// Its counters: connections accepted and closed on it, bytes and datagrams through it.
@@ -428,6 +439,10 @@ impl EventLoop {
         } in endpoints
         {
             let endpoint = described.len();
+            let transport = match handler {
+                Handler::Stream(_) => Transport::Tcp,
+                Handler::Datagram(_) => Transport::Udp,
+            };
             let addr = match handler {
                 Handler::Stream(factory) => {
                     let mut l = Listener::from_socket(socket, config.backlog, factory, endpoint)?;
@@ -457,6 +472,7 @@ impl EventLoop {
             described.push(Endpoint {
                 service: name,
                 addr,
+                transport,
                 proxy,
                 stats: Arc::new(Stats::default()),
             });

@@ -12,13 +12,19 @@
 //! family without help text. The tests hold this encoder to promtool and to a real Prometheus
 //! server.
 //!
+//! Each endpoint is given only the families that can move for it: connection, close, accept
+//! and backpressure families for TCP listeners, datagram families for UDP endpoints, bytes for
+//! both, PROXY outcomes for `,proxy` listeners. Which series exist follows from the endpoints
+//! alone, never from what has happened, so they are the same from the first scrape and across
+//! restarts.
+//!
 //! Reading the counters costs the loops nothing: each loop's counters are relaxed atomics it
 //! already keeps; a scrape loads them, and no lock or extra atomic is added per message.
 
 use std::fmt::{self, Display, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::event_loop::Endpoint;
+use crate::event_loop::{Endpoint, Transport};
 use crate::stats::Snapshot;
 
 /// A metric family's type.
@@ -99,83 +105,126 @@ pub struct EndpointSample<'a> {
 /// A counter or gauge read off a [`Snapshot`].
 type Field = fn(&Snapshot) -> u64;
 
-/// Every per-endpoint family: name, help, kind, and how to read it.
-const FAMILIES: &[(&str, &str, Kind, Field)] = &[
-    (
-        "loopd_connections_accepted_total",
-        "TCP connections accepted.",
-        Kind::Counter,
-        |s| s.accepted,
-    ),
-    (
-        "loopd_connections_active",
-        "TCP connections open now.",
-        Kind::Gauge,
-        |s| s.active,
-    ),
-    (
-        "loopd_received_bytes_total",
-        "Bytes read and handed to services (TCP and UDP).",
-        Kind::Counter,
-        |s| s.bytes_in,
-    ),
-    (
-        "loopd_sent_bytes_total",
-        "Bytes written and accepted by the kernel (TCP and UDP).",
-        Kind::Counter,
-        |s| s.bytes_out,
-    ),
-    (
-        "loopd_discarded_bytes_total",
-        "Bytes read and dropped while closing or lingering.",
-        Kind::Counter,
-        |s| s.bytes_discarded,
-    ),
-    (
-        "loopd_backpressure_pauses_total",
-        "Times a connection stopped reading because its pending output reached the high watermark.",
-        Kind::Counter,
-        |s| s.backpressure_pauses,
-    ),
-    (
-        "loopd_pending_output_peak_bytes",
-        "The largest pending output seen on one connection.",
-        Kind::Gauge,
-        |s| s.peak_pending_output,
-    ),
-    (
-        "loopd_accept_pauses_total",
-        "Times accepting paused because descriptors or memory ran out.",
-        Kind::Counter,
-        |s| s.accept_pauses,
-    ),
-    (
-        "loopd_accept_limit_stops_total",
-        "Times accepting stopped at the connection limit.",
-        Kind::Counter,
-        |s| s.accept_limit_stops,
-    ),
-    (
-        "loopd_datagrams_received_total",
-        "UDP datagrams received.",
-        Kind::Counter,
-        |s| s.datagrams_in,
-    ),
-    (
-        "loopd_datagrams_sent_total",
-        "UDP datagrams sent.",
-        Kind::Counter,
-        |s| s.datagrams_out,
-    ),
-    (
-        "loopd_datagrams_dropped_total",
-        "UDP replies dropped: the reply queue was full, or the send failed.",
-        Kind::Counter,
-        |s| s.datagrams_dropped,
-    ),
+/// Which endpoints a family is written for: only those of a transport where it can move. A
+/// datagram counter on a TCP listener, or a connection counter on a UDP socket, would be zero
+/// by construction, and a reader would have to know that to ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moves {
+    /// TCP listeners only.
+    Tcp,
+    /// UDP endpoints only.
+    Udp,
+    /// Both.
+    Both,
+}
+
+impl Moves {
+    fn on(self, transport: Transport) -> bool {
+        matches!(
+            (self, transport),
+            (Moves::Both, _) | (Moves::Tcp, Transport::Tcp) | (Moves::Udp, Transport::Udp)
+        )
+    }
+}
+
+/// One per-endpoint family: name, help, type, where it can move, and how to read it.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    moves: Moves,
+    field: Field,
+}
+
+/// Every per-endpoint family with one sample per endpoint.
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "loopd_connections_accepted_total",
+        help: "TCP connections accepted.",
+        kind: Kind::Counter,
+        moves: Moves::Tcp,
+        field: |s| s.accepted,
+    },
+    Family {
+        name: "loopd_connections_active",
+        help: "TCP connections open now.",
+        kind: Kind::Gauge,
+        moves: Moves::Tcp,
+        field: |s| s.active,
+    },
+    Family {
+        name: "loopd_received_bytes_total",
+        help: "Bytes read and handed to services (TCP and UDP).",
+        kind: Kind::Counter,
+        moves: Moves::Both,
+        field: |s| s.bytes_in,
+    },
+    Family {
+        name: "loopd_sent_bytes_total",
+        help: "Bytes written and accepted by the kernel (TCP and UDP).",
+        kind: Kind::Counter,
+        moves: Moves::Both,
+        field: |s| s.bytes_out,
+    },
+    Family {
+        name: "loopd_discarded_bytes_total",
+        help: "Bytes read and dropped while closing or lingering.",
+        kind: Kind::Counter,
+        moves: Moves::Tcp,
+        field: |s| s.bytes_discarded,
+    },
+    Family {
+        name: "loopd_backpressure_pauses_total",
+        help: "Times a connection stopped reading because its pending output reached the high watermark.",
+        kind: Kind::Counter,
+        moves: Moves::Tcp,
+        field: |s| s.backpressure_pauses,
+    },
+    Family {
+        name: "loopd_pending_output_peak_bytes",
+        help: "The largest pending output seen on one connection.",
+        kind: Kind::Gauge,
+        moves: Moves::Tcp,
+        field: |s| s.peak_pending_output,
+    },
+    Family {
+        name: "loopd_accept_pauses_total",
+        help: "Times accepting paused because descriptors or memory ran out.",
+        kind: Kind::Counter,
+        moves: Moves::Tcp,
+        field: |s| s.accept_pauses,
+    },
+    Family {
+        name: "loopd_accept_limit_stops_total",
+        help: "Times accepting stopped at the connection limit.",
+        kind: Kind::Counter,
+        moves: Moves::Tcp,
+        field: |s| s.accept_limit_stops,
+    },
+    Family {
+        name: "loopd_datagrams_received_total",
+        help: "UDP datagrams received.",
+        kind: Kind::Counter,
+        moves: Moves::Udp,
+        field: |s| s.datagrams_in,
+    },
+    Family {
+        name: "loopd_datagrams_sent_total",
+        help: "UDP datagrams sent.",
+        kind: Kind::Counter,
+        moves: Moves::Udp,
+        field: |s| s.datagrams_out,
+    },
+    Family {
+        name: "loopd_datagrams_dropped_total",
+        help: "UDP replies dropped: the reply queue was full, or the send failed.",
+        kind: Kind::Counter,
+        moves: Moves::Udp,
+        field: |s| s.datagrams_dropped,
+    },
 ];
 
-/// Why connections closed, with the counter of each reason.
+/// Why TCP connections closed, with the counter of each reason.
 const CLOSE_REASONS: &[(&str, Field)] = &[
     ("peer", |s| s.closed_peer),
     ("server", |s| s.closed_server),
@@ -201,66 +250,78 @@ const PROXY_OUTCOMES: &[(&str, Field)] = &[
     ("truncated", |s| s.proxy_truncated),
 ];
 
-/// Writes every endpoint family.
+/// Writes every endpoint family, each for the endpoints where it can move. Which families and
+/// label sets appear depends only on the endpoints (the flags), never on what happened, so a
+/// restart with the same flags exports the same series and none appears late.
 pub fn write_endpoints(e: &mut Exposition, samples: &[EndpointSample<'_>]) {
-    let labels = |s: &EndpointSample<'_>, addr: &str, index: &str| -> Vec<(&'static str, String)> {
-        let mut l = vec![
-            ("service", s.endpoint.service.clone()),
-            ("listener", addr.to_string()),
-        ];
-        if s.loop_index.is_some() {
-            l.push(("loop", index.to_string()));
-        }
-        l
-    };
-    let rendered: Vec<(String, String)> = samples
+    let rendered: Vec<Vec<(&str, String)>> = samples
         .iter()
         .map(|s| {
-            (
-                s.endpoint.addr.to_string(),
-                s.loop_index.map(|i| i.to_string()).unwrap_or_default(),
-            )
+            let mut l = vec![
+                ("service", s.endpoint.service.clone()),
+                ("listener", s.endpoint.addr.to_string()),
+            ];
+            if let Some(i) = s.loop_index {
+                l.push(("loop", i.to_string()));
+            }
+            l
         })
         .collect();
-    for (name, help, kind, field) in FAMILIES {
-        e.family(name, help, *kind);
-        for (s, (addr, index)) in samples.iter().zip(&rendered) {
-            let l = labels(s, addr, index);
-            let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            e.sample(name, &l, field(&s.snapshot));
-        }
-    }
-    let labelled = |e: &mut Exposition,
-                    name: &str,
-                    label: &str,
-                    values: &[(&str, Field)],
-                    only_proxy: bool| {
-        for (s, (addr, index)) in samples.iter().zip(&rendered) {
-            if only_proxy && !s.endpoint.proxy {
-                continue;
-            }
-            let base = labels(s, addr, index);
-            for (value, field) in values {
+    // One family: its header, then for each endpoint the samples `values` gives it (an
+    // extra label and its counter, or none). A family no endpoint has samples of is left out
+    // whole.
+    let mut family = |name: &str, help: &str, kind: Kind, values: &dyn Fn(&Endpoint) -> Values| {
+        let mut announced = false;
+        for (s, base) in samples.iter().zip(&rendered) {
+            for (label, field) in values(s.endpoint) {
+                if !announced {
+                    e.family(name, help, kind);
+                    announced = true;
+                }
                 let mut l: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                l.push((label, value));
+                l.extend(label);
                 e.sample(name, &l, field(&s.snapshot));
             }
         }
     };
-    let name = "loopd_connections_closed_total";
-    e.family(name, "TCP connections closed, by reason.", Kind::Counter);
-    labelled(e, name, "reason", CLOSE_REASONS, false);
-    if samples.iter().any(|s| s.endpoint.proxy) {
-        let name = "loopd_proxy_connections_total";
-        e.family(
-            name,
-            "Connections to PROXY protocol listeners, by what their header did: named a \
-             client (proxied), the proxy's own (local), or refused.",
-            Kind::Counter,
-        );
-        labelled(e, name, "outcome", PROXY_OUTCOMES, true);
+    for f in FAMILIES {
+        family(f.name, f.help, f.kind, &|endpoint| {
+            let moves = f.moves.on(endpoint.transport);
+            moves.then_some((None, f.field)).into_iter().collect()
+        });
     }
+    family(
+        "loopd_connections_closed_total",
+        "TCP connections closed, by reason.",
+        Kind::Counter,
+        &|endpoint| {
+            CLOSE_REASONS
+                .iter()
+                .filter(|_| endpoint.transport == Transport::Tcp)
+                // Only a PROXY listener refuses a connection for its header.
+                .filter(|(reason, _)| *reason != "proxy" || endpoint.proxy)
+                .map(|&(reason, field)| (Some(("reason", reason)), field))
+                .collect()
+        },
+    );
+    family(
+        "loopd_proxy_connections_total",
+        "Connections to PROXY protocol listeners, by what their header did: named a \
+         client (proxied), the proxy's own (local), or refused.",
+        Kind::Counter,
+        &|endpoint| {
+            PROXY_OUTCOMES
+                .iter()
+                .filter(|_| endpoint.proxy)
+                .map(|&(outcome, field)| (Some(("outcome", outcome)), field))
+                .collect()
+        },
+    );
 }
+
+/// The samples one endpoint has in a family: each with its extra label, if the family has
+/// one, and its counter.
+type Values = Vec<(Option<(&'static str, &'static str)>, Field)>;
 
 /// The process's own figures, named as Prometheus's client libraries name them. Read from
 /// `/proc/self` on Linux; absent elsewhere.
@@ -405,9 +466,14 @@ mod tests {
     /// Every counter family ends in `_total` and no gauge does.
     #[test]
     fn names_follow_the_conventions() {
-        for (name, _, kind, _) in FAMILIES {
-            assert_eq!(name.ends_with("_total"), *kind == Kind::Counter, "{name}");
-            assert!(name.starts_with("loopd_"), "{name}");
+        for f in FAMILIES {
+            assert_eq!(
+                f.name.ends_with("_total"),
+                f.kind == Kind::Counter,
+                "{}",
+                f.name
+            );
+            assert!(f.name.starts_with("loopd_"), "{}", f.name);
         }
     }
 

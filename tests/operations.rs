@@ -100,6 +100,134 @@ fn metrics_count_what_happened_and_pass_promtool() {
     promtool_accepts(&text);
 }
 
+/// Every sample of a scrape as `(family, labels)`, in order.
+fn series(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let sample = l.rsplit_once(' ').expect("a sample and its value").0;
+            match sample.split_once('{') {
+                Some((name, labels)) => (name.to_string(), labels.trim_end_matches('}').into()),
+                None => (sample.to_string(), String::new()),
+            }
+        })
+        .collect()
+}
+
+/// The families each listener exports, as sorted names.
+fn families_of(series: &[(String, String)], service: &str) -> Vec<String> {
+    let label = format!("service=\"{service}\"");
+    let mut names: Vec<String> = series
+        .iter()
+        .filter(|(_, labels)| labels.split(',').any(|l| l == label))
+        .map(|(name, _)| name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Families only a TCP listener can move.
+const TCP_ONLY: &[&str] = &[
+    "loopd_connections_accepted_total",
+    "loopd_connections_active",
+    "loopd_connections_closed_total",
+    "loopd_discarded_bytes_total",
+    "loopd_backpressure_pauses_total",
+    "loopd_pending_output_peak_bytes",
+    "loopd_accept_pauses_total",
+    "loopd_accept_limit_stops_total",
+];
+
+/// Families only a UDP endpoint can move.
+const UDP_ONLY: &[&str] = &[
+    "loopd_datagrams_received_total",
+    "loopd_datagrams_sent_total",
+    "loopd_datagrams_dropped_total",
+];
+
+/// Each listener exports only the families that can move for its kind — a TCP listener no
+/// datagram counters, a UDP endpoint no connection, close, accept or backpressure counters —
+/// and all of those; the set of series is the same on a fresh start, after traffic, and after
+/// a restart with the same flags; promtool has nothing to say.
+#[test]
+fn metrics_export_only_what_can_move_for_each_listener() {
+    let udp_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (echo, udp, admin): (SocketAddr, SocketAddr, SocketAddr) = (
+        ([127, 0, 0, 1], free_port()).into(),
+        ([127, 0, 0, 1], udp_port).into(),
+        ([127, 0, 0, 1], free_port()).into(),
+    );
+    let args = [
+        "-l".to_string(),
+        format!("echo={echo}"),
+        "-l".into(),
+        format!("udp-echo={udp}"),
+        "--admin".into(),
+        admin.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut daemon = Daemon::start(&args);
+    daemon.addrs();
+    let fresh = series(&http_get(admin, "/metrics").body);
+    assert!(
+        !fresh
+            .iter()
+            .any(|(_, labels)| labels.contains("reason=\"proxy\"")),
+        "a listener without ,proxy exports closes for PROXY headers"
+    );
+    for service in ["echo", "admin"] {
+        let families = families_of(&fresh, service);
+        for name in UDP_ONLY {
+            assert!(
+                !families.contains(&name.to_string()),
+                "{service} exports {name}"
+            );
+        }
+        for name in TCP_ONLY {
+            assert!(
+                families.contains(&name.to_string()),
+                "{service} lacks {name}"
+            );
+        }
+    }
+    let families = families_of(&fresh, "udp-echo");
+    for name in TCP_ONLY {
+        assert!(
+            !families.contains(&name.to_string()),
+            "udp-echo exports {name}"
+        );
+    }
+    for name in UDP_ONLY {
+        assert!(
+            families.contains(&name.to_string()),
+            "udp-echo lacks {name}"
+        );
+    }
+
+    let mut c = connect(echo);
+    round_trip(&mut c, b"tcp");
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(PATIENCE)).unwrap();
+    u.send_to(b"udp", udp).unwrap();
+    u.recv_from(&mut [0; 8]).unwrap();
+    let text = http_get(admin, "/metrics").body;
+    promtool_accepts(&text);
+    assert_eq!(series(&text), fresh, "traffic changed the set of series");
+
+    drop(c);
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    let daemon = Daemon::start(&args);
+    daemon.addrs();
+    let restarted = series(&http_get(admin, "/metrics").body);
+    assert_eq!(restarted, fresh, "a restart changed the set of series");
+}
+
 /// `promtool check metrics` passes `text` with nothing to say.
 fn promtool_accepts(text: &str) {
     let promtool = require("promtool", "prometheus");
