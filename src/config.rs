@@ -97,6 +97,43 @@ pub const MAX_CONNECTIONS_SETTING: usize = 1 << 24;
 /// is off or long; one minute is the common production choice (Redis uses 300 s).
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 
+/// Replies a second one source may draw from a UDP service whose answers outgrow its requests
+/// (udp-chargen, and udp-daytime and udp-time, which answer an empty datagram), after a burst
+/// of as many. A datagram's source is whatever its sender wrote, so without a limit one
+/// forged source makes loopd send its victim whatever a loop can produce — hundreds of
+/// thousands of datagrams a second, chargen's up to 512 bytes each for a 1-byte request —
+/// and a loop with another server on high ports never ends. A person or a test asks these
+/// services a few times; a hundred a second per source is far above that and bounds a victim's
+/// share at about 50 KB/s of chargen per loop. DNS response-rate limiting on authoritative
+/// servers uses a handful a second; loopd is a server people test against, so it is generous.
+pub const DEFAULT_UDP_RATE_LIMIT: u32 = 100;
+
+/// The largest per-source rate limit. A million replies a second to one source limits
+/// nothing a loop can send, and it keeps the interval between two replies at least a
+/// microsecond.
+pub const MAX_UDP_RATE_LIMIT: u32 = 1_000_000;
+
+/// The per-source response rate limits of the UDP services (see [`crate::udp::guard`]),
+/// replies a second; `None` = off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpLimits {
+    /// For services whose answers outgrow their requests ([`DEFAULT_UDP_RATE_LIMIT`]).
+    pub rate_limit: Option<u32>,
+    /// For services whose answers are never larger than their requests (udp-echo). Off by
+    /// default: echo amplifies nothing, and a load tool sending from one address must not be
+    /// throttled. Set it to bound an echo loop with another server.
+    pub echo_rate_limit: Option<u32>,
+}
+
+impl Default for UdpLimits {
+    fn default() -> UdpLimits {
+        UdpLimits {
+            rate_limit: Some(DEFAULT_UDP_RATE_LIMIT),
+            echo_rate_limit: None,
+        }
+    }
+}
+
 /// Socket options applied to every accepted TCP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamOptions {
@@ -284,6 +321,8 @@ pub struct Config {
     pub limits: Limits,
     /// Limits of the framed services.
     pub services: ServiceOptions,
+    /// Per-source response rate limits of the UDP services.
+    pub udp: UdpLimits,
     /// This server's name (`--server-id`): the `line` service's `SERVER` reply, `STATS`, and
     /// the exit line.
     pub server_id: String,
@@ -306,6 +345,7 @@ impl Default for Config {
             stream: StreamOptions::default(),
             limits: Limits::default(),
             services: ServiceOptions::default(),
+            udp: UdpLimits::default(),
             server_id: host_name(),
             proxy_from: TrustList::default(),
         }
@@ -365,6 +405,12 @@ impl fmt::Display for ConfigError {
             ConfigError::Zero(what) => write!(f, "{what} must be greater than zero"),
             ConfigError::TooLarge { flag, value, max } if *flag == "--max-connections" => {
                 write!(f, "{flag} {value} is more than the most allowed, {max}")
+            }
+            ConfigError::TooLarge { flag, value, max } if flag.ends_with("rate-limit") => {
+                write!(
+                    f,
+                    "{flag} {value} is more than {max} replies a second, the most allowed"
+                )
             }
             ConfigError::TooLarge { flag, value, max } if *flag == "--threads" => write!(
                 f,
@@ -449,6 +495,10 @@ impl Config {
         if self.services.max_frame == 0 {
             return Err(ConfigError::Zero("max frame"));
         }
+        if self.udp.rate_limit == Some(0) || self.udp.echo_rate_limit == Some(0) {
+            // Off is `None`; a limit of zero would answer nobody.
+            return Err(ConfigError::Zero("a UDP rate limit"));
+        }
         let frame_max = MAX_SIZE_SETTING.min(u32::MAX as usize);
         for (flag, value, max) in [
             ("--high-watermark", l.high_watermark, MAX_SIZE_SETTING),
@@ -465,6 +515,16 @@ impl Config {
                 "--max-connections",
                 self.max_connections,
                 MAX_CONNECTIONS_SETTING,
+            ),
+            (
+                "--udp-rate-limit",
+                self.udp.rate_limit.unwrap_or(0) as usize,
+                MAX_UDP_RATE_LIMIT as usize,
+            ),
+            (
+                "--udp-echo-rate-limit",
+                self.udp.echo_rate_limit.unwrap_or(0) as usize,
+                MAX_UDP_RATE_LIMIT as usize,
             ),
         ] {
             if value > max {
@@ -654,6 +714,25 @@ mod tests {
         let mut c = Config::default();
         c.services.max_frame = MAX_SIZE_SETTING;
         c.validate().expect("the largest setting is allowed");
+    }
+
+    /// A UDP rate limit is off (`None`) or between 1 and a million a second.
+    #[test]
+    fn udp_rate_limits() {
+        let mut c = Config::default();
+        c.udp.echo_rate_limit = Some(MAX_UDP_RATE_LIMIT);
+        c.validate().expect("the largest limit is allowed");
+        c.udp.rate_limit = Some(MAX_UDP_RATE_LIMIT + 1);
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--udp-rate-limit 1000001 is more than 1000000 replies a second"),
+            "{err}"
+        );
+        c.udp.rate_limit = Some(0);
+        assert_eq!(c.validate(), Err(ConfigError::Zero("a UDP rate limit")));
+        c.udp.rate_limit = None;
+        c.validate().expect("off");
     }
 
     /// Shares add up to the total, differ by at most one, and never leave a loop without

@@ -49,10 +49,12 @@ use crate::buffer::Buffer;
 use crate::config::{Config, Limits, StreamOptions};
 use crate::connection::{Connection, Context, Ready, Socket, Turn, Unborn, Want};
 use crate::listener::{self, Accepted, Listener};
+use crate::logging::Throttle;
 use crate::proxy::TrustList;
 use crate::service::{ConnInfo, Handler};
 use crate::stats::{CloseReason, Snapshot, Stats};
 use crate::timer::{Clock, Time, Timers};
+use crate::udp::guard::Guard;
 use crate::udp::{UdpEndpoint, UdpTurn};
 
 /// Size of the loop's shared read buffer. 64 KiB takes a loopback burst in one read (the
@@ -329,11 +331,9 @@ impl Pool {
 }
 
 /// Accept pausing after resource exhaustion, and its rate-limited log.
-#[derive(Default)]
 struct AcceptPause {
     until: Option<Time>,
-    last_log: Option<Time>,
-    suppressed: u64,
+    log: Throttle,
 }
 
 /// The event loop. See the [module documentation](self).
@@ -430,6 +430,14 @@ impl EventLoop {
         let (mut listeners, mut datagrams, mut local_addrs) = (Vec::new(), Vec::new(), Vec::new());
         let mut described = Vec::new();
         let mut pools = vec![Pool::new("connection".into(), max_connections)];
+        // Every UDP port of the server (each loop has a socket on each): a datagram from one
+        // of them is a loop between two of its services (see `udp::guard`).
+        let own_ports: Vec<u16> = endpoints
+            .iter()
+            .filter(|b| matches!(b.handler, Handler::Datagram(_)))
+            .filter_map(|b| b.socket.local_addr().ok()?.as_socket())
+            .map(|a| a.port())
+            .collect();
         for Bound {
             socket,
             handler,
@@ -459,7 +467,9 @@ impl EventLoop {
                     addr
                 }
                 Handler::Datagram(factory) => {
-                    let mut u = UdpEndpoint::from_socket(socket, factory.new_service(), endpoint)?;
+                    let service = factory.new_service();
+                    let guard = Guard::new(service.replies(), &config.udp, own_ports.clone());
+                    let mut u = UdpEndpoint::from_socket(socket, service, endpoint, guard)?;
                     let token = loop_token(DATAGRAM_BASE + datagrams.len());
                     let interest = u.registered;
                     poll.registry().register(u.source(), token, interest)?;
@@ -511,7 +521,10 @@ impl EventLoop {
             server_id: Arc::from(config.server_id.as_str()),
             proxy_from: config.proxy_from.clone(),
             drain_timeout: config.drain_timeout,
-            accept_pause: AcceptPause::default(),
+            accept_pause: AcceptPause {
+                until: None,
+                log: Throttle::new(ACCEPT_LOG_INTERVAL),
+            },
             draining: None,
             shared,
             handled_requests: 0,
@@ -754,7 +767,7 @@ impl EventLoop {
         };
         // `Again` needs no queue entry: `has_work` keeps the poll timeout at zero.
         let stats = &self.kit.stats[u.endpoint()];
-        let _: UdpTurn = u.turn(readable, writable, &mut self.kit.scratch, stats);
+        let _: UdpTurn = u.turn(readable, writable, &mut self.kit.scratch, stats, self.now);
         let wanted = u.want();
         if wanted != u.registered {
             let token = loop_token(DATAGRAM_BASE + i);
@@ -847,20 +860,11 @@ impl EventLoop {
         self.accept_pause.until = Some(self.now.after(ACCEPT_PAUSE));
         let endpoint = self.listeners[listener].endpoint();
         Stats::incr(&self.kit.stats[endpoint].accept_pauses);
-        let p = &mut self.accept_pause;
-        let due = p
-            .last_log
-            .is_none_or(|t| self.now >= t.after(ACCEPT_LOG_INTERVAL));
-        if due {
+        if let Some(suppressed) = self.accept_pause.log.admit(self.now) {
             warn!(
-                "accept failed: {e}; pausing accept for {ACCEPT_PAUSE:?} ({} similar suppressed, {} connections open)",
-                p.suppressed,
+                "accept failed: {e}; pausing accept for {ACCEPT_PAUSE:?} ({suppressed} similar suppressed, {} connections open)",
                 self.conns.len()
             );
-            p.last_log = Some(self.now);
-            p.suppressed = 0;
-        } else {
-            p.suppressed += 1;
         }
     }
 

@@ -28,7 +28,7 @@
 //! 4. [`timer`] — deadlines (idle, write stall, linger) in an ordered set with lazy re-arming.
 //! 5. [`listener`] — socket2 set-up and what each `accept()` error means; [`udp`] — a UDP
 //!    socket with a bounded reply queue, answering from the address each request was sent
-//!    to.
+//!    to, behind a [`guard`](udp::guard) against loops and reflection (forged sources).
 //! 6. [`event_loop`] — `Poll`, tokens, the run queue, accepting, shutdown. The only module,
 //!    with `listener`, `udp` and `server`, that touches mio.
 //! 7. [`server`] — several loops on their own threads, shared-nothing (`SO_REUSEPORT`), and

@@ -14,11 +14,46 @@
 use std::fmt;
 use std::io::Write;
 use std::str::FromStr;
+use std::time::Duration;
 
 use log::kv::{self, Key, Source, Value, VisitSource};
 use log::{Level, LevelFilter, Record};
 
 use crate::stats::Snapshot;
+use crate::timer::Time;
+
+/// A warning that can repeat as fast as the network can cause it (accept failing for want of
+/// descriptors, forged datagrams refused): logged at most once an interval, each line saying
+/// how many it stood for, so a flood of events never becomes a flood of log lines while the
+/// counters keep the exact figures.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    interval: Duration,
+    last: Option<Time>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// At most one line every `interval`.
+    pub const fn new(interval: Duration) -> Throttle {
+        Throttle {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// An event happened at `now`: `Some(n)` if it is to be logged, `n` being the events
+    /// suppressed since the last line; `None` (and one more suppressed) otherwise.
+    pub fn admit(&mut self, now: Time) -> Option<u64> {
+        if self.last.is_some_and(|t| now < t.after(self.interval)) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -13,8 +13,8 @@
 //! server.
 //!
 //! Each endpoint is given only the families that can move for it: connection, close, accept
-//! and backpressure families for TCP listeners, datagram families for UDP endpoints, bytes for
-//! both, PROXY outcomes for `,proxy` listeners. Which series exist follows from the endpoints
+//! and backpressure families for TCP listeners, datagram families (refusals included) for UDP
+//! endpoints, bytes for both, PROXY outcomes for `,proxy` listeners. Which series exist follows from the endpoints
 //! alone, never from what has happened, so they are the same from the first scrape and across
 //! restarts.
 //!
@@ -239,6 +239,13 @@ const CLOSE_REASONS: &[(&str, Field)] = &[
     ("proxy", |s| s.closed_proxy),
 ];
 
+/// Why UDP datagrams went unanswered by the endpoint's defences (`udp::guard`).
+const REFUSALS: &[(&str, Field)] = &[
+    ("low_port", |s| s.datagrams_refused_low_port),
+    ("own_port", |s| s.datagrams_refused_own_port),
+    ("rate_limit", |s| s.datagrams_rate_limited),
+];
+
 /// What became of connections to a PROXY protocol listener, with the counter of each.
 const PROXY_OUTCOMES: &[(&str, Field)] = &[
     ("proxied", |s| s.proxy_proxied),
@@ -290,6 +297,20 @@ pub fn write_endpoints(e: &mut Exposition, samples: &[EndpointSample<'_>]) {
             moves.then_some((None, f.field)).into_iter().collect()
         });
     }
+    family(
+        "loopd_datagrams_refused_total",
+        "UDP datagrams left unanswered by the loop and reflection defences, by reason: a \
+         source port below 1024 (low_port), a source port of one of this server's UDP \
+         services (own_port), a source past its rate limit (rate_limit).",
+        Kind::Counter,
+        &|endpoint| {
+            REFUSALS
+                .iter()
+                .filter(|_| endpoint.transport == Transport::Udp)
+                .map(|&(reason, field)| (Some(("reason", reason)), field))
+                .collect()
+        },
+    );
     family(
         "loopd_connections_closed_total",
         "TCP connections closed, by reason.",

@@ -144,6 +144,12 @@ counters! {
     datagrams_out,
     /// UDP replies dropped because the reply queue was full (or the send failed).
     datagrams_dropped,
+    /// UDP datagrams refused for a source port below 1024 (a service's: a possible loop).
+    datagrams_refused_low_port,
+    /// UDP datagrams refused for a source port of one of this server's UDP services (a loop).
+    datagrams_refused_own_port,
+    /// UDP datagrams not answered because their source had its share (the rate limit).
+    datagrams_rate_limited,
     /// PROXY protocol headers that named a client.
     proxy_proxied,
     /// PROXY protocol headers for the proxy's own connections (v2 `LOCAL`, health checks) or

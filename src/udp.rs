@@ -17,6 +17,12 @@
 //!   connected sockets filter by source) and NATs drop the reply. On wildcard binds loopd asks
 //!   for each datagram's destination (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and sends the reply
 //!   from it (the same control message on `sendmsg`), as DNS servers do.
+//! * **The sender's address is a claim.** Nothing proves a datagram came from where it says,
+//!   so a forged one can set two services answering each other forever, or turn a service
+//!   into an amplifier aimed at a victim. Each endpoint has a [`guard`]: datagrams from
+//!   privileged and from this server's own ports are refused before the service sees them,
+//!   and answers to one source are rate-limited where the service's answers outgrow its
+//!   requests.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -29,11 +35,16 @@ use mio::Interest;
 use nix::sys::socket::{self as sock, ControlMessage, ControlMessageOwned, MsgFlags};
 use socket2::Type;
 
-use crate::listener;
+pub mod guard;
 
+use crate::config::UdpLimits;
+use crate::listener;
 use crate::service::datagram::Reply;
 use crate::service::DatagramService;
 use crate::stats::Stats;
+use crate::timer::Time;
+
+use guard::Guard;
 
 /// Bytes of replies that may wait for the socket. Sixteen maximal datagrams, or thousands of
 /// small ones: enough to ride out a full send buffer for a moment, and a hard bound on what a
@@ -209,6 +220,8 @@ pub struct UdpEndpoint<S = PktinfoSocket> {
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     reply: Reply,
+    /// Port rules and rate limit, before the service and before each answer.
+    guard: Guard,
     /// A readable edge was seen and the socket not yet drained.
     read_ready: bool,
     /// The loop's number for this endpoint (its counters).
@@ -218,10 +231,14 @@ pub struct UdpEndpoint<S = PktinfoSocket> {
 }
 
 impl UdpEndpoint {
-    /// Binds `addr` exclusively; an unspecified IPv6 address is dual-stack, as for TCP.
+    /// Binds `addr` exclusively; an unspecified IPv6 address is dual-stack, as for TCP. Its
+    /// defences are the default ones for what `service` says of its answers, with its own
+    /// port as the server's only one.
     pub fn bind(addr: SocketAddr, service: Box<dyn DatagramService>) -> io::Result<UdpEndpoint> {
         let socket = listener::bind_group(addr, Type::DGRAM, 1)?.remove(0);
-        UdpEndpoint::from_socket(socket, service, 0)
+        let port = socket.local_addr()?.as_socket().map_or(0, |a| a.port());
+        let guard = Guard::new(service.replies(), &UdpLimits::default(), vec![port]);
+        UdpEndpoint::from_socket(socket, service, 0, guard)
     }
 
     /// An endpoint on a socket bound by [`listener::bind_group`].
@@ -229,11 +246,12 @@ impl UdpEndpoint {
         socket: socket2::Socket,
         service: Box<dyn DatagramService>,
         endpoint: usize,
+        guard: Guard,
     ) -> io::Result<UdpEndpoint> {
         let socket = UdpSocket::from_std(socket.into());
         let local = socket.local_addr()?;
         let socket = PktinfoSocket::new(socket)?;
-        let mut u = UdpEndpoint::with_socket(socket, local, service);
+        let mut u = UdpEndpoint::with_socket(socket, local, service, guard);
         u.endpoint = endpoint;
         Ok(u)
     }
@@ -245,7 +263,12 @@ impl UdpEndpoint {
 }
 
 impl<S: DatagramSocket> UdpEndpoint<S> {
-    fn with_socket(socket: S, local: SocketAddr, service: Box<dyn DatagramService>) -> Self {
+    fn with_socket(
+        socket: S,
+        local: SocketAddr,
+        service: Box<dyn DatagramService>,
+        guard: Guard,
+    ) -> Self {
         UdpEndpoint {
             socket,
             local,
@@ -253,6 +276,7 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
             queue: VecDeque::new(),
             queued_bytes: 0,
             reply: Reply::default(),
+            guard,
             read_ready: true,
             endpoint: 0,
             registered: Interest::READABLE,
@@ -288,14 +312,15 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
         }
     }
 
-    /// One turn: send queued replies if writable, then receive and answer up to the budget.
-    /// `scratch` must hold a maximal datagram (64 KiB).
+    /// One turn at `now`: send queued replies if writable, then receive and answer up to the
+    /// budget. `scratch` must hold a maximal datagram (64 KiB).
     pub fn turn(
         &mut self,
         readable: bool,
         writable: bool,
         scratch: &mut [u8],
         stats: &Stats,
+        now: Time,
     ) -> UdpTurn {
         self.read_ready |= readable;
         if writable {
@@ -308,14 +333,19 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
             match self.socket.recv_from(scratch) {
                 Ok((n, peer, local)) => {
                     Stats::incr(&stats.datagrams_in);
-                    Stats::add(&stats.bytes_in, n as u64);
-                    self.reply.clear();
                     // The service sees the address as people write it; the reply goes back
                     // to the address exactly as the socket reported it.
                     let shown = crate::listener::canonical(peer);
+                    if !self.guard.admit(shown, self.local, now, stats) {
+                        continue;
+                    }
+                    Stats::add(&stats.bytes_in, n as u64);
+                    self.reply.clear();
                     self.service
                         .on_datagram(shown, &scratch[..n], &mut self.reply);
-                    if self.reply.datagram().is_some() {
+                    if self.reply.datagram().is_some()
+                        && self.guard.may_answer(shown, self.local, now, stats)
+                    {
                         self.send_or_queue(peer, local, stats);
                     }
                 }
@@ -420,11 +450,14 @@ mod tests {
         }
     }
 
+    /// An echo endpoint without defences: these tests are about what lies behind them (the
+    /// fake's peer sends from port 9, which the port rules would refuse).
     fn endpoint() -> UdpEndpoint<Fake> {
         UdpEndpoint::with_socket(
             Fake::default(),
             "127.0.0.1:7".parse().unwrap(),
             Box::new(UdpEcho),
+            Guard::none(),
         )
     }
 
@@ -438,7 +471,10 @@ mod tests {
             .borrow_mut()
             .extend([b"a".to_vec(), b"bc".to_vec()]);
         let stats = Stats::default();
-        assert_eq!(u.turn(true, false, &mut [0; 16], &stats), UdpTurn::Wait);
+        assert_eq!(
+            u.turn(true, false, &mut [0; 16], &stats, Time(0)),
+            UdpTurn::Wait
+        );
         assert_eq!(*u.socket.sent.borrow(), [b"a".to_vec(), b"bc".to_vec()]);
         assert_eq!(u.want(), Interest::READABLE);
         assert_eq!(stats.snapshot().datagrams_out, 2);
@@ -459,7 +495,7 @@ mod tests {
             .extend((0..n).map(|_| big.clone()));
         let stats = Stats::default();
         let mut scratch = vec![0; 65536];
-        u.turn(true, false, &mut scratch, &stats);
+        u.turn(true, false, &mut scratch, &stats, Time(0));
         let fits = QUEUE_BYTES / queue_cost(big.len());
         assert_eq!(u.queued_bytes(), fits * queue_cost(big.len()));
         assert!(u.queued_bytes() <= QUEUE_BYTES);
@@ -467,7 +503,7 @@ mod tests {
         assert_eq!(u.want(), Interest::READABLE | Interest::WRITABLE);
 
         u.socket.send_ok.set(true);
-        u.turn(false, true, &mut scratch, &stats);
+        u.turn(false, true, &mut scratch, &stats, Time(0));
         assert_eq!(u.socket.sent.borrow().len(), fits);
         assert!(
             u.socket.sent_from.iter().all(|&f| f == Some(to)),
@@ -489,9 +525,15 @@ mod tests {
             .borrow_mut()
             .extend((0..DATAGRAM_BUDGET + 1).map(|_| vec![1]));
         let stats = Stats::default();
-        assert_eq!(u.turn(true, false, &mut [0; 4], &stats), UdpTurn::Again);
+        assert_eq!(
+            u.turn(true, false, &mut [0; 4], &stats, Time(0)),
+            UdpTurn::Again
+        );
         assert!(u.has_work());
-        assert_eq!(u.turn(false, false, &mut [0; 4], &stats), UdpTurn::Wait);
+        assert_eq!(
+            u.turn(false, false, &mut [0; 4], &stats, Time(0)),
+            UdpTurn::Wait
+        );
         assert_eq!(stats.snapshot().datagrams_out, DATAGRAM_BUDGET as u64 + 1);
     }
 }

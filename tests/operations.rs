@@ -144,6 +144,7 @@ const UDP_ONLY: &[&str] = &[
     "loopd_datagrams_received_total",
     "loopd_datagrams_sent_total",
     "loopd_datagrams_dropped_total",
+    "loopd_datagrams_refused_total",
 ];
 
 /// Each listener exports only the families that can move for its kind — a TCP listener no

@@ -13,7 +13,7 @@ use log::{error, info, warn};
 
 use loopd::config::{
     self, nonzero, parse_cpu_list, parse_duration, parse_size, Config, Limits, ListenSpec,
-    StreamOptions,
+    StreamOptions, UdpLimits,
 };
 use loopd::logging::{self, LogFormat};
 use loopd::proxy::TrustList;
@@ -127,6 +127,29 @@ struct Args {
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size, env = "LOOPD_MAX_FRAME")]
     max_frame: usize,
 
+    /// udp-chargen, udp-daytime, udp-time: answer one source (an address; an IPv6 /64) at
+    /// most N times a second, after a burst of N (0 = off). Their answers outgrow the
+    /// requests, so a forged source could aim them at a victim, or at another server in a
+    /// loop that never ends.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "100",
+        env = "LOOPD_UDP_RATE_LIMIT"
+    )]
+    udp_rate_limit: u32,
+
+    /// udp-echo: the same limit (0 = off). Off by default: echo's answer is its request, and a
+    /// load tool sending from one address must not be throttled; set it to bound an echo loop
+    /// with another server.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "0",
+        env = "LOOPD_UDP_ECHO_RATE_LIMIT"
+    )]
+    udp_echo_rate_limit: u32,
+
     /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on ADDR; off by default
     /// (anyone who can reach it can read the counters, so keep it on loopback or a private
     /// network).
@@ -225,6 +248,10 @@ impl Args {
             services: ServiceOptions {
                 max_line: self.max_line,
                 max_frame: self.max_frame,
+            },
+            udp: UdpLimits {
+                rate_limit: (self.udp_rate_limit > 0).then_some(self.udp_rate_limit),
+                echo_rate_limit: (self.udp_echo_rate_limit > 0).then_some(self.udp_echo_rate_limit),
             },
             server_id: self.server_id.unwrap_or_else(config::host_name),
             proxy_from: TrustList::new(self.proxy_from),

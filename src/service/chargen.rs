@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 
-use super::datagram::{DatagramService, Reply};
+use super::datagram::{DatagramService, Replies, Reply};
 use super::{Output, Service};
 
 /// Printable ASCII, space (32) through tilde (126): the ring the pattern walks.
@@ -146,6 +146,11 @@ impl DatagramService for UdpChargen {
     fn on_datagram(&mut self, _peer: SocketAddr, _data: &[u8], reply: &mut Reply) {
         let len = self.next_len();
         reply.send(&CYCLE[..len]);
+    }
+
+    /// Up to 512 bytes for any datagram, an empty one included.
+    fn replies(&self) -> Replies {
+        Replies::Larger
     }
 }
 

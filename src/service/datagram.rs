@@ -4,7 +4,13 @@
 //! lacks what TCP has: a connection, ordering, retransmission, and any way for a slow peer to
 //! push back. A [`DatagramService`] therefore sees one datagram at a time with its sender, and
 //! answers through a [`Reply`]; the loop sends the reply to the sender, or queues it, or drops
-//! and counts it when the queue is full. No per-peer state is kept by the loop.
+//! and counts it when the queue is full. The loop keeps no per-peer state, except the
+//! fixed-size table of the response rate limit ([`crate::udp::guard`]).
+//!
+//! A datagram's source address is whatever its sender wrote, so an answer may go to someone
+//! who never asked: another server's echo (a loop), or a victim (reflection). A service says
+//! what its answers are like ([`DatagramService::replies`]) and its endpoint takes the
+//! defences that follow from it.
 
 use std::net::SocketAddr;
 
@@ -13,6 +19,28 @@ pub trait DatagramService: Send {
     /// `data` arrived from `peer`. Call [`Reply::send`] to answer; not calling it sends
     /// nothing.
     fn on_datagram(&mut self, peer: SocketAddr, data: &[u8], reply: &mut Reply);
+
+    /// What this service's answers are like, which decides the defences of its endpoint (see
+    /// [`crate::udp::guard`]). Default: [`Replies::Larger`], the careful assumption for a
+    /// service that does not say; one whose answers are never larger than the request says
+    /// [`Replies::NoLarger`].
+    fn replies(&self) -> Replies {
+        Replies::Larger
+    }
+}
+
+/// What a datagram service's answers are like. A service that answers can be set looping with
+/// another one by a single forged datagram; one whose answer can outgrow its request is also
+/// a reflection amplifier for a forged source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replies {
+    /// It never answers (discard): nothing to defend.
+    Never,
+    /// An answer is never larger than its request (echo): it can loop, but not amplify.
+    NoLarger,
+    /// An answer may be larger than its request (chargen; daytime and time answer an empty
+    /// datagram): it can loop and amplify.
+    Larger,
 }
 
 /// Creates the datagram service of each loop's socket for an endpoint.
@@ -69,6 +97,10 @@ impl DatagramService for UdpEcho {
     fn on_datagram(&mut self, _peer: SocketAddr, data: &[u8], reply: &mut Reply) {
         reply.send(data);
     }
+
+    fn replies(&self) -> Replies {
+        Replies::NoLarger
+    }
 }
 
 /// RFC 863 over UDP: datagrams are counted (by the loop) and dropped.
@@ -77,6 +109,10 @@ pub struct UdpDiscard;
 
 impl DatagramService for UdpDiscard {
     fn on_datagram(&mut self, _peer: SocketAddr, _data: &[u8], _reply: &mut Reply) {}
+
+    fn replies(&self) -> Replies {
+        Replies::Never
+    }
 }
 
 #[cfg(test)]

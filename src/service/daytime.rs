@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use super::datagram::{DatagramService, Reply};
+use super::datagram::{DatagramService, Replies, Reply};
 use super::{Output, Service};
 
 /// The daytime service.
@@ -42,6 +42,11 @@ pub struct UdpDaytime;
 impl DatagramService for UdpDaytime {
     fn on_datagram(&mut self, _peer: SocketAddr, _data: &[u8], reply: &mut Reply) {
         reply.send(Daytime::line(SystemTime::now()).as_bytes());
+    }
+
+    /// A line of about thirty bytes for any datagram, an empty one included.
+    fn replies(&self) -> Replies {
+        Replies::Larger
     }
 }
 

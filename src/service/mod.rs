@@ -50,7 +50,7 @@ pub mod line;
 pub mod time;
 
 pub use chargen::{Chargen, UdpChargen};
-pub use datagram::{DatagramFactory, DatagramService, Reply, UdpDiscard, UdpEcho};
+pub use datagram::{DatagramFactory, DatagramService, Replies, Reply, UdpDiscard, UdpEcho};
 pub use daytime::{Daytime, UdpDaytime};
 pub use discard::Discard;
 pub use echo::Echo;

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::datagram::{DatagramService, Reply};
+use super::datagram::{DatagramService, Replies, Reply};
 use super::{Output, Service};
 
 /// Seconds from 1900-01-01 to the Unix epoch, 1970-01-01 (70 years, 17 of them leap).
@@ -45,6 +45,11 @@ pub struct UdpTime;
 impl DatagramService for UdpTime {
     fn on_datagram(&mut self, _peer: SocketAddr, _data: &[u8], reply: &mut Reply) {
         reply.send(&rfc868(SystemTime::now()));
+    }
+
+    /// Four bytes for any datagram, an empty one included.
+    fn replies(&self) -> Replies {
+        Replies::Larger
     }
 }
 
