@@ -194,8 +194,6 @@ struct Streams {
     received: u64,
     /// Something came back inside the window.
     served: bool,
-    /// Measured messages queued on this connection.
-    measured: u64,
     /// Which server answers this connection (`--per-backend`).
     backend: Backend,
 }
@@ -257,6 +255,9 @@ pub struct Flow {
     attempt: u32,
     /// Counted runs: measured messages this flow still sends.
     quota: Option<u64>,
+    /// The run asked this flow for messages inside the window: always in a timed run, when
+    /// its share is not zero in a counted one.
+    asked: bool,
     streams: Streams,
     /// Open loop: the intended send time of the next message.
     next_due: Option<Instant>,
@@ -276,22 +277,22 @@ pub struct Flow {
     pub queued: bool,
     /// Messages sent on the current connection (churn: exactly one).
     sent_here: u64,
-    /// When the current connection was established.
-    established_at: Option<Instant>,
 }
 
 impl Flow {
     /// A flow for connection `id`, not yet opened.
     pub fn new(id: u32, cfg: &BenchConfig) -> Flow {
+        let quota = match cfg.stop {
+            Stop::Count(n) => Some(quota(n, cfg.connections, id)),
+            Stop::After(_) => None,
+        };
         Flow {
             id,
             phase: Phase::Waiting,
             sock: Sock::None,
             attempt: 0,
-            quota: match cfg.stop {
-                Stop::Count(n) => Some(quota(n, cfg.connections, id)),
-                Stop::After(_) => None,
-            },
+            quota,
+            asked: quota != Some(0),
             streams: Streams::default(),
             next_due: None,
             armed: None,
@@ -302,7 +303,6 @@ impl Flow {
             write_pending: false,
             queued: false,
             sent_here: 0,
-            established_at: None,
         }
     }
 
@@ -432,7 +432,6 @@ impl Flow {
         self.peer_closing = false;
         self.read_pending = false;
         self.write_pending = false;
-        self.established_at = None;
         let source = self.source(cx);
         let opened = match cx.cfg.mode.transport {
             Transport::Udp => udp::open(cx.cfg.target, source).map(Sock::Udp),
@@ -467,7 +466,6 @@ impl Flow {
     fn established(&mut self, cx: &mut Ctx<'_>, i: usize, since: Instant, now: Instant) {
         self.set_phase(cx, Phase::Open);
         cx.last_progress = now;
-        self.established_at = Some(now);
         let churn = cx.cfg.mode.load == Load::Churn;
         if churn && now < cx.plan.from {
             cx.tally.established_before += 1;
@@ -510,18 +508,19 @@ impl Flow {
         self.close(cx, Phase::Finished);
     }
 
-    /// A connection that completed the handshake in time to be measured and expected
-    /// something back, but got nothing inside the window.
+    /// A connection the run asked for that expected something back and got nothing inside
+    /// the window, whenever its handshake completed: before the window (its first messages
+    /// went out in the warm-up and their replies came only after it), inside it, or after
+    /// it (a SYN dropped by a full accept queue and retransmitted too late). Neither the
+    /// warm-up nor the kernel's retransmission timer may turn a starved connection into a
+    /// silent one.
     fn was_unserved(&self, cx: &Ctx<'_>) -> bool {
         let expects = match cx.cfg.mode.load {
-            Load::RoundTrip => self.streams.measured > 0,
+            Load::RoundTrip => self.asked,
             Load::Download => true,
             Load::Upload | Load::Churn => false,
         };
-        cx.cfg.mode.transport == Transport::Tcp
-            && expects
-            && !self.streams.served
-            && self.established_at.is_some_and(|t| cx.plan.may_send(t))
+        cx.cfg.mode.transport == Transport::Tcp && expects && !self.streams.served
     }
 
     fn close(&mut self, cx: &mut Ctx<'_>, phase: Phase) {
@@ -735,7 +734,7 @@ impl Flow {
             let sent = match cx.cfg.mode.transport {
                 Transport::Udp => self.send_datagram(cx, i, intended, now),
                 Transport::Tcp => {
-                    self.queue(cx, intended, now);
+                    self.queue(intended, now);
                     true
                 }
             };
@@ -755,7 +754,7 @@ impl Flow {
     }
 
     /// Queues one request; its bytes are generated when written.
-    fn queue(&mut self, cx: &Ctx<'_>, intended: Instant, now: Instant) {
+    fn queue(&mut self, intended: Instant, now: Instant) {
         let s = &mut self.streams;
         s.inflight.push_back(Pending {
             seq: s.next_seq,
@@ -764,7 +763,6 @@ impl Flow {
             answered: false,
         });
         s.next_seq += 1;
-        s.measured += u64::from(cx.plan.measured(intended));
         self.sent_here += 1;
     }
 
@@ -956,7 +954,7 @@ impl Flow {
                 if measured {
                     cx.tally.udp.sent += 1;
                 }
-                self.queue(cx, intended, now);
+                self.queue(intended, now);
                 self.arm_expiry(cx, i);
                 true
             }

@@ -321,6 +321,86 @@ fn connections_beyond_the_server_cap_are_reported() {
     assert!(err.contains("5 served"), "{err}");
 }
 
+/// Runs loopd-bench against `target` with `--warmup warmup` and `args`, with `--json -`.
+fn bench_warmup(target: SocketAddr, warmup: &str, args: &[&str]) -> (i32, Value, String) {
+    let target = target.to_string();
+    let mut all = vec![target.as_str(), "--json", "-", "--warmup", warmup];
+    all.extend_from_slice(args);
+    let out = bench(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr: {stderr}"));
+    (out.status.code().expect("exit code"), report, stderr)
+}
+
+/// Connections that never established: the connect errors of every kind.
+fn connect_errors(report: &Value) -> u64 {
+    [
+        "connect_refused",
+        "connect_timeout",
+        "connect_reset",
+        "connect_other",
+    ]
+    .iter()
+    .map(|k| report["errors"][k].as_u64().unwrap())
+    .sum()
+}
+
+/// A starved run fails whatever its warm-up: the connections the server left in its
+/// backlog sent their first message during the warm-up and got the reply only after the
+/// window, so nothing came back to them inside it. Each is `unserved`, with a warm-up as
+/// without one.
+#[test]
+fn starved_connections_are_unserved_with_or_without_a_warmup() {
+    let config = Config {
+        max_connections: 5,
+        ..Config::default()
+    };
+    let server = TestServer::start(config, &[Builtin::Echo]);
+    for warmup in ["0s", "1s"] {
+        let (code, r, err) = bench_warmup(server.addr(), warmup, &["-c", "15", "-d", "1s"]);
+        let c = &r["connections"];
+        assert_eq!(c["established"], 15, "warm-up {warmup}: {c}");
+        assert_eq!(c["served"], 5, "warm-up {warmup}: {c}");
+        assert_eq!(
+            r["errors"]["unserved"], 10,
+            "warm-up {warmup}: {}",
+            r["errors"]
+        );
+        assert_eq!(code, 1, "warm-up {warmup}: {err}");
+        assert!(err.contains("10 unserved"), "warm-up {warmup}: {err}");
+    }
+}
+
+/// A connection whose handshake completed only after the window (its SYN was dropped by a
+/// full accept queue and retransmitted a second later) was asked for and never served: it
+/// is `unserved` too, not left out of every count. Every connection is served, unserved, or
+/// a connect error, with a warm-up as without one.
+#[test]
+fn connections_established_after_the_window_are_unserved() {
+    // One connection served, an accept queue of one or two behind it: the other SYNs are
+    // dropped and retransmitted after a second, when the window is over.
+    let config = Config {
+        max_connections: 1,
+        backlog: 1,
+        ..Config::default()
+    };
+    let server = TestServer::start(config, &[Builtin::Echo]);
+    for warmup in ["0s", "500ms"] {
+        let (code, r, err) = bench_warmup(server.addr(), warmup, &["-c", "6", "-d", "500ms"]);
+        let c = &r["connections"];
+        assert_eq!(c["served"], 1, "warm-up {warmup}: {c}");
+        let unserved = r["errors"]["unserved"].as_u64().unwrap();
+        assert_eq!(
+            unserved + connect_errors(&r),
+            5,
+            "warm-up {warmup}: every connection but the served one is counted: {c} {}",
+            r["errors"]
+        );
+        assert_eq!(code, 1, "warm-up {warmup}: {err}");
+    }
+}
+
 /// A server that is only there during the warm-up: the verdict says what happened instead
 /// of claiming no connection was ever established.
 #[test]
