@@ -194,20 +194,20 @@ fn main() {
     for round in 1..=ROUNDS {
         let up = (
             iperf.run(&[]).0,
-            bench(discard, Mode::SEND, 128 * 1024, None).0,
+            bench(discard, Mode::Send, 128 * 1024, None).0,
         );
         let down = (
             iperf.run(&["-R"]).0,
-            bench(chargen, Mode::RECV, 64, Some(Expect::Chargen)).1,
+            bench(chargen, Mode::Recv, 64, Some(Expect::Chargen)).1,
         );
         let both_ways = {
             let (rx, tx) = iperf.run(&["--bidir"]);
-            let (sent, received) = bench(echo, Mode::ECHO, 64 * 1024, None);
+            let (sent, received) = bench(echo, Mode::Echo, 64 * 1024, None);
             (rx + tx, sent + received)
         };
         let wide_up = (
             iperf.run(&["-w", "4M"]).0,
-            bench(wide_discard, Mode::SEND, 128 * 1024, None).0,
+            bench(wide_discard, Mode::Send, 128 * 1024, None).0,
         );
         for (k, (a, b)) in [up, down, both_ways, wide_up].into_iter().enumerate() {
             samples[k][0].push(a);

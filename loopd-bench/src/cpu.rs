@@ -93,7 +93,7 @@ impl MetricsUrl {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/metrics"),
         };
-        let addr = crate::config::resolve(host).map_err(|e| format!("{url}: {e}"))?;
+        let addr = crate::net::resolve(host).map_err(|e| format!("{url}: {e}"))?;
         Ok(MetricsUrl {
             url: url.to_string(),
             host: host.to_string(),
@@ -268,7 +268,7 @@ fn process_cpu(pid: u32) -> Result<f64, String> {
 }
 
 /// What to sample at each end of the window.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CpuSources {
     /// `--server-metrics` or `--server-pid`.
     pub server: Option<ServerCpu>,

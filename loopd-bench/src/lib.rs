@@ -6,54 +6,72 @@
 //! message and can keep one server core busy from one client core. Every echoed byte is
 //! verified, latency goes into HdrHistograms, and the report is text, JSON and a picture.
 //!
-//! `docs/11-load-testing.md` explains closed and open loops, coordinated omission, and how
-//! to read the results.
+//! `docs/11-load-testing.md` explains closed and open loops, coordinated omission, how to
+//! read the results, and how the engine is built.
 //!
 //! # Layout
 //!
-//! A suggested reading order, one concern per module:
+//! A suggested reading order, one concern per module. It is also the order of dependence:
+//! a module uses only modules above it, never one below.
 //!
-//! 1. [`config`] — what a run does: the [`Mode`] (a transport and a load policy), the load
-//!    model (closed loop with `pipeline` messages in flight, or open loop at a `rate`), and
-//!    every default with its reason.
-//! 2. [`payload`] — what is sent: every message is a function of its connection id and
+//! 1. [`errors`] — what can go wrong in a run, by kind.
+//! 2. [`net`] — socket helpers: resolving, source binding, `WouldBlock` as a value.
+//! 3. [`payload`] — what is sent: every message is a function of its connection id and
 //!    sequence number, generated on the fly and checked with `memcmp`; `raw`, `line` or
 //!    `frame` framing.
-//! 3. [`schedule`] — the clock work, without sockets: quota split, the open-loop grid,
+//! 4. [`cpu`] — what a message costs the client, the server and the machine.
+//! 5. [`config`] — what a run does: the [`Mode`] (five kinds of run, each a transport and a
+//!    load policy), the load model, every default with its reason, and typed errors.
+//! 6. [`schedule`] — the clock work, without sockets: quota split, the open-loop grid,
 //!    wake-ups, the measurement window. Unit-tested with made-up instants.
-//! 4. [`flow`] — one connection's life: phases, what the load policy queues, checking
-//!    what comes back.
-//! 5. [`tcp`], [`udp`] — the transports: non-blocking connect, budgeted reads, vectored
-//!    writes, datagram matching.
-//! 6. [`worker`] — one thread's event loop: wake-ups, the run queue, the guards that end
-//!    every run, the poll.
-//! 7. [`errors`] — what can go wrong, by kind.
-//! 8. [`run`](mod@run) — starts the workers, samples the timeline and the CPU counters
-//!    ([`cpu`]: what a message costs the client, the server and the machine), builds the
-//!    [`Report`].
-//! 9. [`repeat`] — iterations until a confidence interval is met; [`compare`] — several
-//!    servers in alternating iterations, side by side.
-//! 10. [`report`] — tallies, latency histograms, the report and its JSON, `merge`, the text
-//!     summary and verdict, and the SVG picture.
+//! 7. [`record`] — what the workers count: tallies, histograms, the per-second series, the
+//!    interval recorder.
+//! 8. [`transport`] — the seam: a byte [`Stream`](transport::Stream) and a
+//!    [`Datagram`](transport::Datagram) socket; [`tcp`] and [`udp`] implement them (and a
+//!    scripted fake in the tests).
+//! 9. [`flow`] — one connection's life, generic over its transport: wire-named states with
+//!    one choke point, the load policies, the stream and datagram disciplines, per-backend
+//!    identification.
+//! 10. [`worker`] — one thread's event loop: wake-ups, the run queue, the guards that end
+//!     every run, the poll.
+//! 11. [`report`] — the report and its JSON, `merge`, the text summary and verdict, the
+//!     comparison table, the SVG picture and the histogram files.
+//! 12. [`run`](mod@run) — the coordinator: starts the workers, samples the timeline and the
+//!     CPU counters, builds the [`Report`].
+//! 13. [`repeat`] — iterations until a confidence interval is met; [`compare`] — several
+//!     servers in alternating iterations, side by side.
 
 #![deny(missing_docs)]
 
-mod alarm;
-pub mod compare;
+pub mod errors;
+pub mod net;
+pub mod payload;
+
 pub mod config;
 pub mod cpu;
-pub mod errors;
-pub mod flow;
-pub mod payload;
-pub mod repeat;
-pub mod report;
-pub mod run;
+
+mod alarm;
+pub mod record;
 pub mod schedule;
+
 pub mod tcp;
+pub mod transport;
 pub mod udp;
+
+#[cfg(test)]
+mod fake;
+pub mod flow;
+
 pub mod worker;
 
-pub use config::{BenchConfig, Expect, Load, Mode, Sources, Stop, Transport};
+pub mod report;
+
+pub mod run;
+
+pub mod compare;
+pub mod repeat;
+
+pub use config::{BenchConfig, ConfigError, Expect, Load, Mode, Sources, Stop, Transport};
 pub use errors::ErrorKind;
 pub use flow::DRAIN_GRACE;
 pub use payload::Protocol;

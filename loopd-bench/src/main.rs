@@ -15,9 +15,10 @@ use loopd::config::{parse_duration, parse_size};
 use loopd_bench::compare::{compare, Target};
 use loopd_bench::config as bench_config;
 use loopd_bench::cpu::{CpuSources, MetricsUrl, ServerCpu};
+use loopd_bench::net::resolve;
 use loopd_bench::repeat::{self, Confidence, Repeat, EXIT_NOT_CONFIDENT};
 use loopd_bench::report::{files, plot, Second};
-use loopd_bench::{BenchConfig, BenchError, Expect, Mode, Protocol, Report, Sources, Stop};
+use loopd_bench::{BenchConfig, Expect, Mode, Protocol, Report, Sources, Stop};
 
 /// A load client for TCP and UDP echo-style servers: closed or open loop, every echoed byte
 /// verified, HdrHistogram latency, JSON and an SVG picture.
@@ -91,7 +92,7 @@ struct RunArgs {
 
     /// Worker threads, each with its own event loop; one is enough to keep a one-core server
     /// busy.
-    #[arg(short = 't', long, value_name = "N", default_value = "1")]
+    #[arg(short = 't', long, value_name = "N", default_value_t = bench_config::DEFAULT_THREADS)]
     threads: usize,
 
     /// How long to measure, after the ramp and the warm-up.
@@ -113,7 +114,7 @@ struct RunArgs {
     size: usize,
 
     /// Messages each connection keeps in flight (closed loop), or at most (open loop).
-    #[arg(long, value_name = "N", default_value = "1")]
+    #[arg(long, value_name = "N", default_value_t = bench_config::DEFAULT_PIPELINE)]
     pipeline: usize,
 
     /// Open loop: total messages per second on a fixed schedule, latency measured from each
@@ -283,9 +284,7 @@ fn main() -> ExitCode {
             };
             match repeat::repeat(&cfg, &repetition, progress_printer(quiet), on_iteration) {
                 Ok(r) => (r, cli.output),
-                Err(BenchError::Invalid(e)) => {
-                    return fail(&format!("{e} (see loopd-bench --help)"), 2)
-                }
+                Err(e) if e.is_usage() => return fail(&format!("{e} (see loopd-bench --help)"), 2),
                 Err(e) => return fail(&e.to_string(), 1),
             }
         }
@@ -299,12 +298,13 @@ fn main() -> ExitCode {
 /// `compare`: every target in turn, iteration by iteration; the table, and the exit status
 /// of the worst target.
 fn compare_command(targets: &[String], run: &RunArgs, out: &OutputArgs) -> ExitCode {
-    let usage = |e: &str| fail(&format!("{e} (see loopd-bench compare --help)"), 2);
+    let usage =
+        |e: &dyn std::fmt::Display| fail(&format!("{e} (see loopd-bench compare --help)"), 2);
     if run.server_metrics.is_some() || run.server_pid.is_some() {
-        return usage("give each target's CPU source in the target: NAME=HOST:PORT@URL or @pid:N");
+        return usage(&"give each target's CPU source in the target: NAME=HOST:PORT@URL or @pid:N");
     }
     if out.hgrm.is_some() || out.hlog.is_some() || run.per_backend {
-        return usage("compare writes a table, JSON (--json) and a picture (--report)");
+        return usage(&"compare writes a table, JSON (--json) and a picture (--report)");
     }
     let targets: Vec<Target> = match targets.iter().map(|t| Target::parse(t)).collect() {
         Ok(t) => t,
@@ -342,7 +342,7 @@ fn compare_command(targets: &[String], run: &RunArgs, out: &OutputArgs) -> ExitC
         on_iteration,
     ) {
         Ok(c) => c,
-        Err(BenchError::Invalid(e)) => return usage(&e),
+        Err(e) if e.is_usage() => return usage(&e),
         Err(e) => return fail(&e.to_string(), 1),
     };
     if let Some(path) = &out.json {
@@ -381,14 +381,14 @@ fn compare_command(targets: &[String], run: &RunArgs, out: &OutputArgs) -> ExitC
 
 /// Raw flags to a validated configuration.
 fn config(target: &str, a: &RunArgs) -> Result<BenchConfig, String> {
-    let target = bench_config::resolve(target).map_err(|e| format!("target {e}"))?;
+    let target = resolve(target).map_err(|e| format!("target {e}"))?;
     let mut cfg = BenchConfig::new(target);
     cfg.mode = match a.mode {
-        ModeArg::Echo => Mode::ECHO,
-        ModeArg::Send => Mode::SEND,
-        ModeArg::Recv => Mode::RECV,
-        ModeArg::Connect => Mode::CONNECT,
-        ModeArg::Udp => Mode::UDP,
+        ModeArg::Echo => Mode::Echo,
+        ModeArg::Send => Mode::Send,
+        ModeArg::Recv => Mode::Recv,
+        ModeArg::Connect => Mode::Connect,
+        ModeArg::Udp => Mode::Udp,
     };
     cfg.protocol = match a.protocol {
         ProtocolArg::Raw => Protocol::Raw,
@@ -521,6 +521,17 @@ mod tests {
     #[test]
     fn flags() {
         Cli::command().debug_assert();
+    }
+
+    /// The flag defaults are exactly the library's documented defaults: a bare
+    /// `loopd-bench TARGET` runs `BenchConfig::new(TARGET)`, and one iteration.
+    #[test]
+    fn flag_defaults_match_library_defaults() {
+        let cli = Cli::parse_from(["loopd-bench", "127.0.0.1:7"]);
+        let cfg = config("127.0.0.1:7", &cli.run).unwrap();
+        assert_eq!(cfg, BenchConfig::new("127.0.0.1:7".parse().unwrap()));
+        let iterations = cli.run.iterations.as_deref().unwrap_or("1");
+        assert_eq!(Repeat::new(iterations, None).unwrap(), Repeat::default());
     }
 
     /// Every mode and protocol on the command line maps to the library's.

@@ -4,7 +4,7 @@
 //! turn has the same shape:
 //!
 //! 1. **Wake-ups** that came due run first: opening connections (`--ramp`), connect
-//!    timeouts, open-loop sends, UDP loss checks ([`Wakes`]).
+//!    timeouts, open-loop sends, UDP loss checks ([`Wakes`](crate::schedule::Wakes)).
 //! 2. **The end of the measurement**: flows stop sending and finish as their last replies
 //!    arrive, up to [`DRAIN_GRACE`].
 //! 3. **The run queue**: flows a budget stopped last turn continue, without waiting for an
@@ -16,26 +16,36 @@
 //!    wake-up; a `timerfd` alarm makes that wake-up precise to microseconds.
 //! 6. **Events**: each flow handles its readiness.
 //!
-//! Sockets are registered once for both readable and writable (see [`tcp`]), so
-//! the steady state costs one `read` and one `write` per message and no `epoll_ctl`.
+//! Steps 1–4 and 6 are [`Turns`], which knows nothing of the poller, so the tests drive it
+//! with scripted sockets and made-up instants; [`Worker`] adds the poll and the clock. The
+//! worker picks the flow's transport once, from the mode: TCP streams or UDP sockets.
+//!
+//! Sockets are registered once for both readable and writable (see [`tcp`](crate::tcp)),
+//! so the steady state costs one `read` and one `write` per message and no `epoll_ctl`.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind as IoKind};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Poll, Token};
 
 use crate::alarm::Alarm;
-use crate::config::BenchConfig;
-use crate::flow::{Ctx, Flow, Readiness, DRAIN_GRACE};
-use crate::payload::{Codec, Gather};
-use crate::report::files::{IntervalHistogram, IntervalRecorder};
-use crate::report::{Second, Tally};
-use crate::schedule::{open_at, poll_deadline, AlarmPlan, OpenLoop, Plan, Wake, Wakes};
-use crate::tcp;
+use crate::config::{BenchConfig, Load, Transport};
+use crate::flow::datagram::Datagrams;
+use crate::flow::stream::Bytes;
+use crate::flow::{Ctx, Flow, Readiness, Wire, DRAIN_GRACE, RECV_BUDGET};
+use crate::payload::Codec;
+use crate::record::intervals::{IntervalHistogram, IntervalRecorder};
+use crate::record::live::Live;
+use crate::record::{Recorder, Tally};
+use crate::schedule::{open_at, poll_deadline, AlarmPlan, Plan, Wake};
+use crate::tcp::Tcp;
+use crate::transport::Dial;
+use crate::udp::Udp;
 
 /// The longest the worker sleeps without looking at the clock, so the end of the
 /// measurement and the stall guard are noticed even with nothing scheduled.
@@ -45,59 +55,11 @@ const TICK: Duration = Duration::from_millis(100);
 /// (and for the sender's data those ACKs let out), so fewer, larger reads are cheaper per
 /// byte: measured against loopd's chargen, 256 KiB reads received 3.2–4.3 GiB/s where 64 KiB
 /// reads received 2.1–2.8 GiB/s.
-const SCRATCH: usize = tcp::RECV_BUDGET;
+const SCRATCH: usize = RECV_BUDGET;
 /// Events taken per poll; more wait for the next call.
 const EVENTS: usize = 1024;
 /// The alarm's token, above any flow index.
 const ALARM: Token = Token(usize::MAX);
-
-/// What moved: messages completed and bytes each way.
-#[derive(Debug, Default)]
-pub struct Moved {
-    /// Messages completed.
-    pub messages: AtomicU64,
-    /// Bytes written.
-    pub bytes_sent: AtomicU64,
-    /// Bytes read.
-    pub bytes_received: AtomicU64,
-}
-
-impl Moved {
-    fn store(&self, messages: u64, bytes_sent: u64, bytes_received: u64) {
-        self.messages.store(messages, Relaxed);
-        self.bytes_sent.store(bytes_sent, Relaxed);
-        self.bytes_received.store(bytes_received, Relaxed);
-    }
-}
-
-/// Counters a worker publishes for the progress line and the timeline. One writer each,
-/// so plain stores of the worker's totals suffice.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// Inside the measurement window.
-    pub measured: Moved,
-    /// Before it (ramp and warm-up), for the picture of the whole run.
-    pub lead_in: Moved,
-    /// Errors so far.
-    pub errors: AtomicU64,
-    /// Connections established right now.
-    pub open: AtomicU64,
-}
-
-impl Live {
-    /// The worker's running totals of `moved` (its `measured` or `lead_in`; `t` unset).
-    pub fn totals(&self, moved: impl Fn(&Live) -> &Moved) -> Second {
-        let m = moved(self);
-        Second {
-            t: 0.0,
-            messages: m.messages.load(Relaxed),
-            bytes_sent: m.bytes_sent.load(Relaxed),
-            bytes_received: m.bytes_received.load(Relaxed),
-            errors: self.errors.load(Relaxed),
-            open: self.open.load(Relaxed),
-        }
-    }
-}
 
 /// What the worker hands back when it is done.
 pub struct Outcome {
@@ -141,86 +103,49 @@ impl Worker {
 
     /// Runs until every flow has finished or failed.
     pub fn run(self) -> io::Result<Outcome> {
+        match self.cfg.mode.transport() {
+            Transport::Tcp => self.drive::<Bytes<TcpStream>>(Box::new(Tcp)),
+            Transport::Udp => self.drive::<Datagrams<UdpSocket>>(Box::new(Udp)),
+        }
+    }
+
+    /// The poll loop over flows of wire `W`, whose sockets `dial` opens.
+    fn drive<W: Wire>(self, dial: Box<dyn Dial<Transport = W::Socket>>) -> io::Result<Outcome> {
         let cfg = &*self.cfg;
         let mut poll = Poll::new()?;
         let alarm = Alarm::new(poll.registry(), ALARM)?;
         let mut alarm_plan = AlarmPlan::default();
         let mut events = Events::with_capacity(EVENTS);
-        let mut cx = Ctx {
-            cfg,
-            plan: self.plan,
-            codec: &self.codec,
-            registry: poll.registry().try_clone()?,
-            tally: Tally::new(),
-            wakes: Wakes::default(),
-            open_loop: cfg
-                .rate
-                .map(|r| OpenLoop::new(self.plan.t0, r, cfg.connections)),
-            gather: Gather::default(),
-            datagram: Vec::with_capacity(self.codec.size() + 64),
-            scratch: vec![0u8; SCRATCH].into_boxed_slice(),
-            open: 0,
-            ended: 0,
-            last_progress: Instant::now(),
-            last_completion: None,
-            intervals: self
-                .intervals
-                .clone()
-                .map(|tx| IntervalRecorder::new(self.plan.from, cfg.rate.is_some(), tx)),
-        };
-        let mut flows: Vec<Flow> = self.ids.iter().map(|&id| Flow::new(id, cfg)).collect();
-        for (i, f) in flows.iter().enumerate() {
-            cx.wakes
-                .push(open_at(self.plan.t0, cfg.ramp, f.id), i, Wake::Open);
-        }
-        let mut run_queue = RunQueue::default();
-        let mut stopping = false;
-        let mut due = Vec::new();
+        let intervals = self
+            .intervals
+            .clone()
+            .map(|tx| IntervalRecorder::new(self.plan.from, cfg.rate.is_some(), tx));
+        let uploads = cfg.mode.load() == Load::Upload;
+        let record = Recorder::new(self.plan, uploads, intervals, Instant::now());
+        let registry = poll.registry().try_clone()?;
+        let mut cx = Ctx::new(
+            self.cfg.clone(),
+            self.codec.clone(),
+            registry,
+            dial,
+            record,
+            SCRATCH,
+        );
+        let mut turns = Turns::<W>::new(&self.ids, &mut cx);
         loop {
             let now = Instant::now();
-            cx.wakes.take_due(now, &mut due);
-            for (at, i, wake) in due.drain(..) {
-                flows[i].on_wake(&mut cx, i, at, wake, now);
-                run_queue.note(&mut flows, i);
-            }
-            if !stopping && !cx.plan.may_send(now) {
-                // The measurement is over: flows finish as their last replies arrive.
-                stopping = true;
-                for i in 0..flows.len() {
-                    flows[i].finish_if_idle(&mut cx, i, now);
-                    run_queue.note(&mut flows, i);
-                }
-            }
-            // Only the flows queued before this pass run now; one that queues itself again
-            // waits for the next turn, after a poll, so it cannot starve the others.
-            for _ in 0..run_queue.len() {
-                let Some(i) = run_queue.pop(&mut flows) else {
-                    break;
-                };
-                flows[i].resume(&mut cx, i, now);
-                run_queue.note(&mut flows, i);
-            }
-            let drained = cx.plan.until.is_some_and(|u| now >= u + DRAIN_GRACE);
-            // Cheap test first: the sweep over the flows runs only once nothing has moved
-            // for the whole stall timeout, never on the hot path.
-            let stalled = now.duration_since(cx.last_progress) >= cfg.stall_timeout
-                && flows.iter().any(Flow::outstanding);
-            if drained || stalled {
-                for f in &mut flows {
-                    f.abandon(&mut cx, stalled, now);
-                }
-            }
+            turns.work(&mut cx, now);
             self.publish(&cx);
-            if let Some(i) = &mut cx.intervals {
+            if let Some(i) = &mut cx.record.intervals {
                 i.rotate(now);
             }
-            if cx.ended == flows.len() {
+            if turns.done(&cx) {
                 break;
             }
-            let until = cx.plan.until.filter(|_| !stopping);
+            let until = cx.record.plan.until.filter(|_| !turns.stopping);
             let deadline = poll_deadline(now, cx.wakes.next(), until, TICK);
             let mut timeout = deadline.saturating_duration_since(now);
-            if !run_queue.is_empty() {
+            if turns.has_queued() {
                 timeout = Duration::ZERO;
             } else if Alarm::PRECISE && !timeout.is_zero() && timeout < TICK {
                 // The alarm fires at the exact instant; the poll timeout, which epoll rounds
@@ -240,28 +165,26 @@ impl Worker {
                 if event.token() == ALARM {
                     continue; // its only job was to end the poll
                 }
-                let i = event.token().0;
                 let ready = Readiness {
                     readable: event.is_readable(),
                     writable: event.is_writable(),
                     closed: event.is_read_closed() || event.is_error(),
                 };
-                flows[i].on_event(&mut cx, i, ready, now);
-                run_queue.note(&mut flows, i);
+                turns.on_event(&mut cx, event.token().0, ready, now);
             }
         }
         self.publish(&cx);
-        if let Some(i) = cx.intervals.take() {
+        if let Some(i) = cx.record.intervals.take() {
             i.finish();
         }
         Ok(Outcome {
-            tally: cx.tally,
-            last_completion: cx.last_completion,
+            tally: cx.record.tally,
+            last_completion: cx.record.last_completion,
         })
     }
 
-    fn publish(&self, cx: &Ctx<'_>) {
-        let t = &cx.tally;
+    fn publish<S>(&self, cx: &Ctx<S>) {
+        let t = &cx.record.tally;
         self.live
             .measured
             .store(t.messages, t.bytes_sent, t.bytes_received);
@@ -274,6 +197,96 @@ impl Worker {
     }
 }
 
+/// A worker's flows and what a turn does to them, apart from the poll.
+pub struct Turns<W: Wire> {
+    flows: Vec<Flow<W>>,
+    run_queue: RunQueue,
+    /// The measurement is over: flows finish as their last replies arrive.
+    pub stopping: bool,
+    due: Vec<(Instant, usize, Wake)>,
+}
+
+impl<W: Wire> Turns<W> {
+    /// Flows for the connections `ids`, each asking to be opened at its time.
+    pub fn new(ids: &[u32], cx: &mut Ctx<W::Socket>) -> Turns<W> {
+        let flows: Vec<Flow<W>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| Flow::new(id, i, &cx.cfg))
+            .collect();
+        let t0 = cx.record.plan.t0;
+        for (i, f) in flows.iter().enumerate() {
+            cx.wakes.push(open_at(t0, cx.cfg.ramp, f.id), i, Wake::Open);
+        }
+        Turns {
+            flows,
+            run_queue: RunQueue::default(),
+            stopping: false,
+            due: Vec::new(),
+        }
+    }
+
+    /// The flows.
+    pub fn flows(&self) -> &[Flow<W>] {
+        &self.flows
+    }
+
+    /// Steps 1–4 of a turn: the wake-ups due, the end of the measurement, the run queue,
+    /// the guards.
+    pub fn work(&mut self, cx: &mut Ctx<W::Socket>, now: Instant) {
+        let flows = &mut self.flows;
+        cx.wakes.take_due(now, &mut self.due);
+        for (at, i, wake) in self.due.drain(..) {
+            flows[i].on_wake(cx, at, wake, now);
+            self.run_queue.note(flows, i);
+        }
+        if !self.stopping && !cx.record.plan.may_send(now) {
+            // The measurement is over: flows finish as their last replies arrive.
+            self.stopping = true;
+            for i in 0..flows.len() {
+                flows[i].finish_if_idle(cx, now);
+                self.run_queue.note(flows, i);
+            }
+        }
+        // Only the flows queued before this pass run now; one that queues itself again
+        // waits for the next turn, after a poll, so it cannot starve the others.
+        for _ in 0..self.run_queue.len() {
+            let Some(i) = self.run_queue.pop(flows) else {
+                break;
+            };
+            flows[i].resume(cx, now);
+            self.run_queue.note(flows, i);
+        }
+        let plan = cx.record.plan;
+        let drained = plan.until.is_some_and(|u| now >= u + DRAIN_GRACE);
+        // Cheap test first: the sweep over the flows runs only once nothing has moved
+        // for the whole stall timeout, never on the hot path.
+        let stalled = now.duration_since(cx.record.last_progress) >= cx.cfg.stall_timeout
+            && flows.iter().any(Flow::outstanding);
+        if drained || stalled {
+            for f in flows.iter_mut() {
+                f.abandon(cx, stalled, now);
+            }
+        }
+    }
+
+    /// Step 6: flow `i`'s socket reported readiness.
+    pub fn on_event(&mut self, cx: &mut Ctx<W::Socket>, i: usize, ready: Readiness, now: Instant) {
+        self.flows[i].on_event(cx, ready, now);
+        self.run_queue.note(&mut self.flows, i);
+    }
+
+    /// Whether every flow has ended.
+    pub fn done(&self, cx: &Ctx<W::Socket>) -> bool {
+        cx.ended == self.flows.len()
+    }
+
+    /// Whether flows wait on the run queue: the next poll must not sleep.
+    pub fn has_queued(&self) -> bool {
+        !self.run_queue.queue.is_empty()
+    }
+}
+
 /// Flows that a budget stopped with work left, in order, each at most once.
 #[derive(Default)]
 struct RunQueue {
@@ -282,7 +295,7 @@ struct RunQueue {
 
 impl RunQueue {
     /// Queues flow `i` if it wants another turn and is not queued already.
-    fn note(&mut self, flows: &mut [Flow], i: usize) {
+    fn note<W: Wire>(&mut self, flows: &mut [Flow<W>], i: usize) {
         let f = &mut flows[i];
         if f.wants_turn() && !f.queued {
             f.queued = true;
@@ -290,7 +303,7 @@ impl RunQueue {
         }
     }
 
-    fn pop(&mut self, flows: &mut [Flow]) -> Option<usize> {
+    fn pop<W: Wire>(&mut self, flows: &mut [Flow<W>]) -> Option<usize> {
         let i = self.queue.pop_front()?;
         flows[i].queued = false;
         Some(i)
@@ -299,8 +312,7 @@ impl RunQueue {
     fn len(&self) -> usize {
         self.queue.len()
     }
-
-    fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::latency::{add_serialized, new_histogram, Latency};
-use super::tally::BackendTally;
+use super::latency::{add_serialized, Latency};
 use super::Rates;
+use crate::record::histogram::new_histogram;
+use crate::record::BackendTally;
 
 /// One backend's results.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

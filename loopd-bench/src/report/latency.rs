@@ -1,29 +1,12 @@
-//! Latency distributions: HdrHistograms of nanoseconds, their percentiles, and their
-//! interchange form.
-//!
-//! Three significant digits put any percentile within 0.1%, and histograms from different
-//! runs add exactly. In JSON a histogram travels in HdrHistogram's interchange format (V2,
-//! deflate-compressed, base64), which the Java, C, Go and Rust libraries all read.
+//! Latency distributions as a report carries them: the percentiles read off a histogram
+//! (recorded by [`record::histogram`](crate::record::histogram)) and the histogram itself in
+//! HdrHistogram's interchange format (V2, deflate-compressed, base64), which the Java, C, Go
+//! and Rust libraries all read, so reports from several runs merge exactly.
 
 use base64::Engine as _;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-
-/// The highest latency a histogram tracks: an hour, far beyond any stall guard here.
-const HIGHEST_NANOS: u64 = 3_600 * 1_000_000_000;
-/// Three significant digits: 0.1% resolution at any magnitude.
-const SIGFIGS: u8 = 3;
-
-/// A new, empty latency histogram in nanoseconds.
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIGHEST_NANOS, SIGFIGS).expect("valid histogram bounds")
-}
-
-/// A duration in whole nanoseconds, saturating.
-pub fn nanos(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// A latency distribution: the serialised histogram and the figures read from it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,6 +104,7 @@ pub fn human_us(us: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::histogram::new_histogram;
 
     /// A histogram survives the trip through its interchange format.
     #[test]

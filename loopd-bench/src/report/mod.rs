@@ -1,21 +1,27 @@
-//! Results: what workers tally, the report a run produces, its JSON form, merging the
-//! reports of runs made on several machines at once, the text summary and the picture.
+//! Reporting: the report a run produces from what its workers recorded
+//! ([`record`](crate::record)), its JSON form, merging the reports of runs made on several
+//! machines at once, the text summary, the picture and the standard histogram files.
 //!
 //! Everything derived from the raw counts and histograms (rates, percentiles) is written out
 //! for readers of the JSON file, and recomputed from the raw data by `merge`.
 //!
-//! 1. [`tally`] — a worker's counters and histograms.
-//! 2. [`latency`] — histograms, percentiles and their interchange form.
-//! 3. This module — [`Report`], its JSON shape, and [`Report::merge`].
-//! 4. [`summary`] — the text a person reads, and the verdict that sets the exit status.
-//! 5. [`plot`] — the SVG picture.
+//! 1. [`latency`] — percentiles and the histograms' interchange form.
+//! 2. [`backends`] — results per backend and their spread (`--per-backend`).
+//! 3. [`iterations`] — the iterations of a series and the interval of their mean.
+//! 4. This module — [`Report`] and its JSON shape; [`merge`] — [`Report::merge`] and
+//!    [`Report::sequence`].
+//! 5. [`summary`] — the text a person reads, and the verdict that sets the exit status.
+//! 6. [`comparison`] — the table of `compare`.
+//! 7. [`plot`] — the SVG picture; [`files`] — `.hgrm` and `.hlog`.
 
 pub mod backends;
+pub mod comparison;
 pub mod files;
+pub mod iterations;
 pub mod latency;
+pub mod merge;
 pub mod plot;
 pub mod summary;
-pub mod tally;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -24,58 +30,14 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Load, Mode, RecordedConfig};
-use crate::cpu::{Cost, CpuCosts};
+use crate::cpu::CpuCosts;
 use crate::errors::ErrorKind;
-use crate::repeat::Iterations;
+use crate::record::intervals::Interval;
+pub use crate::record::Second;
+use crate::record::{BackendTally, Tally, UdpCounts};
 use backends::{BackendReport, Spread};
-use files::Interval;
+use iterations::Iterations;
 pub use latency::Latency;
-use latency::{add_serialized, new_histogram};
-use tally::MAX_EXAMPLES;
-pub use tally::{BackendTally, Tally, UdpCounts};
-
-/// One second of the measurement.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Second {
-    /// Seconds since the measurement started, at the end of this interval.
-    pub t: f64,
-    /// Messages completed in the interval.
-    pub messages: u64,
-    /// Bytes written in the interval.
-    pub bytes_sent: u64,
-    /// Bytes read in the interval.
-    pub bytes_received: u64,
-    /// Errors counted in the interval.
-    pub errors: u64,
-    /// Connections established at the end of the interval.
-    pub open: u64,
-}
-
-impl Second {
-    /// Adds `o`'s counts to this one's (the later `t` wins): workers into a run, runs into
-    /// a merge.
-    pub fn add(&mut self, o: &Second) {
-        self.t = self.t.max(o.t);
-        self.messages += o.messages;
-        self.bytes_sent += o.bytes_sent;
-        self.bytes_received += o.bytes_received;
-        self.errors += o.errors;
-        self.open += o.open;
-    }
-
-    /// The counts between running totals `earlier` and `self`, as the interval ending at
-    /// `t` (the open-connection count is a level, not a total, and is kept).
-    pub fn since(&self, earlier: &Second, t: f64) -> Second {
-        Second {
-            t,
-            messages: self.messages - earlier.messages,
-            bytes_sent: self.bytes_sent - earlier.bytes_sent,
-            bytes_received: self.bytes_received - earlier.bytes_received,
-            errors: self.errors - earlier.errors,
-            open: self.open,
-        }
-    }
-}
 
 /// Connection counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,7 +62,7 @@ pub struct Connections {
 }
 
 impl Connections {
-    fn add(&mut self, o: &Connections) {
+    pub(crate) fn add(&mut self, o: &Connections) {
         self.requested += o.requested;
         self.established += o.established;
         self.served = match (self.served, o.served) {
@@ -248,7 +210,7 @@ impl Report {
             uncorrected: open_loop.then_some(&tally.uncorrected),
             send_lag: open_loop.then_some(&tally.send_lag),
             connect: &tally.connect,
-            udp: (mode == Mode::UDP).then_some(tally.udp),
+            udp: (mode == Mode::Udp).then_some(tally.udp),
             errors,
             examples: tally.examples.clone(),
             timeline,
@@ -257,8 +219,8 @@ impl Report {
         })
     }
 
-    fn assemble(p: Parts<'_>) -> Report {
-        let churn = p.runs.first().is_some_and(|c| c.mode.load == Load::Churn);
+    pub(crate) fn assemble(p: Parts<'_>) -> Report {
+        let churn = p.runs.first().is_some_and(|c| c.mode.load() == Load::Churn);
         let mut rates = Rates::over(p.duration_secs, p.messages, p.bytes_sent, p.bytes_received);
         if churn {
             let connects = Rates::over(p.duration_secs, p.connections.established, 0, 0);
@@ -335,197 +297,24 @@ impl Report {
     pub fn error_total(&self) -> u64 {
         self.errors.values().sum()
     }
-
-    /// Combines the reports of runs made at the same time (on several machines) into the
-    /// report of one run with all their connections: counts and histograms add, the
-    /// duration is the longest, and the timelines add second by second.
-    pub fn merge(reports: &[Report]) -> Result<Report, String> {
-        Report::combine(reports, Combine::Concurrent)
-    }
-
-    /// Combines the reports of runs made one after another (the iterations of one run) into
-    /// one: counts, histograms and CPU time add, durations add, and the timelines follow
-    /// each other.
-    pub fn sequence(reports: &[Report]) -> Result<Report, String> {
-        Report::combine(reports, Combine::Sequential)
-    }
-
-    fn combine(reports: &[Report], how: Combine) -> Result<Report, String> {
-        let first = reports.first().ok_or("nothing to merge")?;
-        let mut latency = new_histogram();
-        let mut uncorrected = new_histogram();
-        let mut send_lag = new_histogram();
-        let mut connect = new_histogram();
-        let mut any_uncorrected = false;
-        let mut connections = Connections::default();
-        let (mut messages, mut bytes_sent, mut bytes_received) = (0, 0, 0);
-        let mut udp: Option<UdpCounts> = None;
-        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-        let mut examples = Vec::new();
-        let mut timeline: Vec<Second> = Vec::new();
-        let mut runs = Vec::new();
-        let mut duration_secs: f64 = 0.0;
-        let mut backends: Option<Vec<BackendTally>> = None;
-        let mut cpu: Option<CpuCosts> = None;
-        let mut intervals = Vec::new();
-        let mut lead_in: Vec<Second> = Vec::new();
-        let mut lead_in_secs: f64 = 0.0;
-        for r in reports {
-            if r.mode() != first.mode() {
-                return Err("cannot merge runs of different modes".into());
-            }
-            add_serialized(&mut latency, &r.latency)?;
-            add_serialized(&mut uncorrected, &r.uncorrected_latency)?;
-            add_serialized(&mut send_lag, &r.send_lag)?;
-            add_serialized(&mut connect, &r.connect_latency)?;
-            any_uncorrected |= r.uncorrected_latency.is_some();
-            connections.add(&r.connections);
-            messages += r.messages;
-            bytes_sent += r.bytes_sent;
-            bytes_received += r.bytes_received;
-            if let Some(u) = &r.udp {
-                udp.get_or_insert_with(UdpCounts::default).add(u);
-            }
-            for (k, n) in &r.errors {
-                *errors.entry(k.clone()).or_default() += n;
-            }
-            let room = MAX_EXAMPLES.saturating_sub(examples.len());
-            examples.extend(r.error_examples.iter().take(room).cloned());
-            match how {
-                Combine::Concurrent => {
-                    for (i, s) in r.timeline.iter().enumerate() {
-                        if timeline.len() <= i {
-                            timeline.push(Second::default());
-                        }
-                        timeline[i].add(s);
-                    }
-                    // Lead-ins end together, where the measurements begin.
-                    let n = r.lead_in.len();
-                    if lead_in.len() < n {
-                        // Placeholders take their time from the run that has them.
-                        let empty = Second {
-                            t: f64::NEG_INFINITY,
-                            ..Second::default()
-                        };
-                        let mut longer = vec![empty; n - lead_in.len()];
-                        longer.append(&mut lead_in);
-                        lead_in = longer;
-                    }
-                    let skip = lead_in.len() - n;
-                    for (sum, s) in lead_in[skip..].iter_mut().zip(&r.lead_in) {
-                        sum.add(s);
-                    }
-                    lead_in_secs = lead_in_secs.min(r.lead_in_secs);
-                    runs.extend(r.runs.iter().cloned());
-                    duration_secs = duration_secs.max(r.duration_secs);
-                }
-                Combine::Sequential => {
-                    // Each iteration's seconds, placed after the first one's start.
-                    if let (Some(first), Some(this)) = (first.started, r.started) {
-                        let offset = this.duration_since(first).unwrap_or_default();
-                        intervals.extend(r.intervals.iter().map(|i| Interval {
-                            start: i.start + offset,
-                            ..i.clone()
-                        }));
-                    }
-                    let offset = duration_secs;
-                    timeline.extend(r.timeline.iter().map(|s| Second {
-                        t: s.t + offset,
-                        ..*s
-                    }));
-                    if runs.is_empty() {
-                        runs.extend(r.runs.iter().cloned());
-                        lead_in = r.lead_in.clone();
-                        lead_in_secs = r.lead_in_secs;
-                    }
-                    duration_secs += r.duration_secs;
-                }
-            }
-            if let Some(c) = &r.cpu {
-                let total = cpu.get_or_insert_with(CpuCosts::default);
-                let add = |sum: &mut Option<Cost>, part: &Option<Cost>| {
-                    if let Some(p) = part {
-                        let sum = sum.get_or_insert_with(|| Cost::new(p.method.clone(), 0.0, 0));
-                        sum.cpu_seconds += p.cpu_seconds;
-                    }
-                };
-                add(&mut total.client, &c.client);
-                // A server's or the machine's CPU is read by every concurrent run: added,
-                // it would be counted once per run. One after another, it adds up.
-                if how == Combine::Sequential {
-                    add(&mut total.server, &c.server);
-                    add(&mut total.system, &c.system);
-                }
-                total.unavailable.extend(c.unavailable.iter().cloned());
-            }
-            if let Some(b) = &r.backends {
-                let parts = backends.get_or_insert_with(Vec::new);
-                for report in b {
-                    parts.push(BackendTally::try_from(report)?);
-                }
-            }
-        }
-        let mut combined = Report::assemble(Parts {
-            runs,
-            duration_secs,
-            connections,
-            messages,
-            bytes_sent,
-            bytes_received,
-            latency: &latency,
-            uncorrected: any_uncorrected.then_some(&uncorrected),
-            send_lag: any_uncorrected.then_some(&send_lag),
-            connect: &connect,
-            udp,
-            errors,
-            examples,
-            timeline,
-            backends,
-            cpu: cpu.map(|c| {
-                let per = |c: Option<Cost>| c.map(|c| Cost::new(c.method, c.cpu_seconds, messages));
-                CpuCosts {
-                    client: per(c.client),
-                    server: per(c.server),
-                    system: per(c.system),
-                    unavailable: c.unavailable,
-                }
-            }),
-        });
-        if how == Combine::Sequential {
-            combined.started = first.started;
-            combined.intervals = intervals;
-        }
-        combined.lead_in = lead_in;
-        combined.lead_in_secs = lead_in_secs;
-        Ok(combined)
-    }
-}
-
-/// How the runs being combined relate in time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Combine {
-    /// At the same time, from several machines.
-    Concurrent,
-    /// One after another: the iterations of a run.
-    Sequential,
 }
 
 /// The raw material of a report.
-struct Parts<'a> {
-    runs: Vec<RecordedConfig>,
-    duration_secs: f64,
-    connections: Connections,
-    messages: u64,
-    bytes_sent: u64,
-    bytes_received: u64,
-    latency: &'a Histogram<u64>,
-    uncorrected: Option<&'a Histogram<u64>>,
-    send_lag: Option<&'a Histogram<u64>>,
-    connect: &'a Histogram<u64>,
-    udp: Option<UdpCounts>,
-    errors: BTreeMap<String, u64>,
-    examples: Vec<String>,
-    timeline: Vec<Second>,
-    backends: Option<Vec<BackendTally>>,
-    cpu: Option<CpuCosts>,
+pub(crate) struct Parts<'a> {
+    pub runs: Vec<RecordedConfig>,
+    pub duration_secs: f64,
+    pub connections: Connections,
+    pub messages: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub latency: &'a Histogram<u64>,
+    pub uncorrected: Option<&'a Histogram<u64>>,
+    pub send_lag: Option<&'a Histogram<u64>>,
+    pub connect: &'a Histogram<u64>,
+    pub udp: Option<UdpCounts>,
+    pub errors: BTreeMap<String, u64>,
+    pub examples: Vec<String>,
+    pub timeline: Vec<Second>,
+    pub backends: Option<Vec<BackendTally>>,
+    pub cpu: Option<CpuCosts>,
 }

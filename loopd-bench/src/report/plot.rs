@@ -14,8 +14,9 @@ use std::path::Path;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::{Latency, Report, Second};
-use crate::compare::Comparison;
+use super::comparison::Comparison;
+use super::{Latency, Report};
+use crate::record::Second;
 
 const WIDTH: u32 = 1024;
 const HEIGHT: u32 = 768;

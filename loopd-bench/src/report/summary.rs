@@ -225,7 +225,7 @@ impl Report {
                      lasted into the measurement{why}"
                 ));
             }
-            let what = match (mode.transport, mode.load) {
+            let what = match (mode.transport(), mode.load()) {
                 (Transport::Udp, _) => {
                     let sent = self.udp.map_or(0, |u| u.sent);
                     format!("no reply came back from {target} ({sent} datagrams sent)")
@@ -263,7 +263,7 @@ impl Report {
     }
 
     fn measured_nothing(&self, mode: Mode) -> bool {
-        match (mode.transport, mode.load) {
+        match (mode.transport(), mode.load()) {
             (Transport::Udp, _) => self.udp.is_none_or(|u| u.received == 0),
             (_, Load::Download) => self.bytes_received == 0,
             (_, Load::Upload) => self.bytes_sent == 0,
@@ -275,7 +275,8 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use crate::config::{BenchConfig, RecordedConfig};
-    use crate::report::{Report, Tally};
+    use crate::record::Tally;
+    use crate::report::Report;
 
     /// An open-loop report whose messages lagged `lag_us` and took `service_us` to answer.
     fn open_loop(lag_us: u64, service_us: u64) -> Report {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::latency::new_histogram;
+use super::histogram::new_histogram;
 use crate::errors::ErrorKind;
 
 /// Error descriptions kept as examples; the counts say how many there were in all.
