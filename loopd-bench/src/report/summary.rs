@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::latency::human_us;
 use super::{Latency, Report};
-use crate::config::{Load, Mode, Transport};
+use crate::config::{Expect, Mode, RecordedConfig};
 
 fn latency_line(f: &mut fmt::Formatter<'_>, label: &str, l: &Option<Latency>) -> fmt::Result {
     if let Some(l) = l {
@@ -22,18 +22,101 @@ fn latency_line(f: &mut fmt::Formatter<'_>, label: &str, l: &Option<Latency>) ->
     Ok(())
 }
 
+/// The first line: what the run did, in the words of its mode.
+fn headline(c: &RecordedConfig) -> String {
+    let load = match c.rate {
+        Some(r) => format!("open loop at {r} msg/s"),
+        None => "closed loop".into(),
+    };
+    let (target, n, threads, size) = (&c.target, c.connections, c.threads, c.size);
+    let pipeline = c.pipeline;
+    match c.mode {
+        Mode::Echo => format!(
+            "loopd-bench echo {target} ({}): {n} connections, {threads} thread(s), {size}-byte \
+             messages, {load}, pipeline {pipeline}",
+            c.protocol
+        ),
+        Mode::Udp => format!(
+            "loopd-bench udp {target}: {n} sockets, {threads} thread(s), {size}-byte \
+             datagrams, {load}, pipeline {pipeline}"
+        ),
+        Mode::Connect => format!(
+            "loopd-bench connect {target}: {n} connections at a time, {threads} thread(s), \
+             each one {size}-byte round trip, then closed"
+        ),
+        Mode::Send => format!(
+            "loopd-bench send {target}: {n} connections, {threads} thread(s), a stream of \
+             {size}-byte messages to a server that only reads"
+        ),
+        Mode::Recv => {
+            let checked = match c.expect {
+                Some(Expect::Chargen) => "every byte checked against RFC 864 chargen",
+                None => "counted, not checked (--expect chargen checks it)",
+            };
+            format!(
+                "loopd-bench recv {target}: {n} connections, {threads} thread(s), reading what \
+                 the server sends; {checked}"
+            )
+        }
+    }
+}
+
+impl Report {
+    /// What moved, in the words of the mode: round trips, messages written, or bytes read.
+    fn moved(&self, f: &mut fmt::Formatter<'_>, mode: Option<Mode>) -> fmt::Result {
+        let r = &self.rates;
+        let both = |f: &mut fmt::Formatter<'_>| {
+            writeln!(
+                f,
+                "  {:<12} {:.2} MiB/s sent, {:.2} MiB/s received",
+                "throughput", r.mib_per_sec_sent, r.mib_per_sec_received
+            )
+        };
+        match mode {
+            Some(Mode::Send) => {
+                writeln!(
+                    f,
+                    "  {:<12} {} written ({:.0}/s)",
+                    "messages", self.messages, r.messages_per_sec
+                )?;
+                if self.bytes_received > 0 {
+                    both(f)
+                } else {
+                    writeln!(
+                        f,
+                        "  {:<12} {:.2} MiB/s sent",
+                        "throughput", r.mib_per_sec_sent
+                    )
+                }
+            }
+            Some(Mode::Recv) => {
+                writeln!(f, "  {:<12} {} bytes", "received", self.bytes_received)?;
+                if self.bytes_sent > 0 {
+                    both(f)
+                } else {
+                    writeln!(
+                        f,
+                        "  {:<12} {:.2} MiB/s received",
+                        "throughput", r.mib_per_sec_received
+                    )
+                }
+            }
+            _ => {
+                writeln!(
+                    f,
+                    "  {:<12} {} ({:.0}/s)",
+                    "messages", self.messages, r.messages_per_sec
+                )?;
+                both(f)
+            }
+        }
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let [c] = self.runs.as_slice() {
-            let load = match c.rate {
-                Some(r) => format!("open loop at {r} msg/s"),
-                None => "closed loop".into(),
-            };
-            writeln!(
-                f,
-                "loopd-bench {} {} ({}): {} connections, {} thread(s), {}-byte messages, {load}, pipeline {}",
-                c.mode, c.target, c.protocol, c.connections, c.threads, c.size, c.pipeline
-            )?;
+            writeln!(f, "{}", headline(c))?;
         } else {
             let targets: Vec<&str> = self.runs.iter().map(|c| c.target.as_str()).collect();
             writeln!(
@@ -64,16 +147,7 @@ impl fmt::Display for Report {
         if let Some(rate) = self.rates.connects_per_sec {
             writeln!(f, "  {:<12} {} ({rate:.0}/s)", "connects", c.established)?;
         }
-        writeln!(
-            f,
-            "  {:<12} {} ({:.0}/s)",
-            "messages", self.messages, self.rates.messages_per_sec
-        )?;
-        writeln!(
-            f,
-            "  {:<12} {:.2} MiB/s sent, {:.2} MiB/s received",
-            "throughput", self.rates.mib_per_sec_sent, self.rates.mib_per_sec_received
-        )?;
+        self.moved(f, self.mode())?;
         latency_line(f, "latency", &self.latency)?;
         latency_line(f, "uncorrected", &self.uncorrected_latency)?;
         latency_line(f, "send lag", &self.send_lag)?;
@@ -225,14 +299,14 @@ impl Report {
                      lasted into the measurement{why}"
                 ));
             }
-            let what = match (mode.transport(), mode.load()) {
-                (Transport::Udp, _) => {
+            let what = match mode {
+                Mode::Udp => {
                     let sent = self.udp.map_or(0, |u| u.sent);
                     format!("no reply came back from {target} ({sent} datagrams sent)")
                 }
-                (_, Load::Download) => format!("nothing was received from {target}"),
-                (_, Load::Upload) => format!("nothing could be sent to {target}"),
-                _ => format!("no message to {target} completed"),
+                Mode::Recv => format!("nothing was received from {target}"),
+                Mode::Send => format!("nothing could be sent to {target}"),
+                Mode::Echo | Mode::Connect => format!("no message to {target} completed"),
             };
             return Err(format!("{what}{why}"));
         }
@@ -263,18 +337,18 @@ impl Report {
     }
 
     fn measured_nothing(&self, mode: Mode) -> bool {
-        match (mode.transport(), mode.load()) {
-            (Transport::Udp, _) => self.udp.is_none_or(|u| u.received == 0),
-            (_, Load::Download) => self.bytes_received == 0,
-            (_, Load::Upload) => self.bytes_sent == 0,
-            _ => self.messages == 0,
+        match mode {
+            Mode::Udp => self.udp.is_none_or(|u| u.received == 0),
+            Mode::Recv => self.bytes_received == 0,
+            Mode::Send => self.bytes_sent == 0,
+            Mode::Echo | Mode::Connect => self.messages == 0,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{BenchConfig, RecordedConfig};
+    use crate::config::{BenchConfig, Expect, Mode, RecordedConfig};
     use crate::record::Tally;
     use crate::report::Report;
 
@@ -305,5 +379,78 @@ mod tests {
         let prompt = open_loop(10, 100);
         assert!(prompt.lagging().is_none());
         assert!(!prompt.to_string().contains("ran behind"));
+    }
+
+    /// A report of `mode` that moved `messages` of 64 bytes each way (none back in send
+    /// mode, none out in recv mode).
+    fn report_of(mode: Mode, messages: u64) -> Report {
+        let mut cfg = BenchConfig::new("127.0.0.1:7".parse().unwrap());
+        cfg.mode = mode;
+        if mode == Mode::Recv {
+            cfg.expect = Some(Expect::Chargen);
+        }
+        let mut tally = Tally::new();
+        tally.established = 1;
+        tally.served = 1;
+        let bytes = 64 * messages.max(1);
+        match mode {
+            Mode::Send => {
+                tally.messages = messages;
+                tally.bytes_sent = bytes;
+            }
+            Mode::Recv => tally.bytes_received = bytes,
+            _ => {
+                tally.messages = messages;
+                tally.bytes_sent = bytes;
+                tally.bytes_received = bytes;
+                for _ in 0..messages {
+                    tally.latency.record(100_000).unwrap();
+                }
+            }
+        }
+        Report::new(RecordedConfig::from(&cfg), 1.0, &tally, Vec::new())
+    }
+
+    /// Each mode's summary says what it measured: recv reads bytes (no messages, no
+    /// pipeline, no closed loop), send writes messages, the round-trip modes time messages.
+    #[test]
+    fn the_summary_fits_its_mode() {
+        let recv = report_of(Mode::Recv, 0).to_string();
+        for absent in ["messages", "closed loop", "pipeline", "64-byte", "latency"] {
+            assert!(!recv.contains(absent), "{absent} in:\n{recv}");
+        }
+        assert!(recv.contains("reading what the server sends"), "{recv}");
+        assert!(recv.contains("checked against RFC 864"), "{recv}");
+        assert!(recv.contains("received     64 bytes"), "{recv}");
+
+        let send = report_of(Mode::Send, 10).to_string();
+        assert!(send.contains("messages     10 written (10/s)"), "{send}");
+        assert!(send.contains("a server that only reads"), "{send}");
+        assert!(
+            !send.contains("received") && !send.contains("pipeline"),
+            "{send}"
+        );
+
+        let echo = report_of(Mode::Echo, 10).to_string();
+        assert!(
+            echo.contains("64-byte messages, closed loop, pipeline 1"),
+            "{echo}"
+        );
+        assert!(echo.contains("messages     10 (10/s)"), "{echo}");
+        assert!(echo.contains("latency      p50"), "{echo}");
+
+        let udp = report_of(Mode::Udp, 10).to_string();
+        assert!(
+            udp.contains("50 sockets") && udp.contains("64-byte datagrams"),
+            "{udp}"
+        );
+
+        let connect = report_of(Mode::Connect, 10).to_string();
+        assert!(
+            connect.contains("each one 64-byte round trip, then closed"),
+            "{connect}"
+        );
+        assert!(connect.contains("connects     1 (1/s)"), "{connect}");
+        assert!(!connect.contains("pipeline"), "{connect}");
     }
 }
