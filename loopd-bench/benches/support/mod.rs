@@ -19,6 +19,11 @@ pub use common::daemon::Daemon as Server;
 /// The release `loopd` binary: built by this call if it is not there yet (the benchmarks
 /// belong to the loopd-bench package, whose build does not include the daemon).
 pub fn loopd_release() -> PathBuf {
+    release_binary("loopd", "loopd")
+}
+
+/// The release binary `bin` of `package`, built by this call if it is not up to date.
+pub fn release_binary(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the bench executable's path");
     let dir = exe
         .parent()
@@ -27,19 +32,11 @@ pub fn loopd_release() -> PathBuf {
         .to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "loopd",
-            "--bin",
-            "loopd",
-        ])
+        .args(["build", "--release", "--quiet", "-p", package, "--bin", bin])
         .status()
-        .expect("run cargo to build the loopd daemon");
-    assert!(status.success(), "building the loopd daemon failed");
-    dir.join("loopd")
+        .expect("run cargo to build a release binary");
+    assert!(status.success(), "building {package}'s {bin} failed");
+    dir.join(bin)
 }
 
 /// Waits for `server`'s start-up line, so its address is known, and returns it.
