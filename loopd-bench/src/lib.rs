@@ -23,7 +23,8 @@
 //! 5. [`config`] — what a run does: the [`Mode`] (five kinds of run, each a transport and a
 //!    load policy), the load model, every default with its reason, and typed errors.
 //! 6. [`schedule`] — the clock work, without sockets: quota split, the open-loop grid,
-//!    wake-ups, the measurement window. Unit-tested with made-up instants.
+//!    wake-ups, the measurement window. Unit-tested with made-up instants. (`alarm`, private:
+//!    the `timerfd` that makes a wake-up precise.)
 //! 7. [`record`] — what the workers count: tallies, histograms, the per-second series, the
 //!    interval recorder.
 //! 8. [`transport`] — the seam: a byte [`Stream`](transport::Stream) and a
@@ -43,23 +44,29 @@
 
 #![deny(missing_docs)]
 
+// Declared in the reading order above (blank lines keep rustfmt from sorting them).
 pub mod errors;
 pub mod net;
 pub mod payload;
 
-pub mod config;
 pub mod cpu;
 
-mod alarm;
-pub mod record;
+pub mod config;
+
 pub mod schedule;
 
-pub mod tcp;
+mod alarm;
+
+pub mod record;
+
 pub mod transport;
+
+pub mod tcp;
 pub mod udp;
 
 #[cfg(test)]
 mod fake;
+
 pub mod flow;
 
 pub mod worker;
@@ -68,8 +75,9 @@ pub mod report;
 
 pub mod run;
 
-pub mod compare;
 pub mod repeat;
+
+pub mod compare;
 
 pub use config::{BenchConfig, ConfigError, Expect, Load, Mode, Sources, Stop, Transport};
 pub use errors::ErrorKind;
