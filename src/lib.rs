@@ -115,6 +115,8 @@ pub mod service;
 pub mod stats;
 pub mod systemd;
 pub mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod udp;
 
 pub use config::Config;
