@@ -527,8 +527,13 @@ pub fn self_signed(
     if names.is_empty() {
         return Err(CertError::NoNames);
     }
-    let generated = rcgen::generate_simple_self_signed(names.to_vec()).map_err(generate_error)?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der()));
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(generate_error)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names[0].as_str());
+    let key_pair = rcgen::KeyPair::generate().map_err(generate_error)?;
+    let cert = params.self_signed(&key_pair).map_err(generate_error)?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
     let signing = provider
         .key_provider
         .load_private_key(key)
@@ -536,8 +541,5 @@ pub fn self_signed(
             path: PathBuf::from("(generated)"),
             source,
         })?;
-    Ok(CertifiedKey::new(
-        vec![generated.cert.der().clone()],
-        signing,
-    ))
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signing))
 }
