@@ -17,7 +17,9 @@ use loopd::tls::layer::{
 use loopd::tls::settings::{self, ClientAuth, SettingsError, TlsSettings};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, ServerConfig, SignatureScheme,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The scripted transport.
@@ -212,10 +214,7 @@ impl TempDir {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "loopd-tls-{}-{tag}-{n}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("loopd-tls-{}-{tag}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -304,7 +303,10 @@ fn client_builder(
         .unwrap()
 }
 
-fn client_config(ca: &Ca, versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
+fn client_config(
+    ca: &Ca,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     Arc::new(
         client_builder(versions)
             .with_root_certificates(ca.roots())
@@ -378,7 +380,14 @@ fn accept_any() -> (Arc<AcceptAny>, Arc<ClientConfig>) {
 }
 
 fn shown(verifier: &AcceptAny) -> Fingerprint {
-    Fingerprint::of(verifier.0.lock().unwrap().as_ref().expect("a certificate was shown"))
+    Fingerprint::of(
+        verifier
+            .0
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("a certificate was shown"),
+    )
 }
 
 fn fingerprint_of_file(path: &Path) -> Fingerprint {
@@ -431,7 +440,10 @@ fn handshake_over_partial_io() {
         w.write_chunk = Some(5);
     }
     pair.handshake();
-    assert_eq!(pair.server.take_handshake_event(), Some(HandshakeOutcome::Ok));
+    assert_eq!(
+        pair.server.take_handshake_event(),
+        Some(HandshakeOutcome::Ok)
+    );
     pair.client.writer().write_all(b"ping").unwrap();
     pair.client_sends();
     assert_eq!(pair.server_drains().0, b"ping");
@@ -445,7 +457,10 @@ fn handshake_over_partial_io() {
 fn handshake_event_once() {
     let (_dir, mut pair) = established(TLS13);
     assert!(!pair.server.is_handshaking());
-    assert_eq!(pair.server.take_handshake_event(), Some(HandshakeOutcome::Ok));
+    assert_eq!(
+        pair.server.take_handshake_event(),
+        Some(HandshakeOutcome::Ok)
+    );
     assert_eq!(pair.server.take_handshake_event(), None);
 }
 
@@ -460,7 +475,10 @@ fn buffered_plaintext_after_the_socket_is_drained() {
     }
     let mut buf = [0; 5];
     assert_eq!(pair.server.read(&mut buf).unwrap(), 5, "a full read");
-    assert!(pair.wire.borrow().to_server.is_empty(), "the socket is drained");
+    assert!(
+        pair.wire.borrow().to_server.is_empty(),
+        "the socket is drained"
+    );
     assert!(pair.server.has_plaintext(), "but the layer holds plaintext");
     let reads_before = pair.wire.borrow().reads;
     let mut got = buf.to_vec();
@@ -498,7 +516,10 @@ fn a_short_read_means_drained() {
         got.extend_from_slice(&buf[..n]);
         if n < buf.len() {
             short_reads += 1;
-            assert!(pair.wire.borrow().to_server.is_empty(), "short read, socket not drained");
+            assert!(
+                pair.wire.borrow().to_server.is_empty(),
+                "short read, socket not drained"
+            );
             assert!(!pair.server.has_plaintext(), "short read, plaintext left");
         }
     }
@@ -561,7 +582,10 @@ fn handshake_output_pending_without_the_service() {
     assert!(data.is_empty());
     assert_eq!(end.unwrap_err().kind(), io::ErrorKind::WouldBlock);
     let pending = pair.server.pending_output();
-    assert!(pending > 100, "ServerHello and certificate queued: {pending}");
+    assert!(
+        pending > 100,
+        "ServerHello and certificate queued: {pending}"
+    );
     assert_eq!(
         pair.server.flush().unwrap_err().kind(),
         io::ErrorKind::WouldBlock
@@ -664,7 +688,10 @@ fn close_notify_before_fin() {
     pair.server.write_all(b"last words").unwrap_or(());
     let err = pair.server.shutdown_write().unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
-    assert!(pair.wire.borrow().fin_at.is_none(), "no FIN with records queued");
+    assert!(
+        pair.wire.borrow().fin_at.is_none(),
+        "no FIN with records queued"
+    );
     assert!(pair.server.pending_output() > 0);
     assert_eq!(
         pair.server.write(b"more").unwrap_err().kind(),
@@ -677,11 +704,19 @@ fn close_notify_before_fin() {
         let w = pair.wire.borrow();
         w.taken_by_client + w.to_client.len()
     };
-    assert_eq!(pair.wire.borrow().fin_at, Some(total), "FIN after every byte");
+    assert_eq!(
+        pair.wire.borrow().fin_at,
+        Some(total),
+        "FIN after every byte"
+    );
     pair.client_receives().unwrap();
     assert_eq!(pair.client_plaintext(), b"last words");
     let mut buf = [0; 8];
-    assert_eq!(pair.client.reader().read(&mut buf).unwrap(), 0, "clean close");
+    assert_eq!(
+        pair.client.reader().read(&mut buf).unwrap(),
+        0,
+        "clean close"
+    );
 }
 
 /// A FIN without `close_notify` reads as the end, and is told apart as a truncation.
@@ -709,7 +744,10 @@ fn tls13_half_close() {
     assert_eq!((data.as_slice(), end.unwrap()), (&b"echo me"[..], 0));
     assert_eq!(pair.server.peer_close(), Some(PeerClose::CloseNotify));
     pair.client_receives().unwrap();
-    assert!(pair.client_plaintext().is_empty(), "no close_notify of ours yet");
+    assert!(
+        pair.client_plaintext().is_empty(),
+        "no close_notify of ours yet"
+    );
     pair.server.write_all(b"echo me").unwrap();
     pair.server.shutdown_write().unwrap();
     pair.client_receives().unwrap();
@@ -794,18 +832,29 @@ fn groups_by_name() {
         groups: vec!["secp256r1".into()],
         ..TlsSettings::default()
     };
-    let mut pair = Pair::new(server_config(&store, &settings), client_config(&ca, TLS13), "a.test");
+    let mut pair = Pair::new(
+        server_config(&store, &settings),
+        client_config(&ca, TLS13),
+        "a.test",
+    );
     pair.handshake();
     assert_eq!(pair.server.negotiated().unwrap().group, Some("secp256r1"));
     let (_d, default) = established(TLS13);
-    assert_eq!(default.server.negotiated().unwrap().group, Some("X25519MLKEM768"));
+    assert_eq!(
+        default.server.negotiated().unwrap().group,
+        Some("X25519MLKEM768")
+    );
     let bad = TlsSettings {
         groups: vec!["x448".into()],
         ..TlsSettings::default()
     };
     let err = settings::server_config(&bad, store).unwrap_err();
     assert!(matches!(err, SettingsError::UnknownGroup(ref g) if g == "x448"));
-    assert!(err.to_string().contains("X25519MLKEM768, X25519, secp256r1, secp384r1"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("X25519MLKEM768, X25519, secp256r1, secp384r1"),
+        "{err}"
+    );
 }
 
 /// ALPN picks the server's first protocol the client offers; a client offering none of
@@ -822,7 +871,10 @@ fn alpn() {
     client.alpn_protocols = vec![b"http/1.1".to_vec(), b"h2".to_vec()];
     let mut pair = Pair::new(Arc::clone(&server), Arc::new(client.clone()), "a.test");
     pair.handshake();
-    assert_eq!(pair.server.negotiated().unwrap().alpn.as_deref(), Some("h2"));
+    assert_eq!(
+        pair.server.negotiated().unwrap().alpn.as_deref(),
+        Some("h2")
+    );
     client.alpn_protocols = vec![b"imap".to_vec()];
     let mut refused = Pair::new(server, Arc::new(client), "a.test");
     assert!(refused.try_handshake().is_err());
@@ -842,9 +894,18 @@ fn sni_selects_with_a_default() {
     let dir = TempDir::new("sni");
     let ca = Ca::new("Test CA");
     let srcs = sources(&dir, &ca, &[&["a.test"], &["b.test", "*.b.test"]]);
-    let (a, b) = (fingerprint_of_file(cert_path(&srcs[0])), fingerprint_of_file(cert_path(&srcs[1])));
+    let (a, b) = (
+        fingerprint_of_file(cert_path(&srcs[0])),
+        fingerprint_of_file(cert_path(&srcs[1])),
+    );
     let config = server_config(&store(srcs, false), &TlsSettings::default());
-    for (name, want) in [("b.test", b), ("x.b.test", b), ("a.test", a), ("other.test", a), ("127.0.0.1", a)] {
+    for (name, want) in [
+        ("b.test", b),
+        ("x.b.test", b),
+        ("a.test", a),
+        ("other.test", a),
+        ("127.0.0.1", a),
+    ] {
         let (seen, client) = accept_any();
         let mut pair = Pair::new(Arc::clone(&config), client, name);
         pair.handshake();
@@ -858,7 +919,10 @@ fn sni_selects_with_a_default() {
 fn strict_sni_refuses_unknown_names() {
     let dir = TempDir::new("strict");
     let ca = Ca::new("Test CA");
-    let config = server_config(&store(sources(&dir, &ca, &[&["a.test"]]), true), &TlsSettings::default());
+    let config = server_config(
+        &store(sources(&dir, &ca, &[&["a.test"]]), true),
+        &TlsSettings::default(),
+    );
     for name in ["other.test", "127.0.0.1"] {
         let (_, client) = accept_any();
         let mut pair = Pair::new(Arc::clone(&config), client, name);
@@ -868,7 +932,10 @@ fn strict_sni_refuses_unknown_names() {
             pair.server.take_handshake_event(),
             Some(HandshakeOutcome::AlertSent(_))
         ));
-        assert!(pair.client.process_new_packets().is_err(), "the client got an alert");
+        assert!(
+            pair.client.process_new_packets().is_err(),
+            "the client got an alert"
+        );
     }
     let (_, client) = accept_any();
     Pair::new(config, client, "a.test").handshake();
@@ -928,7 +995,10 @@ fn failed_reload_keeps_the_old() {
     assert_eq!(store.summaries()[0].fingerprint, old);
 
     std::fs::remove_file(dir.0.join("key0.pem")).unwrap();
-    assert!(matches!(store.reload().unwrap_err(), CertError::Read { .. }));
+    assert!(matches!(
+        store.reload().unwrap_err(),
+        CertError::Read { .. }
+    ));
 
     let (seen, client) = accept_any();
     Pair::new(config, client, "a.test").handshake();
@@ -957,7 +1027,10 @@ fn certificate_errors() {
     };
     let missing = dir.0.join("missing.pem");
     let e = load(&missing, &key_path);
-    assert!(matches!(e, CertError::Read { .. }) && e.to_string().contains("missing.pem"), "{e}");
+    assert!(
+        matches!(e, CertError::Read { .. }) && e.to_string().contains("missing.pem"),
+        "{e}"
+    );
     let e = load(&key_path, &key_path);
     assert!(matches!(e, CertError::NoCertificate { .. }), "{e}");
     let e = load(&cert, &cert);
@@ -973,7 +1046,10 @@ fn certificate_errors() {
         "legacy.pem",
         "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
     );
-    assert!(matches!(load(&cert, &legacy), CertError::EncryptedKey { .. }));
+    assert!(matches!(
+        load(&cert, &legacy),
+        CertError::EncryptedKey { .. }
+    ));
     let mismatched = dir.write("other.pem", &other_key);
     let e = load(&cert, &mismatched);
     assert!(matches!(e, CertError::KeyMismatch { .. }), "{e}");
@@ -1001,7 +1077,11 @@ fn self_signed_quick_start() {
     assert_eq!(summary.subject.as_deref(), Some("CN=localhost"));
     assert_eq!(summary.fingerprint.to_string().len(), 32 * 3 - 1);
     let (seen, client) = accept_any();
-    let mut pair = Pair::new(server_config(&store, &TlsSettings::default()), client, "localhost");
+    let mut pair = Pair::new(
+        server_config(&store, &TlsSettings::default()),
+        client,
+        "localhost",
+    );
     pair.handshake();
     assert_eq!(shown(&seen), summary.fingerprint);
     assert_eq!(store.reload().unwrap()[0].fingerprint, summary.fingerprint);
@@ -1036,7 +1116,9 @@ fn client_certificates() {
     let required = server_config(
         &store,
         &TlsSettings {
-            client_auth: ClientAuth::Required { ca: ca_file.clone() },
+            client_auth: ClientAuth::Required {
+                ca: ca_file.clone(),
+            },
             ..TlsSettings::default()
         },
     );
@@ -1086,7 +1168,9 @@ fn alert_received() {
     assert_eq!(end.unwrap_err().kind(), io::ErrorKind::InvalidData);
     assert!(matches!(
         pair.server.take_handshake_event(),
-        Some(HandshakeOutcome::AlertReceived(rustls::AlertDescription::UnknownCA))
+        Some(HandshakeOutcome::AlertReceived(
+            rustls::AlertDescription::UnknownCA
+        ))
     ));
 }
 
@@ -1097,10 +1181,22 @@ fn not_tls() {
     let (_dir, _ca, store) = simple();
     let config = server_config(&store, &TlsSettings::default());
     let cases: [(&[u8], HandshakeOutcome); 4] = [
-        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", HandshakeOutcome::NotTls(NotTls::Http)),
-        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", HandshakeOutcome::NotTls(NotTls::ProxyHeader)),
-        (b"\r\n\r\n\0\r\nQUIT\n\x21\x11\0\x0c", HandshakeOutcome::NotTls(NotTls::ProxyHeader)),
-        (b"\x01\x02\x03\x04\x05\x06", HandshakeOutcome::NotTls(NotTls::Other)),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            HandshakeOutcome::NotTls(NotTls::Http),
+        ),
+        (
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+            HandshakeOutcome::NotTls(NotTls::ProxyHeader),
+        ),
+        (
+            b"\r\n\r\n\0\r\nQUIT\n\x21\x11\0\x0c",
+            HandshakeOutcome::NotTls(NotTls::ProxyHeader),
+        ),
+        (
+            b"\x01\x02\x03\x04\x05\x06",
+            HandshakeOutcome::NotTls(NotTls::Other),
+        ),
     ];
     for (bytes, want) in cases {
         let (_, client) = accept_any();
@@ -1114,7 +1210,10 @@ fn not_tls() {
     let mut pair = Pair::new(config, client, "a.test");
     pair.wire.borrow_mut().client_fin = true;
     assert_eq!(pair.server_drains().1.unwrap(), 0);
-    assert_eq!(pair.server.take_handshake_event(), Some(HandshakeOutcome::Closed));
+    assert_eq!(
+        pair.server.take_handshake_event(),
+        Some(HandshakeOutcome::Closed)
+    );
 }
 
 /// A handshake that runs out of time is recorded as a timeout, once; a completed one is not.
@@ -1122,10 +1221,20 @@ fn not_tls() {
 fn handshake_timeout_is_recorded() {
     let (_dir, _ca, store) = simple();
     let (_, client) = accept_any();
-    let mut pair = Pair::new(server_config(&store, &TlsSettings::default()), client, "a.test");
+    let mut pair = Pair::new(
+        server_config(&store, &TlsSettings::default()),
+        client,
+        "a.test",
+    );
     assert!(pair.server.handshake_timed_out());
-    assert_eq!(pair.server.take_handshake_event(), Some(HandshakeOutcome::Timeout));
+    assert_eq!(
+        pair.server.take_handshake_event(),
+        Some(HandshakeOutcome::Timeout)
+    );
     let (_d, mut done) = established(TLS13);
     assert!(!done.server.handshake_timed_out());
-    assert_eq!(done.server.take_handshake_event(), Some(HandshakeOutcome::Ok));
+    assert_eq!(
+        done.server.take_handshake_event(),
+        Some(HandshakeOutcome::Ok)
+    );
 }

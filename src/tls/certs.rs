@@ -516,10 +516,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Generates a self-signed ECDSA P-256 certificate for `names`.
-pub fn self_signed(
-    names: &[String],
-    provider: &CryptoProvider,
-) -> Result<CertifiedKey, CertError> {
+pub fn self_signed(names: &[String], provider: &CryptoProvider) -> Result<CertifiedKey, CertError> {
     let generate_error = |source| CertError::Generate {
         names: names.to_vec(),
         source,

@@ -244,7 +244,11 @@ pub struct TlsStream<S> {
 impl<S: Transport> TlsStream<S> {
     /// A server session for a freshly accepted transport. `output_limit` caps rustls's queue
     /// of outgoing records (see [`DEFAULT_OUTPUT_LIMIT`]).
-    pub fn new(config: Arc<ServerConfig>, io: S, output_limit: usize) -> Result<Self, rustls::Error> {
+    pub fn new(
+        config: Arc<ServerConfig>,
+        io: S,
+        output_limit: usize,
+    ) -> Result<Self, rustls::Error> {
         let mut tls = ServerConnection::new(config)?;
         tls.set_buffer_limit(Some(output_limit));
         Ok(TlsStream {
@@ -350,6 +354,11 @@ impl<S: Transport> TlsStream<S> {
         })
     }
 
+    /// The fatal TLS error that ended the session, if one did (for the log line).
+    pub fn error(&self) -> Option<&rustls::Error> {
+        self.failed.as_ref()
+    }
+
     /// How the peer ended its side, once [`read`](Read::read) has returned `0`.
     pub fn peer_close(&self) -> Option<PeerClose> {
         self.peer_close
@@ -417,11 +426,9 @@ impl<S: Transport> TlsStream<S> {
 
     /// Copies plaintext rustls holds into `buf`.
     fn take_plaintext(&mut self, buf: &mut [u8]) -> usize {
-        match self.tls.reader().read(buf) {
-            Ok(n) => n,
-            // WouldBlock (none held), Ok(0)-like EOF states: nothing to copy now.
-            Err(_) => 0,
-        }
+        // An error here is `WouldBlock` (none held) or the end-of-stream states, which the
+        // caller learns from `peer_close`: nothing to copy now either way.
+        self.tls.reader().read(buf).unwrap_or_default()
     }
 
     /// Reads ciphertext once and processes it. Returns how the socket answered.

@@ -31,7 +31,10 @@ pub const DEFAULT_SESSION_CACHE: usize = 4096;
 /// it get `X25519`, at the cost of one HelloRetryRequest round trip when their first key share
 /// was for a group the server does not take.
 pub const KX_GROUPS: &[(&str, &dyn SupportedKxGroup)] = &[
-    ("X25519MLKEM768", rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768),
+    (
+        "X25519MLKEM768",
+        rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768,
+    ),
     ("X25519", rustls::crypto::aws_lc_rs::kx_group::X25519),
     ("secp256r1", rustls::crypto::aws_lc_rs::kx_group::SECP256R1),
     ("secp384r1", rustls::crypto::aws_lc_rs::kx_group::SECP384R1),
@@ -188,7 +191,8 @@ pub fn server_config(
         Arc::new(rustls::server::NoServerSessionStorage {})
     };
     if settings.tickets {
-        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(SettingsError::Rustls)?;
+        config.ticketer =
+            rustls::crypto::aws_lc_rs::Ticketer::new().map_err(SettingsError::Rustls)?;
     } else if settings.session_cache == 0 {
         // Without a ticketer, TLS 1.3 tickets name entries of the session cache; with no
         // cache either, a ticket could never be honoured, so none is sent.

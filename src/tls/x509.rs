@@ -63,7 +63,9 @@ impl<'a> Der<'a> {
             }
             let (digits, after) = rest.split_at(n);
             rest = after;
-            digits.iter().fold(0usize, |acc, &d| (acc << 8) | usize::from(d))
+            digits
+                .iter()
+                .fold(0usize, |acc, &d| (acc << 8) | usize::from(d))
         };
         if rest.len() < len {
             return None;
@@ -173,7 +175,9 @@ fn decode_string(tag: u8, bytes: &[u8]) -> String {
         0x14 => bytes.iter().map(|&b| char::from(b)).collect(),
         // BMPString: UTF-16 big-endian.
         0x1e => {
-            let units = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            let units = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]));
             char::decode_utf16(units)
                 .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
                 .collect()
@@ -188,7 +192,10 @@ fn decode_string(tag: u8, bytes: &[u8]) -> String {
 /// RFC 4514 §2.4: escape the characters that would change the string's structure, and
 /// control characters (so a subject cannot forge a log line).
 fn escape(value: &str) -> String {
-    if value.starts_with('#') && value.len() > 1 && value[1..].bytes().all(|b| b.is_ascii_hexdigit()) {
+    if value.starts_with('#')
+        && value.len() > 1
+        && value[1..].bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return value.to_owned(); // already the hex form
     }
     let mut out = String::with_capacity(value.len());
@@ -242,7 +249,10 @@ mod tests {
     /// Unknown attributes are written as dotted OIDs, and non-text values as hex.
     #[test]
     fn unknown_attributes_and_values() {
-        assert_eq!(dotted(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]), "1.2.840.113549");
+        assert_eq!(
+            dotted(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]),
+            "1.2.840.113549"
+        );
         assert_eq!(decode_string(0x04, &[0xde, 0xad]), "#dead");
         assert_eq!(escape(" lead"), "\\ lead");
         assert_eq!(escape("a\nb"), "a\\0ab");
