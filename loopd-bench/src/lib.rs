@@ -19,9 +19,12 @@
 //! 3. [`payload`] — what is sent: every message is a function of its connection id and
 //!    sequence number, generated on the fly and checked with `memcmp`; `raw`, `line` or
 //!    `frame` framing.
-//! 4. [`cpu`] — what a message costs the client, the server and the machine.
+//! 4. [`cpu`] — what a message costs the client, the server and the machine; [`clock`] —
+//!    the wall clock: whether the kernel keeps it synchronised, and waiting for a shared
+//!    start.
 //! 5. [`config`] — what a run does: the [`Mode`] (five kinds of run, each a transport and a
-//!    load policy), the load model, every default with its reason, and typed errors.
+//!    load policy), the load model, every default with its reason, and typed errors; this
+//!    process's [`Segment`] of a run that several make, and their shared start.
 //! 6. [`schedule`] — the clock work, without sockets: quota split, the open-loop grid,
 //!    wake-ups, the measurement window. Unit-tested with made-up instants. (`alarm`, private:
 //!    the `timerfd` that makes a wake-up precise.)
@@ -35,8 +38,9 @@
 //!    identification.
 //! 10. [`worker`] — one thread's event loop: wake-ups, the run queue, the guards that end
 //!     every run, the poll.
-//! 11. [`report`] — the report and its JSON, `merge`, the text summary and verdict, the
-//!     comparison table, the SVG picture and the histogram files.
+//! 11. [`report`] — the report and its JSON, `merge` (of a run's segments, or of unrelated
+//!     runs), the text summary and verdict, the comparison table, the SVG picture and the
+//!     histogram files.
 //! 12. [`run`](mod@run) — the coordinator: starts the workers, samples the timeline and the
 //!     CPU counters, builds the [`Report`].
 //! 13. [`repeat`] — iterations until a confidence interval is met; [`compare`] — several
@@ -50,6 +54,8 @@ pub mod net;
 pub mod payload;
 
 pub mod cpu;
+
+pub mod clock;
 
 pub mod config;
 
@@ -79,7 +85,7 @@ pub mod repeat;
 
 pub mod compare;
 
-pub use config::{BenchConfig, ConfigError, Expect, Load, Mode, Sources, Stop, Transport};
+pub use config::{BenchConfig, ConfigError, Expect, Load, Mode, Segment, Sources, Stop, Transport};
 pub use errors::ErrorKind;
 pub use flow::DRAIN_GRACE;
 pub use payload::Protocol;

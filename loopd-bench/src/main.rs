@@ -8,17 +8,20 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use loopd::config::{parse_duration, parse_size};
 use loopd_bench::compare::{compare, Target};
 use loopd_bench::config as bench_config;
+use loopd_bench::config::start::parse_start_at;
 use loopd_bench::cpu::{CpuSources, MetricsUrl, ServerCpu};
 use loopd_bench::net::resolve;
 use loopd_bench::repeat::{self, Confidence, Repeat, EXIT_NOT_CONFIDENT};
 use loopd_bench::report::{files, plot, Second};
 use loopd_bench::{BenchConfig, Expect, Mode, Protocol, Report, Sources, Stop};
+use loopd_bench::{ConfigError, Segment};
 
 /// A load client for TCP and UDP echo-style servers: closed or open loop, every echoed byte
 /// verified, HdrHistogram latency, JSON and an SVG picture.
@@ -41,7 +44,32 @@ struct Cli {
     #[command(flatten)]
     run: RunArgs,
     #[command(flatten)]
+    segments: SegmentArgs,
+    #[command(flatten)]
     output: OutputArgs,
+}
+
+/// One run made by several processes (machines, or the pods of a Kubernetes Indexed Job).
+#[derive(Debug, Args)]
+struct SegmentArgs {
+    /// Run segment I of N of the load: -c, --rate, --ramp and -n stay the whole run's, and
+    /// this process opens its share of the connections. I counts from 0; it may also be the
+    /// name of an environment variable that holds it: JOB_COMPLETION_INDEX/4 in the pods of
+    /// a Kubernetes Indexed Job. `merge` aggregates the segments' reports.
+    #[arg(long, value_name = "I/N", value_parser = parse_segment)]
+    segment: Option<Segment>,
+
+    /// Start at TIME, an RFC 3339 time in UTC (2026-12-05T10:00:00Z), rather than at once:
+    /// give every segment of a run the same. The report gives the start lag and whether the
+    /// clock was synchronised. Refused if the measurement (after the ramp and warm-up) would
+    /// already have begun, or if TIME is more than an hour ahead.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    start_at: Option<SystemTime>,
+}
+
+/// `--segment`, with `I` looked up in the environment when it is a variable's name.
+fn parse_segment(spec: &str) -> Result<Segment, ConfigError> {
+    Segment::parse(spec, |name| std::env::var(name).ok())
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,12 +290,29 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&format!("{e} (see loopd-bench --help)"), 2),
             };
             cfg.intervals = cli.output.hlog.is_some();
+            cfg.segment = cli.segments.segment;
+            cfg.start_at = cli.segments.start_at;
             let iterations = cli.run.iterations.as_deref().unwrap_or("1");
             let repetition = match Repeat::new(iterations, cli.run.confidence) {
                 Ok(r) => r,
                 Err(e) => return fail(&format!("{e} (see loopd-bench --help)"), 2),
             };
+            if repetition.is_series() && (cfg.segment.is_some() || cfg.start_at.is_some()) {
+                return fail(
+                    "--segment and --start-at make one run of several processes: repeat the \
+                     whole run rather than give --iterations",
+                    2,
+                );
+            }
             let quiet = cli.output.quiet;
+            if let (Some(at), false) = (cfg.start_at, quiet) {
+                let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                eprintln!(
+                    "starting at {} (in {:.1} s)",
+                    humantime::format_rfc3339(at),
+                    wait.as_secs_f64()
+                );
+            }
             let on_iteration = |k: usize, r: &Report| {
                 if repetition.is_series() && !quiet {
                     // Over the progress line, on a terminal.

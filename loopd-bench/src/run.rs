@@ -1,6 +1,7 @@
-//! The coordinator: checks that a run can be made, starts the workers, samples their
-//! counters once a second for the progress line and the timeline (and the CPU counters at
-//! both ends of the window), and assembles the report.
+//! The coordinator: checks that a run can be made, waits for its start (`--start-at`),
+//! starts the workers with their share of the connections (this process's segment's, with
+//! `--segment`), samples their counters once a second for the progress line and the
+//! timeline (and the CPU counters at both ends of the window), and assembles the report.
 //!
 //! [`run`] is the whole of it; [`Coordinator`] is the same in steps: [`Coordinator::start`],
 //! [`Coordinator::watch`] until the workers are done, [`Coordinator::report`].
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use loopd::rlimit;
 
+use crate::clock;
+use crate::config::start::check_start;
 use crate::config::{BenchConfig, ConfigError, RecordedConfig, Stop};
 use crate::cpu::{self, CpuSample};
 use crate::payload::Codec;
@@ -20,7 +23,7 @@ use crate::record::intervals::IntervalCollector;
 use crate::record::live::{Live, Moved};
 use crate::record::{Second, Tally};
 use crate::report::files::wall_time;
-use crate::report::Report;
+use crate::report::{Report, Window};
 use crate::schedule::Plan;
 use crate::worker::{Outcome, Worker};
 
@@ -107,24 +110,30 @@ pub struct Coordinator {
     cpu_end: Option<CpuSample>,
     /// When the measurement began, on the wall clock.
     started: Option<SystemTime>,
+    /// Whether the kernel said the clock was synchronised as the run started.
+    clock_synchronised: Option<bool>,
     /// When the last worker finished.
     ended: Instant,
 }
 
 impl Coordinator {
-    /// Checks the settings and the machine, then starts the workers.
+    /// Checks the settings and the machine, waits for `--start-at` if it is given, then
+    /// starts the workers.
     pub fn start(cfg: &BenchConfig) -> Result<Coordinator, BenchError> {
         cfg.validate()?;
+        if let Some(at) = cfg.start_at {
+            check_start(at, SystemTime::now(), cfg.lead_in())?;
+        }
         let nofile = rlimit::raise_nofile_limit()
             .map_err(|e| BenchError::Resources(format!("cannot read the open-files limit: {e}")))?;
-        let needed = cfg.connections as u64
+        let needed = cfg.own_connections() as u64
             + cfg.threads as u64 * PER_WORKER_DESCRIPTORS
             + rlimit::RESERVED_DESCRIPTORS;
         if needed > nofile {
             return Err(BenchError::Resources(format!(
                 "{} connections need about {needed} open files but the limit is {nofile}; \
                  raise the hard limit (ulimit -Hn) or use fewer connections",
-                cfg.connections
+                cfg.own_connections()
             )));
         }
         if let Some(server) = &cfg.cpu.server {
@@ -137,7 +146,22 @@ impl Coordinator {
         let cfg = Arc::new(cfg.clone());
         // One codec for every worker: the ring it generates bodies from is read-only.
         let codec = Arc::new(Codec::new(cfg.protocol, cfg.size));
-        let t0 = Instant::now();
+        let clock_synchronised = clock::synchronised();
+        let t0 = match cfg.start_at {
+            Some(at) => {
+                if clock_synchronised == Some(false) {
+                    log::warn!(
+                        "the system clock is not synchronised (adjtimex: STA_UNSYNC): \
+                         --start-at lines this run up with others only as well as their \
+                         clocks agree"
+                    );
+                }
+                // Anchored at the time given, even if it has just gone by (within the
+                // lead-in, as checked): the window stays the other processes' window.
+                clock::wait_until(at)
+            }
+            None => Instant::now(),
+        };
         let from = t0 + cfg.ramp_time() + cfg.warmup;
         let until = match cfg.stop {
             Stop::After(d) => Some(from + d),
@@ -153,12 +177,10 @@ impl Coordinator {
         let interval_tx = cfg.intervals.then_some(interval_tx);
         let mut lives = Vec::new();
         let mut handles = Vec::new();
+        let own = cfg.connection_ids();
         for w in 0..cfg.threads {
             // Deal connections round-robin so a ramp opens them evenly across threads.
-            let ids: Vec<u32> = (w..cfg.connections)
-                .step_by(cfg.threads)
-                .map(|i| u32::try_from(i).expect("connection ids fit 32 bits"))
-                .collect();
+            let ids: Vec<u32> = own.iter().copied().skip(w).step_by(cfg.threads).collect();
             let live = Arc::new(Live::default());
             lives.push(live.clone());
             let worker = Worker::new(
@@ -198,6 +220,7 @@ impl Coordinator {
             cpu_start: None,
             cpu_end: None,
             started: None,
+            clock_synchronised,
             ended: t0,
         })
     }
@@ -302,12 +325,15 @@ impl Coordinator {
     pub fn report(mut self) -> Result<Report, BenchError> {
         let mut tally = Tally::new();
         let mut last_completion = None;
+        let mut start_lag = None;
         for h in std::mem::take(&mut self.handles) {
             let outcome = h
                 .join()
                 .map_err(|_| BenchError::Io(io::Error::other("a worker thread panicked")))?
                 .map_err(BenchError::Io)?;
             last_completion = last_completion.max(outcome.last_completion);
+            // The run has started when its last worker has.
+            start_lag = start_lag.max(outcome.start_lag);
             tally.absorb(outcome.tally);
         }
         let (t0, from) = (self.plan.t0, self.plan.from);
@@ -331,6 +357,15 @@ impl Coordinator {
         report.lead_in_secs = self.secs_from(t0);
         report.cpu = costs;
         report.started = self.started;
+        report.window = self.started.map(|start| Window {
+            start_lag_secs: self
+                .cfg
+                .start_at
+                .and(start_lag)
+                .map(|lag| lag.as_secs_f64()),
+            clock_synchronised: self.clock_synchronised,
+            ..Window::new(start, duration)
+        });
         if let Some(c) = self.collector.take() {
             report.intervals = c.finish(Duration::from_secs_f64(duration));
         }

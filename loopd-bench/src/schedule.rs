@@ -241,6 +241,7 @@ impl AlarmPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Segment;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -255,6 +256,61 @@ mod tests {
             let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
             assert!(hi - lo <= 1, "{shares:?}");
         }
+    }
+
+    /// A counted run's messages follow the global connection ids, so the segments' counts
+    /// add up to `-n` exactly, however it divides.
+    #[test]
+    fn counted_shares_add_up_across_segments() {
+        let (total, connections, n) = (1_000_003u64, 37usize, 5u32);
+        let sum: u64 = (0..n)
+            .flat_map(|i| Segment::new(i, n).unwrap().ids(connections))
+            .map(|id| quota(total, connections, id))
+            .sum();
+        assert_eq!(sum, total);
+    }
+
+    /// The segments of an open-loop run send the one-process schedule between them, each
+    /// at its share of the rate, spread evenly: over any stretch of time each segment's
+    /// slots are its share of the run's, within one per connection.
+    #[test]
+    fn segments_share_the_open_loop_schedule() {
+        let t0 = Instant::now();
+        let (rate, connections, n) = (1_000.0, 10usize, 4u32);
+        let s = OpenLoop::new(t0, rate, connections);
+        let slots = |ids: &mut dyn Iterator<Item = u32>, from: Instant, until: Instant| {
+            let mut all = Vec::new();
+            for id in ids {
+                let mut due = s.first_slot(id, from);
+                while due < until {
+                    all.push(due);
+                    due = s.next(due);
+                }
+            }
+            all.sort();
+            all
+        };
+        let (from, until) = (t0 + ms(3), t0 + ms(1_003));
+        let whole = slots(&mut (0..connections as u32), from, until);
+        assert_eq!(whole.len(), 1_000);
+        let mut union = Vec::new();
+        for i in 0..n {
+            let seg = Segment::new(i, n).unwrap();
+            let mine = slots(&mut seg.ids(connections), from, until);
+            let share = seg.share(connections);
+            // 3, 3, 2 and 2 of the 10 connections: 300, 300, 200 and 200 messages a second.
+            assert_eq!(mine.len(), 100 * share, "segment {seg}");
+            // Spread over the period rather than bunched: no gap longer than one
+            // connection's interval over the share.
+            let widest = mine.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+            assert!(
+                widest <= s.interval() / share as u32 * 2,
+                "{seg}: {widest:?}"
+            );
+            union.extend(mine);
+        }
+        union.sort();
+        assert_eq!(union, whole, "the segments together are the one schedule");
     }
 
     /// A ramp spreads opening times; without one, everything opens at once.

@@ -67,6 +67,8 @@ pub struct Outcome {
     pub tally: Tally,
     /// The completion time of its last measured message, for counted runs.
     pub last_completion: Option<Instant>,
+    /// How late it opened its first connection against the schedule.
+    pub start_lag: Option<Duration>,
 }
 
 /// A worker thread's share of the run.
@@ -180,6 +182,7 @@ impl Worker {
         Ok(Outcome {
             tally: cx.record.tally,
             last_completion: cx.record.last_completion,
+            start_lag: cx.record.start_lag,
         })
     }
 
@@ -237,6 +240,9 @@ impl<W: Wire> Turns<W> {
         let flows = &mut self.flows;
         cx.wakes.take_due(now, &mut self.due);
         for (at, i, wake) in self.due.drain(..) {
+            if wake == Wake::Open {
+                cx.record.opening(at, now);
+            }
             flows[i].on_wake(cx, at, wake, now);
             self.run_queue.note(flows, i);
         }

@@ -13,6 +13,17 @@ pub enum ConfigError {
     Zero,
     /// More connections than a 32-bit connection id can name.
     TooManyConnections,
+    /// `--segment` is not `I/N` with `I < N`, or its index cannot be read.
+    Segment(String),
+    /// More segments than connections: some segment would have none.
+    IdleSegments {
+        /// `N` of `--segment I/N`.
+        segments: u32,
+        /// `-c`.
+        connections: usize,
+    },
+    /// `--start-at` is not a time, or one this run cannot start at.
+    StartAt(String),
     /// More threads than connections.
     IdleThreads {
         /// `-t`.
@@ -66,6 +77,15 @@ impl fmt::Display for ConfigError {
         match self {
             Zero => write!(f, "connections, threads and pipeline must be at least 1"),
             TooManyConnections => write!(f, "-c must fit a 32-bit connection id"),
+            Segment(why) | StartAt(why) => f.write_str(why),
+            IdleSegments {
+                segments,
+                connections,
+            } => write!(
+                f,
+                "{segments} segments for {connections} connections would leave segments \
+                 idle: -c is the whole run's, shared by the segments"
+            ),
             IdleThreads {
                 threads,
                 connections,

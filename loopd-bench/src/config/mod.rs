@@ -4,17 +4,21 @@
 //! * [`mode`] — the [`Mode`]: five kinds of run, each a transport and a load policy.
 //! * [`sources`] — `--source`, local addresses bound round-robin.
 //! * [`series`] — `--iterations` and `--confidence`.
+//! * [`segment`] — `--segment I/N`: this process's part of a run made by several.
+//! * [`start`] — `--start-at`: a start shared by the processes of a run.
 //! * [`error`] — why settings cannot make a run, one variant per rule.
 //! * [`recorded`] — the settings as the JSON report records them.
 
 pub mod error;
 pub mod mode;
 pub mod recorded;
+pub mod segment;
 pub mod series;
 pub mod sources;
+pub mod start;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +27,7 @@ use crate::payload::{Protocol, HEADER_LEN};
 pub use error::ConfigError;
 pub use mode::{Load, Mode, Transport};
 pub use recorded::RecordedConfig;
+pub use segment::Segment;
 pub use series::{Confidence, Repeat};
 pub use sources::Sources;
 
@@ -68,6 +73,11 @@ pub struct BenchConfig {
     pub rate: Option<f64>,
     /// New connections per second while opening them; `None` opens all at once.
     pub ramp: Option<f64>,
+    /// `--segment I/N`: this process runs its share of the run; `None` runs all of it.
+    /// `connections`, `rate`, `ramp` and a count stay the whole run's.
+    pub segment: Option<Segment>,
+    /// `--start-at`: the run starts at this wall-clock time instead of at once.
+    pub start_at: Option<SystemTime>,
     /// How long a connection may take to establish.
     pub connect_timeout: Duration,
     /// Local addresses to bind, round-robin; `None` lets the kernel choose.
@@ -102,6 +112,8 @@ impl BenchConfig {
             pipeline: DEFAULT_PIPELINE,
             rate: None,
             ramp: None,
+            segment: None,
+            start_at: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             sources: None,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
@@ -122,10 +134,18 @@ impl BenchConfig {
         if self.connections > u32::MAX as usize {
             return Err(TooManyConnections);
         }
-        if self.threads > self.connections {
+        if let Some(s) = self.segment {
+            if s.count as usize > self.connections {
+                return Err(IdleSegments {
+                    segments: s.count,
+                    connections: self.connections,
+                });
+            }
+        }
+        if self.threads > self.own_connections() {
             return Err(IdleThreads {
                 threads: self.threads,
-                connections: self.connections,
+                connections: self.own_connections(),
             });
         }
         if let Some(rate) = self.rate {
@@ -192,6 +212,28 @@ impl BenchConfig {
             Some(per_sec) => Duration::from_secs_f64(self.connections as f64 / per_sec),
             None => Duration::ZERO,
         }
+    }
+
+    /// From the start of the run to the start of the measurement: the ramp and the warm-up.
+    pub fn lead_in(&self) -> Duration {
+        self.ramp_time() + self.warmup
+    }
+
+    /// The connections this process opens: its segment's share, or all of them.
+    pub fn own_connections(&self) -> usize {
+        self.segment
+            .map_or(self.connections, |s| s.share(self.connections))
+    }
+
+    /// The global ids of this process's connections, in order.
+    pub fn connection_ids(&self) -> Vec<u32> {
+        let segment = self.segment.unwrap_or(Segment::WHOLE);
+        segment.ids(self.connections).collect()
+    }
+
+    /// Where connection `id` stands among this process's connections (from 0).
+    pub fn ordinal(&self, id: u32) -> usize {
+        self.segment.map_or(id as usize, |s| s.ordinal(id))
     }
 }
 
@@ -275,5 +317,34 @@ mod tests {
         c.max_loss = 1.0;
         c.threads = 51;
         assert!(c.validate().is_err());
+    }
+
+    /// A segment's threads are checked against its share; more segments than connections
+    /// are refused. `-c` stays the whole run's.
+    #[test]
+    fn segments_validate_against_their_share() {
+        let mut c = BenchConfig::new("127.0.0.1:7".parse().unwrap());
+        c.connections = 10;
+        c.segment = Some(Segment::new(3, 4).unwrap()); // ids 3 and 7
+        assert_eq!(c.own_connections(), 2);
+        assert_eq!(c.connection_ids(), [3, 7]);
+        assert_eq!(c.ordinal(7), 1);
+        c.threads = 2;
+        assert!(c.validate().is_ok());
+        c.threads = 3;
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::IdleThreads {
+                threads: 3,
+                connections: 2
+            })
+        );
+        c.threads = 1;
+        c.segment = Some(Segment::new(0, 11).unwrap());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("11 segments for 10 connections"));
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BenchConfig, Expect, Mode, Stop};
+use super::{BenchConfig, Expect, Mode, Segment, Stop};
 
 /// The settings as recorded in a JSON report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,6 +34,13 @@ pub struct RecordedConfig {
     pub rate: Option<f64>,
     /// Ramp in connections per second, if any.
     pub ramp: Option<f64>,
+    /// `--segment`: which part of the run this process made (`connections`, `rate`, `ramp`
+    /// and `messages` are the whole run's).
+    #[serde(default)]
+    pub segment: Option<Segment>,
+    /// `--start-at`: the run's shared start, RFC 3339 UTC.
+    #[serde(default)]
+    pub start_at: Option<String>,
     /// Connect timeout in seconds.
     pub connect_timeout_secs: f64,
     /// Local source addresses, if bound.
@@ -79,6 +86,8 @@ impl From<&BenchConfig> for RecordedConfig {
             pipeline: c.pipeline,
             rate: c.rate,
             ramp: c.ramp,
+            segment: c.segment,
+            start_at: c.start_at.map(|t| humantime::format_rfc3339(t).to_string()),
             connect_timeout_secs: c.connect_timeout.as_secs_f64(),
             sources: c
                 .sources
@@ -92,5 +101,13 @@ impl From<&BenchConfig> for RecordedConfig {
             server_metrics: c.cpu.server.as_ref().map(|s| s.describe()),
             system_cpu: c.cpu.system,
         }
+    }
+}
+
+impl RecordedConfig {
+    /// The connections this run opened: its segment's share of `connections`, or all.
+    pub fn own_connections(&self) -> usize {
+        self.segment
+            .map_or(self.connections, |s| s.share(self.connections))
     }
 }

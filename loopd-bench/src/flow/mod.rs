@@ -443,8 +443,10 @@ impl<W: Wire> Flow<W> {
         self.when_sent(cx, now);
     }
 
-    /// The local address this flow binds to (`--source`), if any.
+    /// The local address this flow binds to (`--source`), if any: dealt round-robin over
+    /// this process's own connections, so each machine of a segmented run uses all of its
+    /// addresses.
     fn source(&self, cfg: &BenchConfig) -> Option<IpAddr> {
-        cfg.sources.as_ref().map(|s| s.pick(self.id as usize))
+        cfg.sources.as_ref().map(|s| s.pick(cfg.ordinal(self.id)))
     }
 }

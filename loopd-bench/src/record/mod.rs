@@ -15,7 +15,7 @@ pub mod live;
 pub mod second;
 pub mod tally;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::errors::ErrorKind;
 use crate::schedule::Plan;
@@ -43,6 +43,9 @@ pub struct Recorder {
     pub last_progress: Instant,
     /// The completion time of the last measured message, for counted runs.
     pub last_completion: Option<Instant>,
+    /// How late the first connection opened against the time it was due: how late this
+    /// worker began its schedule (the start lag of a `--start-at` run).
+    pub start_lag: Option<Duration>,
     /// Send mode: a message is complete when it is written (nothing comes back).
     uploads: bool,
 }
@@ -62,7 +65,16 @@ impl Recorder {
             intervals,
             last_progress: now,
             last_completion: None,
+            start_lag: None,
             uploads,
+        }
+    }
+
+    /// A connection due to open at `due` is being opened at `now`: the first one sets the
+    /// worker's start lag.
+    pub fn opening(&mut self, due: Instant, now: Instant) {
+        if self.start_lag.is_none() {
+            self.start_lag = Some(now.saturating_duration_since(due));
         }
     }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::latency::add_serialized;
-use super::{Connections, Parts, Report, Second};
+use super::{Connections, Parts, Report, Second, Window};
 use crate::cpu::{Cost, CpuCosts};
 use crate::record::histogram::new_histogram;
 use crate::record::intervals::Interval;
@@ -172,6 +172,12 @@ impl Report {
         if how == Combine::Sequential {
             combined.started = first.started;
             combined.intervals = intervals;
+            // One iteration is the run itself; a series spans its iterations' windows.
+            let last = reports.last().and_then(|r| r.window);
+            combined.window = first
+                .window
+                .zip(last)
+                .map(|(a, b)| Window { end: b.end, ..a });
         }
         combined.lead_in = lead_in;
         combined.lead_in_secs = lead_in_secs;

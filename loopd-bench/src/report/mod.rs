@@ -8,8 +8,8 @@
 //! 1. [`latency`] — percentiles and the histograms' interchange form.
 //! 2. [`backends`] — results per backend and their spread (`--per-backend`).
 //! 3. [`iterations`] — the iterations of a series and the interval of their mean.
-//! 4. This module — [`Report`] and its JSON shape; [`merge`] — [`Report::merge`] and
-//!    [`Report::sequence`].
+//! 4. This module — [`Report`] and its JSON shape; [`window`] — when the measurement ran on
+//!    the wall clock; [`merge`] — [`Report::merge`] and [`Report::sequence`].
 //! 5. [`summary`] — the text a person reads, and the verdict that sets the exit status.
 //! 6. [`comparison`] — the table of `compare`.
 //! 7. [`plot`] — the SVG picture; [`files`] — `.hgrm` and `.hlog`.
@@ -22,6 +22,7 @@ pub mod latency;
 pub mod merge;
 pub mod plot;
 pub mod summary;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -38,6 +39,7 @@ use crate::record::{BackendTally, Tally, UdpCounts};
 use backends::{BackendReport, Spread};
 use iterations::Iterations;
 pub use latency::Latency;
+pub use window::Window;
 
 /// Connection counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +152,10 @@ pub struct Report {
     /// When the run began, in seconds relative to the measurement (≤ 0).
     #[serde(default)]
     pub lead_in_secs: f64,
+    /// When the measurement ran, on the wall clock, with the start lag and whether the clock
+    /// was synchronised; merged segments: their common window.
+    #[serde(default)]
+    pub window: Option<Window>,
     /// `--per-backend`: each backend's results, by server id.
     #[serde(default)]
     pub backends: Option<Vec<BackendReport>>,
@@ -181,7 +187,7 @@ impl Report {
     ) -> Report {
         let mode = config.mode;
         let connections = Connections {
-            requested: config.connections as u64,
+            requested: config.own_connections() as u64,
             established: tally.established,
             served: mode.observes_service().then_some(tally.served),
             established_before_window: tally.established_before,
@@ -241,6 +247,7 @@ impl Report {
             iterations: None,
             lead_in: Vec::new(),
             lead_in_secs: 0.0,
+            window: None,
             started: None,
             intervals: Vec::new(),
             runs: p.runs,

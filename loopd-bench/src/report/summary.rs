@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::latency::human_us;
-use super::{Latency, Report};
+use super::{Latency, Report, Window};
 use crate::config::{Expect, Mode, RecordedConfig};
 
 fn latency_line(f: &mut fmt::Formatter<'_>, label: &str, l: &Option<Latency>) -> fmt::Result {
@@ -22,8 +22,26 @@ fn latency_line(f: &mut fmt::Formatter<'_>, label: &str, l: &Option<Latency>) ->
     Ok(())
 }
 
-/// The first line: what the run did, in the words of its mode.
+/// The first line: what the run did, in the words of its mode, and which segment of it
+/// this process made.
 fn headline(c: &RecordedConfig) -> String {
+    let line = run_headline(c);
+    let Some(s) = c.segment else {
+        return line;
+    };
+    let (share, total) = (c.own_connections(), c.connections);
+    let rate = match c.rate {
+        Some(r) => format!(", {:.0} of the {r} msg/s", r * share as f64 / total as f64),
+        None => String::new(),
+    };
+    format!(
+        "{line}\n  {:<12} {s}: {share} of the {total} connections{rate}",
+        "segment"
+    )
+}
+
+/// What the whole run did.
+fn run_headline(c: &RecordedConfig) -> String {
     let load = match c.rate {
         Some(r) => format!("open loop at {r} msg/s"),
         None => "closed loop".into(),
@@ -113,6 +131,35 @@ impl Report {
     }
 }
 
+/// The wall-clock window, the start lag and the clock's state, in a line.
+fn window_line(f: &mut fmt::Formatter<'_>, w: &Window, merged: bool) -> fmt::Result {
+    let lag = match (w.start_lag_secs, merged) {
+        (Some(l), false) => format!("; started {} late", human_us(l * 1e6)),
+        (Some(l), true) => format!("; the latest segment started {} late", human_us(l * 1e6)),
+        (None, _) => String::new(),
+    };
+    let clock = match (w.clock_synchronised, merged) {
+        (Some(true), false) => "clock synchronised",
+        (Some(true), true) => "every clock synchronised",
+        (Some(false), false) => {
+            "clock NOT synchronised (adjtimex: STA_UNSYNC): the start lines up with other \
+             machines' only as well as their clocks agree"
+        }
+        (Some(false), true) => {
+            "a clock NOT synchronised (adjtimex: STA_UNSYNC): the segments lined up only as \
+             well as their clocks agreed"
+        }
+        (None, _) => "clock synchronisation unknown",
+    };
+    writeln!(
+        f,
+        "  {:<12} {} to {}{lag}; {clock}",
+        "window",
+        humantime::format_rfc3339_micros(w.start),
+        humantime::format_rfc3339_micros(w.end),
+    )
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let [c] = self.runs.as_slice() {
@@ -125,6 +172,13 @@ impl fmt::Display for Report {
                 self.runs.len(),
                 targets.join(", ")
             )?;
+        }
+        let shared = self
+            .runs
+            .iter()
+            .any(|c| c.segment.is_some() || c.start_at.is_some());
+        if let (Some(w), true) = (&self.window, shared) {
+            window_line(f, w, self.runs.len() > 1)?;
         }
         writeln!(f, "  {:<12} {:.2} s", "duration", self.duration_secs)?;
         if let Some(i) = &self.iterations {
