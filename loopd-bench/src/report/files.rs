@@ -25,7 +25,7 @@ use hdrhistogram::serialization::interval_log::{
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
-use super::{Connections, Parts, Report};
+use super::{Connections, Parts, Report, Window};
 use crate::config::RecordedConfig;
 use crate::record::histogram::new_histogram;
 use crate::record::intervals::UNCORRECTED_TAG;
@@ -151,9 +151,16 @@ pub fn read_hlog(text: &str) -> Result<Report, String> {
     let mut uncorrected = new_histogram();
     let mut any_uncorrected = false;
     let mut seconds: BTreeMap<Duration, (Duration, u64)> = BTreeMap::new();
+    let mut start = None;
     for entry in IntervalLogIterator::new(text.as_bytes()) {
-        let LogEntry::Interval(i) = entry.map_err(|e| format!("{e:?}"))? else {
-            continue;
+        let i = match entry.map_err(|e| format!("{e:?}"))? {
+            LogEntry::Interval(i) => i,
+            // The log starts where the measurement did (see `write_hlog`).
+            LogEntry::StartTime(t) => {
+                start = Some(SystemTime::UNIX_EPOCH + t);
+                continue;
+            }
+            LogEntry::BaseTime(_) => continue,
         };
         let bytes = base64_decode(i.encoded_histogram())?;
         let h: Histogram<u64> = Deserializer::new()
@@ -182,7 +189,7 @@ pub fn read_hlog(text: &str) -> Result<Report, String> {
         })
         .collect();
     let duration_secs = timeline.last().map_or(0.0, |s| s.t);
-    Ok(Report::assemble(Parts {
+    let mut report = Report::assemble(Parts {
         runs,
         duration_secs,
         connections: Connections::default(),
@@ -199,7 +206,9 @@ pub fn read_hlog(text: &str) -> Result<Report, String> {
         timeline,
         backends: None,
         cpu: None,
-    }))
+    });
+    report.window = start.map(|t| Window::new(t, duration_secs));
+    Ok(report)
 }
 
 fn base64_decode(s: &str) -> Result<Vec<u8>, String> {

@@ -1,11 +1,12 @@
-//! Combining reports: runs made at the same time from several machines ([`Report::merge`]),
-//! and the iterations of one run ([`Report::sequence`]). Counts and histograms add; the
-//! percentiles of the result are those of all samples together, never an average of
-//! percentiles.
+//! Combining reports: runs made at the same time from several machines ([`Report::merge`]:
+//! the segments of one run, see [`segments`], or unrelated runs), and the iterations of one
+//! run ([`Report::sequence`]). Counts and histograms add; the percentiles of the result are
+//! those of all samples together, never an average of percentiles.
 
 use std::collections::BTreeMap;
 
 use super::latency::add_serialized;
+use super::segments::{self, Merged, Recognised};
 use super::{Connections, Parts, Report, Second, Window};
 use crate::cpu::{Cost, CpuCosts};
 use crate::record::histogram::new_histogram;
@@ -15,10 +16,29 @@ use crate::record::{BackendTally, UdpCounts};
 
 impl Report {
     /// Combines the reports of runs made at the same time (on several machines) into the
-    /// report of one run with all their connections: counts and histograms add, the
-    /// duration is the longest, and the timelines add second by second.
+    /// report of one run with all their connections: counts and histograms add, and the
+    /// timelines add second by second. Segments of one run make a true aggregate over their
+    /// common window, with their rates added; any other runs are labelled unrelated, with
+    /// the longest duration as theirs.
     pub fn merge(reports: &[Report]) -> Result<Report, String> {
-        Report::combine(reports, Combine::Concurrent)
+        match segments::recognise(reports)? {
+            Recognised::Segments(found) => {
+                let aligned: Vec<Report> = reports
+                    .iter()
+                    .map(|r| segments::aligned(r, &found))
+                    .collect();
+                let mut merged = Report::combine(&aligned, Combine::Concurrent)?;
+                segments::finish(&mut merged, reports, found);
+                Ok(merged)
+            }
+            Recognised::Unrelated => {
+                let mut merged = Report::combine(reports, Combine::Concurrent)?;
+                merged.merged = Some(Merged::Unrelated {
+                    runs: merged.runs.len(),
+                });
+                Ok(merged)
+            }
+        }
     }
 
     /// Combines the reports of runs made one after another (the iterations of one run) into

@@ -9,7 +9,8 @@
 //! 2. [`backends`] — results per backend and their spread (`--per-backend`).
 //! 3. [`iterations`] — the iterations of a series and the interval of their mean.
 //! 4. This module — [`Report`] and its JSON shape; [`window`] — when the measurement ran on
-//!    the wall clock; [`merge`] — [`Report::merge`] and [`Report::sequence`].
+//!    the wall clock; [`segments`] — telling the segments of one run from unrelated runs, and
+//!    what makes their aggregate; [`merge`] — [`Report::merge`] and [`Report::sequence`].
 //! 5. [`summary`] — the text a person reads, and the verdict that sets the exit status.
 //! 6. [`comparison`] — the table of `compare`.
 //! 7. [`plot`] — the SVG picture; [`files`] — `.hgrm` and `.hlog`.
@@ -21,6 +22,7 @@ pub mod iterations;
 pub mod latency;
 pub mod merge;
 pub mod plot;
+pub mod segments;
 pub mod summary;
 pub mod window;
 
@@ -39,6 +41,7 @@ use crate::record::{BackendTally, Tally, UdpCounts};
 use backends::{BackendReport, Spread};
 use iterations::Iterations;
 pub use latency::Latency;
+pub use segments::Merged;
 pub use window::Window;
 
 /// Connection counts.
@@ -156,6 +159,9 @@ pub struct Report {
     /// was synchronised; merged segments: their common window.
     #[serde(default)]
     pub window: Option<Window>,
+    /// A merge: what it combined (segments of one run, or unrelated runs).
+    #[serde(default)]
+    pub merged: Option<Merged>,
     /// `--per-backend`: each backend's results, by server id.
     #[serde(default)]
     pub backends: Option<Vec<BackendReport>>,
@@ -248,6 +254,7 @@ impl Report {
             lead_in: Vec::new(),
             lead_in_secs: 0.0,
             window: None,
+            merged: None,
             started: None,
             intervals: Vec::new(),
             runs: p.runs,

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::latency::human_us;
-use super::{Latency, Report, Window};
+use super::{Latency, Merged, Report, Window};
 use crate::config::{Expect, Mode, RecordedConfig};
 
 fn latency_line(f: &mut fmt::Formatter<'_>, label: &str, l: &Option<Latency>) -> fmt::Result {
@@ -162,15 +162,44 @@ fn window_line(f: &mut fmt::Formatter<'_>, w: &Window, merged: bool) -> fmt::Res
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let [c] = self.runs.as_slice() {
-            writeln!(f, "{}", headline(c))?;
-        } else {
-            let targets: Vec<&str> = self.runs.iter().map(|c| c.target.as_str()).collect();
+        match (&self.merged, self.runs.as_slice()) {
+            (Some(Merged::Segments { .. }), [c, ..]) => writeln!(f, "{}", run_headline(c))?,
+            (_, [c]) => writeln!(f, "{}", headline(c))?,
+            _ => {
+                let targets: Vec<&str> = self.runs.iter().map(|c| c.target.as_str()).collect();
+                writeln!(
+                    f,
+                    "loopd-bench: {} unrelated runs merged ({}): counts and histograms add; the \
+                     rates are their totals over the longest duration",
+                    self.runs.len(),
+                    targets.join(", ")
+                )?;
+            }
+        }
+        if let Some(Merged::Segments {
+            count,
+            present,
+            missing,
+            shortest_secs,
+        }) = &self.merged
+        {
+            let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+            let missing = if missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; MISSING {}: these figures are not the whole run's",
+                    list(missing)
+                )
+            };
             writeln!(
                 f,
-                "loopd-bench: {} runs merged ({})",
-                self.runs.len(),
-                targets.join(", ")
+                "  {:<12} {} of {count} segments ({}){missing}; rates added over their common \
+                 window, {:.3} s of the shortest {shortest_secs:.3} s",
+                "merged",
+                present.len(),
+                list(present),
+                self.duration_secs
             )?;
         }
         let shared = self
@@ -178,7 +207,8 @@ impl fmt::Display for Report {
             .iter()
             .any(|c| c.segment.is_some() || c.start_at.is_some());
         if let (Some(w), true) = (&self.window, shared) {
-            window_line(f, w, self.runs.len() > 1)?;
+            let segments = matches!(self.merged, Some(Merged::Segments { .. }));
+            window_line(f, w, segments)?;
         }
         writeln!(f, "  {:<12} {:.2} s", "duration", self.duration_secs)?;
         if let Some(i) = &self.iterations {
@@ -331,6 +361,16 @@ impl Report {
     pub fn verdict(&self) -> Result<(), String> {
         let first = self.runs.first().ok_or("an empty report")?;
         let (target, mode) = (&first.target, first.mode);
+        if let Some(Merged::Segments { count, missing, .. }) = &self.merged {
+            if !missing.is_empty() {
+                let list: Vec<String> = missing.iter().map(u32::to_string).collect();
+                return Err(format!(
+                    "segment{} {} of {count} missing: the merged figures are not the whole run's",
+                    if missing.len() == 1 { "" } else { "s" },
+                    list.join(", ")
+                ));
+            }
+        }
         let kinds: Vec<String> = self
             .errors
             .iter()
