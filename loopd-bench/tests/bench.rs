@@ -549,7 +549,8 @@ fn corrupting_server_faults_are_reported_by_kind() {
     assert!(count(&r, "messages") > 30, "{r}");
 }
 
-/// `merge` of two reports equals one report holding both runs' histograms and counts.
+/// `merge` of two reports equals one report holding both runs' histograms and counts, and
+/// says that they were unrelated runs.
 #[test]
 fn merge_equals_combined_histograms() {
     let server = TestServer::echo();
@@ -612,6 +613,7 @@ fn merge_equals_combined_histograms() {
     );
     assert_eq!(merged["connections"]["established"], 6);
     assert_eq!(merged["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(merged["merged"]["kind"], "unrelated", "not segments of one run");
     for p in paths {
         std::fs::remove_file(p).unwrap();
     }
