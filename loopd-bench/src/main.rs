@@ -75,8 +75,10 @@ fn parse_segment(spec: &str) -> Result<Segment, ConfigError> {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Combine the JSON reports of runs made at the same time (say, from several machines)
-    /// into one report, as if one client had made all their connections. Interval logs
-    /// (.hlog, from --hlog) are read too: their latencies and message counts add.
+    /// into one report, as if one client had made all their connections. The segments of one
+    /// run (--segment) make its aggregate over their common window, with any missing segment
+    /// named; other runs are merged as unrelated runs. Interval logs (.hlog, from --hlog) are
+    /// read too: their latencies and message counts add.
     Merge {
         /// JSON files written by --json, or .hlog files written by --hlog.
         #[arg(required = true, value_name = "FILE")]

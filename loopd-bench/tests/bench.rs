@@ -613,7 +613,10 @@ fn merge_equals_combined_histograms() {
     );
     assert_eq!(merged["connections"]["established"], 6);
     assert_eq!(merged["runs"].as_array().unwrap().len(), 2);
-    assert_eq!(merged["merged"]["kind"], "unrelated", "not segments of one run");
+    assert_eq!(
+        merged["merged"]["kind"], "unrelated",
+        "not segments of one run"
+    );
     for p in paths {
         std::fs::remove_file(p).unwrap();
     }

@@ -471,3 +471,47 @@ fn segments_of_the_job_add_up_to_one_process() {
         "{stderr}"
     );
 }
+
+/// Segments and starts that cannot make a run are refused before anything connects, with
+/// exit status 2 and the reason: an index out of range or unset, a start already past the
+/// warm-up or hours ahead, a segment repeated as a series.
+#[test]
+fn impossible_segments_and_starts_are_refused() {
+    let at = |t: SystemTime| humantime::format_rfc3339(t).to_string();
+    let now = SystemTime::now();
+    let past = at(now - Duration::from_secs(60));
+    let far = at(now + Duration::from_secs(3 * 3600));
+    let soon = at(now + Duration::from_secs(30));
+    for (args, says) in [
+        (vec!["--segment", "4/4"], "the last of 4 is 3/4"),
+        (
+            vec!["--segment", "NO_SUCH_INDEX/4"],
+            "NO_SUCH_INDEX is not set",
+        ),
+        (
+            vec!["--segment", "0/4", "-c", "3"],
+            "4 segments for 3 connections",
+        ),
+        (vec!["--start-at", "10:00"], "not an RFC 3339 time in UTC"),
+        (
+            vec!["--start-at", &past],
+            "s ago, and the measurement was to begin 1.0 s after it",
+        ),
+        (vec!["--start-at", &far], "ahead, more than the 1h allowed"),
+        (
+            vec!["--segment", "0/2", "--iterations", "3"],
+            "repeat the whole run",
+        ),
+        (
+            vec!["--start-at", &soon, "--iterations", "3"],
+            "repeat the whole run",
+        ),
+    ] {
+        let mut all = vec!["127.0.0.1:9"];
+        all.extend_from_slice(&args);
+        let out = bench(&all);
+        let said = client::printed(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains(says), "{args:?}: {said}");
+    }
+}
