@@ -46,6 +46,11 @@ pub struct Cost {
     pub cpu_seconds: f64,
     /// CPU microseconds per measured message; `None` when no message was measured.
     pub us_per_message: Option<f64>,
+    /// TLS: CPU microseconds per measured handshake — the cost of one in handshake mode
+    /// (where a handshake is the message), all the run's work over its handshakes in the
+    /// others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub us_per_handshake: Option<f64>,
 }
 
 impl Cost {
@@ -55,6 +60,28 @@ impl Cost {
             method,
             cpu_seconds,
             us_per_message: (messages > 0).then(|| cpu_seconds * 1e6 / messages as f64),
+            us_per_handshake: None,
+        }
+    }
+
+    /// The same, also per handshake, when the run counted `handshakes` (TLS).
+    pub fn per_handshake(mut self, handshakes: Option<u64>) -> Cost {
+        self.us_per_handshake = handshakes
+            .filter(|&n| n > 0)
+            .map(|n| self.cpu_seconds * 1e6 / n as f64);
+        self
+    }
+}
+
+impl CpuCosts {
+    /// Every figure also per handshake, when the run counted `handshakes` (TLS).
+    pub fn per_handshake(self, handshakes: Option<u64>) -> CpuCosts {
+        let per = |c: Option<Cost>| c.map(|c| c.per_handshake(handshakes));
+        CpuCosts {
+            client: per(self.client),
+            server: per(self.server),
+            system: per(self.system),
+            unavailable: self.unavailable,
         }
     }
 }

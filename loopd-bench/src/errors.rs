@@ -1,5 +1,10 @@
 //! What can go wrong in a run, by kind. Every kind counted makes the exit status non-zero.
+//!
+//! TLS failures have kinds of their own, never folded into `io`: the transport that meets
+//! one ([`tls`](crate::tls)) wraps a [`TlsError`] in the `io::Error` it returns, and the
+//! kind is read back from it here, so this module knows nothing of rustls.
 
+use std::fmt;
 use std::io::{self, ErrorKind as IoKind};
 use std::net::IpAddr;
 
@@ -31,11 +36,23 @@ pub enum ErrorKind {
     Unserved,
     /// Any other I/O error on an established connection.
     Io,
+    /// TLS: the server's certificate was refused (unknown issuer, wrong name, expired, ...).
+    TlsCertificate,
+    /// TLS: the server sent an alert (its name is counted apart, see `tls.alerts_received`).
+    TlsAlert,
+    /// TLS: the handshake did not complete within `--connect-timeout` of the dial.
+    TlsHandshakeTimeout,
+    /// TLS: the server closed (FIN) without a `close_notify`, so what it sent may have been
+    /// cut short (RFC 8446 §6.1).
+    TlsTruncated,
+    /// TLS: any other protocol failure (no common version or cipher suite, a record that
+    /// does not decrypt, bytes that are not TLS).
+    TlsProtocol,
 }
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectTimeout,
         ErrorKind::ConnectReset,
@@ -48,6 +65,11 @@ impl ErrorKind {
         ErrorKind::Stalled,
         ErrorKind::Unserved,
         ErrorKind::Io,
+        ErrorKind::TlsCertificate,
+        ErrorKind::TlsAlert,
+        ErrorKind::TlsHandshakeTimeout,
+        ErrorKind::TlsTruncated,
+        ErrorKind::TlsProtocol,
     ];
 
     /// The name in reports and JSON.
@@ -65,7 +87,24 @@ impl ErrorKind {
             ErrorKind::Stalled => "stalled",
             ErrorKind::Unserved => "unserved",
             ErrorKind::Io => "io",
+            ErrorKind::TlsCertificate => "tls_certificate",
+            ErrorKind::TlsAlert => "tls_alert",
+            ErrorKind::TlsHandshakeTimeout => "tls_handshake_timeout",
+            ErrorKind::TlsTruncated => "tls_truncated",
+            ErrorKind::TlsProtocol => "tls_protocol",
         }
+    }
+
+    /// Whether it is a TLS failure.
+    pub fn is_tls(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::TlsCertificate
+                | ErrorKind::TlsAlert
+                | ErrorKind::TlsHandshakeTimeout
+                | ErrorKind::TlsTruncated
+                | ErrorKind::TlsProtocol
+        )
     }
 
     /// Whether the error stopped a connection from ever establishing.
@@ -81,6 +120,9 @@ impl ErrorKind {
 
     /// The kind of a failed connection attempt.
     pub fn of_connect(e: &io::Error) -> ErrorKind {
+        if let Some(tls) = TlsError::of(e) {
+            return tls.kind;
+        }
         match e.kind() {
             IoKind::ConnectionRefused => ErrorKind::ConnectRefused,
             IoKind::TimedOut => ErrorKind::ConnectTimeout,
@@ -91,6 +133,9 @@ impl ErrorKind {
 
     /// The kind of an error on an established connection.
     pub fn of_established(e: &io::Error) -> ErrorKind {
+        if let Some(tls) = TlsError::of(e) {
+            return tls.kind;
+        }
         match e.kind() {
             IoKind::ConnectionReset | IoKind::BrokenPipe | IoKind::ConnectionAborted => {
                 ErrorKind::Reset
@@ -109,9 +154,44 @@ impl ErrorKind {
     }
 }
 
+/// A TLS failure as a transport reports it inside an `io::Error`: its kind, what happened
+/// in words (with the remedy, where there is one), and for an alert the alert's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsError {
+    /// One of the TLS kinds.
+    pub kind: ErrorKind,
+    /// The alert the server sent, by its RFC name (`handshake_failure`), if it sent one.
+    pub alert: Option<String>,
+    /// What happened.
+    pub what: String,
+}
+
+impl TlsError {
+    /// An `io::Error` carrying this failure.
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(IoKind::InvalidData, self)
+    }
+
+    /// The TLS failure inside `e`, if it carries one.
+    pub fn of(e: &io::Error) -> Option<&TlsError> {
+        e.get_ref()?.downcast_ref::<TlsError>()
+    }
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
 /// A failed connect described for a person, with the remedy when the machine ran out of
-/// local ports.
+/// local ports. A TLS failure describes itself.
 pub fn connect_failure(e: &io::Error, source: Option<IpAddr>) -> String {
+    if let Some(tls) = TlsError::of(e) {
+        return tls.what.clone();
+    }
     if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
         let from = source.map_or("this address".to_string(), |ip| ip.to_string());
         return format!(
@@ -145,5 +225,24 @@ mod tests {
             ErrorKind::ConnectRefused
         );
         assert!(ErrorKind::ConnectOther.is_connect() && !ErrorKind::Stalled.is_connect());
+    }
+
+    /// A TLS failure inside an `io::Error` keeps its kind through both mappings, and
+    /// describes itself.
+    #[test]
+    fn tls_failures_keep_their_kind() {
+        let e = TlsError {
+            kind: ErrorKind::TlsAlert,
+            alert: Some("handshake_failure".into()),
+            what: "the server sent alert handshake_failure".into(),
+        }
+        .into_io();
+        assert_eq!(ErrorKind::of_established(&e), ErrorKind::TlsAlert);
+        assert_eq!(ErrorKind::of_connect(&e), ErrorKind::TlsAlert);
+        assert_eq!(
+            connect_failure(&e, None),
+            "the server sent alert handshake_failure"
+        );
+        assert!(ErrorKind::TlsAlert.is_tls() && !ErrorKind::Io.is_tls());
     }
 }

@@ -3,6 +3,10 @@
 //! [`Dial`] that hands them out. They are to the flow what the server's scripted `Socket`
 //! is to its connection: every state and every load policy can be driven, on made-up
 //! instants, without a network.
+//!
+//! The stream fake also plays a layered stream (TLS) where a test asks it to: it can report
+//! the socket connected before the layer's handshake is done, hold bytes (`buffered`), owe
+//! output of its own, say goodbye on close, and describe a session.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -14,7 +18,7 @@ use std::time::Duration;
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
-use crate::transport::{Datagram, Dial, Handshake, Stream};
+use crate::transport::{Datagram, Dial, Handshake, Session, Stream};
 
 /// One scripted answer to a read (a stream's bytes, or one datagram).
 #[derive(Clone, Debug)]
@@ -30,6 +34,8 @@ pub enum Step {
 /// One scripted answer to `handshake`.
 #[derive(Clone, Copy, Debug)]
 pub enum Shake {
+    /// The socket is connected; a layer's handshake goes on.
+    Connected,
     /// Still under way.
     Pending,
     /// Refused, reset, ...
@@ -61,6 +67,16 @@ pub struct Script {
     pub reregistered: usize,
     /// The socket was dropped: closed.
     pub closed: bool,
+    /// What `buffered` answers: the stream holds bytes a short read did not deliver.
+    pub buffered: bool,
+    /// Output of the stream's own, waiting for the window (written by `flush`).
+    pub owed: Vec<u8>,
+    /// What `close` queues as output of its own (a layer's goodbye); empty for a socket.
+    pub goodbye: Vec<u8>,
+    /// Calls to `close`.
+    pub close_calls: usize,
+    /// What `session` answers once the handshake is done.
+    pub session: Option<Session>,
 }
 
 impl Default for Script {
@@ -77,6 +93,11 @@ impl Default for Script {
             registered: Vec::new(),
             reregistered: 0,
             closed: false,
+            buffered: false,
+            owed: Vec::new(),
+            goodbye: Vec::new(),
+            close_calls: 0,
+            session: None,
         }
     }
 }
@@ -177,8 +198,18 @@ impl Write for FakeStream {
         Ok(n)
     }
 
+    /// Writes the output of its own that fits the window; `WouldBlock` if some is left.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        let mut s = self.0.borrow_mut();
+        let take = s.owed.len().min(s.window);
+        let owed: Vec<u8> = s.owed.drain(..take).collect();
+        s.written.extend_from_slice(&owed);
+        s.window -= take;
+        if s.owed.is_empty() {
+            Ok(())
+        } else {
+            Err(ErrorKind::WouldBlock.into())
+        }
     }
 }
 
@@ -186,9 +217,32 @@ impl Stream for FakeStream {
     fn handshake(&mut self) -> Handshake {
         match self.0.borrow_mut().shakes.pop_front() {
             None => Handshake::Done,
+            Some(Shake::Connected) => Handshake::Connected,
             Some(Shake::Pending) => Handshake::Pending,
             Some(Shake::Fail(kind)) => Handshake::Failed(kind.into()),
         }
+    }
+
+    fn buffered(&self) -> bool {
+        self.0.borrow().buffered
+    }
+
+    fn owes_output(&self) -> bool {
+        !self.0.borrow().owed.is_empty()
+    }
+
+    fn close(&mut self) {
+        {
+            let mut s = self.0.borrow_mut();
+            s.close_calls += 1;
+            let goodbye = std::mem::take(&mut s.goodbye);
+            s.owed.extend_from_slice(&goodbye);
+        }
+        let _ = self.flush();
+    }
+
+    fn session(&self) -> Option<Session> {
+        self.0.borrow().session.clone()
     }
 }
 

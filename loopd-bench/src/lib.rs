@@ -1,6 +1,6 @@
 //! # loopd-bench
 //!
-//! A load client for TCP and UDP echo-style servers, built like the server it measures:
+//! A load client for TCP, TLS and UDP echo-style servers, built like the server it measures:
 //! each worker thread runs one mio `Poll` over its share of the connections, with no async
 //! runtime and no thread per connection, so it costs about what the server costs per
 //! message and can keep one server core busy from one client core. Every echoed byte is
@@ -22,7 +22,7 @@
 //! 4. [`cpu`] — what a message costs the client, the server and the machine; [`clock`] —
 //!    the wall clock: whether the kernel keeps it synchronised, and waiting for a shared
 //!    start.
-//! 5. [`config`] — what a run does: the [`Mode`] (five kinds of run, each a transport and a
+//! 5. [`config`] — what a run does: the [`Mode`] (six kinds of run, each a transport and a
 //!    load policy), the load model, every default with its reason, and typed errors; this
 //!    process's [`Segment`] of a run that several make, and their shared start.
 //! 6. [`schedule`] — the clock work, without sockets: quota split, the open-loop grid,
@@ -31,8 +31,8 @@
 //! 7. [`record`] — what the workers count: tallies, histograms, the per-second series, the
 //!    interval recorder.
 //! 8. [`transport`] — the seam: a byte [`Stream`](transport::Stream) and a
-//!    [`Datagram`](transport::Datagram) socket; [`tcp`] and [`udp`] implement them (and a
-//!    scripted fake in the tests).
+//!    [`Datagram`](transport::Datagram) socket; [`tcp`] and [`udp`] implement them, [`tls`]
+//!    is a `Stream` over another `Stream` (and a scripted fake in the tests).
 //! 9. [`flow`] — one connection's life, generic over its transport: wire-named states with
 //!    one choke point, the load policies, the stream and datagram disciplines, per-backend
 //!    identification.
@@ -69,6 +69,8 @@ pub mod transport;
 
 pub mod tcp;
 pub mod udp;
+
+pub mod tls;
 
 #[cfg(test)]
 mod fake;

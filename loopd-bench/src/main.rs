@@ -16,6 +16,8 @@ use loopd::config::{parse_duration, parse_size};
 use loopd_bench::compare::{compare, Target};
 use loopd_bench::config as bench_config;
 use loopd_bench::config::start::parse_start_at;
+use loopd_bench::config::tls::list as tls_list;
+use loopd_bench::config::{TlsSettings, TlsVersions, Trust};
 use loopd_bench::cpu::{CpuSources, MetricsUrl, ServerCpu};
 use loopd_bench::net::resolve;
 use loopd_bench::repeat::{self, Confidence, Repeat, EXIT_NOT_CONFIDENT};
@@ -23,8 +25,8 @@ use loopd_bench::report::{files, plot, Second};
 use loopd_bench::{BenchConfig, Expect, Mode, Protocol, Report, Sources, Stop};
 use loopd_bench::{ConfigError, Segment};
 
-/// A load client for TCP and UDP echo-style servers: closed or open loop, every echoed byte
-/// verified, HdrHistogram latency, JSON and an SVG picture.
+/// A load client for TCP, TLS and UDP echo-style servers: closed or open loop, every echoed
+/// byte verified, HdrHistogram latency, JSON and an SVG picture; and TLS handshake rates.
 ///
 /// Sizes take units (64, 16KiB); durations take units (10s, 500ms).
 #[derive(Debug, Parser)]
@@ -107,7 +109,8 @@ struct RunArgs {
     /// echo: round trips, every echoed byte verified; send: upload to a discard server;
     /// recv: download from a chargen server (bytes counted; verified with --expect chargen);
     /// connect: connect, one verified round trip, close, repeat; udp: verified datagram round
-    /// trips with loss.
+    /// trips with loss; handshake: connect, TLS handshake, the server's first word (bytes, a
+    /// session ticket or its close), close_notify, repeat (implies --tls).
     #[arg(short, long, value_enum, default_value = "echo")]
     mode: ModeArg,
 
@@ -213,6 +216,101 @@ struct RunArgs {
     /// the mean messages/s is WIDTH% wide (99,5: within ±2.5%). Not met: exit status 3.
     #[arg(long, value_name = "LEVEL,WIDTH", value_parser = Confidence::parse)]
     confidence: Option<Confidence>,
+
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Speak TLS on every connection (echo, send, recv, connect; handshake mode always does).
+    /// The server's certificate is checked against the system's trust store.
+    #[arg(long)]
+    tls: bool,
+
+    /// The name sent as SNI and checked against the certificate. Default: the target's host
+    /// name as given (or its address).
+    #[arg(long, value_name = "NAME")]
+    tls_sni: Option<String>,
+
+    /// Offer these ALPN protocols, in order of preference.
+    #[arg(long, value_name = "PROTO[,PROTO]")]
+    tls_alpn: Option<String>,
+
+    /// Offer only this TLS version (default: 1.2 and 1.3).
+    #[arg(long, value_name = "1.2|1.3", value_parser = TlsVersions::parse)]
+    tls_version: Option<TlsVersions>,
+
+    /// Offer these key-exchange groups, in order (X25519MLKEM768, X25519, secp256r1,
+    /// secp384r1; default: all of them, post-quantum first).
+    #[arg(long, value_name = "GROUP[,GROUP]")]
+    tls_groups: Option<String>,
+
+    /// Trust the CA certificates in this PEM file instead of the system's.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    cacert: Option<PathBuf>,
+
+    /// Do not check the server's certificate (its handshake signature still is).
+    #[arg(long)]
+    insecure: bool,
+
+    /// Present this client certificate chain (PEM); with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM); with --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// The share of new connections that resume a session, in percent: 0, every handshake is
+    /// full; 100, every one resumes once a session is held (the first cannot).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    tls_resume: f64,
+}
+
+impl TlsArgs {
+    /// Whether any TLS setting was given besides `--tls`.
+    fn any(&self) -> bool {
+        self.tls_sni.is_some()
+            || self.tls_alpn.is_some()
+            || self.tls_version.is_some()
+            || self.tls_groups.is_some()
+            || self.cacert.is_some()
+            || self.insecure
+            || self.tls_cert.is_some()
+            || self.tls_resume != 0.0
+    }
+
+    /// The TLS settings for `target` as given on the command line, if TLS is on.
+    fn settings(&self, mode: Mode, target: &str) -> Result<Option<TlsSettings>, String> {
+        if !self.tls && mode != Mode::Handshake {
+            if self.any() {
+                return Err("the --tls-… settings, --cacert and --insecure need --tls".into());
+            }
+            return Ok(None);
+        }
+        let trust = match (&self.cacert, self.insecure) {
+            (Some(file), _) => Trust::CaFile(file.clone()),
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::System,
+        };
+        Ok(Some(TlsSettings {
+            server_name: self.tls_sni.clone().or_else(|| host_name(target)),
+            alpn: self.tls_alpn.as_deref().map(tls_list).unwrap_or_default(),
+            versions: self.tls_version.unwrap_or_default(),
+            groups: self.tls_groups.as_deref().map(tls_list).unwrap_or_default(),
+            trust,
+            client_cert: self.tls_cert.clone().zip(self.tls_key.clone()),
+            resume_pct: self.tls_resume,
+        }))
+    }
+}
+
+/// The host of `HOST:PORT` when it is a name rather than an address: the SNI to send.
+fn host_name(target: &str) -> Option<String> {
+    let (host, _port) = target.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host.parse::<std::net::IpAddr>().is_err() && !host.is_empty()).then(|| host.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +348,7 @@ enum ModeArg {
     Recv,
     Connect,
     Udp,
+    Handshake,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -428,6 +527,7 @@ fn compare_command(targets: &[String], run: &RunArgs, out: &OutputArgs) -> ExitC
 
 /// Raw flags to a validated configuration.
 fn config(target: &str, a: &RunArgs) -> Result<BenchConfig, String> {
+    let given = target;
     let target = resolve(target).map_err(|e| format!("target {e}"))?;
     let mut cfg = BenchConfig::new(target);
     cfg.mode = match a.mode {
@@ -436,6 +536,7 @@ fn config(target: &str, a: &RunArgs) -> Result<BenchConfig, String> {
         ModeArg::Recv => Mode::Recv,
         ModeArg::Connect => Mode::Connect,
         ModeArg::Udp => Mode::Udp,
+        ModeArg::Handshake => Mode::Handshake,
     };
     cfg.protocol = match a.protocol {
         ProtocolArg::Raw => Protocol::Raw,
@@ -467,6 +568,7 @@ fn config(target: &str, a: &RunArgs) -> Result<BenchConfig, String> {
         },
         system: a.system_cpu,
     };
+    cfg.tls = a.tls.settings(cfg.mode, given)?;
     Ok(cfg) // validated by the run, which reports a bad combination as exit status 2
 }
 
@@ -590,5 +692,33 @@ mod tests {
         for p in Protocol::ALL {
             assert!(ProtocolArg::from_str(p.name(), false).is_ok(), "{p}");
         }
+    }
+
+    /// TLS flags make the settings: the SNI defaults to the target's host name (not an
+    /// address); handshake mode implies TLS; a TLS setting without TLS is refused.
+    #[test]
+    fn tls_flags() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["loopd-bench", "example.test:443"];
+            all.extend_from_slice(args);
+            let cli = Cli::parse_from(all);
+            let mode = match cli.run.mode {
+                ModeArg::Handshake => Mode::Handshake,
+                _ => Mode::Echo,
+            };
+            cli.run.tls.settings(mode, "example.test:443")
+        };
+        let t = parse(&["--tls", "--tls-resume", "50", "--cacert", "ca.pem"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.server_name.as_deref(), Some("example.test"));
+        assert_eq!(t.resume_pct, 50.0);
+        assert_eq!(t.trust, Trust::CaFile("ca.pem".into()));
+        assert!(parse(&["-m", "handshake"]).unwrap().is_some());
+        assert!(parse(&[]).unwrap().is_none());
+        assert!(parse(&["--insecure"]).unwrap_err().contains("need --tls"));
+        assert_eq!(host_name("127.0.0.1:443"), None);
+        assert_eq!(host_name("[::1]:443"), None);
+        assert_eq!(host_name("localhost:443").as_deref(), Some("localhost"));
     }
 }

@@ -25,6 +25,7 @@ use crate::record::{Second, Tally};
 use crate::report::files::wall_time;
 use crate::report::{Report, Window};
 use crate::schedule::Plan;
+use crate::tls::TlsClient;
 use crate::worker::{Outcome, Worker};
 
 /// Why a run could not be made at all (as opposed to errors it measured).
@@ -42,6 +43,8 @@ pub enum BenchError {
     Io(io::Error),
     /// The reports of a series do not combine.
     Report(String),
+    /// The TLS settings cannot make a client (a missing file, an unknown group, ...).
+    Tls(String),
 }
 
 impl BenchError {
@@ -49,7 +52,10 @@ impl BenchError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            BenchError::Invalid(_) | BenchError::ServerCpu(_) | BenchError::TooFewTargets
+            BenchError::Invalid(_)
+                | BenchError::ServerCpu(_)
+                | BenchError::TooFewTargets
+                | BenchError::Tls(_)
         )
     }
 }
@@ -58,9 +64,10 @@ impl fmt::Display for BenchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BenchError::Invalid(e) => write!(f, "{e}"),
-            BenchError::ServerCpu(s) | BenchError::Resources(s) | BenchError::Report(s) => {
-                f.write_str(s)
-            }
+            BenchError::ServerCpu(s)
+            | BenchError::Resources(s)
+            | BenchError::Report(s)
+            | BenchError::Tls(s) => f.write_str(s),
             BenchError::TooFewTargets => f.write_str("compare needs at least two targets"),
             BenchError::Io(e) => write!(f, "worker: {e}"),
         }
@@ -143,6 +150,13 @@ impl Coordinator {
                 BenchError::ServerCpu(format!("server CPU ({}): {e}", server.describe()))
             })?;
         }
+        // Trust store, certificates and names, once: a bad one is a bad setting (exit 2).
+        let tls = match &cfg.tls {
+            Some(settings) => Some(Arc::new(
+                TlsClient::new(settings, cfg.target).map_err(BenchError::Tls)?,
+            )),
+            None => None,
+        };
         let cfg = Arc::new(cfg.clone());
         // One codec for every worker: the ring it generates bodies from is read-only.
         let codec = Arc::new(Codec::new(cfg.protocol, cfg.size));
@@ -190,6 +204,7 @@ impl Coordinator {
                 ids,
                 live,
                 interval_tx.clone(),
+                tls.clone(),
             );
             let done = done_tx.clone();
             let handle = std::thread::Builder::new()
@@ -344,7 +359,14 @@ impl Coordinator {
         };
         let duration = end.saturating_duration_since(from).as_secs_f64();
         let costs = match (&self.cpu_start, &self.cpu_end) {
-            (Some(a), Some(b)) => Some(cpu::costs(a, b, &self.cfg.cpu, tally.messages)),
+            (Some(a), Some(b)) => {
+                let handshakes = self
+                    .cfg
+                    .tls
+                    .as_ref()
+                    .map(|_| tally.tls.full + tally.tls.resumed);
+                Some(cpu::costs(a, b, &self.cfg.cpu, tally.messages).per_handshake(handshakes))
+            }
             _ => None, // the run ended before its window began
         };
         if from > t0 {

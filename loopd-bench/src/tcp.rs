@@ -18,7 +18,7 @@ use mio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
 use crate::net::bind_source;
-use crate::transport::{Dial, Handshake, Stream};
+use crate::transport::{Dial, Handshake, Session, Stream};
 
 /// Opens TCP connections: see [`Tcp::open`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -64,5 +64,22 @@ impl Stream for TcpStream {
                 Err(e) => Handshake::Failed(e),
             },
         }
+    }
+
+    /// The kernel's receive queue is all there is: a short read proves it empty.
+    fn buffered(&self) -> bool {
+        false
+    }
+
+    /// Every byte written went to the kernel; there is nothing of TCP's own to send.
+    fn owes_output(&self) -> bool {
+        false
+    }
+
+    /// Nothing to say before the FIN, which the drop sends.
+    fn close(&mut self) {}
+
+    fn session(&self) -> Option<Session> {
+        None
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! Steps 1–4 and 6 are [`Turns`], which knows nothing of the poller, so the tests drive it
 //! with scripted sockets and made-up instants; [`Worker`] adds the poll and the clock. The
-//! worker picks the flow's transport once, from the mode: TCP streams or UDP sockets.
+//! worker picks the flow's transport once, from the mode and `--tls`: TCP streams, TLS over
+//! them, or UDP sockets.
 //!
 //! Sockets are registered once for both readable and writable (see [`tcp`](crate::tcp)),
 //! so the steady state costs one `read` and one `write` per message and no `epoll_ctl`.
@@ -44,6 +45,7 @@ use crate::record::live::Live;
 use crate::record::{Recorder, Tally};
 use crate::schedule::{open_at, poll_deadline, AlarmPlan, Plan, Wake};
 use crate::tcp::Tcp;
+use crate::tls::{TlsClient, TlsStream};
 use crate::transport::Dial;
 use crate::udp::Udp;
 
@@ -81,6 +83,8 @@ pub struct Worker {
     live: Arc<Live>,
     /// Where each second's histograms go (`--hlog`).
     intervals: Option<Sender<IntervalHistogram>>,
+    /// `--tls`: the run's TLS client, from which this worker makes its dial.
+    tls: Option<Arc<TlsClient>>,
 }
 
 impl Worker {
@@ -92,6 +96,7 @@ impl Worker {
         ids: Vec<u32>,
         live: Arc<Live>,
         intervals: Option<Sender<IntervalHistogram>>,
+        tls: Option<Arc<TlsClient>>,
     ) -> Worker {
         Worker {
             cfg,
@@ -100,14 +105,18 @@ impl Worker {
             ids,
             live,
             intervals,
+            tls,
         }
     }
 
     /// Runs until every flow has finished or failed.
     pub fn run(self) -> io::Result<Outcome> {
-        match self.cfg.mode.transport() {
-            Transport::Tcp => self.drive::<Bytes<TcpStream>>(Box::new(Tcp)),
-            Transport::Udp => self.drive::<Datagrams<UdpSocket>>(Box::new(Udp)),
+        match (self.cfg.mode.transport(), self.tls.clone()) {
+            (Transport::Tcp, None) => self.drive::<Bytes<TcpStream>>(Box::new(Tcp)),
+            (Transport::Tcp, Some(tls)) => {
+                self.drive::<Bytes<TlsStream<TcpStream>>>(Box::new(tls.dial(Tcp)))
+            }
+            (Transport::Udp, _) => self.drive::<Datagrams<UdpSocket>>(Box::new(Udp)),
         }
     }
 

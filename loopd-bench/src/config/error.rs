@@ -69,6 +69,14 @@ pub enum ConfigError {
     ConfidenceNeedsIterations,
     /// `--confidence` is not `LEVEL,WIDTH` in range.
     Confidence(String),
+    /// `--tls` with the udp mode.
+    TlsOverUdp,
+    /// `-m handshake` without TLS settings.
+    HandshakeWithoutTls,
+    /// `-n` in handshake mode, which is timed.
+    CountedHandshakes,
+    /// A TLS setting that cannot be used, and why.
+    Tls(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -148,6 +156,10 @@ impl fmt::Display for ConfigError {
                  --iterations MIN,MAX with MAX >= 2"
             ),
             Confidence(why) => f.write_str(why),
+            TlsOverUdp => write!(f, "--tls secures streams: use it with echo, send, recv, connect or handshake, not udp"),
+            HandshakeWithoutTls => write!(f, "-m handshake measures TLS handshakes: it needs --tls"),
+            CountedHandshakes => write!(f, "handshake mode is timed: use -d, not -n"),
+            Tls(why) => f.write_str(why),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What a run does: the validated settings the binary builds from its flags, with each
 //! default and the reason for it.
 //!
-//! * [`mode`] — the [`Mode`]: five kinds of run, each a transport and a load policy.
+//! * [`mode`] — the [`Mode`]: six kinds of run, each a transport and a load policy.
+//! * [`tls`] — `--tls` and its flags.
 //! * [`sources`] — `--source`, local addresses bound round-robin.
 //! * [`series`] — `--iterations` and `--confidence`.
 //! * [`segment`] — `--segment I/N`: this process's part of a run made by several.
@@ -16,6 +17,7 @@ pub mod segment;
 pub mod series;
 pub mod sources;
 pub mod start;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -30,6 +32,7 @@ pub use recorded::RecordedConfig;
 pub use segment::Segment;
 pub use series::{Confidence, Repeat};
 pub use sources::Sources;
+pub use tls::{TlsSettings, TlsVersions, Trust};
 
 /// What recv mode checks the received stream against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +98,8 @@ pub struct BenchConfig {
     pub cpu: CpuSources,
     /// Keep a latency histogram per second as well (`--hlog`).
     pub intervals: bool,
+    /// `--tls`: every stream connection speaks TLS, with these settings.
+    pub tls: Option<TlsSettings>,
 }
 
 impl BenchConfig {
@@ -122,6 +127,7 @@ impl BenchConfig {
             per_backend: false,
             cpu: CpuSources::default(),
             intervals: false,
+            tls: None,
         }
     }
 
@@ -199,9 +205,16 @@ impl BenchConfig {
                 return Err(SourceFamily);
             }
         }
+        match (&self.tls, self.mode.transport()) {
+            (Some(_), Transport::Udp) => return Err(TlsOverUdp),
+            (None, _) if self.mode == Mode::Handshake => return Err(HandshakeWithoutTls),
+            (Some(tls), _) => tls.validate()?,
+            (None, _) => {}
+        }
         match self.stop {
             Stop::Count(0) => Err(NoMessages),
             Stop::Count(_) if self.mode == Mode::Recv => Err(CountedDownload),
+            Stop::Count(_) if self.mode == Mode::Handshake => Err(CountedHandshakes),
             _ => Ok(()),
         }
     }
@@ -346,5 +359,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("11 segments for 10 connections"));
+    }
+
+    /// TLS goes over streams only; the handshake mode needs it and is timed, not counted.
+    #[test]
+    fn tls_combinations() {
+        let mut c = BenchConfig::new("127.0.0.1:7".parse().unwrap());
+        c.mode = Mode::Handshake;
+        assert_eq!(c.validate(), Err(ConfigError::HandshakeWithoutTls));
+        c.tls = Some(TlsSettings::default());
+        c.validate().expect("handshakes over TLS");
+        c.stop = Stop::Count(10);
+        assert_eq!(c.validate(), Err(ConfigError::CountedHandshakes));
+        c.stop = Stop::After(DEFAULT_DURATION);
+        c.mode = Mode::Udp;
+        assert_eq!(c.validate(), Err(ConfigError::TlsOverUdp));
+        for mode in [Mode::Echo, Mode::Send, Mode::Recv, Mode::Connect] {
+            c.mode = mode;
+            c.validate().expect("TLS over every stream mode");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! What kind of run: a [`Mode`] is one of five meaningful pairs of a transport and a load
+//! What kind of run: a [`Mode`] is one of six meaningful pairs of a transport and a load
 //! policy, and nothing else. The transport and the load are derived from it, so a run that
 //! means nothing (a UDP socket with connection churn, say) cannot be written down.
 
@@ -27,6 +27,17 @@ pub enum Load {
     Download,
     /// Connect, one verified round trip, close, again (connection churn).
     Churn,
+    /// Connect and complete the TLS handshake, wait for the server's first word (bytes, a
+    /// session ticket or its close), close with `close_notify`, again.
+    Handshake,
+}
+
+impl Load {
+    /// Whether each connection is short-lived and replaced by the next: connects (and
+    /// handshakes) are what is measured, so only those inside the window count.
+    pub fn churns(self) -> bool {
+        matches!(self, Load::Churn | Load::Handshake)
+    }
 }
 
 /// What a run does.
@@ -43,11 +54,20 @@ pub enum Mode {
     Connect,
     /// Verified datagram round trips, with loss.
     Udp,
+    /// TLS handshakes: connect, handshake, the server's first word, `close_notify`, again.
+    Handshake,
 }
 
 impl Mode {
     /// Every mode, in the order `--help` lists them.
-    pub const ALL: [Mode; 5] = [Mode::Echo, Mode::Send, Mode::Recv, Mode::Connect, Mode::Udp];
+    pub const ALL: [Mode; 6] = [
+        Mode::Echo,
+        Mode::Send,
+        Mode::Recv,
+        Mode::Connect,
+        Mode::Udp,
+        Mode::Handshake,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -57,6 +77,7 @@ impl Mode {
             Mode::Recv => "recv",
             Mode::Connect => "connect",
             Mode::Udp => "udp",
+            Mode::Handshake => "handshake",
         }
     }
 
@@ -64,7 +85,9 @@ impl Mode {
     pub fn transport(self) -> Transport {
         match self {
             Mode::Udp => Transport::Udp,
-            Mode::Echo | Mode::Send | Mode::Recv | Mode::Connect => Transport::Tcp,
+            Mode::Echo | Mode::Send | Mode::Recv | Mode::Connect | Mode::Handshake => {
+                Transport::Tcp
+            }
         }
     }
 
@@ -75,6 +98,7 @@ impl Mode {
             Mode::Send => Load::Upload,
             Mode::Recv => Load::Download,
             Mode::Connect => Load::Churn,
+            Mode::Handshake => Load::Handshake,
         }
     }
 
@@ -84,9 +108,10 @@ impl Mode {
     }
 
     /// Whether the client can tell that the server served a connection (something came
-    /// back). An upload gets nothing back, so it cannot.
+    /// back). An upload gets nothing back, so it cannot; a handshake's connection is served
+    /// by the handshake itself, counted apart.
     pub fn observes_service(self) -> bool {
-        self.load() != Load::Upload
+        !matches!(self.load(), Load::Upload | Load::Handshake)
     }
 }
 
@@ -147,6 +172,7 @@ mod tests {
         assert_eq!(Mode::Udp.transport(), Transport::Udp);
         assert!(Mode::Connect.has_round_trips());
         assert!(!Mode::Send.observes_service());
+        assert!(Mode::Handshake.load().churns() && !Mode::Handshake.has_round_trips());
         assert_eq!("churn".parse::<Mode>(), Err(UnknownMode("churn".into())));
     }
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::tls::RecordedTls;
 use super::{BenchConfig, Expect, Mode, Segment, Stop};
 
 /// The settings as recorded in a JSON report.
@@ -63,6 +64,9 @@ pub struct RecordedConfig {
     /// `--system-cpu`: the machine's CPU time was read.
     #[serde(default)]
     pub system_cpu: bool,
+    /// `--tls`: the TLS settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RecordedTls>,
 }
 
 impl From<&BenchConfig> for RecordedConfig {
@@ -100,6 +104,7 @@ impl From<&BenchConfig> for RecordedConfig {
             per_backend: c.per_backend,
             server_metrics: c.cpu.server.as_ref().map(|s| s.describe()),
             system_cpu: c.cpu.system,
+            tls: c.tls.as_ref().map(RecordedTls::from),
         }
     }
 }

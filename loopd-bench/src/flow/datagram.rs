@@ -21,7 +21,7 @@ use crate::errors::ErrorKind;
 use crate::net::{interrupted, would_block};
 use crate::payload::{self, Codec, Dir};
 use crate::schedule::Wake;
-use crate::transport::{Datagram, Handshake};
+use crate::transport::{Datagram, Handshake, Session};
 
 /// The datagram [`Wire`] over a datagram socket `D`.
 #[derive(Debug)]
@@ -147,6 +147,26 @@ impl<D: Datagram> Wire for Datagrams<D> {
             .filter(|p| !p.answered && plan.measured(p.intended))
             .count() as u64;
         cx.record.tally.udp.lost += lost;
+    }
+
+    /// One `recv` is one datagram: only `WouldBlock` says drained, and the reading pass
+    /// waits for it.
+    fn buffered(_: &Conn<Self>) -> bool {
+        false
+    }
+
+    fn owes_output(_: &Conn<Self>) -> bool {
+        false
+    }
+
+    fn close(_: &mut Conn<Self>) {}
+
+    fn session(_: &Conn<Self>) -> Option<Session> {
+        None
+    }
+
+    fn heard(_: &Conn<Self>) -> bool {
+        false // no handshake mode over datagrams
     }
 }
 

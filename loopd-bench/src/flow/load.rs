@@ -6,6 +6,7 @@
 //! | upload (send) | enough whole messages to keep a large write going | the same, with every byte written |
 //! | download (recv) | nothing | the measurement ended |
 //! | churn (connect) | one per connection | one round trip, then close and open the next |
+//! | handshake | nothing | the server's first word after the TLS handshake (bytes, a session ticket or its close), then close and open the next |
 //!
 //! A counted run (`-n`) gives each flow its share of the measured messages; messages sent
 //! before the measurement (the warm-up) are free. What counts as established differs too:
@@ -43,7 +44,7 @@ impl<W: Wire> Flow<W> {
             Load::RoundTrip => self.round_trips(cx, now, cx.cfg.pipeline),
             // One round trip per connection.
             Load::Churn if conn.sent == 0 => self.round_trips(cx, now, 1),
-            Load::Churn | Load::Download => Ok(()),
+            Load::Churn | Load::Download | Load::Handshake => Ok(()),
             Load::Upload => {
                 self.upload(cx, now);
                 Ok(())
@@ -132,44 +133,71 @@ impl<W: Wire> Flow<W> {
     }
 
     /// After a pump: finish once the policy's part is done and nothing is outstanding; in
-    /// churn, close each connection after its round trip and open the next.
+    /// churn, close each connection after its round trip and open the next; in handshake
+    /// mode, once the server has said its first word.
     pub(super) fn when_sent(&mut self, cx: &mut Ctx<W::Socket>, now: Instant) {
         let Some(conn) = self.conn() else {
             return;
         };
-        let (idle, sent) = (conn.idle(), conn.sent);
+        let idle = conn.idle();
         let done_sending = !cx.record.plan.may_send(now) || self.quota == Some(0);
-        if cx.cfg.mode.load() == Load::Churn && idle && sent > 0 {
-            self.finish(cx, now);
-            if !done_sending {
-                self.open(cx, now);
-            }
+        let done_with_this_one = idle
+            && match cx.cfg.mode.load() {
+                Load::Churn => conn.sent > 0,
+                Load::Handshake => W::heard(conn),
+                _ => false,
+            };
+        if done_with_this_one {
+            self.next_connection(cx, now);
         } else if idle && done_sending {
             self.finish(cx, now);
         }
     }
 
+    /// Churn and handshakes: closes this connection and, while the run sends, opens the
+    /// next. A connection still saying goodbye (`close_notify` waiting for the socket) is
+    /// not replaced until it has gone.
+    pub(super) fn next_connection(&mut self, cx: &mut Ctx<W::Socket>, now: Instant) {
+        let done_sending = !cx.record.plan.may_send(now) || self.quota == Some(0);
+        self.finish(cx, now);
+        if !done_sending && self.conn().is_none() {
+            self.open(cx, now);
+        }
+    }
+
     /// Counts an established connection: churn counts only the connects in the window,
-    /// and the connect time is recorded where there was a handshake (`since`).
+    /// and the connect time is recorded where there was a handshake (`handshake`: when the
+    /// dial started, and when the socket connected). A TLS handshake is counted and timed
+    /// apart, from the socket's connect to now.
     pub(super) fn established(
         &mut self,
         cx: &mut Ctx<W::Socket>,
-        since: Option<Instant>,
+        handshake: Option<(Instant, Instant)>,
         now: Instant,
     ) {
+        let load = cx.cfg.mode.load();
         let record = &mut cx.record;
         record.last_progress = now;
-        let churn = cx.cfg.mode.load() == Load::Churn;
+        let churn = load.churns();
         if churn && now < record.plan.from {
             record.tally.established_before += 1;
         }
         let counted = !churn || record.plan.in_window(now);
         if counted {
             record.tally.established += 1;
-            if let Some(since) = since {
-                let connect = nanos(now.duration_since(since));
+            if let Some((since, tcp)) = handshake {
+                let connect = nanos(tcp.duration_since(since));
                 record.tally.connect.saturating_record(connect);
             }
+        }
+        let session = self.conn().and_then(W::session);
+        if let (Some((_, tcp)), Some(session)) = (handshake, session) {
+            if session.offered {
+                record.tally.tls.offered += 1;
+            }
+            let took = nanos(now.duration_since(tcp));
+            let is_message = load == Load::Handshake;
+            record.handshake(session.kind, took, session.negotiated, is_message, now);
         }
         if let Some(schedule) = cx.open_loop {
             self.next_due = Some(schedule.first_slot(self.id, now));
@@ -183,7 +211,7 @@ impl<W: Wire> Flow<W> {
         match cfg.mode.load() {
             Load::RoundTrip => self.asked,
             Load::Download => true,
-            Load::Upload | Load::Churn => false,
+            Load::Upload | Load::Churn | Load::Handshake => false,
         }
     }
 

@@ -63,14 +63,15 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
-use crate::config::{BenchConfig, Stop};
-use crate::errors::{connect_failure, ErrorKind};
+use crate::config::{BenchConfig, Load, Stop};
+use crate::errors::{connect_failure, ErrorKind, TlsError};
 use crate::payload::{Codec, Gather};
 use crate::record::Recorder;
 use crate::schedule::{quota, OpenLoop, Wake, Wakes};
@@ -121,6 +122,8 @@ pub struct Failure {
     pub kind: ErrorKind,
     /// What happened, for the examples.
     pub what: String,
+    /// The TLS alert the server sent, by name, if that is what happened.
+    pub alert: Option<String>,
 }
 
 impl Failure {
@@ -129,6 +132,26 @@ impl Failure {
         Failure {
             kind,
             what: what.into(),
+            alert: None,
+        }
+    }
+
+    /// A failure of an established connection's I/O, `e`, during `doing` (`read`, `write`):
+    /// its kind from the error (TLS failures keep theirs), and the alert, if any.
+    pub fn io(doing: &str, e: &io::Error) -> Failure {
+        Failure {
+            kind: ErrorKind::of_established(e),
+            what: format!("{doing}: {e}"),
+            alert: TlsError::of(e).and_then(|t| t.alert.clone()),
+        }
+    }
+
+    /// A failed connect or handshake, `e`, from `source` if bound.
+    pub fn connect(e: &io::Error, source: Option<IpAddr>) -> Failure {
+        Failure {
+            kind: ErrorKind::of_connect(e),
+            what: connect_failure(e, source),
+            alert: TlsError::of(e).and_then(|t| t.alert.clone()),
         }
     }
 }
@@ -291,13 +314,34 @@ impl<W: Wire> Flow<W> {
                     self.set_state(cx, now, |_| State::Finished);
                 }
             }
-            Wake::ConnectTimeout(attempt) if attempt == self.attempt => {
-                if let State::Connecting { since, .. } = self.state {
+            Wake::ConnectTimeout(attempt) if attempt == self.attempt => match self.state {
+                State::Connecting {
+                    since,
+                    connected: None,
+                    ..
+                } => {
                     let waited = now.duration_since(since);
                     let what = format!("not established after {waited:.1?}");
                     self.fail(cx, Failure::new(ErrorKind::ConnectTimeout, what), now);
                 }
-            }
+                State::Connecting {
+                    since,
+                    connected: Some(at),
+                    ..
+                } => {
+                    let (waited, tcp) = (now.duration_since(since), at.duration_since(since));
+                    let what = format!(
+                        "TLS handshake not done {waited:.1?} after the dial (TCP took {tcp:.1?})"
+                    );
+                    self.fail(cx, Failure::new(ErrorKind::TlsHandshakeTimeout, what), now);
+                }
+                // Handshake mode: the server's first word after the handshake never came.
+                State::Established(_) if cx.cfg.mode.load() == Load::Handshake => {
+                    cx.record.tally.tls.waited_out += 1;
+                    self.next_connection(cx, now);
+                }
+                _ => {}
+            },
             Wake::Send if self.armed == Some(at) => {
                 self.armed = None;
                 self.pump(cx, now);
@@ -316,13 +360,20 @@ impl<W: Wire> Flow<W> {
 
     /// Its socket reported readiness.
     pub fn on_event(&mut self, cx: &mut Ctx<W::Socket>, ready: Readiness, now: Instant) {
-        if let State::Connecting { socket, .. } = &mut self.state {
+        if let State::Connecting {
+            socket, connected, ..
+        } = &mut self.state
+        {
             match W::handshake(socket) {
                 Handshake::Pending => return,
+                // TCP is up under a TLS layer: the TCP connect is timed from here, the TLS
+                // handshake from here on. Its ClientHello is out; the answer is a new edge.
+                Handshake::Connected => {
+                    *connected = Some(now);
+                    return;
+                }
                 Handshake::Failed(e) => {
-                    let source = self.source(&cx.cfg);
-                    let failure =
-                        Failure::new(ErrorKind::of_connect(&e), connect_failure(&e, source));
+                    let failure = Failure::connect(&e, self.source(&cx.cfg));
                     return self.fail(cx, failure, now);
                 }
                 // Go on to read: the event that completes the handshake may also carry data
@@ -340,7 +391,9 @@ impl<W: Wire> Flow<W> {
             conn.blocked = false;
         }
         conn.peer_closing |= ready.closed;
-        if ready.readable || ready.closed {
+        // A layer may hold bytes it read with the handshake (or on a writable-only event):
+        // no readable edge will announce those.
+        if ready.readable || ready.closed || W::buffered(conn) {
             self.receive(cx, now);
         }
         self.pump(cx, now);
@@ -369,10 +422,20 @@ impl<W: Wire> Flow<W> {
     /// The grace after the run ran out (`stalled` false), or nothing moved for the stall
     /// timeout (`stalled` true): whatever is outstanding is lost, and said so.
     pub fn abandon(&mut self, cx: &mut Ctx<W::Socket>, stalled: bool, now: Instant) {
-        if let State::Connecting { since, .. } = self.state {
+        if let State::Connecting {
+            since, connected, ..
+        } = self.state
+        {
             let waited = now.duration_since(since);
-            let what = format!("still connecting when the run ended ({waited:.1?} in)");
-            return self.fail(cx, Failure::new(ErrorKind::ConnectTimeout, what), now);
+            let (kind, what) = match connected {
+                None => (ErrorKind::ConnectTimeout, "still connecting"),
+                Some(_) => (
+                    ErrorKind::TlsHandshakeTimeout,
+                    "TLS handshake still under way",
+                ),
+            };
+            let what = format!("{what} when the run ended ({waited:.1?} in)");
+            return self.fail(cx, Failure::new(kind, what), now);
         }
         if self.phase() != Phase::Established {
             return;

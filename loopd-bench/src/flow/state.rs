@@ -11,7 +11,7 @@ use mio::Interest;
 use super::backend::Backend;
 use super::wire::{Conn, Wire};
 use super::{Ctx, Failure, Flow};
-use crate::errors::{connect_failure, ErrorKind};
+use crate::errors::ErrorKind;
 use crate::schedule::Wake;
 
 /// Where a flow is in its life, named after what it means on the wire.
@@ -71,6 +71,9 @@ pub(super) enum State<W: Wire> {
         socket: W::Socket,
         /// When the dial started it.
         since: Instant,
+        /// A layered stream (TLS): when the socket under it connected; its own handshake
+        /// has been under way since.
+        connected: Option<Instant>,
     },
     /// Established.
     Established(Conn<W>),
@@ -152,12 +155,15 @@ impl<W: Wire> Flow<W> {
         let socket = match cx.dial.dial(cx.cfg.target, source) {
             Ok(socket) => socket,
             Err(e) => {
-                let failure = Failure::new(ErrorKind::of_connect(&e), connect_failure(&e, source));
-                return self.fail(cx, failure, now);
+                return self.fail(cx, Failure::connect(&e, source), now);
             }
         };
         if W::HANDSHAKE {
-            self.set_state(cx, now, |_| State::Connecting { socket, since: now });
+            self.set_state(cx, now, |_| State::Connecting {
+                socket,
+                since: now,
+                connected: None,
+            });
             if self.phase() == Phase::Connecting {
                 let timeout = now + cx.cfg.connect_timeout;
                 let wake = Wake::ConnectTimeout(self.attempt);
@@ -175,9 +181,13 @@ impl<W: Wire> Flow<W> {
 
     /// The handshake completed.
     pub(super) fn connected(&mut self, cx: &mut Ctx<W::Socket>, now: Instant) {
-        let State::Connecting { since, .. } = self.state else {
+        let State::Connecting {
+            since, connected, ..
+        } = self.state
+        else {
             return;
         };
+        let tcp = connected.unwrap_or(now);
         let (id, index, seq) = (self.id, self.token.0, self.next_seq);
         let backend = Backend::new(cx.cfg.per_backend);
         self.set_state(cx, now, |old| match old {
@@ -186,7 +196,7 @@ impl<W: Wire> Flow<W> {
             }
             other => other,
         });
-        self.established(cx, Some(since), now);
+        self.established(cx, Some((since, tcp)), now);
     }
 
     fn new_conn(&self, cx: &Ctx<W::Socket>, socket: W::Socket) -> Conn<W> {
@@ -194,8 +204,17 @@ impl<W: Wire> Flow<W> {
         Conn::new(self.id, self.token.0, socket, self.next_seq, backend)
     }
 
-    /// Ends the flow normally, closing the socket (a FIN: every reply has been read).
+    /// Ends the flow normally, closing the socket (a FIN: every reply has been read). A
+    /// layered stream says goodbye first (TLS: `close_notify`); if the socket cannot take it
+    /// all now, the connection stays until the writable edge has flushed it (it is not idle
+    /// meanwhile, so the next pump calls this again, and the stall guard still applies).
     pub(super) fn finish(&mut self, cx: &mut Ctx<W::Socket>, now: Instant) {
+        if let State::Established(conn) = &mut self.state {
+            W::close(conn);
+            if W::owes_output(conn) {
+                return;
+            }
+        }
         if self.unserved(cx) {
             let backend = self.conn().and_then(|c| c.backend.index());
             cx.record.backend_errors(backend, 1);
@@ -227,8 +246,12 @@ impl<W: Wire> Flow<W> {
     /// Ends the flow with an error.
     pub(super) fn fail(&mut self, cx: &mut Ctx<W::Socket>, failure: Failure, now: Instant) {
         let id = self.id;
-        if failure.kind.is_connect() {
+        // A connection that never established: the dial or TCP failed, or a TLS handshake.
+        if failure.kind.is_connect() || self.phase() == Phase::Connecting {
             cx.record.tally.failed += 1;
+        }
+        if let Some(alert) = &failure.alert {
+            *cx.record.tally.tls.alerts.entry(alert.clone()).or_default() += 1;
         }
         let backend = self.conn().and_then(|c| c.backend.index());
         cx.record.backend_errors(backend, 1);

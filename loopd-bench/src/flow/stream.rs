@@ -1,15 +1,20 @@
 //! The byte-stream discipline: how a flow's messages travel over any
-//! [`Stream`] — TCP today, TLS next — with the same readiness rules
+//! [`Stream`] — TCP, or TLS over it — with the same readiness rules
 //! as the server.
 //!
 //! * **Drain or remember, with a budget.** [`read_some`] reads until the socket is drained
-//!   (`WouldBlock`, or a short read: the receive queue was empty), end-of-file, or the
+//!   (`WouldBlock`, or a short read: the receive queue was empty — unless the stream says it
+//!   still holds bytes, [`Stream::buffered`], as a TLS layer can), end-of-file, or the
 //!   receive budget. Stopping at the budget with data left is remembered (the flow goes on
 //!   the worker's run queue), because no new edge will announce data that is already
 //!   queued. Without the budget one fast connection — a chargen server that never stops —
 //!   would keep the worker from every other connection and its clock.
 //! * **A write of zero bytes is an error.** `write` returning `Ok(0)` for a non-empty buffer
 //!   makes no progress and never will; looping on it spins a core.
+//! * **Output of the stream's own goes first.** A layered stream can owe output nobody
+//!   asked the flow for (a TLS handshake flight the socket did not take, `close_notify`):
+//!   the write pass flushes it before anything else, so the writable edge moves it even when
+//!   the flow has no message to send.
 //! * **Requests are generated as they are written.** Queuing a message only counts it;
 //!   [`write_some`] lays the stream out from a cursor, one `writev` per pass, and replies are
 //!   checked against the same stream as they arrive, whatever the split.
@@ -25,7 +30,7 @@ use crate::config::{Expect, Load};
 use crate::errors::ErrorKind;
 use crate::net::{interrupted, would_block};
 use crate::payload::{self, check_chargen, Codec, Cursor, Dir, Gather};
-use crate::transport::{Handshake, Stream};
+use crate::transport::{Handshake, Session, Stream};
 
 /// The byte-stream [`Wire`] over a stream socket `S`.
 #[derive(Debug)]
@@ -38,8 +43,11 @@ pub struct StreamState {
     pub written: Cursor,
     /// How far the replies are received and checked.
     pub replied: Cursor,
-    /// Download: bytes received on this connection (the offset in the expected stream).
+    /// Download: bytes received on this connection (the offset in the expected stream);
+    /// handshake mode: bytes the server sent after the handshake.
     pub received: u64,
+    /// Handshake mode: the server closed its side (after the handshake, that is an answer).
+    pub finished: bool,
 }
 
 impl StreamState {
@@ -65,6 +73,7 @@ impl<S: Stream> Wire for Bytes<S> {
             written: at,
             replied: at,
             received: 0,
+            finished: false,
         }
     }
 
@@ -80,6 +89,18 @@ impl<S: Stream> Wire for Bytes<S> {
         now: Instant,
         budget: &mut usize,
     ) -> Result<WriteEnd, Failure> {
+        if conn.socket.owes_output() && !conn.blocked {
+            // Before any request: the layer's own bytes (a handshake flight, close_notify)
+            // are ahead of them on the wire anyway.
+            match conn.socket.flush() {
+                Ok(()) => {}
+                Err(e) if would_block(&e) => {
+                    conn.blocked = true;
+                    return Ok(WriteEnd::Blocked);
+                }
+                Err(e) => return Err(Failure::io("write", &e)),
+            }
+        }
         if let Backend::Asking { written, .. } = &mut conn.backend {
             ask(&mut conn.socket, written, &mut conn.blocked)?;
             return Ok(WriteEnd::Done);
@@ -115,10 +136,7 @@ impl<S: Stream> Wire for Bytes<S> {
                 conn.blocked = true;
                 Ok(WriteEnd::Blocked)
             }
-            Written::Failed(e) => Err(Failure::new(
-                ErrorKind::of_established(&e),
-                format!("write: {e}"),
-            )),
+            Written::Failed(e) => Err(Failure::io("write", &e)),
         }
     }
 
@@ -156,11 +174,13 @@ impl<S: Stream> Wire for Bytes<S> {
                 conn.read_pending = true;
                 Ok(())
             }
+            // After a handshake, the server's close is one of the answers waited for.
+            ReadEnd::Eof if cx.cfg.mode.load() == Load::Handshake => {
+                conn.wire.finished = true;
+                Ok(())
+            }
             ReadEnd::Eof => Err(peer_closed(conn, &cx.codec)),
-            ReadEnd::Failed(e) => Err(Failure::new(
-                ErrorKind::of_established(&e),
-                format!("read: {e}"),
-            )),
+            ReadEnd::Failed(e) => Err(Failure::io("read", &e)),
             ReadEnd::Stopped => Err(failure.expect("a handler that stops says why")),
         }
     }
@@ -195,6 +215,32 @@ impl<S: Stream> Wire for Bytes<S> {
                 format!("connection {id}: {unanswered} replies outstanding, {why}")
             });
         }
+    }
+
+    fn buffered(conn: &Conn<Self>) -> bool {
+        conn.socket.buffered()
+    }
+
+    fn owes_output(conn: &Conn<Self>) -> bool {
+        conn.socket.owes_output()
+    }
+
+    fn close(conn: &mut Conn<Self>) {
+        conn.socket.close();
+    }
+
+    fn session(conn: &Conn<Self>) -> Option<Session> {
+        conn.socket.session()
+    }
+
+    fn heard(conn: &Conn<Self>) -> bool {
+        let s = &conn.wire;
+        s.received > 0
+            || s.finished
+            || conn
+                .socket
+                .session()
+                .is_some_and(|session| !session.ticket_pending)
     }
 }
 
@@ -289,6 +335,8 @@ impl Reply<'_> {
             },
             // A discard server sends nothing back; what arrives anyway is counted, not checked.
             Load::Upload => {}
+            // Whatever a server says after the handshake answers it; nothing is checked.
+            Load::Handshake => s.received += data.len() as u64,
         }
         Ok(())
     }
@@ -309,11 +357,25 @@ pub enum ReadEnd {
     Stopped,
 }
 
+/// What a reading pass needs of a stream: its bytes, and whether a short read proves it
+/// drained ([`Stream::buffered`]).
+pub trait Drain: Read {
+    /// More may be read now although the last read came back short.
+    fn buffered(&self) -> bool;
+}
+
+impl<S: Stream> Drain for S {
+    fn buffered(&self) -> bool {
+        Stream::buffered(self)
+    }
+}
+
 /// Reads from `r` into `scratch`, handing each chunk to `on_data`, until the socket is
-/// drained, `budget` bytes were read, end-of-file, or `on_data` returns `false`.
+/// drained, `budget` bytes were read, end-of-file, or `on_data` returns `false`. A short
+/// read means drained unless the stream still holds bytes (`buffered`).
 /// `peer_closing` (the poller reported the peer's FIN) means reading on to end-of-file: a
 /// short read then no longer proves the queue empty, and no later edge will come.
-pub fn read_some<R: Read>(
+pub fn read_some<R: Drain>(
     r: &mut R,
     scratch: &mut [u8],
     budget: usize,
@@ -333,7 +395,7 @@ pub fn read_some<R: Read>(
                 if !on_data(&scratch[..n]) {
                     return ReadEnd::Stopped;
                 }
-                if n < want && !peer_closing {
+                if n < want && !peer_closing && !r.buffered() {
                     return ReadEnd::Drained;
                 }
             }
@@ -421,6 +483,61 @@ mod tests {
             buf.fill(b'x');
             Ok(buf.len())
         }
+    }
+
+    impl Drain for Endless {
+        fn buffered(&self) -> bool {
+            false
+        }
+    }
+
+    impl Drain for io::Cursor<Vec<u8>> {
+        fn buffered(&self) -> bool {
+            false
+        }
+    }
+
+    /// A layered stream (TLS) that took several records from its socket at once: each read
+    /// hands out one of them, shorter than asked, while it still holds the others.
+    struct Holding {
+        records: std::collections::VecDeque<Vec<u8>>,
+    }
+
+    impl Read for Holding {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.records.pop_front() {
+                Some(r) => {
+                    buf[..r.len()].copy_from_slice(&r);
+                    Ok(r.len())
+                }
+                None => Err(IoKind::WouldBlock.into()),
+            }
+        }
+    }
+
+    impl Drain for Holding {
+        fn buffered(&self) -> bool {
+            !self.records.is_empty()
+        }
+    }
+
+    /// A short read does not end the pass while the stream says it holds more: no edge would
+    /// announce those bytes. (With the plain-socket rule alone, the pass stopped after the
+    /// first record and the other two waited for an edge that never comes.)
+    #[test]
+    fn a_short_read_with_bytes_held_reads_on() {
+        let mut r = Holding {
+            records: (0..3).map(|i| vec![b'a' + i; 100]).collect(),
+        };
+        let mut scratch = [0; 1024];
+        let mut got = Vec::new();
+        let end = read_some(&mut r, &mut scratch, RECV_BUDGET, false, |d| {
+            got.extend_from_slice(d);
+            true
+        });
+        assert!(matches!(end, ReadEnd::Drained), "{end:?}");
+        assert_eq!(got.len(), 300, "every record held was read");
+        assert!(r.records.is_empty());
     }
 
     /// A connection that never runs dry stops at the budget and says so, instead of keeping

@@ -1,12 +1,14 @@
 //! The flow without sockets: scripted streams and datagram sockets ([`crate::fake`]) answer
 //! on cue, and the clock is made-up instants, so every state and every load policy is
 //! driven exactly and nothing waits. Grouped by what they pin: the states, the load
-//! policies, the end of a run, datagrams, and per-backend identification. The fixture
+//! policies, the end of a run, datagrams, per-backend identification, and a layered stream
+//! (TLS) under the flow. The fixture
 //! builders put a flow in a given state the way a server would.
 
 mod backends;
 mod datagrams;
 mod ending;
+mod layers;
 mod loads;
 mod states;
 

@@ -13,7 +13,7 @@ use mio::event::Source;
 
 use super::backend::Backend;
 use super::{Ctx, Failure, Pending};
-use crate::transport::Handshake;
+use crate::transport::{Handshake, Session};
 
 /// How a write pass ended, when it did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +69,19 @@ pub trait Wire: Sized {
     /// The run is over with the connection still waiting for `why`: counts what it waited
     /// for (`replies`: the load expects replies to its messages).
     fn abandon(conn: &mut Conn<Self>, cx: &mut Ctx<Self::Socket>, why: &str, replies: bool);
+    /// Whether the socket may have more to read without a new edge
+    /// ([`Stream::buffered`](crate::transport::Stream::buffered)).
+    fn buffered(conn: &Conn<Self>) -> bool;
+    /// Whether the socket owes output of its own: the connection is not idle until it has
+    /// left ([`Stream::owes_output`](crate::transport::Stream::owes_output)).
+    fn owes_output(conn: &Conn<Self>) -> bool;
+    /// Starts the close the transport wants before the socket is dropped.
+    fn close(conn: &mut Conn<Self>);
+    /// What a layer's handshake settled, if there is a layer.
+    fn session(conn: &Conn<Self>) -> Option<Session>;
+    /// Handshake mode: whether the server has said its first word since the handshake —
+    /// bytes, a session ticket, or its close.
+    fn heard(conn: &Conn<Self>) -> bool;
 }
 
 /// An established connection: its socket, what the discipline keeps, and the messages in
@@ -127,9 +140,13 @@ impl<W: Wire> Conn<W> {
         }
     }
 
-    /// Nothing in flight, nothing unwritten, no answer awaited.
+    /// Nothing in flight, nothing unwritten (by the flow or by a layer under it), no answer
+    /// awaited.
     pub fn idle(&self) -> bool {
-        self.inflight.is_empty() && W::queued(self) == 0 && !self.backend.asking()
+        self.inflight.is_empty()
+            && W::queued(self) == 0
+            && !self.backend.asking()
+            && !W::owes_output(self)
     }
 
     /// Messages sent and not yet answered.

@@ -6,7 +6,8 @@
 //! 3. [`second`] — the per-second series, and [`live`] — the running totals a worker
 //!    publishes for it.
 //! 4. [`intervals`] — one histogram per second for `--hlog`.
-//! 5. This module — the [`Recorder`], which decides for each byte and message whether it
+//! 5. [`tls`] — TLS handshakes by kind, their latency, what they settled, alerts.
+//! 6. This module — the [`Recorder`], which decides for each byte and message whether it
 //!    belongs to the measurement, the lead-in before it, or neither.
 
 pub mod histogram;
@@ -14,6 +15,7 @@ pub mod intervals;
 pub mod live;
 pub mod second;
 pub mod tally;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use histogram::nanos;
 use intervals::IntervalRecorder;
 pub use second::Second;
 pub use tally::{BackendTally, Tally, UdpCounts};
+use tls::{HandshakeKind, Negotiated};
 
 /// A worker's recording: its tally, filled by time against the [`Plan`].
 ///
@@ -154,6 +157,36 @@ impl Recorder {
                 let b = &mut self.tally.backends[b];
                 b.latency.saturating_record(latency);
                 b.messages += 1;
+            }
+        }
+    }
+
+    /// A TLS handshake of `kind` that settled `negotiated` completed at `now`, `nanos` after
+    /// TCP was established. Counted by when it completed; in handshake mode (`is_message`)
+    /// each one inside the window is also the run's message, timed in the run's latency
+    /// histogram, so rates, latency and CPU per message are per handshake.
+    pub fn handshake(
+        &mut self,
+        kind: HandshakeKind,
+        nanos: u64,
+        negotiated: Negotiated,
+        is_message: bool,
+        now: Instant,
+    ) {
+        let measured = self.plan.in_window(now);
+        self.tally.tls.handshake(kind, nanos, negotiated, measured);
+        self.last_progress = now;
+        if is_message {
+            if measured {
+                self.tally.messages += 1;
+                self.tally.latency.saturating_record(nanos);
+                self.tally.uncorrected.saturating_record(nanos);
+                if let Some(i) = &mut self.intervals {
+                    i.record(now, nanos, nanos);
+                }
+                self.last_completion = Some(now);
+            } else if now < self.plan.from {
+                self.tally.lead_in.messages += 1;
             }
         }
     }

@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::histogram::new_histogram;
+use super::tls::TlsTally;
 use crate::errors::ErrorKind;
 
 /// Error descriptions kept as examples; the counts say how many there were in all.
@@ -138,6 +139,8 @@ pub struct Tally {
     pub udp: UdpCounts,
     /// Per backend, in the order this worker met them (`--per-backend`).
     pub backends: Vec<BackendTally>,
+    /// TLS handshakes and failures (`--tls`).
+    pub tls: TlsTally,
 }
 
 impl Tally {
@@ -161,6 +164,7 @@ impl Tally {
             examples: Vec::new(),
             udp: UdpCounts::default(),
             backends: Vec::new(),
+            tls: TlsTally::new(),
         }
     }
 
@@ -222,6 +226,7 @@ impl Tally {
             let i = self.backend(&b.server_id);
             self.backends[i].absorb(b);
         }
+        self.tls.absorb(&o.tls);
     }
 }
 

@@ -5,7 +5,8 @@
 //!   count and `1/(1-percentile)` per row, five rows per halving of the distance to 100%,
 //!   then the mean, deviation, maximum and count. Values in milliseconds, which is what
 //!   HdrHistogram's plotter expects. In open loop the uncorrected distribution goes beside it
-//!   (`PATH` with `.uncorrected` before the extension).
+//!   (`PATH` with `.uncorrected` before the extension). Over TLS, the handshake latencies go
+//!   beside it too, `.tls-full` and `.tls-resumed`.
 //! * **`.hlog`** (`--hlog PATH`): an HdrHistogram interval log — one histogram per second of
 //!   the measurement, tagged `latency` (and `uncorrected` in open loop) — written and read
 //!   with the hdrhistogram crate's interval-log support. Logs from several machines are
@@ -85,15 +86,21 @@ pub fn write_hgrm(h: &Histogram<u64>, out: &mut impl Write) -> std::io::Result<(
 
 /// The `.uncorrected` companion of an `.hgrm` path: `run.hgrm` → `run.uncorrected.hgrm`.
 pub fn uncorrected_path(path: &Path) -> PathBuf {
+    companion(path, "uncorrected")
+}
+
+/// `run.hgrm` → `run.TAG.hgrm`.
+pub fn companion(path: &Path, tag: &str) -> PathBuf {
     let stem = path.file_stem().unwrap_or_default().to_string_lossy();
     let name = match path.extension() {
-        Some(ext) => format!("{stem}.uncorrected.{}", ext.to_string_lossy()),
-        None => format!("{stem}.uncorrected"),
+        Some(ext) => format!("{stem}.{tag}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{tag}"),
     };
     path.with_file_name(name)
 }
 
-/// Writes `report`'s latency (and, in open loop, its uncorrected latency) as `.hgrm` files.
+/// Writes `report`'s latency (and, in open loop, its uncorrected latency) as `.hgrm` files;
+/// over TLS, each kind of handshake's latency beside them (`.tls-full`, `.tls-resumed`).
 pub fn write_hgrm_files(report: &Report, path: &Path) -> Result<(), String> {
     let write = |latency: &Option<super::Latency>, path: &Path| -> Result<(), String> {
         let Some(l) = latency else {
@@ -103,11 +110,19 @@ pub fn write_hgrm_files(report: &Report, path: &Path) -> Result<(), String> {
         write_hgrm(&l.histogram()?, &mut out).map_err(|e| e.to_string())?;
         std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))
     };
-    if report.latency.is_none() {
+    if report.latency.is_none() && report.tls.is_none() {
         return Err("--hgrm: this run has no round-trip latency to write".into());
     }
     write(&report.latency, path)?;
-    write(&report.uncorrected_latency, &uncorrected_path(path))
+    write(&report.uncorrected_latency, &uncorrected_path(path))?;
+    if let Some(t) = &report.tls {
+        write(&t.handshake_latency.full, &companion(path, "tls-full"))?;
+        write(
+            &t.handshake_latency.resumed,
+            &companion(path, "tls-resumed"),
+        )?;
+    }
+    Ok(())
 }
 
 /// Writes the interval log of `report` (its settings in a comment, then every interval).
@@ -206,6 +221,7 @@ pub fn read_hlog(text: &str) -> Result<Report, String> {
         timeline,
         backends: None,
         cpu: None,
+        tls: None,
     });
     report.window = start.map(|t| Window::new(t, duration_secs));
     Ok(report)

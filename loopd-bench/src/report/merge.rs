@@ -12,6 +12,7 @@ use crate::cpu::{Cost, CpuCosts};
 use crate::record::histogram::new_histogram;
 use crate::record::intervals::Interval;
 use crate::record::tally::MAX_EXAMPLES;
+use crate::record::tls::TlsTally;
 use crate::record::{BackendTally, UdpCounts};
 
 impl Report {
@@ -68,6 +69,7 @@ impl Report {
         let mut intervals = Vec::new();
         let mut lead_in: Vec<Second> = Vec::new();
         let mut lead_in_secs: f64 = 0.0;
+        let mut tls: Option<TlsTally> = None;
         for r in reports {
             if r.mode() != first.mode() {
                 return Err("cannot merge runs of different modes".into());
@@ -156,6 +158,10 @@ impl Report {
                 }
                 total.unavailable.extend(c.unavailable.iter().cloned());
             }
+            if let Some(t) = &r.tls {
+                let part = TlsTally::try_from(t)?;
+                tls.get_or_insert_with(TlsTally::new).absorb(&part);
+            }
             if let Some(b) = &r.backends {
                 let parts = backends.get_or_insert_with(Vec::new);
                 for report in b {
@@ -163,6 +169,7 @@ impl Report {
                 }
             }
         }
+        let handshakes = tls.as_ref().map(|t| t.full + t.resumed);
         let mut combined = Report::assemble(Parts {
             runs,
             duration_secs,
@@ -179,8 +186,13 @@ impl Report {
             examples,
             timeline,
             backends,
+            tls,
             cpu: cpu.map(|c| {
-                let per = |c: Option<Cost>| c.map(|c| Cost::new(c.method, c.cpu_seconds, messages));
+                let per = |c: Option<Cost>| {
+                    c.map(|c| {
+                        Cost::new(c.method, c.cpu_seconds, messages).per_handshake(handshakes)
+                    })
+                };
                 CpuCosts {
                     client: per(c.client),
                     server: per(c.server),

@@ -14,6 +14,7 @@
 //! 5. [`summary`] — the text a person reads, and the verdict that sets the exit status.
 //! 6. [`comparison`] — the table of `compare`.
 //! 7. [`plot`] — the SVG picture; [`files`] — `.hgrm` and `.hlog`.
+//! 8. [`tls`] — the TLS part: handshakes by kind, their latency, what was negotiated.
 
 pub mod backends;
 pub mod comparison;
@@ -24,6 +25,7 @@ pub mod merge;
 pub mod plot;
 pub mod segments;
 pub mod summary;
+pub mod tls;
 pub mod window;
 
 use std::collections::BTreeMap;
@@ -32,16 +34,18 @@ use std::time::SystemTime;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Load, Mode, RecordedConfig};
+use crate::config::{Mode, RecordedConfig};
 use crate::cpu::CpuCosts;
 use crate::errors::ErrorKind;
 use crate::record::intervals::Interval;
+use crate::record::tls::TlsTally;
 pub use crate::record::Second;
 use crate::record::{BackendTally, Tally, UdpCounts};
 use backends::{BackendReport, Spread};
 use iterations::Iterations;
 pub use latency::Latency;
 pub use segments::Merged;
+pub use tls::TlsReport;
 pub use window::Window;
 
 /// Connection counts.
@@ -91,6 +95,9 @@ pub struct Rates {
     pub mib_per_sec_received: f64,
     /// Connect mode: connections established per second.
     pub connects_per_sec: Option<f64>,
+    /// TLS: handshakes (full and resumed) completed per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshakes_per_sec: Option<f64>,
 }
 
 impl Rates {
@@ -109,6 +116,7 @@ impl Rates {
             mib_per_sec_sent: per_sec(sent) / MIB,
             mib_per_sec_received: per_sec(received) / MIB,
             connects_per_sec: None,
+            handshakes_per_sec: None,
         }
     }
 }
@@ -175,6 +183,9 @@ pub struct Report {
     /// the rest of the report is all iterations together.
     #[serde(default)]
     pub iterations: Option<Iterations>,
+    /// `--tls`: handshakes by kind, their latency, what was negotiated, alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsReport>,
     /// When the measurement began (for `--hlog`).
     #[serde(skip)]
     pub started: Option<SystemTime>,
@@ -211,6 +222,7 @@ impl Report {
             .collect();
         let open_loop = config.rate.is_some();
         let per_backend = config.per_backend;
+        let tls = config.tls.is_some().then(|| tally.tls.clone());
         Report::assemble(Parts {
             runs: vec![config],
             duration_secs,
@@ -228,16 +240,27 @@ impl Report {
             timeline,
             backends: per_backend.then(|| tally.backends.clone()),
             cpu: None,
+            tls,
         })
     }
 
     pub(crate) fn assemble(p: Parts<'_>) -> Report {
-        let churn = p.runs.first().is_some_and(|c| c.mode.load() == Load::Churn);
+        let churn = p.runs.first().is_some_and(|c| c.mode.load().churns());
         let mut rates = Rates::over(p.duration_secs, p.messages, p.bytes_sent, p.bytes_received);
         if churn {
             let connects = Rates::over(p.duration_secs, p.connections.established, 0, 0);
             rates.connects_per_sec = Some(connects.messages_per_sec);
         }
+        let resume_asked = p
+            .runs
+            .first()
+            .and_then(|c| c.tls.as_ref())
+            .map_or(0.0, |t| t.resume_pct);
+        let tls = p
+            .tls
+            .as_ref()
+            .map(|t| TlsReport::new(t, p.duration_secs, resume_asked));
+        rates.handshakes_per_sec = tls.as_ref().map(TlsReport::per_sec);
         let (backends, spread) = match p.backends {
             Some(parts) => {
                 let (reports, spread) = backends::summarise(parts, p.duration_secs);
@@ -250,6 +273,7 @@ impl Report {
             backends,
             spread,
             cpu: p.cpu,
+            tls,
             iterations: None,
             lead_in: Vec::new(),
             lead_in_secs: 0.0,
@@ -331,4 +355,5 @@ pub(crate) struct Parts<'a> {
     pub timeline: Vec<Second>,
     pub backends: Option<Vec<BackendTally>>,
     pub cpu: Option<CpuCosts>,
+    pub tls: Option<TlsTally>,
 }

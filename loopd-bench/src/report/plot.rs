@@ -4,7 +4,8 @@
 //! "nines" (90%, 99%, 99.9%, ...) so the tail, where servers differ, gets as much room as
 //! the median; latency is in µs or ms, whichever keeps the numbers short. In open loop the
 //! uncorrected curve is drawn beside the corrected one; the gap between them is the queueing
-//! that a closed-loop client would have hidden. With `--per-backend` each backend has a curve
+//! that a closed-loop client would have hidden. Over TLS, full and resumed handshakes have a
+//! curve each. With `--per-backend` each backend has a curve
 //! of its own, and in `compare` each target. Bottom: the throughput of each second of the
 //! whole run — the ramp and warm-up shaded before zero, the measurement after — which shows
 //! warm-up effects, stalls and drift that an average hides.
@@ -83,8 +84,21 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
         &report.uncorrected_latency,
         COLORS[1],
     )?);
+    // TLS: each kind of handshake has its own curve, from TCP established to the session.
+    if let Some(t) = &report.tls {
+        curves.extend(curve(
+            "TLS handshake, full".into(),
+            &t.handshake_latency.full,
+            COLORS[2],
+        )?);
+        curves.extend(curve(
+            "TLS handshake, resumed".into(),
+            &t.handshake_latency.resumed,
+            COLORS[3],
+        )?);
+    }
     for (i, b) in report.backends.iter().flatten().enumerate() {
-        let color = COLORS[2 + i % (COLORS.len() - 2)];
+        let color = COLORS[4 + i % (COLORS.len() - 4)];
         curves.extend(curve(
             format!("backend {}", b.server_id),
             &b.latency,

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::tls::ByKind;
 use super::window::{between, Overlap, Window, MIN_OVERLAP};
 use super::{Rates, Report, Second};
 use crate::config::RecordedConfig;
@@ -232,8 +233,15 @@ pub fn finish(merged: &mut Report, reports: &[Report], found: Found) {
     merged.duration_secs = overlap.secs();
     merged.rates = Rates::default();
     let mut per_backend: BTreeMap<&str, Rates> = BTreeMap::new();
+    if let Some(t) = &mut merged.tls {
+        t.handshakes_per_sec = ByKind::default();
+    }
     for r in reports {
         add_rates(&mut merged.rates, &r.rates);
+        if let (Some(sum), Some(t)) = (&mut merged.tls, &r.tls) {
+            sum.handshakes_per_sec.full += t.handshakes_per_sec.full;
+            sum.handshakes_per_sec.resumed += t.handshakes_per_sec.resumed;
+        }
         for b in r.backends.iter().flatten() {
             add_rates(per_backend.entry(&b.server_id).or_default(), &b.rates);
         }
@@ -274,10 +282,12 @@ fn add_rates(sum: &mut Rates, r: &Rates) {
     sum.messages_per_sec += r.messages_per_sec;
     sum.mib_per_sec_sent += r.mib_per_sec_sent;
     sum.mib_per_sec_received += r.mib_per_sec_received;
-    sum.connects_per_sec = match (sum.connects_per_sec, r.connects_per_sec) {
+    let add = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (None, None) => None,
         (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
     };
+    sum.connects_per_sec = add(sum.connects_per_sec, r.connects_per_sec);
+    sum.handshakes_per_sec = add(sum.handshakes_per_sec, r.handshakes_per_sec);
 }
 
 #[cfg(test)]
@@ -428,6 +438,33 @@ mod tests {
         never.window = None;
         let e = recognise(&[first, never]).unwrap_err();
         assert!(e.contains("report 2 has no measurement window"), "{e}");
+    }
+
+    /// Segments of a TLS run: handshake rates add like message rates, over the common
+    /// window, overall and per kind.
+    #[test]
+    fn tls_handshake_rates_add_over_the_common_window() {
+        use crate::record::tls::TlsTally;
+        use crate::report::TlsReport;
+        let with_tls = |mut r: Report, full: u64, resumed: u64| {
+            let mut t = TlsTally::new();
+            (t.full, t.resumed) = (full, resumed);
+            let tls = TlsReport::new(&t, r.duration_secs, 50.0);
+            r.rates.handshakes_per_sec = Some(tls.per_sec());
+            r.tls = Some(tls);
+            r
+        };
+        let reports = [
+            with_tls(segment(0, 2, 0.0, 10.0, 1_000, 100), 300, 200),
+            with_tls(segment(1, 2, 0.002, 10.0, 1_200, 300), 100, 400),
+        ];
+        let m = Report::merge(&reports).unwrap();
+        let t = m.tls.as_ref().unwrap();
+        assert_eq!((t.handshakes.full, t.handshakes.resumed), (400, 600));
+        assert!((t.handshakes_per_sec.full - 40.0).abs() < 1e-9, "{t:?}");
+        assert!((t.handshakes_per_sec.resumed - 60.0).abs() < 1e-9, "{t:?}");
+        let all = m.rates.handshakes_per_sec.unwrap();
+        assert!((all - 100.0).abs() < 1e-9, "{:?}", m.rates);
     }
 
     /// The aggregate: counts and histograms add, the rates are the segments' rates added,

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::latency::human_us;
-use super::{Latency, Merged, Report, Window};
+use super::{Latency, Merged, Report, TlsReport, Window};
 use crate::config::{Expect, Mode, RecordedConfig};
 
 fn latency_line(f: &mut fmt::Formatter<'_>, label: &str, l: &Option<Latency>) -> fmt::Result {
@@ -22,8 +22,8 @@ fn latency_line(f: &mut fmt::Formatter<'_>, label: &str, l: &Option<Latency>) ->
     Ok(())
 }
 
-/// The first line: what the run did, in the words of its mode, and which segment of it
-/// this process made.
+/// The first line: what the run did, in the words of its mode (and over TLS, with what),
+/// and which segment of it this process made.
 fn headline(c: &RecordedConfig) -> String {
     let line = run_headline(c);
     let Some(s) = c.segment else {
@@ -40,8 +40,20 @@ fn headline(c: &RecordedConfig) -> String {
     )
 }
 
-/// What the whole run did.
+/// What the whole run did, and over TLS with what.
 fn run_headline(c: &RecordedConfig) -> String {
+    let line = mode_line(c);
+    match (&c.tls, c.mode) {
+        (Some(t), Mode::Handshake) => format!(
+            "{line}; TLS {}, {}% of new connections resume",
+            t.versions, t.resume_pct
+        ),
+        (Some(t), _) => format!("{line}; over TLS {}, {}% resume", t.versions, t.resume_pct),
+        (None, _) => line,
+    }
+}
+
+fn mode_line(c: &RecordedConfig) -> String {
     let load = match c.rate {
         Some(r) => format!("open loop at {r} msg/s"),
         None => "closed loop".into(),
@@ -61,6 +73,10 @@ fn run_headline(c: &RecordedConfig) -> String {
         Mode::Connect => format!(
             "loopd-bench connect {target}: {n} connections at a time, {threads} thread(s), \
              each one {size}-byte round trip, then closed"
+        ),
+        Mode::Handshake => format!(
+            "loopd-bench handshake {target}: {n} connections at a time, {threads} thread(s), \
+             each: connect, TLS handshake, the server's first word, close_notify"
         ),
         Mode::Send => format!(
             "loopd-bench send {target}: {n} connections, {threads} thread(s), a stream of \
@@ -107,6 +123,8 @@ impl Report {
                     )
                 }
             }
+            // The message is the handshake; its lines follow.
+            Some(Mode::Handshake) => Ok(()),
             Some(Mode::Recv) => {
                 writeln!(f, "  {:<12} {} bytes", "received", self.bytes_received)?;
                 if self.bytes_sent > 0 {
@@ -232,7 +250,12 @@ impl fmt::Display for Report {
             writeln!(f, "  {:<12} {} ({rate:.0}/s)", "connects", c.established)?;
         }
         self.moved(f, self.mode())?;
-        latency_line(f, "latency", &self.latency)?;
+        // In handshake mode the message is the handshake, and so is its latency.
+        let label = match self.mode() {
+            Some(Mode::Handshake) => "handshake",
+            _ => "latency",
+        };
+        latency_line(f, label, &self.latency)?;
         latency_line(f, "uncorrected", &self.uncorrected_latency)?;
         latency_line(f, "send lag", &self.send_lag)?;
         if let Some((lag, latency)) = self.lagging() {
@@ -246,6 +269,9 @@ impl fmt::Display for Report {
             )?;
         }
         latency_line(f, "connect", &self.connect_latency)?;
+        if let Some(t) = &self.tls {
+            self.tls_lines(f, t)?;
+        }
         if let Some(u) = &self.udp {
             writeln!(
                 f,
@@ -264,6 +290,7 @@ impl fmt::Display for Report {
                 let us = c.as_ref()?.us_per_message?;
                 Some(format!("{name} {us:.2} µs ({how})"))
             };
+            let handshakes = self.mode() == Some(Mode::Handshake);
             let figures: Vec<String> = [
                 figure("client", "getrusage", &cpu.client),
                 figure("server", "its process_cpu_seconds_total", &cpu.server),
@@ -273,7 +300,12 @@ impl fmt::Display for Report {
             .flatten()
             .collect();
             if !figures.is_empty() {
-                writeln!(f, "  {:<12} {}", "cpu/message", figures.join(", "))?;
+                let label = if handshakes {
+                    "cpu/handshake"
+                } else {
+                    "cpu/message"
+                };
+                writeln!(f, "  {label:<12} {}", figures.join(", "))?;
                 if cpu.system.is_some() || cpu.server.is_some() {
                     writeln!(
                         f,
@@ -401,6 +433,7 @@ impl Report {
                 Mode::Recv => format!("nothing was received from {target}"),
                 Mode::Send => format!("nothing could be sent to {target}"),
                 Mode::Echo | Mode::Connect => format!("no message to {target} completed"),
+                Mode::Handshake => format!("no TLS handshake with {target} completed"),
             };
             return Err(format!("{what}{why}"));
         }
@@ -435,8 +468,78 @@ impl Report {
             Mode::Udp => self.udp.is_none_or(|u| u.received == 0),
             Mode::Recv => self.bytes_received == 0,
             Mode::Send => self.bytes_sent == 0,
-            Mode::Echo | Mode::Connect => self.messages == 0,
+            Mode::Echo | Mode::Connect | Mode::Handshake => self.messages == 0,
         }
+    }
+
+    /// The TLS lines: handshakes by kind with their rates and the resumed share against the
+    /// share asked for, each kind's latency, what was negotiated, alerts, and what the
+    /// handshake mode waited for in vain.
+    fn tls_lines(&self, f: &mut fmt::Formatter<'_>, t: &TlsReport) -> fmt::Result {
+        let (h, r) = (&t.handshakes, &t.handshakes_per_sec);
+        let share = match t.resumed_pct {
+            Some(pct) => format!(
+                "{pct:.1}% resumed (asked {}%; {} connections offered a session)",
+                t.resume_asked_pct, t.offered
+            ),
+            None => "none measured".into(),
+        };
+        writeln!(
+            f,
+            "  {:<12} {} ({:.0}/s): {} full ({:.0}/s), {} resumed ({:.0}/s); {share}",
+            "handshakes",
+            h.full + h.resumed,
+            t.per_sec(),
+            h.full,
+            r.full,
+            h.resumed,
+            r.resumed,
+        )?;
+        latency_line(f, "tls full", &t.handshake_latency.full)?;
+        latency_line(f, "tls resumed", &t.handshake_latency.resumed)?;
+        for n in &t.negotiated {
+            let v = &n.negotiated;
+            writeln!(
+                f,
+                "  {:<12} {} {} group {} alpn {} ({} handshakes)",
+                "negotiated",
+                v.version,
+                v.cipher_suite,
+                v.group.as_deref().unwrap_or("-"),
+                v.alpn.as_deref().unwrap_or("-"),
+                n.handshakes
+            )?;
+        }
+        if !t.alerts_received.is_empty() {
+            let alerts: Vec<String> = t
+                .alerts_received
+                .iter()
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect();
+            writeln!(f, "  {:<12} {}", "tls alerts", alerts.join(", "))?;
+        }
+        if t.resume_asked_pct > 0.0 && t.offered == 0 && h.full + h.resumed > 0 {
+            writeln!(
+                f,
+                "  warning: no connection had a session to offer: the server gave no session \
+                 ticket or id{}",
+                if self.mode() == Some(Mode::Handshake) {
+                    ""
+                } else {
+                    " (TLS 1.3 tickets arrive after the handshake; -m handshake waits for them)"
+                }
+            )?;
+        }
+        if t.waited_out > 0 {
+            writeln!(
+                f,
+                "  warning: {} connections waited the connect timeout after the handshake for a \
+                 session ticket, bytes or a close that never came (a TLS 1.3 server without \
+                 tickets that does not speak first); --connect-timeout bounds that wait",
+                t.waited_out
+            )?;
+        }
+        Ok(())
     }
 }
 
