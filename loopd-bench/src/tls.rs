@@ -713,9 +713,11 @@ impl<S: Stream> Write for TlsStream<S> {
         self.write_vectored(&[IoSlice::new(buf)])
     }
 
-    /// Encrypts what rustls's queue has room for, and writes records until the socket would
-    /// block. Returns the plaintext taken; `WouldBlock` only when none was taken because the
-    /// queue is full and the socket refused (so a writable edge will come).
+    /// Encrypts what rustls's queue has room for and writes the records out, again and
+    /// again, until everything offered is taken or the socket refuses. So a short count
+    /// means what it means for a socket — the socket is full and a writable edge will come —
+    /// and never merely "rustls's queue was full" (the flow would wait for an edge that the
+    /// socket, having taken everything, never raises). `WouldBlock` when nothing was taken.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         if let Some(f) = &self.failed {
             return Err(f.clone().into_io());
@@ -724,16 +726,21 @@ impl<S: Stream> Write for TlsStream<S> {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         let offered: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut taken = self.tls.writer().write_vectored(bufs)?;
         loop {
-            let n = self.tls.writer().write_vectored(bufs)?;
             let flushed = self.flush_tls()?;
-            if n > 0 || offered == 0 {
-                return Ok(n);
+            if taken == offered {
+                return Ok(taken);
             }
             if !flushed {
-                return Err(io::ErrorKind::WouldBlock.into());
+                return match taken {
+                    0 => Err(io::ErrorKind::WouldBlock.into()),
+                    n => Ok(n),
+                };
             }
-            // The queue was full and the socket took all of it: room now, so once more.
+            // The queue filled and the socket took all of it: room again for the rest.
+            let rest = remainder(bufs, taken);
+            taken += self.tls.writer().write_vectored(&rest)?;
         }
     }
 
@@ -780,6 +787,21 @@ impl<S> fmt::Debug for TlsStream<S> {
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
+}
+
+/// The slices of `bufs` after their first `skip` bytes.
+fn remainder<'b>(bufs: &'b [IoSlice<'_>], mut skip: usize) -> Vec<IoSlice<'b>> {
+    let mut rest = Vec::with_capacity(bufs.len());
+    for b in bufs {
+        let slice: &'b [u8] = b;
+        if skip >= slice.len() {
+            skip -= slice.len();
+            continue;
+        }
+        rest.push(IoSlice::new(&slice[skip..]));
+        skip = 0;
+    }
+    rest
 }
 
 /// The socket as `read_tls` sees it: notes whether a read came back short (the receive

@@ -459,3 +459,33 @@ fn the_schedule_is_exact() {
         assert_eq!(resumed as f64, pct * 100.0, "{pct}%");
     }
 }
+
+/// A write larger than rustls's queue, to a socket with room for all of it, is taken whole:
+/// a short count must mean the socket is full, since the flow then waits for a writable
+/// edge. (Returning when only rustls's queue was full stalled every TLS upload: the socket,
+/// having taken everything, raised no edge.)
+#[test]
+fn a_short_write_means_the_socket_is_full() {
+    let pki = Pki::new("ca");
+    let server = pki.server(true, false);
+    let (mut dial, sockets) = rig(&pki, 0.0);
+    let mut link = Link::open(&mut dial, &sockets, &server);
+    link.establish();
+    let data = vec![5u8; 4 * OUTPUT_LIMIT];
+    let halves = [
+        IoSlice::new(&data[..OUTPUT_LIMIT]),
+        IoSlice::new(&data[OUTPUT_LIMIT..]),
+    ];
+    assert_eq!(link.client.write_vectored(&halves).unwrap(), data.len());
+    assert!(!link.client.owes_output());
+
+    // A socket with room for half: the count is short, and the rest is owed to the edge.
+    link.script.borrow_mut().window = OUTPUT_LIMIT;
+    let taken = link.client.write_vectored(&halves).unwrap();
+    assert!(taken < data.len(), "{taken}");
+    assert_eq!(
+        link.script.borrow().window,
+        0,
+        "only when the socket is full"
+    );
+}
