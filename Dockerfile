@@ -3,8 +3,9 @@
 # Build:  docker build -t loopd .
 # Run:    docker run --rm -p 7007:7007 -p 9107:9107 loopd
 #
-# Stage 1 builds both binaries with the same command the README gives; stage 2 is a
-# distroless runtime (glibc, CA certificates, a nonroot user, no shell).
+# Stage 1 builds both binaries (loopd from the loopd-daemon package, loopd-bench) with the
+# same command the README gives; stage 2 is a distroless runtime (glibc, CA certificates, a
+# nonroot user, no shell).
 
 FROM rust:1-bookworm AS build
 WORKDIR /src

@@ -38,7 +38,7 @@
 //! 9. Operating it: [`admin`] — `/metrics`, `/healthz` and `/readyz` as one more service on
 //!    the loop, with [`metrics`] writing the Prometheus text; [`systemd`] — socket
 //!    activation (the supervisor in [`server`] sends the readiness notifications);
-//!    [`logging`] — text or JSON log lines with structured fields.
+//!    [`logging`] — structured fields on log lines, and a throttle for warnings.
 //! 10. Behind a load balancer: [`proxy`] — the PROXY protocol header a `,proxy` listener
 //!     reads before its service exists (the connection's header stage is in
 //!     [`connection`]), and who may send one.

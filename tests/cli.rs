@@ -8,7 +8,7 @@ use common::daemon::Daemon;
 use common::*;
 
 fn loopd(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_loopd"))
+    Command::new(daemon::loopd_binary())
         .args(args)
         .output()
         .unwrap()
@@ -108,7 +108,7 @@ fn help_shows_defaults_and_reasons() {
 /// Runs loopd and expects it to exit by itself within [`PATIENCE`]; a daemon that starts
 /// instead is killed and the test fails.
 fn loopd_refuses(args: &[&str]) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loopd"))
+    let mut child = Command::new(daemon::loopd_binary())
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

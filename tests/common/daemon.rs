@@ -11,25 +11,36 @@ use std::time::{Duration, Instant};
 
 use super::{wait_until, PATIENCE};
 
-/// The `loopd` binary of this build. Cargo names it to the root package's tests; the
-/// loopd-bench package's tests, which share these helpers, find it beside their own test
-/// executable (`target/<profile>/deps/..`), where the workspace build put it.
+/// The `loopd` binary, built from this tree. It belongs to the loopd-daemon package, so Cargo
+/// names it (`CARGO_BIN_EXE_loopd`) only to that package's own tests; the library's and
+/// loopd-bench's tests, which share these helpers, have Cargo build it once per test process
+/// in their own profile (a no-op when it is up to date), so a test never runs a stale daemon.
 pub fn loopd_binary() -> std::path::PathBuf {
     if let Some(path) = option_env!("CARGO_BIN_EXE_loopd") {
         return path.into();
     }
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("loopd"))
-        .expect("the target directory");
-    assert!(
-        path.exists(),
-        "the loopd binary is not built at {}: run the workspace tests (cargo test --workspace) or cargo build -p loopd",
-        path.display()
-    );
-    path
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile>/deps/<test executable>
+            let exe = std::env::current_exe().expect("the test executable's path");
+            let dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("the target directory");
+            let profile = match dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => "dev",
+                Some(other) => other,
+            };
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "--profile", profile])
+                .args(["-p", "loopd-daemon", "--bin", "loopd"])
+                .status()
+                .expect("run cargo to build the loopd daemon");
+            assert!(status.success(), "building the loopd daemon failed");
+            dir.join("loopd")
+        })
+        .clone()
 }
 
 /// A running `loopd` whose stderr (the log) is collected line by line.

@@ -19,7 +19,7 @@ pub use common::daemon::Daemon as Server;
 /// The release `loopd` binary: built by this call if it is not there yet (the benchmarks
 /// belong to the loopd-bench package, whose build does not include the daemon).
 pub fn loopd_release() -> PathBuf {
-    release_binary("loopd", "loopd")
+    release_binary("loopd-daemon", "loopd")
 }
 
 /// The release binary `bin` of `package`, built by this call if it is not up to date.

@@ -1,24 +1,21 @@
-//! `loopd`: flags in, a validated [`Config`] out, then the library runs the loop.
-//!
-//! Exit status: 0 after a graceful shutdown, 1 on a runtime failure or a second signal,
-//! 2 for bad flags.
+//! The command line: raw flags ([`Args`], clap) and their translation into a validated
+//! [`Config`]. The two are separate types, so the library never sees a flag and every flag's
+//! meaning is decided in one place, [`Args::into_config`].
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 use ipnet::IpNet;
-use log::{error, info, warn};
 
 use loopd::config::{
     self, nonzero, parse_cpu_list, parse_duration, parse_size, Config, Limits, ListenSpec,
     StreamOptions, UdpLimits,
 };
-use loopd::logging::{self, LogFormat};
 use loopd::proxy::TrustList;
 use loopd::service::ServiceOptions;
-use loopd::{rlimit, Exit, Server};
+
+use crate::logger::LogFormat;
 
 /// An edge-triggered event-loop server: echo, discard, chargen, daytime, time, line and frame
 /// over TCP, and echo, discard, chargen, daytime and time over UDP.
@@ -26,8 +23,8 @@ use loopd::{rlimit, Exit, Server};
 /// Sizes take units (256KiB, 1MiB); durations take units (30s, 5m, 250ms); 0 turns a
 /// timeout off. RUST_LOG overrides -v/-q.
 #[derive(Debug, Parser)]
-#[command(version, about, max_term_width = 100)]
-struct Args {
+#[command(name = "loopd", version, about, max_term_width = 100)]
+pub struct Args {
     /// Serve SERVICE on ADDR; repeatable. TCP: echo, discard, chargen, daytime, time, line,
     /// frame; UDP: udp-echo, udp-discard, udp-chargen, udp-daytime, udp-time. IPv6 as [::1]:7;
     /// [::] listens on IPv4 and IPv6. ADDR,proxy: every connection starts with a PROXY
@@ -184,7 +181,7 @@ struct Args {
         default_value = "text",
         env = "LOOPD_LOG_FORMAT"
     )]
-    log_format: LogFormat,
+    pub log_format: LogFormat,
 
     /// More logging (-v debug, -vv trace).
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet", env = "LOOPD_VERBOSE")]
@@ -216,7 +213,7 @@ fn parse_switch(s: &str) -> Result<bool, String> {
 
 impl Args {
     /// Raw flags to a validated configuration.
-    fn into_config(self) -> Result<Config, config::ConfigError> {
+    pub fn into_config(self) -> Result<Config, config::ConfigError> {
         let threads = match self.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -260,7 +257,7 @@ impl Args {
         Ok(config)
     }
 
-    fn log_level(&self) -> log::LevelFilter {
+    pub fn log_level(&self) -> log::LevelFilter {
         use log::LevelFilter::*;
         match (self.verbose, self.quiet) {
             (0, 0) => Info,
@@ -268,109 +265,6 @@ impl Args {
             (v, _) if v >= 2 => Trace,
             (_, 1) => Warn,
             _ => Error,
-        }
-    }
-}
-
-/// Raises the open-files limit and lowers the connection limit if it still cannot fit.
-fn fit_descriptors(config: &mut Config) {
-    match rlimit::raise_nofile_limit() {
-        Ok(nofile) => {
-            let fit = rlimit::connections_that_fit(nofile);
-            if config.max_connections > fit {
-                warn!(
-                    "open-files limit is {nofile}: lowering max connections from {} to {fit}",
-                    config.max_connections
-                );
-                config.max_connections = fit.max(1);
-            }
-        }
-        Err(e) => warn!("cannot read or raise the open-files limit: {e}"),
-    }
-}
-
-/// Parses the command line. Help and version go to stdout with status 0; any error is one
-/// line on stderr and status 2.
-fn parse_args() -> Result<Args, ExitCode> {
-    Args::try_parse().map_err(|e| {
-        if !e.use_stderr() {
-            e.exit();
-        }
-        let text = e.to_string();
-        let first = text.lines().next().unwrap_or_default();
-        eprintln!(
-            "loopd: {} (see loopd --help)",
-            first.trim_end_matches(['.', ' '])
-        );
-        ExitCode::from(2)
-    })
-}
-
-fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(status) => return status,
-    };
-    logging::init(args.log_level(), args.log_format);
-    let mut config = match args.into_config() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("loopd: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    fit_descriptors(&mut config);
-
-    // Sockets handed over by systemd take the place of --listen and --admin.
-    let server = match loopd::systemd::activated_endpoints(config.services) {
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(2);
-        }
-        Ok(Some(endpoints)) => {
-            info!(
-                "socket activation: serving {} socket(s) from the service manager",
-                endpoints.len()
-            );
-            Server::with_endpoints(&config, endpoints)
-        }
-        Ok(None) => Server::new(&config),
-    };
-    let mut server = match server {
-        Ok(server) => server,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(1);
-        }
-    };
-    if let Err(e) = server.handle_signals() {
-        error!("cannot install signal handlers: {e}");
-        return ExitCode::from(1);
-    }
-    let listening: Vec<String> = server.endpoints().iter().map(|e| e.to_string()).collect();
-    let loops = server.loops();
-    let server_id = config.server_id.as_str();
-    info!(
-        loops,
-        max_connections = config.max_connections,
-        server_id;
-        "listening on {} (max {} connections, {loops} loop(s), server id {server_id})",
-        listening.join(" "),
-        config.max_connections,
-    );
-    if server.endpoints().iter().any(|e| e.proxy) {
-        info!(
-            "PROXY protocol headers accepted from {} (--proxy-from)",
-            config.proxy_from
-        );
-    }
-
-    match server.run() {
-        Ok(Exit::Drained | Exit::DrainTimeout { .. }) => ExitCode::SUCCESS,
-        Ok(Exit::Interrupted { .. }) => ExitCode::from(1),
-        Err(e) => {
-            error!("server failed: {e}");
-            ExitCode::from(1)
         }
     }
 }
