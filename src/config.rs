@@ -242,12 +242,8 @@ impl fmt::Display for ListenSpec {
 /// The host name, the default `--server-id`: what tells one backend from another behind a
 /// load balancer. `loopd` if the system has none.
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(name) if ok && valid_server_id(name) => name.to_string(),
+    match nix::unistd::gethostname().map(|name| name.into_string()) {
+        Ok(Ok(name)) if valid_server_id(&name) => name,
         _ => "loopd".to_string(),
     }
 }

@@ -24,7 +24,10 @@
 use std::fmt::{self, Display, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nix::unistd::SysconfVar;
+
 use crate::event_loop::{Endpoint, Transport};
+use crate::rlimit;
 use crate::stats::Snapshot;
 
 /// A metric family's type.
@@ -423,8 +426,13 @@ fn proc_stat(who: &str) -> Option<impl Fn(usize) -> Option<u64>> {
 
 /// Clock ticks per second, the unit of `/proc/*/stat`'s times.
 fn clock_ticks() -> Option<u64> {
-    // SAFETY: sysconf has no memory-safety requirements.
-    u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()
+    sysconf(SysconfVar::CLK_TCK)
+}
+
+/// A positive `sysconf(3)` value; `None` if the system does not say.
+fn sysconf(var: SysconfVar) -> Option<u64> {
+    let value = nix::unistd::sysconf(var).ok()??;
+    u64::try_from(value).ok()
 }
 
 /// User plus system CPU seconds of process `who` (`self` or a pid) so far, from
@@ -439,22 +447,9 @@ impl ProcessFigures {
     /// Reads the figures now; `None` where `/proc` is not there.
     pub fn read() -> Option<ProcessFigures> {
         let field = proc_stat("self")?;
-        // SAFETY: sysconf has no memory-safety requirements.
-        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        let page = sysconf(SysconfVar::PAGE_SIZE)?;
         let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-        let max_fds = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-            #[allow(clippy::unnecessary_cast)]
-            {
-                lim.rlim_cur as u64
-            }
-        } else {
-            0
-        };
+        let max_fds = rlimit::nofile_limit().unwrap_or(0);
         Some(ProcessFigures {
             cpu_seconds: process_cpu_seconds("self")?,
             // vsize is field 23 of proc(5), rss (in pages) 24.

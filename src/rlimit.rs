@@ -7,6 +7,8 @@
 
 use std::io;
 
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
 /// Descriptors kept free for everything that is not a client connection: standard streams,
 /// the poller, the waker, the signal pipe, listeners, log files, and the admin endpoint's own
 /// allowance ([`ADMIN_CONNECTIONS`](crate::config::ADMIN_CONNECTIONS)). Generous, because
@@ -15,28 +17,17 @@ pub const RESERVED_DESCRIPTORS: u64 = 32;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit; the call only reads it.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lim.rlim_cur = lim.rlim_max;
-    }
-    // rlim_t is narrower than u64 on some 32-bit targets.
-    #[allow(clippy::unnecessary_cast)]
-    Ok(lim.rlim_cur as u64)
+    Ok(soft.max(hard))
+}
+
+/// The soft `RLIMIT_NOFILE`: how many descriptors this process may hold now.
+pub fn nofile_limit() -> io::Result<u64> {
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    Ok(soft)
 }
 
 /// The largest connection limit that fits in `nofile` descriptors.

@@ -666,26 +666,15 @@ impl Drop for EndReport {
     }
 }
 
-/// Pins the calling thread to `cpu` with one `sched_setaffinity` call: a dependency for a
-/// single system call would be a crate to keep up for nothing. Threads the caller starts
-/// afterwards inherit the pinning.
+/// Pins the calling thread to `cpu` with one `sched_setaffinity` call (pid 0: the calling
+/// thread). Threads the caller starts afterwards inherit the pinning.
 #[cfg(target_os = "linux")]
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "CPU number out of range",
-        ));
-    }
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it (the index is checked above)
-    // and sched_setaffinity only reads it, for the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    set.set(cpu)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "CPU number out of range"))?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
     Ok(())
 }
 
@@ -713,5 +702,13 @@ mod tests {
         assert_eq!(combine(t(1), t(2)), t(3));
         assert_eq!(combine(t(5), i(1)), i(1));
         assert_eq!(combine(i(1), i(2)), i(3));
+    }
+
+    /// A CPU beyond what an affinity mask can name is refused before any system call.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn pinning_to_a_cpu_out_of_range_is_refused() {
+        let err = pin_to_cpu(1 << 20).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     }
 }
