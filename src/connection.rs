@@ -61,7 +61,7 @@
 //! anything else closes this connection with one log line.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::Arc;
@@ -73,18 +73,9 @@ use crate::buffer::Buffer;
 use crate::config::Limits;
 use crate::proxy::{self, Origin, Parse, Refusal};
 use crate::service::{Borrowed, ConnInfo, Output, Service, ServiceFactory};
+pub use crate::socket::{Socket, Want};
 use crate::stats::{CloseReason, Stats};
 use crate::timer::{Time, TimerSlot};
-
-/// What a connection needs from its socket. Implemented for mio's `TcpStream` by the loop,
-/// and by a scripted fake in the tests.
-pub trait Socket: Read + Write {
-    /// Sends FIN: shuts down the sending half.
-    fn shutdown_write(&mut self) -> io::Result<()>;
-    /// Makes the coming close abortive (RST, `SO_LINGER` 0): for stalled writers and forced
-    /// shutdown only.
-    fn set_abortive(&mut self);
-}
 
 /// Where the connection is in its life. See the [module documentation](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,15 +124,6 @@ impl Ready {
         writable: false,
         closed: false,
     };
-}
-
-/// The readiness a connection wants to be told about next, derived from its state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Want {
-    /// Wants READABLE.
-    pub read: bool,
-    /// Wants WRITABLE (only while output is pending).
-    pub write: bool,
 }
 
 /// How a turn ended.

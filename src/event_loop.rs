@@ -47,11 +47,12 @@ use slab::Slab;
 
 use crate::buffer::Buffer;
 use crate::config::{Config, Limits, StreamOptions};
-use crate::connection::{Connection, Context, Ready, Socket, Turn, Unborn, Want};
-use crate::listener::{self, Accepted, Listener};
+use crate::connection::{Connection, Context, Ready, Turn, Unborn};
+use crate::listener::{Accepted, Listener};
 use crate::logging::Throttle;
 use crate::proxy::TrustList;
 use crate::service::{ConnInfo, Handler};
+use crate::socket::{self, Want};
 use crate::stats::{CloseReason, Snapshot, Stats};
 use crate::timer::{Clock, Time, Timers};
 use crate::udp::guard::Guard;
@@ -109,27 +110,6 @@ fn decode(token: Token) -> Target {
         (0, i) if i >= DATAGRAM_BASE => Target::Datagram(i - DATAGRAM_BASE),
         (0, i) => Target::Listener(i),
         (serial, key) => Target::Connection { key, serial },
-    }
-}
-
-fn interest(want: Want) -> Option<Interest> {
-    match (want.read, want.write) {
-        (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-        (true, false) => Some(Interest::READABLE),
-        (false, true) => Some(Interest::WRITABLE),
-        (false, false) => None,
-    }
-}
-
-impl Socket for TcpStream {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        TcpStream::shutdown(self, std::net::Shutdown::Write)
-    }
-
-    fn set_abortive(&mut self) {
-        if let Err(e) = listener::set_abortive_close(self) {
-            debug!("SO_LINGER 0 failed: {e}");
-        }
     }
 }
 
@@ -262,7 +242,7 @@ struct Slot {
     /// Which allowance it counts against.
     pool: usize,
     /// The interest currently registered with the poller.
-    registered: Interest,
+    registered: Want,
     /// Already on the run queue.
     queued: bool,
 }
@@ -377,7 +357,7 @@ impl EventLoop {
             .iter()
             .map(|spec| {
                 let handler = spec.service.handler(config.services);
-                let mut group = listener::bind_group(spec.addr, handler.socket_type(), 1)?;
+                let mut group = socket::bind_group(spec.addr, handler.socket_type(), 1)?;
                 Ok(Bound {
                     socket: group.remove(0),
                     handler,
@@ -401,7 +381,7 @@ impl EventLoop {
         let bound = endpoints
             .into_iter()
             .map(|(addr, handler)| {
-                let mut group = listener::bind_group(addr, handler.socket_type(), 1)?;
+                let mut group = socket::bind_group(addr, handler.socket_type(), 1)?;
                 let name = match handler {
                     Handler::Stream(_) => "tcp",
                     Handler::Datagram(_) => "udp",
@@ -471,8 +451,8 @@ impl EventLoop {
                     let guard = Guard::new(service.replies(), &config.udp, own_ports.clone());
                     let mut u = UdpEndpoint::from_socket(socket, service, endpoint, guard)?;
                     let token = loop_token(DATAGRAM_BASE + datagrams.len());
-                    let interest = u.registered;
-                    poll.registry().register(u.source(), token, interest)?;
+                    let wanted = u.want();
+                    u.registered = socket::register(poll.registry(), u.source(), token, wanted)?;
                     let addr = u.local_addr();
                     datagrams.push(u);
                     addr
@@ -711,19 +691,18 @@ impl EventLoop {
             self.run_queue.push_back(token);
         }
         // Interest is derived from state; the poller is told only when it changes.
-        if let Some(wanted) = interest(slot.conn.want()) {
-            if wanted != slot.registered {
-                if let Err(e) =
-                    self.poll
-                        .registry()
-                        .reregister(slot.conn.socket_mut(), token, wanted)
-                {
-                    warn!("conn {}: reregister failed: {e}", slot.conn.id());
-                    self.remove(key, CloseReason::Error);
-                    return;
-                }
-                slot.registered = wanted;
-            }
+        let wanted = slot.conn.want();
+        let registry = self.poll.registry();
+        if let Err(e) = socket::follow(
+            registry,
+            slot.conn.socket_mut(),
+            token,
+            &mut slot.registered,
+            wanted,
+        ) {
+            warn!("conn {}: reregister failed: {e}", slot.conn.id());
+            self.remove(key, CloseReason::Error);
+            return;
         }
         let deadline = slot.conn.deadline(&self.kit.limits);
         self.timers.arm(&mut slot.conn.timer, deadline, token);
@@ -768,14 +747,18 @@ impl EventLoop {
         // `Again` needs no queue entry: `has_work` keeps the poll timeout at zero.
         let stats = &self.kit.stats[u.endpoint()];
         let _: UdpTurn = u.turn(readable, writable, &mut self.kit.scratch, stats, self.now);
-        let wanted = u.want();
-        if wanted != u.registered {
-            let token = loop_token(DATAGRAM_BASE + i);
-            match self.poll.registry().reregister(u.source(), token, wanted) {
-                Ok(()) => u.registered = wanted,
-                Err(e) => warn!("udp {}: reregister failed: {e}", u.local_addr()),
-            }
+        let (wanted, token) = (u.want(), loop_token(DATAGRAM_BASE + i));
+        let mut registered = u.registered;
+        if let Err(e) = socket::follow(
+            self.poll.registry(),
+            u.source(),
+            token,
+            &mut registered,
+            wanted,
+        ) {
+            warn!("udp {}: reregister failed: {e}", u.local_addr());
         }
+        u.registered = registered;
     }
 
     /// UDP endpoints that stopped at their budget run again.
@@ -871,8 +854,8 @@ impl EventLoop {
     /// Sets up an accepted stream: options, service, greeting, registration, deadline. It
     /// takes a slot of its listener's pool once it is in the slab.
     fn add(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
-        let peer = listener::canonical(peer);
-        if let Err(e) = listener::configure_stream(&stream, &self.stream_options) {
+        let peer = socket::canonical(peer);
+        if let Err(e) = socket::configure_stream(&stream, &self.stream_options) {
             debug!("socket options for {peer}: {e}");
         }
         self.next_serial += 1;
@@ -927,16 +910,16 @@ impl EventLoop {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let token = conn_token(key, serial);
-        let registered = interest(conn.want()).unwrap_or(Interest::READABLE);
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(conn.socket_mut(), token, registered)
-        {
-            warn!("conn {serial}: register failed: {e}");
-            self.kit.stats[endpoint].closed(CloseReason::Error);
-            return;
-        }
+        let wanted = conn.want();
+        let registered =
+            match socket::register(self.poll.registry(), conn.socket_mut(), token, wanted) {
+                Ok(registered) => registered,
+                Err(e) => {
+                    warn!("conn {serial}: register failed: {e}");
+                    self.kit.stats[endpoint].closed(CloseReason::Error);
+                    return;
+                }
+            };
         entry.insert(Slot {
             conn,
             endpoint,
@@ -978,31 +961,5 @@ mod tests {
             panic!()
         };
         assert_ne!(serial, 2);
-    }
-
-    /// Interest is empty only when nothing is wanted.
-    #[test]
-    fn interest_from_want() {
-        assert_eq!(
-            interest(Want {
-                read: true,
-                write: false
-            }),
-            Some(Interest::READABLE)
-        );
-        assert_eq!(
-            interest(Want {
-                read: true,
-                write: true
-            }),
-            Some(Interest::READABLE | Interest::WRITABLE)
-        );
-        assert_eq!(
-            interest(Want {
-                read: false,
-                write: false
-            }),
-            None
-        );
     }
 }

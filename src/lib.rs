@@ -26,7 +26,9 @@
 //!    `Closed`): partial reads and writes, backpressure, half-close, lingering close. Tested
 //!    without sockets.
 //! 4. [`timer`] — deadlines (idle, write stall, linger) in an ordered set with lazy re-arming.
-//! 5. [`listener`] — socket2 set-up and what each `accept()` error means; [`udp`] — a UDP
+//! 5. [`socket`] — the socket glue: the connection's `Socket` seam, binding, options, the
+//!    interest type and its re-registration, UDP control messages. [`listener`] — what each
+//!    `accept()` error means; [`udp`] — a UDP
 //!    socket with a bounded reply queue, answering from the address each request was sent
 //!    to, behind a [`guard`](udp::guard) against loops and reflection (forged sources).
 //! 6. [`event_loop`] — `Poll`, tokens, the run queue, accepting, shutdown. The only module,
@@ -112,6 +114,7 @@ pub mod proxy;
 pub mod rlimit;
 pub mod server;
 pub mod service;
+pub mod socket;
 pub mod stats;
 pub mod systemd;
 pub mod timer;

@@ -1,8 +1,10 @@
 //! Listening sockets: how they are set up, and what an `accept()` result means.
 //!
-//! The socket is built with socket2 rather than `mio::net::TcpListener::bind`, because mio's
-//! bind fixes the backlog at 128 and offers no say over `IPV6_V6ONLY`. Everything per
-//! connection lives in the connection module; the loop decides *when* to accept.
+//! The socket is bound by [`bind_group`] (socket2 rather than `mio::net::TcpListener::bind`,
+//! because mio's bind fixes the backlog at 128 and offers no say over `IPV6_V6ONLY`); here it
+//! starts listening with the configured backlog. The options of each accepted connection are
+//! the socket glue's ([`configure_stream`](crate::socket::configure_stream)); the loop decides
+//! *when* to accept.
 //!
 //! `accept()` errors fall into three groups (invariant 7 in `docs/02-event-loop.md`), returned as
 //! [`Accepted`] values rather than errors because every one of them is expected:
@@ -17,13 +19,12 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use socket2::{Socket, Type};
 
-use crate::config::StreamOptions;
 use crate::service::ServiceFactory;
+use crate::socket::bind_group;
 
 /// What one `accept()` produced.
 #[derive(Debug)]
@@ -123,63 +124,6 @@ impl Listener {
     }
 }
 
-/// `n` non-blocking sockets bound to `addr`, one for each loop that serves it (TCP
-/// listeners and UDP endpoints alike). An unspecified IPv6 address (`[::]`) is dual-stack;
-/// any other IPv6 address is IPv6-only, so `[::1]` and `127.0.0.1` can be bound side by side.
-///
-/// One socket is an exclusive bind. Several share the address through `SO_REUSEPORT`, and
-/// the kernel spreads new connections (and datagram flows) over them by a hash of the peer's
-/// address. The kernel lets only sockets of the same user join such a group, and a probe
-/// makes sure nothing else holds the address first: it binds the address exclusively, which
-/// fails if any socket is there (and resolves port 0 to one free port for the whole group),
-/// then lets it go for the group. So a second loopd, or another user's process, still gets
-/// "address already in use", as with one loop.
-pub fn bind_group(addr: SocketAddr, kind: Type, n: usize) -> io::Result<Vec<Socket>> {
-    let protocol = if kind == Type::DGRAM {
-        Protocol::UDP
-    } else {
-        Protocol::TCP
-    };
-    let context = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
-    let probe = bound_socket(addr, kind, protocol, false).map_err(context)?;
-    if n <= 1 {
-        return Ok(vec![probe]);
-    }
-    let addr = probe
-        .local_addr()?
-        .as_socket()
-        .expect("an internet socket has an internet address");
-    drop(probe);
-    (0..n)
-        .map(|_| bound_socket(addr, kind, protocol, true).map_err(context))
-        .collect()
-}
-
-/// One non-blocking socket bound to `addr`, in a `SO_REUSEPORT` group if `shared`.
-fn bound_socket(
-    addr: SocketAddr,
-    kind: Type,
-    protocol: Protocol,
-    shared: bool,
-) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
-    if shared {
-        socket.set_reuse_port(true)?;
-    }
-    if kind == Type::STREAM {
-        // Restarting must not wait for old connections in TIME-WAIT to expire. Only TCP
-        // needs this; on a UDP socket it would let any other socket that asks for it bind
-        // the same port and receive our clients' datagrams, so UDP binds are exclusive.
-        socket.set_reuse_address(true)?;
-    }
-    if addr.is_ipv6() {
-        socket.set_only_v6(!addr.ip().is_unspecified())?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket)
-}
-
 fn classify_accept_error(e: io::Error) -> Accepted {
     match e.raw_os_error() {
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => Accepted::Exhausted(e),
@@ -200,32 +144,6 @@ fn classify_accept_error(e: io::Error) -> Accepted {
         // Anything else is unexpected; pausing is the safe answer (no busy loop).
         _ => Accepted::Exhausted(e),
     }
-}
-
-/// `addr` as people write it: an IPv4 client of a dual-stack `[::]` socket is reported by the
-/// kernel as an IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]:port`); this turns it back
-/// into `127.0.0.1:port`. Other addresses are returned unchanged.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
-/// Per-connection socket options, applied right after accept.
-pub fn configure_stream(stream: &TcpStream, options: &StreamOptions) -> io::Result<()> {
-    if options.nodelay {
-        stream.set_nodelay(true)?;
-    }
-    if let Some(idle) = options.keepalive {
-        SockRef::from(stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
-    }
-    if let Some(bytes) = options.rcvbuf {
-        SockRef::from(stream).set_recv_buffer_size(bytes)?;
-    }
-    Ok(())
-}
-
-/// Makes the socket's close send RST instead of FIN (`SO_LINGER` with a zero timeout).
-pub fn set_abortive_close(stream: &TcpStream) -> io::Result<()> {
-    SockRef::from(stream).set_linger(Some(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -274,17 +192,6 @@ mod tests {
             classify_accept_error(e(libc::EPROTO)),
             Accepted::Skip(_)
         ));
-    }
-
-    /// Mapped IPv4 addresses are shown as IPv4; everything else is untouched.
-    #[test]
-    fn canonical_addresses() {
-        let mapped: SocketAddr = "[::ffff:127.0.0.1]:7".parse().unwrap();
-        assert_eq!(canonical(mapped), "127.0.0.1:7".parse().unwrap());
-        for plain in ["[::1]:7", "10.0.0.1:9", "[2001:db8::1]:80"] {
-            let a: SocketAddr = plain.parse().unwrap();
-            assert_eq!(canonical(a), a);
-        }
     }
 
     /// `[::]` is dual-stack: an IPv4 client reaches it.

@@ -5,7 +5,7 @@
 //! every listener and UDP endpoint, its slab of connections, run queue, deadlines and
 //! counters. Nothing is shared on the path of a message, so nothing is locked and no cache
 //! line bounces between cores. The sockets of one listener form a `SO_REUSEPORT` group
-//! ([`listener::bind_group`]): the kernel hands each new connection (and each datagram flow)
+//! ([`socket::bind_group`]): the kernel hands each new connection (and each datagram flow)
 //! to one of them by a hash of the peer's address and port, so a connection lives and dies
 //! on the loop that accepted it.
 //!
@@ -39,9 +39,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::admin::{self, AdminState};
 use crate::config::{connection_share, Config, ADMIN_CONNECTIONS};
 use crate::event_loop::{Bound, Endpoint, EventLoop, Exit, Handle};
-use crate::listener;
 use crate::logging::{log_with_fields, Fields};
 use crate::service::Handler;
+use crate::socket;
 use crate::stats::Snapshot;
 
 const SIGNALS: Token = Token(0);
@@ -98,7 +98,7 @@ impl ServerHandle {
 /// Where an endpoint's socket comes from.
 #[derive(Debug)]
 pub enum Origin {
-    /// Bind this address (one socket per loop; see [`listener::bind_group`]).
+    /// Bind this address (one socket per loop; see [`socket::bind_group`]).
     Bind(SocketAddr),
     /// A socket already bound and listening, handed over by the service manager (systemd
     /// socket activation). With several loops every loop gets a duplicate of the one socket,
@@ -191,7 +191,7 @@ impl Server {
                 ),
             };
             let sockets = match spec.origin {
-                Origin::Bind(addr) => listener::bind_group(addr, handler.socket_type(), copies)?,
+                Origin::Bind(addr) => socket::bind_group(addr, handler.socket_type(), copies)?,
                 Origin::Inherited(socket) => {
                     let mut copies: Vec<socket2::Socket> = (1..copies)
                         .map(|_| socket.try_clone())

@@ -25,22 +25,19 @@
 //!   requests.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::io;
+use std::net::SocketAddr;
 
 use log::debug;
 use mio::net::UdpSocket;
-use mio::Interest;
-use nix::sys::socket::{self as sock, ControlMessage, ControlMessageOwned, MsgFlags};
 use socket2::Type;
 
 pub mod guard;
 
 use crate::config::UdpLimits;
-use crate::listener;
 use crate::service::datagram::Reply;
 use crate::service::DatagramService;
+use crate::socket::{self, DatagramSocket, Local, PktinfoSocket, Want};
 use crate::stats::Stats;
 use crate::timer::Time;
 
@@ -63,27 +60,6 @@ fn queue_cost(len: usize) -> usize {
     len + std::mem::size_of::<Queued>()
 }
 
-/// The local address a datagram was sent to, as `IP_PKTINFO` or `IPV6_PKTINFO` reports it:
-/// the source its reply must come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Local {
-    /// To an IPv4 address.
-    V4(Ipv4Addr),
-    /// To an IPv6 address (an IPv4 one, mapped, on a dual-stack socket), on the interface
-    /// with this index: a link-local address is only meaningful with its interface.
-    V6(Ipv6Addr, u32),
-}
-
-impl Local {
-    /// The address itself.
-    pub fn ip(self) -> IpAddr {
-        match self {
-            Local::V4(a) => a.into(),
-            Local::V6(a, _) => a.to_canonical(),
-        }
-    }
-}
-
 /// How a UDP turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UdpTurn {
@@ -91,125 +67,6 @@ pub enum UdpTurn {
     Wait,
     /// The budget ran out with datagrams left: run again next turn.
     Again,
-}
-
-/// What an endpoint needs from its socket: [`PktinfoSocket`], or a scripted fake in tests.
-pub trait DatagramSocket {
-    /// Receives one datagram: its length, sender, and the local address it was sent to when
-    /// the socket reports it (wildcard binds).
-    fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Local>)>;
-    /// Sends one datagram, from the local address `from` if given.
-    fn send_to(&mut self, buf: &[u8], to: SocketAddr, from: Option<Local>) -> io::Result<usize>;
-}
-
-/// A UDP socket that, when bound to a wildcard address, learns each datagram's destination
-/// and sends replies from it. On a specific address it is a plain `recv_from`/`send_to`.
-pub struct PktinfoSocket {
-    io: UdpSocket,
-    /// Room for one packet-info control message; `None` when not asked for (specific binds).
-    control: Option<Vec<u8>>,
-}
-
-impl PktinfoSocket {
-    /// Wraps `io`, asking for packet information if it is bound to a wildcard address.
-    pub fn new(io: UdpSocket) -> io::Result<PktinfoSocket> {
-        let local = io.local_addr()?;
-        let control = if local.ip().is_unspecified() {
-            // A dual-stack [::] socket reports IPv4 datagrams as IPV6_PKTINFO with a mapped
-            // address, and accepts the same on sendmsg, so one option serves both.
-            match local {
-                SocketAddr::V4(_) => sock::setsockopt(&io, sock::sockopt::Ipv4PacketInfo, &true),
-                SocketAddr::V6(_) => {
-                    sock::setsockopt(&io, sock::sockopt::Ipv6RecvPacketInfo, &true)
-                }
-            }?;
-            Some(nix::cmsg_space!(libc::in6_pktinfo))
-        } else {
-            None
-        };
-        Ok(PktinfoSocket { io, control })
-    }
-}
-
-impl DatagramSocket for PktinfoSocket {
-    fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Local>)> {
-        let Some(control) = &mut self.control else {
-            let (n, peer) = self.io.recv_from(buf)?;
-            return Ok((n, peer, None));
-        };
-        let mut iov = [IoSliceMut::new(buf)];
-        let msg = sock::recvmsg::<sock::SockaddrStorage>(
-            self.io.as_raw_fd(),
-            &mut iov,
-            Some(control),
-            MsgFlags::empty(),
-        )?;
-        let peer = msg
-            .address
-            .and_then(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
-                (Some(v4), _) => Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4))),
-                (_, Some(v6)) => Some(SocketAddr::from(std::net::SocketAddrV6::from(*v6))),
-                _ => None,
-            })
-            .ok_or_else(|| io::Error::other("a datagram without a sender address"))?;
-        let mut local = None;
-        for c in msg.cmsgs()? {
-            match c {
-                ControlMessageOwned::Ipv4PacketInfo(info) => {
-                    local = Some(Local::V4(Ipv4Addr::from(u32::from_be(
-                        info.ipi_spec_dst.s_addr,
-                    ))));
-                }
-                ControlMessageOwned::Ipv6PacketInfo(info) => {
-                    local = Some(Local::V6(
-                        Ipv6Addr::from(info.ipi6_addr.s6_addr),
-                        info.ipi6_ifindex,
-                    ));
-                }
-                _ => {}
-            }
-        }
-        Ok((msg.bytes, peer, local))
-    }
-
-    fn send_to(&mut self, buf: &[u8], to: SocketAddr, from: Option<Local>) -> io::Result<usize> {
-        let Some(from) = from else {
-            return self.io.send_to(buf, to);
-        };
-        // nix builds the control buffer per call: a small allocation beside a system call,
-        // and only on wildcard binds. A preallocated `sendmmsg` header was tried and measured:
-        // no difference in CPU per datagram (the cost of this path is the kernel's, below).
-        let iov = [IoSlice::new(buf)];
-        let to = sock::SockaddrStorage::from(to);
-        let fd = self.io.as_raw_fd();
-        let sent = match from {
-            Local::V4(addr) => {
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: libc::in_addr {
-                        s_addr: u32::from(addr).to_be(),
-                    },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
-                sock::sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to))
-            }
-            Local::V6(addr, ifindex) => {
-                // The interface matters only for a link-local source; naming it otherwise
-                // would pin the reply to the request's interface against the routing table.
-                let link_local = addr.segments()[0] & 0xffc0 == 0xfe80;
-                let info = libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr {
-                        s6_addr: addr.octets(),
-                    },
-                    ipi6_ifindex: if link_local { ifindex } else { 0 },
-                };
-                let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
-                sock::sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to))
-            }
-        };
-        Ok(sent?)
-    }
 }
 
 /// A bound UDP socket with its service and reply queue.
@@ -227,7 +84,7 @@ pub struct UdpEndpoint<S = PktinfoSocket> {
     /// The loop's number for this endpoint (its counters).
     endpoint: usize,
     /// The interest registered with the poller.
-    pub(crate) registered: Interest,
+    pub(crate) registered: Want,
 }
 
 impl UdpEndpoint {
@@ -235,13 +92,13 @@ impl UdpEndpoint {
     /// defences are the default ones for what `service` says of its answers, with its own
     /// port as the server's only one.
     pub fn bind(addr: SocketAddr, service: Box<dyn DatagramService>) -> io::Result<UdpEndpoint> {
-        let socket = listener::bind_group(addr, Type::DGRAM, 1)?.remove(0);
+        let socket = socket::bind_group(addr, Type::DGRAM, 1)?.remove(0);
         let port = socket.local_addr()?.as_socket().map_or(0, |a| a.port());
         let guard = Guard::new(service.replies(), &UdpLimits::default(), vec![port]);
         UdpEndpoint::from_socket(socket, service, 0, guard)
     }
 
-    /// An endpoint on a socket bound by [`listener::bind_group`].
+    /// An endpoint on a socket bound by [`socket::bind_group`].
     pub(crate) fn from_socket(
         socket: socket2::Socket,
         service: Box<dyn DatagramService>,
@@ -258,7 +115,7 @@ impl UdpEndpoint {
 
     /// The mio source, for registration.
     pub(crate) fn source(&mut self) -> &mut UdpSocket {
-        &mut self.socket.io
+        self.socket.source()
     }
 }
 
@@ -279,7 +136,7 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
             guard,
             read_ready: true,
             endpoint: 0,
-            registered: Interest::READABLE,
+            registered: Want::READ,
         }
     }
 
@@ -304,11 +161,10 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
     }
 
     /// The interest wanted now: READABLE always, WRITABLE while replies wait.
-    pub fn want(&self) -> Interest {
-        if self.queue.is_empty() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
+    pub fn want(&self) -> Want {
+        Want {
+            read: true,
+            write: !self.queue.is_empty(),
         }
     }
 
@@ -335,7 +191,7 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
                     Stats::incr(&stats.datagrams_in);
                     // The service sees the address as people write it; the reply goes back
                     // to the address exactly as the socket reported it.
-                    let shown = crate::listener::canonical(peer);
+                    let shown = socket::canonical(peer);
                     if !self.guard.admit(shown, self.local, now, stats) {
                         continue;
                     }
@@ -417,6 +273,7 @@ mod tests {
     use super::*;
     use crate::service::UdpEcho;
     use std::cell::RefCell;
+    use std::net::Ipv4Addr;
 
     /// Receives scripted datagrams, then `WouldBlock`; sends succeed while `send_ok` is set.
     #[derive(Default)]
@@ -476,7 +333,7 @@ mod tests {
             UdpTurn::Wait
         );
         assert_eq!(*u.socket.sent.borrow(), [b"a".to_vec(), b"bc".to_vec()]);
-        assert_eq!(u.want(), Interest::READABLE);
+        assert_eq!(u.want(), Want::READ);
         assert_eq!(stats.snapshot().datagrams_out, 2);
     }
 
@@ -500,7 +357,13 @@ mod tests {
         assert_eq!(u.queued_bytes(), fits * queue_cost(big.len()));
         assert!(u.queued_bytes() <= QUEUE_BYTES);
         assert_eq!(stats.snapshot().datagrams_dropped, (n - fits) as u64);
-        assert_eq!(u.want(), Interest::READABLE | Interest::WRITABLE);
+        assert_eq!(
+            u.want(),
+            Want {
+                read: true,
+                write: true
+            }
+        );
 
         u.socket.send_ok.set(true);
         u.turn(false, true, &mut scratch, &stats, Time(0));
@@ -510,7 +373,7 @@ mod tests {
             "queued replies keep the address they must come from"
         );
         assert_eq!(u.queued_bytes(), 0);
-        assert_eq!(u.want(), Interest::READABLE);
+        assert_eq!(u.want(), Want::READ);
         let s = stats.snapshot();
         assert_eq!(s.datagrams_in, s.datagrams_out + s.datagrams_dropped);
     }
