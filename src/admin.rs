@@ -19,12 +19,11 @@
 //! service's.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use crate::control::{Health, ServerHandle};
 use crate::metrics::{self, EndpointSample, Exposition, Kind};
-use crate::server::ServerHandle;
 use crate::service::{ConnInfo, Output, Service, ServiceFactory};
 
 /// The largest request head accepted: far above any probe or scrape request, small enough
@@ -33,50 +32,34 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 /// The most headers in one request.
 const MAX_HEADERS: usize = 32;
 
-/// What the admin endpoint reports on, shared by the server and every admin connection.
+/// What the admin endpoint reports on, shared by the server and every admin connection: the
+/// server's loops (their endpoints and counters), its health as the supervisor sets it, and
+/// when it started.
 pub struct AdminState {
     server: OnceLock<ServerHandle>,
-    ready: AtomicBool,
-    healthy: AtomicBool,
+    health: Arc<Health>,
     started: SystemTime,
 }
 
-impl Default for AdminState {
-    fn default() -> AdminState {
+impl AdminState {
+    /// Reports `health`; the loops are attached once they exist.
+    pub fn new(health: Arc<Health>) -> AdminState {
         AdminState {
             server: OnceLock::new(),
-            ready: AtomicBool::new(true),
-            healthy: AtomicBool::new(true),
+            health,
             started: SystemTime::now(),
         }
     }
-}
 
-impl AdminState {
     /// Connects the state to the server whose loops it reports on (set once, when the loops
     /// exist).
     pub(crate) fn attach(&self, server: ServerHandle) {
         let _ = self.server.set(server);
     }
 
-    /// `/readyz` answers 503 from now on: a shutdown has begun.
-    pub fn not_ready(&self) {
-        self.ready.store(false, Ordering::SeqCst);
-    }
-
-    /// `/healthz` (and `/readyz`) answer 503 from now on: a loop has failed.
-    pub fn unhealthy(&self) {
-        self.healthy.store(false, Ordering::SeqCst);
-    }
-
-    /// Whether the server accepts new work.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && self.is_healthy()
-    }
-
-    /// Whether every loop runs.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::SeqCst)
+    /// The health `/readyz` and `/healthz` answer with.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The whole `/metrics` text.
@@ -105,7 +88,7 @@ impl AdminState {
             "1 while the server accepts new work; 0 from the start of a shutdown.",
             Kind::Gauge,
         );
-        e.sample("loopd_ready", &[], u8::from(self.is_ready()));
+        e.sample("loopd_ready", &[], u8::from(self.health.is_ready()));
         e.family(
             "loopd_build_info",
             "The running build; always 1.",
@@ -204,9 +187,9 @@ impl Admin {
                 body: self.state.metrics(),
                 extra: "",
             },
-            "/healthz" if self.state.is_healthy() => Response::text(200, "ok"),
+            "/healthz" if self.state.health.is_healthy() => Response::text(200, "ok"),
             "/healthz" => Response::text(503, "a loop has failed"),
-            "/readyz" if self.state.is_ready() => Response::text(200, "ready"),
+            "/readyz" if self.state.health.is_ready() => Response::text(200, "ready"),
             "/readyz" => Response::text(503, "shutting down"),
             _ => Response::text(404, "not found: try /metrics, /healthz or /readyz"),
         };
@@ -294,7 +277,7 @@ mod tests {
 
     fn admin() -> Harness<Admin> {
         Harness::new(Admin {
-            state: Arc::new(AdminState::default()),
+            state: Arc::new(AdminState::new(Arc::default())),
         })
     }
 
@@ -314,7 +297,7 @@ mod tests {
         );
         let (_, r) = ask(&mut h, b"GET /readyz HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        h.service.state.not_ready();
+        h.service.state.health.not_ready();
         let (_, r) = ask(&mut h, b"GET /readyz HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
         let (_, r) = ask(&mut h, b"GET /healthz HTTP/1.1\r\n\r\n");
@@ -389,7 +372,7 @@ mod tests {
     /// attached.
     #[test]
     fn metrics_without_a_server() {
-        let text = AdminState::default().metrics();
+        let text = AdminState::new(Arc::default()).metrics();
         for name in [
             "loopd_ready 1",
             "loopd_build_info{version=",

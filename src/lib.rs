@@ -106,6 +106,7 @@ pub mod admin;
 pub mod buffer;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod event_loop;
 pub mod listener;
 pub mod logging;
@@ -116,6 +117,7 @@ pub mod server;
 pub mod service;
 pub mod socket;
 pub mod stats;
+pub mod supervisor;
 pub mod systemd;
 pub mod timer;
 #[cfg(feature = "tls")]
@@ -123,6 +125,7 @@ pub mod tls;
 pub mod udp;
 
 pub use config::Config;
-pub use event_loop::{EventLoop, Exit, Handle};
-pub use server::{Server, ServerHandle};
+pub use control::{Exit, Handle, ServerHandle};
+pub use event_loop::EventLoop;
+pub use server::Server;
 pub use service::{Output, Service, ServiceFactory};

@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::unistd::SysconfVar;
 
-use crate::event_loop::{Endpoint, Transport};
+use crate::control::{Endpoint, Transport};
 use crate::rlimit;
 use crate::stats::Snapshot;
 

@@ -29,23 +29,21 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use log::{error, info, warn, Level};
-use mio::{Events, Interest, Poll, Token, Waker};
+use log::{info, warn, Level};
 
 use crate::admin::{self, AdminState};
 use crate::config::{connection_share, Config, ADMIN_CONNECTIONS};
-use crate::event_loop::{Bound, Endpoint, EventLoop, Exit, Handle};
+use crate::control::{Endpoint, Exit, Health, ServerHandle};
+use crate::event_loop::{Bound, EventLoop};
 use crate::logging::{log_with_fields, Fields};
 use crate::service::Handler;
 use crate::socket;
 use crate::stats::Snapshot;
-
-const SIGNALS: Token = Token(0);
-const ENDED: Token = Token(1);
+use crate::supervisor::Supervisor;
 
 /// Several event loops on their own threads. See the [module documentation](self).
 pub struct Server {
@@ -57,42 +55,11 @@ pub struct Server {
     drain_delay: Duration,
     /// See [`Config::server_id`]: named in the exit line.
     server_id: String,
-    /// Readiness and health, for `/readyz` and `/healthz`.
-    admin: Arc<AdminState>,
+    /// Readiness and health, set by the supervisor, for `/readyz` and `/healthz`.
+    health: Arc<Health>,
     /// Installed by [`Server::handle_signals`], before any log line says the server is up,
     /// so a signal sent as soon as it is listening is never lost to the default action.
     signals: Option<signal_hook_mio::v1_0::Signals>,
-}
-
-/// Controls a running [`Server`] from another thread: stops every loop, reads the counters.
-#[derive(Clone)]
-pub struct ServerHandle {
-    loops: Arc<[Handle]>,
-}
-
-impl ServerHandle {
-    /// Requests a graceful shutdown of every loop, like SIGTERM; a second request exits at
-    /// once.
-    pub fn shutdown(&self) {
-        for h in self.loops.iter() {
-            h.shutdown();
-        }
-    }
-
-    /// Every loop's counters added together.
-    pub fn stats(&self) -> Snapshot {
-        self.loops.iter().map(Handle::stats).sum()
-    }
-
-    /// Each loop's counters, in loop order.
-    pub fn loop_stats(&self) -> Vec<Snapshot> {
-        self.loops.iter().map(Handle::stats).collect()
-    }
-
-    /// Each loop's handle, in loop order.
-    pub fn loops(&self) -> &[Handle] {
-        &self.loops
-    }
 }
 
 /// Where an endpoint's socket comes from.
@@ -179,7 +146,8 @@ impl Server {
     /// before any loop starts, so an address in use is reported here.
     pub fn with_endpoints(config: &Config, endpoints: Vec<EndpointSpec>) -> io::Result<Server> {
         let n = config.threads.max(1);
-        let admin = Arc::new(AdminState::default());
+        let health = Arc::new(Health::default());
+        let admin = Arc::new(AdminState::new(Arc::clone(&health)));
         let mut per_loop: Vec<Vec<Bound>> = (0..n).map(|_| Vec::new()).collect();
         for spec in endpoints {
             let (handler, copies, allowance) = match spec.serve {
@@ -219,9 +187,7 @@ impl Server {
             })
             .collect::<io::Result<Vec<EventLoop>>>()?;
         let local_addrs = loops[0].local_addrs();
-        let handle = ServerHandle {
-            loops: loops.iter().map(EventLoop::handle).collect(),
-        };
+        let handle = ServerHandle::new(loops.iter().map(EventLoop::handle).collect());
         admin.attach(handle.clone());
         Ok(Server {
             loops,
@@ -230,19 +196,19 @@ impl Server {
             pin_cpus: config.pin_cpus.clone(),
             drain_delay: config.drain_delay,
             server_id: config.server_id.clone(),
-            admin,
+            health,
             signals: None,
         })
     }
 
     /// Every endpoint of the first loop, in order: what the server listens on.
     pub fn endpoints(&self) -> &[Endpoint] {
-        self.handle.loops[0].endpoints()
+        self.handle.loops()[0].endpoints()
     }
 
-    /// The readiness and health the admin endpoint reports.
-    pub fn admin(&self) -> Arc<AdminState> {
-        Arc::clone(&self.admin)
+    /// The readiness and health the supervisor sets and the admin endpoint reports.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
     }
 
     /// The bound addresses, in listener order (every loop shares them).
@@ -276,26 +242,21 @@ impl Server {
         Ok(())
     }
 
-    /// Runs every loop on its own thread and supervises them until all have ended. Returns
-    /// how the server ended, or an error if a loop failed (after draining the others).
+    /// Runs every loop on its own thread and supervises them until all have ended (see
+    /// [`crate::supervisor`]). Returns how the server ended, or an error if a loop failed
+    /// (after draining the others).
     pub fn run(self) -> io::Result<Exit> {
         let n = self.loops.len();
-        let mut poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), ENDED)?);
-        let mut signals = self.signals;
-        if let Some(s) = &mut signals {
-            poll.registry().register(s, SIGNALS, Interest::READABLE)?;
-        }
-        let (tx, rx) = mpsc::channel();
+        let supervisor = Supervisor::new(
+            self.handle.clone(),
+            self.health,
+            self.drain_delay,
+            self.signals,
+        )?;
         let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(n);
         for (i, event_loop) in self.loops.into_iter().enumerate() {
             let cpu = self.pin_cpus.as_ref().map(|cpus| cpus[i]);
-            let mut report = EndReport {
-                index: i,
-                tx: tx.clone(),
-                waker: Arc::clone(&waker),
-                sent: false,
-            };
+            let report = supervisor.report_for(i);
             let thread = thread::Builder::new()
                 .name(format!("loopd-{i}"))
                 .spawn(move || {
@@ -305,66 +266,15 @@ impl Server {
                             Err(e) => warn!("loop {i}: cannot pin to CPU {cpu}: {e}"),
                         }
                     }
-                    let outcome = event_loop.run();
-                    report.send(Ended::Ran(outcome));
+                    report.ran(event_loop.run());
                 })?;
             threads.push(thread);
         }
-        drop(tx);
-
-        let mut supervisor = Supervisor {
-            handle: self.handle,
-            admin: self.admin,
-            drain_delay: self.drain_delay,
-            stopping: Stopping::No,
-            watchdog: sd_notify::watchdog_enabled().map(Watchdog::new),
-            failure: None,
-        };
-        supervisor.notify_ready();
-        let mut outcomes: Vec<Option<Ended>> = (0..n).map(|_| None).collect();
-        let mut ended = 0;
-        let mut events = Events::with_capacity(8);
-        while ended < n {
-            let timeout = supervisor
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(e) = poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // The supervisor cannot watch any more: stop every loop now.
-                error!("supervisor poll failed: {e}; stopping every loop");
-                supervisor.handle.shutdown();
-                supervisor.handle.shutdown();
-                supervisor
-                    .failure
-                    .get_or_insert_with(|| format!("supervisor poll failed: {e}"));
-                for (i, outcome) in rx.iter() {
-                    outcomes[i] = Some(outcome);
-                }
-                break;
-            }
-            if events.iter().any(|e| e.token() == SIGNALS) {
-                if let Some(signals) = &mut signals {
-                    for signal in signals.pending() {
-                        supervisor.on_signal(signal);
-                    }
-                }
-            }
-            while let Ok((i, outcome)) = rx.try_recv() {
-                ended += 1;
-                if let Some(why) = outcome.failure() {
-                    supervisor.loop_failed(i, &why);
-                }
-                outcomes[i] = Some(outcome);
-            }
-            supervisor.on_time(Instant::now());
-        }
+        let ended = supervisor.supervise();
         for t in threads {
             let _ = t.join();
         }
-        let handle = &supervisor.handle;
-        let per_loop = handle.loop_stats();
+        let per_loop = self.handle.loop_stats();
         let accepted: Vec<String> = per_loop.iter().map(|s| s.accepted.to_string()).collect();
         let total: Snapshot = per_loop.into_iter().sum();
         let accepted = accepted.join("/");
@@ -377,291 +287,25 @@ impl Server {
             named: &named,
             counters: Some(&total),
         };
-        if let Some(why) = supervisor.failure {
-            log_with_fields(
-                Level::Error,
-                module_path!(),
-                &fields,
-                format_args!("exit: {why};"),
-            );
-            return Err(io::Error::other(why));
-        }
-        let exit = outcomes
-            .into_iter()
-            .flatten()
-            .filter_map(|o| match o {
-                Ended::Ran(Ok(exit)) => Some(exit),
-                _ => None,
-            })
-            .fold(Exit::Drained, combine);
-        log_with_fields(
-            Level::Info,
-            module_path!(),
-            &fields,
-            format_args!("exit: {exit:?};"),
-        );
-        Ok(exit)
-    }
-}
-
-/// Where a shutdown is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stopping {
-    /// Serving.
-    No,
-    /// Not ready any more, still serving until the drain delay ends.
-    Delaying(Instant),
-    /// The loops are draining.
-    Draining,
-}
-
-/// The systemd watchdog: a ping at half the interval systemd gave, sent only while every
-/// loop answers the supervisor's probes.
-struct Watchdog {
-    every: Duration,
-    next: Instant,
-    /// The probe each loop was sent last round; none before the first round.
-    probes: Option<Vec<u64>>,
-}
-
-impl Watchdog {
-    fn new(timeout: Duration) -> Watchdog {
-        Watchdog {
-            every: timeout / 2,
-            next: Instant::now(),
-            probes: None,
-        }
-    }
-}
-
-/// The supervisor's state: the shutdown sequence, the watchdog, a failed loop.
-struct Supervisor {
-    handle: ServerHandle,
-    admin: Arc<AdminState>,
-    drain_delay: Duration,
-    stopping: Stopping,
-    watchdog: Option<Watchdog>,
-    failure: Option<String>,
-}
-
-impl Supervisor {
-    /// Tells the service manager the server is serving (a no-op without `NOTIFY_SOCKET`).
-    fn notify_ready(&self) {
-        let listening: Vec<String> = self.handle.loops[0]
-            .endpoints()
-            .iter()
-            .map(Endpoint::to_string)
-            .collect();
-        let status = format!(
-            "serving {} on {} loop(s)",
-            listening.join(" "),
-            self.handle.loops.len()
-        );
-        notify(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&status),
-        ]);
-    }
-
-    /// The next instant the supervisor must act without an event.
-    fn next_deadline(&self) -> Option<Instant> {
-        let delay = match self.stopping {
-            Stopping::Delaying(until) => Some(until),
-            _ => None,
-        };
-        [delay, self.watchdog.as_ref().map(|w| w.next)]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-
-    /// What a signal asks of the server. The first SIGTERM or SIGINT turns `/readyz` to 503
-    /// at once, then drains (after the drain delay, if one is set); another one exits at
-    /// once. SIGHUP logs the counters.
-    fn on_signal(&mut self, signal: i32) {
-        if signal == signal_hook::consts::SIGHUP {
-            let counters = self.handle.stats();
-            let fields = Fields {
-                named: &[],
-                counters: Some(&counters),
-            };
-            log_with_fields(
-                Level::Info,
-                module_path!(),
-                &fields,
-                format_args!(
-                    "SIGHUP: nothing to reload (settings are fixed at start, logs go to \
-                     standard error);"
-                ),
-            );
-            return;
-        }
-        let name = if signal == signal_hook::consts::SIGINT {
-            "SIGINT"
-        } else {
-            "SIGTERM"
-        };
-        match self.stopping {
-            Stopping::No => {
-                self.admin.not_ready();
-                notify(&[
-                    sd_notify::NotifyState::Stopping,
-                    sd_notify::NotifyState::Status("shutting down"),
-                ]);
-                if self.drain_delay.is_zero() {
-                    info!("{name}: draining {} loop(s)", self.handle.loops.len());
-                    self.drain();
-                } else {
-                    info!(
-                        "{name}: not ready; serving for the drain delay of {:?}, then draining",
-                        self.drain_delay
-                    );
-                    self.stopping = Stopping::Delaying(Instant::now() + self.drain_delay);
-                }
-            }
-            Stopping::Delaying(_) => {
-                warn!("{name} again: exiting now");
-                self.handle.shutdown();
-                self.handle.shutdown();
-                self.stopping = Stopping::Draining;
-            }
-            Stopping::Draining => {
-                warn!("{name} again: exiting now");
-                self.handle.shutdown();
-            }
-        }
-    }
-
-    fn drain(&mut self) {
-        self.stopping = Stopping::Draining;
-        self.handle.shutdown();
-    }
-
-    /// A loop ended with a failure: report unhealthy and drain the others.
-    fn loop_failed(&mut self, i: usize, why: &str) {
-        error!("loop {i} failed: {why}");
-        self.admin.unhealthy();
-        if self.failure.is_none() {
-            self.failure = Some(format!("loop {i} failed: {why}"));
-            if self.stopping != Stopping::Draining {
-                info!("draining the other loops before exiting");
-                self.drain();
-            }
-        }
-    }
-
-    /// Timed work: the end of the drain delay, and the watchdog.
-    fn on_time(&mut self, now: Instant) {
-        if let Stopping::Delaying(until) = self.stopping {
-            if now >= until {
-                info!(
-                    "drain delay over: draining {} loop(s)",
-                    self.handle.loops.len()
+        match ended {
+            Err(why) => {
+                log_with_fields(
+                    Level::Error,
+                    module_path!(),
+                    &fields,
+                    format_args!("exit: {why};"),
                 );
-                self.drain();
+                Err(io::Error::other(why))
             }
-        }
-        let Some(w) = &mut self.watchdog else {
-            return;
-        };
-        if now < w.next {
-            return;
-        }
-        w.next = now + w.every;
-        let loops = &self.handle.loops;
-        // Every loop must have answered the last probe: a loop stuck in a service does not,
-        // and then systemd is not told the process is alive and restarts it.
-        let stuck: Vec<usize> = match &w.probes {
-            Some(sent) => loops
-                .iter()
-                .zip(sent)
-                .enumerate()
-                .filter(|(_, (h, &probe))| h.answered() < probe)
-                .map(|(i, _)| i)
-                .collect(),
-            None => Vec::new(),
-        };
-        if stuck.is_empty() && self.failure.is_none() {
-            let status = format!("{} connections", self.handle.stats().active);
-            notify(&[
-                sd_notify::NotifyState::Watchdog,
-                sd_notify::NotifyState::Status(&status),
-            ]);
-        } else {
-            warn!("loops {stuck:?} did not answer the watchdog probe: not telling systemd we are alive");
-        }
-        w.probes = Some(loops.iter().map(Handle::ping).collect());
-    }
-}
-
-/// Sends `states` to the service manager; a failure is logged, never fatal.
-fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
-        warn!("cannot notify the service manager: {e}");
-    }
-}
-
-/// Two loops' endings as the server's: an interrupted loop makes the server interrupted, a
-/// forced drain makes it forced, and the counts add.
-fn combine(a: Exit, b: Exit) -> Exit {
-    match (a, b) {
-        (Exit::Interrupted { open: x }, Exit::Interrupted { open: y }) => {
-            Exit::Interrupted { open: x + y }
-        }
-        (Exit::Interrupted { open }, _) | (_, Exit::Interrupted { open }) => {
-            Exit::Interrupted { open }
-        }
-        (Exit::DrainTimeout { forced: x }, Exit::DrainTimeout { forced: y }) => {
-            Exit::DrainTimeout { forced: x + y }
-        }
-        (Exit::DrainTimeout { forced }, _) | (_, Exit::DrainTimeout { forced }) => {
-            Exit::DrainTimeout { forced }
-        }
-        (Exit::Drained, Exit::Drained) => Exit::Drained,
-    }
-}
-
-/// How a loop thread ended.
-enum Ended {
-    /// `EventLoop::run` returned.
-    Ran(io::Result<Exit>),
-    /// The thread panicked (a service's bug): its connections are gone.
-    Panicked,
-}
-
-impl Ended {
-    fn failure(&self) -> Option<String> {
-        match self {
-            Ended::Ran(Ok(_)) => None,
-            Ended::Ran(Err(e)) => Some(format!("poll failed: {e}")),
-            Ended::Panicked => Some("it panicked".into()),
-        }
-    }
-}
-
-/// Tells the supervisor that a loop thread ended, also when it ends by panicking: the
-/// report is sent from `drop`, which runs while the panic unwinds.
-struct EndReport {
-    index: usize,
-    tx: mpsc::Sender<(usize, Ended)>,
-    waker: Arc<Waker>,
-    sent: bool,
-}
-
-impl EndReport {
-    fn send(&mut self, ended: Ended) {
-        self.sent = true;
-        let _ = self.tx.send((self.index, ended));
-        if let Err(e) = self.waker.wake() {
-            warn!("could not wake the supervisor: {e}");
-        }
-    }
-}
-
-impl Drop for EndReport {
-    fn drop(&mut self) {
-        if !self.sent {
-            self.send(Ended::Panicked);
+            Ok(exit) => {
+                log_with_fields(
+                    Level::Info,
+                    module_path!(),
+                    &fields,
+                    format_args!("exit: {exit:?};"),
+                );
+                Ok(exit)
+            }
         }
     }
 }
@@ -690,19 +334,6 @@ pub fn pin_to_cpu(_cpu: usize) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The server ends as its worst loop did, with the counts added.
-    #[test]
-    fn endings_combine() {
-        let d = Exit::Drained;
-        let t = |forced| Exit::DrainTimeout { forced };
-        let i = |open| Exit::Interrupted { open };
-        assert_eq!(combine(d, d), d);
-        assert_eq!(combine(d, t(2)), t(2));
-        assert_eq!(combine(t(1), t(2)), t(3));
-        assert_eq!(combine(t(5), i(1)), i(1));
-        assert_eq!(combine(i(1), i(2)), i(3));
-    }
 
     /// A CPU beyond what an affinity mask can name is refused before any system call.
     #[cfg(target_os = "linux")]

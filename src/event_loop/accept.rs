@@ -1,0 +1,229 @@
+//! Accepting: from ready listeners, until `WouldBlock`, the listener's pool is full, or
+//! descriptors run out (invariant 7 in `docs/02-event-loop.md`).
+//!
+//! Client listeners share the `--max-connections` cap; a listener given an allowance of its
+//! own (the admin endpoint) counts against that instead, so the operator's probes are answered
+//! when the clients' cap is full ([`Pool`]). On `EMFILE` and its kin accepting pauses on a
+//! timer ([`AcceptPause`]) rather than spinning, with a rate-limited warning. Each accepted
+//! socket becomes a [`Connection`] in the slab, greeted and registered.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+
+use super::slot::Slot;
+use super::token::conn_token;
+use super::EventLoop;
+use crate::connection::{Connection, Turn, Unborn};
+use crate::listener::Accepted;
+use crate::logging::Throttle;
+use crate::service::ConnInfo;
+use crate::socket;
+use crate::stats::{CloseReason, Stats};
+use crate::timer::Time;
+
+/// Connections accepted per listener per turn before serving others. Accepting until
+/// `WouldBlock` under a connect flood would starve established connections.
+const ACCEPT_BUDGET: usize = 256;
+
+/// How long accepting pauses after `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM`. Long enough that an
+/// exhausted server costs a few system calls a second; short enough that a freed descriptor
+/// is used promptly.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Minimum interval between two "accept paused" warnings; the ones in between are counted.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Connection slots that listeners draw from: the clients' cap (`--max-connections`, this
+/// loop's share of it), shared by every client listener, or the allowance of a listener that
+/// has its own (the admin endpoint, [`ADMIN_CONNECTIONS`](crate::config::ADMIN_CONNECTIONS)).
+/// A listener whose pool is full leaves its clients in the kernel backlog; the others go on
+/// accepting. The slab holds every pool's connections.
+pub(super) struct Pool {
+    /// What its limit is called in the log.
+    name: String,
+    /// The most connections open at once.
+    pub(super) limit: usize,
+    /// Connections open now.
+    pub(super) open: usize,
+    /// Accepting stopped at the limit (counted and logged once per stop).
+    full: bool,
+}
+
+impl Pool {
+    pub(super) fn new(name: String, limit: usize) -> Pool {
+        Pool {
+            name,
+            limit,
+            open: 0,
+            full: false,
+        }
+    }
+
+    pub(super) fn has_room(&self) -> bool {
+        self.open < self.limit
+    }
+}
+
+/// Accept pausing after resource exhaustion, and its rate-limited log.
+pub(super) struct AcceptPause {
+    pub(super) until: Option<Time>,
+    log: Throttle,
+}
+
+impl AcceptPause {
+    pub(super) fn new() -> AcceptPause {
+        AcceptPause {
+            until: None,
+            log: Throttle::new(ACCEPT_LOG_INTERVAL),
+        }
+    }
+}
+
+impl EventLoop {
+    /// Accepting is on: not draining, not paused (each listener's pool is asked besides).
+    pub(super) fn may_accept(&self) -> bool {
+        self.draining.is_none() && self.accept_pause.until.is_none()
+    }
+
+    /// Accepts from every ready listener, within the limits.
+    pub(super) fn accept(&mut self) {
+        if let Some(until) = self.accept_pause.until {
+            if self.now < until {
+                return;
+            }
+            // Edge-triggered: no new edge will report connections already waiting, so retry.
+            self.accept_pause.until = None;
+            self.listeners.iter_mut().for_each(|l| l.ready = true);
+        }
+        for i in 0..self.listeners.len() {
+            let mut budget = ACCEPT_BUDGET;
+            let pool = self.listeners[i].pool;
+            while self.listeners[i].ready && budget > 0 {
+                let p = &mut self.pools[pool];
+                if !p.has_room() {
+                    // Leave the rest in the kernel backlog; `ready` stays set, so the first
+                    // close lets the next turn accept again. Listeners drawing from another
+                    // pool (the admin endpoint) go on accepting.
+                    if !p.full {
+                        p.full = true;
+                        let endpoint = self.listeners[i].endpoint();
+                        Stats::incr(&self.kit.stats[endpoint].accept_limit_stops);
+                        info!("{} limit ({}) reached; pausing accept", p.name, p.limit);
+                    }
+                    break;
+                }
+                budget -= 1;
+                match self.listeners[i].accept() {
+                    Accepted::Stream(stream, peer) => self.add(i, stream, peer),
+                    Accepted::Drained => self.listeners[i].ready = false,
+                    Accepted::Skip(e) => debug!("accept: connection lost before accept: {e}"),
+                    Accepted::Exhausted(e) => {
+                        self.pause_accept(i, &e);
+                        return;
+                    }
+                }
+            }
+        }
+        for p in self.pools.iter_mut().filter(|p| p.full && p.has_room()) {
+            p.full = false;
+            debug!("below the {} limit; accepting again", p.name);
+        }
+    }
+
+    fn pause_accept(&mut self, listener: usize, e: &io::Error) {
+        self.accept_pause.until = Some(self.now.after(ACCEPT_PAUSE));
+        let endpoint = self.listeners[listener].endpoint();
+        Stats::incr(&self.kit.stats[endpoint].accept_pauses);
+        if let Some(suppressed) = self.accept_pause.log.admit(self.now) {
+            warn!(
+                "accept failed: {e}; pausing accept for {ACCEPT_PAUSE:?} ({suppressed} similar suppressed, {} connections open)",
+                self.conns.len()
+            );
+        }
+    }
+
+    /// Sets up an accepted stream: options, service, greeting, registration, deadline. It
+    /// takes a slot of its listener's pool once it is in the slab.
+    fn add(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
+        let peer = socket::canonical(peer);
+        if let Err(e) = socket::configure_stream(&stream, &self.stream_options) {
+            debug!("socket options for {peer}: {e}");
+        }
+        self.next_serial += 1;
+        if self.next_serial as u32 == 0 {
+            // Serial 0 (mod 2^32) marks the loop's own tokens.
+            self.next_serial += 1;
+        }
+        let serial = self.next_serial;
+        let l = &self.listeners[listener];
+        let (endpoint, pool) = (l.endpoint(), l.pool);
+        let stats = &self.kit.stats[endpoint];
+        stats.opened();
+        let mut conn = if l.proxy {
+            if !self.proxy_from.trusts(peer.ip()) {
+                // Anyone who may send a header may claim any address: refused before a byte
+                // is read.
+                warn!(
+                    "conn {serial}: {peer} is not allowed to send a PROXY header (--proxy-from {}); closing",
+                    self.proxy_from
+                );
+                Stats::incr(&stats.proxy_untrusted);
+                stats.closed(CloseReason::Proxy);
+                return;
+            }
+            let unborn = Unborn {
+                factory: Arc::clone(l.factory()),
+                peer,
+                listener: l.local_addr(),
+                loop_index: self.index,
+                server_id: Arc::clone(&self.server_id),
+                stats: Arc::clone(stats),
+            };
+            Connection::behind_proxy(stream, unborn, serial, self.now)
+        } else {
+            let service = l.factory().new_service(&ConnInfo {
+                peer,
+                proxied: None,
+                listener: l.local_addr(),
+                loop_index: self.index,
+                server_id: &self.server_id,
+                stats,
+            });
+            Connection::new(stream, service, serial, self.now)
+        };
+        debug!("conn {serial}: accepted from {peer}");
+
+        let turn = conn.open(&mut self.kit.cx(self.now, endpoint));
+        if let Turn::Closed(reason) = turn {
+            self.kit.stats[endpoint].closed(reason);
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let token = conn_token(key, serial);
+        let wanted = conn.want();
+        let registered =
+            match socket::register(self.poll.registry(), conn.socket_mut(), token, wanted) {
+                Ok(registered) => registered,
+                Err(e) => {
+                    warn!("conn {serial}: register failed: {e}");
+                    self.kit.stats[endpoint].closed(CloseReason::Error);
+                    return;
+                }
+            };
+        entry.insert(Slot {
+            conn,
+            endpoint,
+            pool,
+            registered,
+            queued: false,
+        });
+        self.pools[pool].open += 1;
+        self.after_turn(key, turn);
+    }
+}
