@@ -4,7 +4,7 @@
 //! BSDs and macOS) through [mio], and a codebase meant to be read by anyone learning I/O
 //! multiplexing.
 //!
-//! One thread runs one [`EventLoop`] (and a [`Server`] runs several, one per core): a
+//! One thread runs one [event loop](event_loop) (and a [`Server`] runs several, one per core): a
 //! `mio::Poll`, its listening sockets, and a slab of
 //! [`Connection`](connection::Connection) state machines, each with a read and a write buffer
 //! that exist only while they hold bytes. Readiness is edge-triggered, so every part of the
@@ -62,7 +62,7 @@
 //! use std::net::{SocketAddr, TcpStream};
 //! use std::sync::Arc;
 //! use loopd::service::{ConnInfo, Handler, Output, Service, ServiceFactory};
-//! use loopd::{Config, EventLoop};
+//! use loopd::{Config, EndpointSpec, Server};
 //!
 //! struct LineLength;
 //!
@@ -80,7 +80,9 @@
 //! let factory: Arc<dyn ServiceFactory> =
 //!     Arc::new(|_: &ConnInfo<'_>| Box::new(LineLength) as Box<dyn Service>);
 //! let addr: SocketAddr = "127.0.0.1:0".parse()?;
-//! let server = EventLoop::serve(&Config::default(), [(addr, Handler::Stream(factory))])?;
+//! let config = Config::default();
+//! let endpoint = EndpointSpec::bind(addr, Handler::Stream(factory));
+//! let server = Server::with_endpoints(&config.deployment, &config.loops, vec![endpoint])?;
 //! let addr = server.local_addrs()[0];
 //! let handle = server.handle();
 //! let thread = std::thread::spawn(move || server.run());
@@ -107,6 +109,7 @@ pub mod buffer;
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod endpoint;
 pub mod event_loop;
 pub mod listener;
 pub mod logging;
@@ -126,6 +129,6 @@ pub mod udp;
 
 pub use config::Config;
 pub use control::{Exit, Handle, ServerHandle};
-pub use event_loop::EventLoop;
+pub use endpoint::EndpointSpec;
 pub use server::Server;
 pub use service::{Output, Service, ServiceFactory};

@@ -1,31 +1,34 @@
-//! Several loops, shared-nothing: a [`Server`] runs `N` copies of the [`EventLoop`], one per
-//! thread, and supervises them.
+//! Several loops, shared-nothing: a [`Server`] binds its endpoints, builds `N` event loops,
+//! runs each on its own thread, and supervises them.
 //!
 //! **Read this first.** Each loop owns everything it touches: its `Poll`, its own socket for
 //! every listener and UDP endpoint, its slab of connections, run queue, deadlines and
 //! counters. Nothing is shared on the path of a message, so nothing is locked and no cache
 //! line bounces between cores. The sockets of one listener form a `SO_REUSEPORT` group
-//! ([`socket::bind_group`]): the kernel hands each new connection (and each datagram flow)
-//! to one of them by a hash of the peer's address and port, so a connection lives and dies
-//! on the loop that accepted it.
+//! ([`bind_group`](crate::socket::bind_group)): the kernel hands each new connection (and each
+//! datagram flow) to one of them by a hash of the peer's address and port, so a connection
+//! lives and dies on the loop that accepted it.
 //!
 //! What is shared is small and cold: the service factories (read-only), each loop's counters
-//! (written by that loop only, read by anyone who asks), and the shutdown handles.
+//! (written by that loop only, read by anyone who asks), and the shutdown handles
+//! ([`crate::control`]).
 //!
+//! * **One construction path.** Every endpoint — from `--listen` and `--admin`
+//!   ([`Config::endpoints`]), from socket activation, or from a program's own list — is an
+//!   [`EndpointSpec`], and [`Server::with_endpoints`] is the one place they are bound, a
+//!   socket per loop, and the loops built. It reads the [`Deployment`] (loops, cap, pinning,
+//!   drain delay) and hands each loop the [`LoopConfig`], all of both.
 //! * **The connection cap** is split at start: loop `i` serves at most
 //!   [`connection_share`] of `--max-connections`, the shares adding up to the total exactly.
 //!   A loop whose share is full leaves its clients in its own accept queue even if another
 //!   loop has room; that is the cost of sharing nothing (`docs/12-scaling.md`).
-//! * **The supervisor** is the thread that calls [`Server::run`]. It runs a small poll of
-//!   its own over the signals (through signal-hook-mio, like any readable source) and a
-//!   waker the loops ring as they end. SIGTERM or SIGINT asks every loop to drain, a second
-//!   one to exit at once; SIGHUP logs the counters.
-//! * **A loop that fails** — its `poll` fails, or a service panics — does not leave the
-//!   process half-alive: the supervisor logs it, drains every other loop (their clients lose
-//!   nothing), and [`Server::run`] returns an error, so the process exits non-zero and its
-//!   supervisor (systemd, Kubernetes) restarts it whole. Restarting the one loop instead
-//!   would keep the process up but lose that loop's connections anyway, and would hide a
-//!   bug (a panic in a service) behind a process that looks healthy.
+//! * **The supervisor** is the thread that calls [`Server::run`] ([`crate::supervisor`]):
+//!   signals, the drain delay, the watchdog, and a loop that fails — which does not leave the
+//!   process half-alive: every other loop drains (their clients lose nothing), and
+//!   [`Server::run`] returns an error, so the process exits non-zero and its own supervisor
+//!   (systemd, Kubernetes) restarts it whole. Restarting the one loop instead would keep the
+//!   process up but lose that loop's connections anyway, and would hide a bug (a panic in a
+//!   service) behind a process that looks healthy.
 
 use std::io;
 use std::net::SocketAddr;
@@ -36,12 +39,12 @@ use std::time::Duration;
 use log::{info, warn, Level};
 
 use crate::admin::{self, AdminState};
-use crate::config::{connection_share, Config, ADMIN_CONNECTIONS};
+use crate::config::{connection_share, Config, Deployment, LoopConfig, ADMIN_CONNECTIONS};
 use crate::control::{Endpoint, Exit, Health, ServerHandle};
-use crate::event_loop::{Bound, EventLoop};
+use crate::endpoint::{Bound, EndpointSpec, Serve};
+use crate::event_loop::EventLoop;
 use crate::logging::{log_with_fields, Fields};
 use crate::service::Handler;
-use crate::socket;
 use crate::stats::Snapshot;
 use crate::supervisor::Supervisor;
 
@@ -51,9 +54,9 @@ pub struct Server {
     handle: ServerHandle,
     local_addrs: Vec<SocketAddr>,
     pin_cpus: Option<Vec<usize>>,
-    /// See [`Config::drain_delay`].
+    /// See [`Deployment::drain_delay`].
     drain_delay: Duration,
-    /// See [`Config::server_id`]: named in the exit line.
+    /// See [`LoopConfig::server_id`]: named in the exit line.
     server_id: String,
     /// Readiness and health, set by the supervisor, for `/readyz` and `/healthz`.
     health: Arc<Health>,
@@ -62,90 +65,24 @@ pub struct Server {
     signals: Option<signal_hook_mio::v1_0::Signals>,
 }
 
-/// Where an endpoint's socket comes from.
-#[derive(Debug)]
-pub enum Origin {
-    /// Bind this address (one socket per loop; see [`socket::bind_group`]).
-    Bind(SocketAddr),
-    /// A socket already bound and listening, handed over by the service manager (systemd
-    /// socket activation). With several loops every loop gets a duplicate of the one socket,
-    /// so they share its accept queue.
-    Inherited(socket2::Socket),
-}
-
-/// What serves an endpoint.
-#[derive(Clone)]
-pub enum Serve {
-    /// A service handler, on every loop.
-    Handler(Handler),
-    /// The admin endpoint (`/metrics`, `/healthz`, `/readyz`), on the first loop only, with
-    /// an allowance of [`ADMIN_CONNECTIONS`] apart from the clients' cap.
-    Admin,
-}
-
-/// One endpoint to serve: its service's name (for logs and metrics), its socket, and what
-/// serves it.
-pub struct EndpointSpec {
-    /// The service's name.
-    pub name: String,
-    /// Where the socket comes from.
-    pub origin: Origin,
-    /// What serves it.
-    pub serve: Serve,
-    /// Its connections start with a PROXY protocol header (TCP handlers only).
-    pub proxy: bool,
-}
-
 impl Server {
-    /// Binds the built-in services named in `config.listen` (and the admin endpoint if
-    /// `config.admin` names one), on `config.threads` loops.
+    /// Serves what `config` names — its `listen` services and its admin endpoint — laid out
+    /// as `config.deployment` says, each loop set up by `config.loops`.
     pub fn new(config: &Config) -> io::Result<Server> {
-        let mut specs: Vec<EndpointSpec> = config
-            .listen
-            .iter()
-            .map(|spec| EndpointSpec {
-                name: spec.service.name().to_string(),
-                origin: Origin::Bind(spec.addr),
-                serve: Serve::Handler(spec.service.handler(config.services)),
-                proxy: spec.proxy,
-            })
-            .collect();
-        if let Some(addr) = config.admin {
-            specs.push(EndpointSpec {
-                name: "admin".into(),
-                origin: Origin::Bind(addr),
-                serve: Serve::Admin,
-                proxy: false,
-            });
-        }
-        Server::with_endpoints(config, specs)
+        Server::with_endpoints(&config.deployment, &config.loops, config.endpoints())
     }
 
-    /// Binds each address with its handler on every loop; `config.listen` is ignored. This
-    /// is how a program serves its own services on several loops.
-    pub fn serve(
-        config: &Config,
-        endpoints: impl IntoIterator<Item = (SocketAddr, Handler)>,
+    /// Serves `endpoints` on `deployment.threads` loops, each set up by `loops`: the one path
+    /// from configuration to bound endpoints, whether they come from [`Config::endpoints`],
+    /// from socket activation ([`crate::systemd`]) or from a program's own
+    /// [`EndpointSpec::bind`]. Every socket is bound (or duplicated) before any loop starts, so
+    /// an address in use is reported here.
+    pub fn with_endpoints(
+        deployment: &Deployment,
+        loops: &LoopConfig,
+        endpoints: Vec<EndpointSpec>,
     ) -> io::Result<Server> {
-        let specs = endpoints
-            .into_iter()
-            .map(|(addr, handler)| EndpointSpec {
-                name: match handler {
-                    Handler::Stream(_) => "tcp".into(),
-                    Handler::Datagram(_) => "udp".into(),
-                },
-                origin: Origin::Bind(addr),
-                serve: Serve::Handler(handler),
-                proxy: false,
-            })
-            .collect();
-        Server::with_endpoints(config, specs)
-    }
-
-    /// Serves `endpoints` on `config.threads` loops. Every socket is bound (or duplicated)
-    /// before any loop starts, so an address in use is reported here.
-    pub fn with_endpoints(config: &Config, endpoints: Vec<EndpointSpec>) -> io::Result<Server> {
-        let n = config.threads.max(1);
+        let n = deployment.threads.max(1);
         let health = Arc::new(Health::default());
         let admin = Arc::new(AdminState::new(Arc::clone(&health)));
         let mut per_loop: Vec<Vec<Bound>> = (0..n).map(|_| Vec::new()).collect();
@@ -158,16 +95,7 @@ impl Server {
                     Some(ADMIN_CONNECTIONS),
                 ),
             };
-            let sockets = match spec.origin {
-                Origin::Bind(addr) => socket::bind_group(addr, handler.socket_type(), copies)?,
-                Origin::Inherited(socket) => {
-                    let mut copies: Vec<socket2::Socket> = (1..copies)
-                        .map(|_| socket.try_clone())
-                        .collect::<io::Result<_>>()?;
-                    copies.insert(0, socket);
-                    copies
-                }
-            };
+            let sockets = spec.origin.sockets(handler.socket_type(), copies)?;
             for (loop_sockets, socket) in per_loop.iter_mut().zip(sockets) {
                 loop_sockets.push(Bound {
                     socket,
@@ -178,24 +106,24 @@ impl Server {
                 });
             }
         }
-        let loops = per_loop
+        let event_loops = per_loop
             .into_iter()
             .enumerate()
             .map(|(i, bound)| {
-                let cap = connection_share(config.max_connections, n, i);
-                EventLoop::assemble(config, i, cap, bound)
+                let cap = connection_share(deployment.max_connections, n, i);
+                EventLoop::new(loops, i, cap, bound)
             })
             .collect::<io::Result<Vec<EventLoop>>>()?;
-        let local_addrs = loops[0].local_addrs();
-        let handle = ServerHandle::new(loops.iter().map(EventLoop::handle).collect());
+        let local_addrs = event_loops[0].local_addrs();
+        let handle = ServerHandle::new(event_loops.iter().map(EventLoop::handle).collect());
         admin.attach(handle.clone());
         Ok(Server {
-            loops,
+            loops: event_loops,
             handle,
             local_addrs,
-            pin_cpus: config.pin_cpus.clone(),
-            drain_delay: config.drain_delay,
-            server_id: config.server_id.clone(),
+            pin_cpus: deployment.pin_cpus.clone(),
+            drain_delay: deployment.drain_delay,
+            server_id: loops.server_id.clone(),
             health,
             signals: None,
         })

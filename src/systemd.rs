@@ -18,7 +18,7 @@ use std::os::fd::FromRawFd;
 use socket2::{Socket, Type};
 
 use crate::config::service_and_options;
-use crate::server::{EndpointSpec, Origin, Serve};
+use crate::endpoint::{EndpointSpec, Origin, Serve};
 use crate::service::ServiceOptions;
 
 /// The endpoints the service manager handed over, or `None` when loopd was not socket

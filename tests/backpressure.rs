@@ -80,7 +80,7 @@ fn non_reading_client_is_bounded_then_served() {
 #[test]
 fn tiny_budget_completes_bulk_transfer() {
     let mut config = Config::default();
-    config.limits.read_budget = 1024;
+    config.loops.limits.read_budget = 1024;
     let server = TestServer::start(config, &[Builtin::Echo]);
     let mut c = connect(server.addr());
     let data = pattern(4, 4 << 20);
@@ -93,7 +93,7 @@ fn tiny_budget_completes_bulk_transfer() {
 #[test]
 fn flood_does_not_starve_round_trips() {
     let mut config = Config::default();
-    config.limits.read_budget = 1024;
+    config.loops.limits.read_budget = 1024;
     let server = TestServer::start(config, &[Builtin::Echo]);
     let addr = server.addr();
 

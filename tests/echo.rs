@@ -66,7 +66,7 @@ fn ipv6_loopback() {
         listen: vec!["echo=[::1]:0".parse().unwrap()],
         ..Config::default()
     };
-    let server = loopd::EventLoop::new(&config).expect("IPv6 loopback must be available");
+    let server = loopd::Server::new(&config).expect("IPv6 loopback must be available");
     let addr = server.local_addrs()[0];
     assert!(addr.is_ipv6());
     let handle = server.handle();

@@ -149,7 +149,7 @@ fn whoami_on_dual_stack_shows_ipv4() {
         listen: vec!["line=[::]:0".parse().unwrap()],
         ..Config::default()
     };
-    let server = loopd::EventLoop::new(&config).expect("IPv6 is available");
+    let server = loopd::Server::new(&config).expect("IPv6 is available");
     let port = server.local_addrs()[0].port();
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run());

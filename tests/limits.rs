@@ -16,10 +16,8 @@ use loopd::stats::Snapshot;
 /// unaffected throughout.
 #[test]
 fn eleventh_client_waits_for_a_free_slot() {
-    let config = Config {
-        max_connections: 10,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.deployment.max_connections = 10;
     let server = TestServer::start(config, &[Builtin::Echo]);
     let mut ten: Vec<_> = (0..10u64)
         .map(|i| {
@@ -71,13 +69,11 @@ fn eleventh_client_waits_for_a_free_slot() {
 fn tricklers_cannot_hold_the_cap() {
     const CAP: usize = 50;
     const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-    let mut config = Config {
-        max_connections: CAP,
-        ..Config::default()
-    };
-    config.limits.request_timeout = Some(REQUEST_TIMEOUT);
+    let mut config = Config::default();
+    config.deployment.max_connections = CAP;
+    config.loops.limits.request_timeout = Some(REQUEST_TIMEOUT);
     // The timed-out connections linger after our FIN; keep that short too.
-    config.limits.linger_timeout = Duration::from_secs(1);
+    config.loops.limits.linger_timeout = Duration::from_secs(1);
     let server = TestServer::start(config, &[Builtin::Line]);
     let mut tricklers: Vec<_> = (0..CAP).map(|_| connect(server.addr())).collect();
     for t in &mut tricklers {
@@ -122,11 +118,9 @@ fn tricklers_cannot_hold_the_cap() {
 #[test]
 fn timed_out_tricklers_free_their_slots_at_once() {
     const CAP: usize = 50;
-    let mut config = Config {
-        max_connections: CAP,
-        ..Config::default()
-    };
-    config.limits.request_timeout = Some(Duration::from_secs(2));
+    let mut config = Config::default();
+    config.deployment.max_connections = CAP;
+    config.loops.limits.request_timeout = Some(Duration::from_secs(2));
     let server = TestServer::start(config, &[Builtin::Line]);
     let mut tricklers: Vec<_> = (0..CAP).map(|_| connect(server.addr())).collect();
     for t in &mut tricklers {
@@ -172,11 +166,11 @@ fn timed_out_tricklers_free_their_slots_at_once() {
 /// A server serving echo and the admin endpoint on ephemeral loopback ports, with at most
 /// `cap` client connections.
 fn echo_and_admin(cap: usize) -> (TestServer, SocketAddr) {
-    let config = Config {
-        max_connections: cap,
+    let mut config = Config {
         admin: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
     };
+    config.deployment.max_connections = cap;
     let server = TestServer::start(config, &[Builtin::Echo]);
     let admin = server.addrs[1];
     (server, admin)

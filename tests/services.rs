@@ -66,9 +66,9 @@ fn chargen_first_ten_mib_exact() {
 #[test]
 fn chargen_bounded_against_stopped_reader() {
     let mut config = Config::default();
-    config.limits.high_watermark = 64 * 1024;
-    config.limits.low_watermark = 16 * 1024;
-    config.limits.write_stall_timeout = None;
+    config.loops.limits.high_watermark = 64 * 1024;
+    config.loops.limits.low_watermark = 16 * 1024;
+    config.loops.limits.write_stall_timeout = None;
     let server = TestServer::start(config, &[Builtin::Chargen, Builtin::Echo]);
     let mut c = connect(server.addr());
     let mut first = read_n(&mut c, 1000);

@@ -14,13 +14,12 @@ use common::daemon::Daemon;
 use common::*;
 use loopd::config::Config;
 use loopd::service::{Builtin, ConnInfo, Echo, Handler, Output, Service};
-use loopd::Server;
+use loopd::{EndpointSpec, Server};
 
 fn threads(n: usize) -> Config {
-    Config {
-        threads: n,
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.deployment.threads = n;
+    config
 }
 
 /// With four loops, 400 connections land on all four (each loop's own accepted counter is
@@ -79,10 +78,8 @@ fn tcp_and_udp_on_four_loops() {
 /// leave.
 #[test]
 fn cap_holds_in_total_across_loops() {
-    let config = Config {
-        max_connections: 40,
-        ..threads(4)
-    };
+    let mut config = threads(4);
+    config.deployment.max_connections = 40;
     let server = TestServer::start(config, &[Builtin::Echo]);
     let mut waiting: Vec<(u64, TcpStream)> = (0..60u64)
         .map(|i| {
@@ -238,7 +235,9 @@ impl Service for Fragile {
 fn a_dying_loop_takes_the_server_down() {
     let factory = Arc::new(|_: &ConnInfo<'_>| Box::new(Fragile) as Box<dyn Service>);
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = Server::serve(&threads(2), [(addr, Handler::Stream(factory))]).unwrap();
+    let config = threads(2);
+    let endpoint = EndpointSpec::bind(addr, Handler::Stream(factory));
+    let server = Server::with_endpoints(&config.deployment, &config.loops, vec![endpoint]).unwrap();
     let addr = server.local_addrs()[0];
     let handle = server.handle();
     let running = thread::spawn(move || server.run());

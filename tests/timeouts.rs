@@ -15,7 +15,7 @@ use loopd::service::Builtin;
 #[test]
 fn idle_timeout_closes_quiet_connections() {
     let mut config = Config::default();
-    config.limits.idle_timeout = Some(Duration::from_millis(300));
+    config.loops.limits.idle_timeout = Some(Duration::from_millis(300));
     let server = TestServer::start(config, &[Builtin::Echo]);
     let mut quiet = connect(server.addr());
     round_trip(&mut quiet, b"hello");
@@ -29,7 +29,7 @@ fn idle_timeout_closes_quiet_connections() {
 #[test]
 fn write_stall_aborts_non_reader() {
     let mut config = Config::default();
-    config.limits.write_stall_timeout = Some(Duration::from_millis(300));
+    config.loops.limits.write_stall_timeout = Some(Duration::from_millis(300));
     let server = TestServer::start(config, &[Builtin::Echo]);
     let mut c = connect(server.addr());
     c.set_nonblocking(true).unwrap();
@@ -99,7 +99,7 @@ fn lingering_close_protects_the_reply() {
 #[test]
 fn linger_timeout_ends_lingering() {
     let mut config = Config::default();
-    config.limits.linger_timeout = Duration::from_millis(200);
+    config.loops.limits.linger_timeout = Duration::from_millis(200);
     let server = TestServer::start(config, &[Builtin::Daytime]);
     let mut c = connect(server.addr());
     let line = read_to_eof(&mut c);

@@ -73,7 +73,7 @@ fn tcp_and_udp_share_a_port() {
             ],
             ..Config::default()
         };
-        let server = loopd::EventLoop::new(&config).ok()?;
+        let server = loopd::Server::new(&config).ok()?;
         Some((server, addr))
     });
     assert_eq!(server.local_addrs(), vec![addr, addr]);
@@ -164,7 +164,7 @@ fn udp_port_cannot_be_taken_over() {
         listen: vec![format!("udp-echo={}", server.addr()).parse().unwrap()],
         ..Config::default()
     };
-    let err = match loopd::EventLoop::new(&config) {
+    let err = match loopd::Server::new(&config) {
         Ok(_) => panic!("a second loop bound the same UDP port"),
         Err(e) => e,
     };

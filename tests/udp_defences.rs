@@ -282,7 +282,7 @@ fn loop_with_another_server_ends_at_the_chargen_rate_limit() {
 fn echo_loop_between_two_servers_ends_where_the_echo_limit_is_on() {
     const LIMIT: u32 = 20;
     let mut limited = Config::default();
-    limited.udp.echo_rate_limit = Some(LIMIT);
+    limited.loops.udp.echo_rate_limit = Some(LIMIT);
     let (a, b) = loop_between(
         (limited, Builtin::UdpEcho),
         (Config::default(), Builtin::UdpEcho),

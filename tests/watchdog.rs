@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use loopd::config::Config;
 use loopd::service::{ConnInfo, Echo, Handler, Output, Service};
-use loopd::Server;
+use loopd::{EndpointSpec, Server};
 
 /// Echo, but a request of `hold` blocks the loop until the test says go: a service that
 /// never returns, as a bug or a blocking call would.
@@ -82,12 +82,11 @@ fn a_stuck_loop_stops_the_watchdog_pings() {
             release: Arc::clone(&release),
         }) as Box<dyn Service>
     });
-    let config = Config {
-        threads: 2,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.deployment.threads = 2;
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = Server::serve(&config, [(addr, Handler::Stream(factory))]).unwrap();
+    let endpoint = EndpointSpec::bind(addr, Handler::Stream(factory));
+    let server = Server::with_endpoints(&config.deployment, &config.loops, vec![endpoint]).unwrap();
     let addr = server.local_addrs()[0];
     let handle = server.handle();
     let running = thread::spawn(move || server.run());

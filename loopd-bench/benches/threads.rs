@@ -50,12 +50,12 @@ fn cpu_per_message(server: &support::Server) -> f64 {
 
 /// Per-loop accepted counts after `clients` connections to a fresh `loops`-loop server.
 fn spread(loops: usize, clients: usize) -> Vec<u64> {
-    let config = Config {
-        threads: loops,
-        max_connections: 20_000,
+    let mut config = Config {
         listen: vec!["echo=127.0.0.1:0".parse().unwrap()],
         ..Config::default()
     };
+    config.deployment.threads = loops;
+    config.deployment.max_connections = 20_000;
     let server = loopd::Server::new(&config).expect("bind");
     let addr: SocketAddr = server.local_addrs()[0];
     let handle = server.handle();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use loopd::config::Config;
 use loopd::service::{Builtin, ConnInfo, Handler, Service, ServiceOptions};
-use loopd::EventLoop;
+use loopd::{EndpointSpec, Server};
 use loopd_bench::report::Latency;
 use serde_json::Value;
 
@@ -299,10 +299,8 @@ fn recv_from_a_silent_server_fails() {
 /// summary tells served from merely established connections, and the run fails.
 #[test]
 fn connections_beyond_the_server_cap_are_reported() {
-    let config = Config {
-        max_connections: 5,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.deployment.max_connections = 5;
     let server = TestServer::start(config, &[Builtin::Echo]);
     let (code, r, err) = bench_json(server.addr(), &["-c", "15", "-d", "1s"]);
     assert_eq!(code, 1, "{err}");
@@ -633,7 +631,9 @@ fn source_addresses_are_used_round_robin() {
         echo.new_service(conn)
     });
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = EventLoop::serve(&Config::default(), [(addr, Handler::Stream(factory))]).unwrap();
+    let config = Config::default();
+    let endpoint = EndpointSpec::bind(addr, Handler::Stream(factory));
+    let server = Server::with_endpoints(&config.deployment, &config.loops, vec![endpoint]).unwrap();
     let addr = server.local_addrs()[0];
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run());

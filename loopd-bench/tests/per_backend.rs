@@ -16,10 +16,8 @@ use client::{bench, printed, read_json};
 use common::{haproxy, wait_until, Scratch, TestServer, HAPROXY_DEFAULTS};
 
 fn line_backend(server_id: &str) -> TestServer {
-    let config = Config {
-        server_id: server_id.into(),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.loops.server_id = server_id.into();
     TestServer::start(config, &[Builtin::Line])
 }
 

@@ -9,8 +9,8 @@ use clap::{ArgAction, Parser};
 use ipnet::IpNet;
 
 use loopd::config::{
-    self, nonzero, parse_cpu_list, parse_duration, parse_size, Config, Limits, ListenSpec,
-    StreamOptions, UdpLimits,
+    self, nonzero, parse_cpu_list, parse_duration, parse_size, Config, Deployment, Limits,
+    ListenSpec, LoopConfig, StreamOptions, UdpLimits,
 };
 use loopd::proxy::TrustList;
 use loopd::service::ServiceOptions;
@@ -220,38 +220,43 @@ impl Args {
         };
         let config = Config {
             listen: self.listen,
-            threads,
-            pin_cpus: self.pin_cpus.map(|CpuList(cpus)| cpus),
             admin: self.admin,
-            drain_delay: self.drain_delay,
-            max_connections: self.max_connections,
-            drain_timeout: self.drain_timeout,
-            backlog: self.backlog,
-            stream: StreamOptions {
-                nodelay: self.tcp_nodelay,
-                keepalive: nonzero(self.tcp_keepalive),
-                rcvbuf: (self.tcp_rcvbuf > 0).then_some(self.tcp_rcvbuf),
-            },
-            limits: Limits {
-                high_watermark: self.high_watermark,
-                low_watermark: self.low_watermark,
-                read_budget: self.read_budget,
-                idle_timeout: nonzero(self.idle_timeout),
-                write_stall_timeout: nonzero(self.write_stall_timeout),
-                linger_timeout: self.linger_timeout,
-                request_timeout: nonzero(self.request_timeout),
-                proxy_timeout: self.proxy_timeout,
-            },
             services: ServiceOptions {
                 max_line: self.max_line,
                 max_frame: self.max_frame,
             },
-            udp: UdpLimits {
-                rate_limit: (self.udp_rate_limit > 0).then_some(self.udp_rate_limit),
-                echo_rate_limit: (self.udp_echo_rate_limit > 0).then_some(self.udp_echo_rate_limit),
+            deployment: Deployment {
+                threads,
+                pin_cpus: self.pin_cpus.map(|CpuList(cpus)| cpus),
+                max_connections: self.max_connections,
+                drain_delay: self.drain_delay,
             },
-            server_id: self.server_id.unwrap_or_else(config::host_name),
-            proxy_from: TrustList::new(self.proxy_from),
+            loops: LoopConfig {
+                limits: Limits {
+                    high_watermark: self.high_watermark,
+                    low_watermark: self.low_watermark,
+                    read_budget: self.read_budget,
+                    idle_timeout: nonzero(self.idle_timeout),
+                    write_stall_timeout: nonzero(self.write_stall_timeout),
+                    linger_timeout: self.linger_timeout,
+                    request_timeout: nonzero(self.request_timeout),
+                    proxy_timeout: self.proxy_timeout,
+                },
+                stream: StreamOptions {
+                    nodelay: self.tcp_nodelay,
+                    keepalive: nonzero(self.tcp_keepalive),
+                    rcvbuf: (self.tcp_rcvbuf > 0).then_some(self.tcp_rcvbuf),
+                },
+                backlog: self.backlog,
+                drain_timeout: self.drain_timeout,
+                udp: UdpLimits {
+                    rate_limit: (self.udp_rate_limit > 0).then_some(self.udp_rate_limit),
+                    echo_rate_limit: (self.udp_echo_rate_limit > 0)
+                        .then_some(self.udp_echo_rate_limit),
+                },
+                server_id: self.server_id.unwrap_or_else(config::host_name),
+                proxy_from: TrustList::new(self.proxy_from),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -369,10 +374,11 @@ mod tests {
         ])
         .into_config()
         .unwrap();
-        assert_eq!(c.threads, 2);
-        assert_eq!(c.pin_cpus, Some(vec![0, 3]));
+        let (d, l) = (&c.deployment, &c.loops);
+        assert_eq!(d.threads, 2);
+        assert_eq!(d.pin_cpus, Some(vec![0, 3]));
         assert_eq!(c.listen.len(), 2);
-        assert_eq!(c.limits.high_watermark, 1 << 20);
-        assert_eq!(c.limits.idle_timeout, None);
+        assert_eq!(l.limits.high_watermark, 1 << 20);
+        assert_eq!(l.limits.idle_timeout, None);
     }
 }

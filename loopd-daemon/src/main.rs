@@ -25,12 +25,10 @@ fn fit_descriptors(config: &mut Config) {
     match rlimit::raise_nofile_limit() {
         Ok(nofile) => {
             let fit = rlimit::connections_that_fit(nofile);
-            if config.max_connections > fit {
-                warn!(
-                    "open-files limit is {nofile}: lowering max connections from {} to {fit}",
-                    config.max_connections
-                );
-                config.max_connections = fit.max(1);
+            let cap = &mut config.deployment.max_connections;
+            if *cap > fit {
+                warn!("open-files limit is {nofile}: lowering max connections from {cap} to {fit}");
+                *cap = fit.max(1);
             }
         }
         Err(e) => warn!("cannot read or raise the open-files limit: {e}"),
@@ -80,7 +78,7 @@ fn main() -> ExitCode {
                 "socket activation: serving {} socket(s) from the service manager",
                 endpoints.len()
             );
-            Server::with_endpoints(&config, endpoints)
+            Server::with_endpoints(&config.deployment, &config.loops, endpoints)
         }
         Ok(None) => Server::new(&config),
     };
@@ -97,19 +95,19 @@ fn main() -> ExitCode {
     }
     let listening: Vec<String> = server.endpoints().iter().map(|e| e.to_string()).collect();
     let loops = server.loops();
-    let server_id = config.server_id.as_str();
+    let server_id = config.loops.server_id.as_str();
     info!(
         loops,
-        max_connections = config.max_connections,
+        max_connections = config.deployment.max_connections,
         server_id;
         "listening on {} (max {} connections, {loops} loop(s), server id {server_id})",
         listening.join(" "),
-        config.max_connections,
+        config.deployment.max_connections,
     );
     if server.endpoints().iter().any(|e| e.proxy) {
         info!(
             "PROXY protocol headers accepted from {} (--proxy-from)",
-            config.proxy_from
+            config.loops.proxy_from
         );
     }
 

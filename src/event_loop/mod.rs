@@ -1,7 +1,7 @@
 //! The event loop: one `Poll`, its listeners, a slab of connections, a run queue and a set
 //! of deadlines.
 //!
-//! One turn of [`EventLoop::run`]:
+//! One turn of `EventLoop::run`:
 //!
 //! 1. **Poll** with a timeout that is zero while the run queue or a listener has work left,
 //!    and otherwise the time to the next deadline (or forever).
@@ -40,9 +40,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::buffer::Buffer;
-use crate::config::{Config, StreamOptions};
+use crate::config::{LoopConfig, StreamOptions};
 use crate::connection::{Ready, Turn};
 use crate::control::{Endpoint, Exit, Handle, Shared, Transport};
+use crate::endpoint::Bound;
 use crate::listener::Listener;
 use crate::proxy::TrustList;
 use crate::service::Handler;
@@ -65,20 +66,8 @@ pub const SCRATCH_SIZE: usize = 64 * 1024;
 /// where the gain flattens out while keeping the array (12 bytes per event) small.
 const EVENTS_CAPACITY: usize = 1024;
 
-/// A socket bound for a loop, with what serves it and the service's name.
-pub(crate) struct Bound {
-    pub(crate) socket: socket2::Socket,
-    pub(crate) handler: Handler,
-    pub(crate) name: String,
-    /// Connections start with a PROXY protocol header (TCP only).
-    pub(crate) proxy: bool,
-    /// Connections count against an allowance of this many of their own instead of the
-    /// clients' cap (TCP only): the admin endpoint's.
-    pub(crate) allowance: Option<usize>,
-}
-
 /// The event loop. See the [module documentation](self).
-pub struct EventLoop {
+pub(crate) struct EventLoop {
     /// Which loop of a [`Server`](crate::server::Server) this is (0 when alone), for logs.
     index: usize,
     poll: Poll,
@@ -110,59 +99,11 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// Binds the built-in services named in `config.listen` (reading a PROXY protocol
-    /// header where a listener says `,proxy`).
-    pub fn new(config: &Config) -> io::Result<EventLoop> {
-        let bound = config
-            .listen
-            .iter()
-            .map(|spec| {
-                let handler = spec.service.handler(config.services);
-                let mut group = socket::bind_group(spec.addr, handler.socket_type(), 1)?;
-                Ok(Bound {
-                    socket: group.remove(0),
-                    handler,
-                    name: spec.service.name().to_string(),
-                    proxy: spec.proxy,
-                    allowance: None,
-                })
-            })
-            .collect::<io::Result<Vec<Bound>>>()?;
-        EventLoop::assemble(config, 0, config.max_connections, bound)
-    }
-
-    /// Binds each address with its handler; `config.listen` is ignored. This is how a program
-    /// serves its own [`Service`](crate::service::Service) or
-    /// [`DatagramService`](crate::service::DatagramService) on one loop; a
-    /// [`Server`](crate::server::Server) runs several.
-    pub fn serve(
-        config: &Config,
-        endpoints: impl IntoIterator<Item = (SocketAddr, Handler)>,
-    ) -> io::Result<EventLoop> {
-        let bound = endpoints
-            .into_iter()
-            .map(|(addr, handler)| {
-                let mut group = socket::bind_group(addr, handler.socket_type(), 1)?;
-                let name = match handler {
-                    Handler::Stream(_) => "tcp",
-                    Handler::Datagram(_) => "udp",
-                };
-                Ok(Bound {
-                    socket: group.remove(0),
-                    handler,
-                    name: name.to_string(),
-                    proxy: false,
-                    allowance: None,
-                })
-            })
-            .collect::<io::Result<Vec<Bound>>>()?;
-        EventLoop::assemble(config, 0, config.max_connections, bound)
-    }
-
-    /// Builds loop number `index` around sockets already bound, serving at most
-    /// `max_connections` clients at once (and any listener's own allowance besides).
-    pub(crate) fn assemble(
-        config: &Config,
+    /// Builds loop number `index` of a [`Server`](crate::server::Server) around sockets
+    /// already bound for it, serving at most `max_connections` clients at once (and any
+    /// listener's own allowance besides), set up by `config`, all of it.
+    pub(crate) fn new(
+        config: &LoopConfig,
         index: usize,
         max_connections: usize,
         endpoints: Vec<Bound>,
@@ -265,17 +206,17 @@ impl EventLoop {
     }
 
     /// The bound addresses, in listener order.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
         self.local_addrs.clone()
     }
 
     /// A handle to stop the loop or read its counters from another thread.
-    pub fn handle(&self) -> Handle {
+    pub(crate) fn handle(&self) -> Handle {
         Handle::new(Arc::clone(&self.shared))
     }
 
     /// Runs until shut down. Only a failing `poll` is an error.
-    pub fn run(mut self) -> io::Result<Exit> {
+    pub(crate) fn run(mut self) -> io::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let timeout = self.poll_timeout();

@@ -3,13 +3,20 @@
 //! The binary turns flags into a [`Config`]; [`Config::validate`] is the single place that
 //! decides whether a combination makes sense. Nothing here touches a socket.
 
+mod parse;
+
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
+use crate::endpoint::{EndpointSpec, Origin, Serve};
 use crate::proxy::TrustList;
-use crate::service::{Builtin, Handler, ServiceOptions};
+use crate::service::ServiceOptions;
+
+pub use parse::{
+    host_name, nonzero, parse_cpu_list, parse_duration, parse_size, service_and_options,
+    valid_server_id, ListenSpec,
+};
 
 /// Where `loopd` listens when no `--listen` is given. Loopback, so a bare `loopd` exposes
 /// nothing to the network; 7007 because the RFC port 7 needs privileges.
@@ -170,90 +177,6 @@ pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `--server-id`: a host name's limit.
 pub const MAX_SERVER_ID: usize = 255;
 
-/// One `--listen SERVICE=ADDR[,proxy]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenSpec {
-    /// What to serve.
-    pub service: Builtin,
-    /// Where. `[::]` is dual-stack (IPv4 and IPv6); a specific IPv6 address is IPv6 only.
-    pub addr: SocketAddr,
-    /// Every connection starts with a PROXY protocol header (`,proxy`; TCP services only).
-    pub proxy: bool,
-}
-
-/// Splits `SERVICE[,proxy]` (a `--listen` service, or a socket's `FileDescriptorName=`)
-/// into the service and whether it reads a PROXY protocol header.
-pub fn service_and_options(s: &str) -> Result<(Builtin, bool), String> {
-    let mut parts = s.split(',');
-    let service: Builtin = parts.next().unwrap_or_default().parse()?;
-    let mut proxy = false;
-    for option in parts {
-        match option {
-            "proxy" if service.is_datagram() => {
-                return Err(format!(
-                    "{service} is a UDP service; the PROXY protocol is for TCP listeners"
-                ))
-            }
-            "proxy" => proxy = true,
-            other => return Err(format!("unknown listener option '{other}' (known: proxy)")),
-        }
-    }
-    Ok((service, proxy))
-}
-
-impl FromStr for ListenSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<ListenSpec, String> {
-        let (service, rest) = s.split_once('=').ok_or_else(|| {
-            format!("'{s}' is not SERVICE=ADDR (for example echo=127.0.0.1:7007)")
-        })?;
-        // Options follow the address: echo=127.0.0.1:7007,proxy.
-        let (addr, options) = match rest.split_once(',') {
-            Some((addr, options)) => (addr, Some(options)),
-            None => (rest, None),
-        };
-        let named = match options {
-            Some(options) => format!("{service},{options}"),
-            None => service.to_string(),
-        };
-        let (service, proxy) = service_and_options(&named)?;
-        let addr = addr
-            .parse()
-            .map_err(|_| format!("'{addr}' is not an IP:PORT address (IPv6 as [::1]:7007)"))?;
-        Ok(ListenSpec {
-            service,
-            addr,
-            proxy,
-        })
-    }
-}
-
-impl fmt::Display for ListenSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.service, self.addr)?;
-        if self.proxy {
-            f.write_str(",proxy")?;
-        }
-        Ok(())
-    }
-}
-
-/// The host name, the default `--server-id`: what tells one backend from another behind a
-/// load balancer. `loopd` if the system has none.
-pub fn host_name() -> String {
-    match nix::unistd::gethostname().map(|name| name.into_string()) {
-        Ok(Ok(name)) if valid_server_id(&name) => name,
-        _ => "loopd".to_string(),
-    }
-}
-
-/// A server id is one word of visible ASCII, so it reads back unambiguously from the `line`
-/// service's space-separated `SERVER` reply and from logs.
-pub fn valid_server_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_SERVER_ID && id.bytes().all(|b| b.is_ascii_graphic())
-}
-
 /// Per-connection limits, shared by every connection of a loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -290,33 +213,54 @@ impl Default for Limits {
     }
 }
 
-/// Everything a server needs to start.
+/// Everything a server needs to start, split by who reads it: what to serve (`listen`,
+/// `admin`, `services`: [`Config::endpoints`] turns them into endpoints), how the server is
+/// laid out ([`Deployment`], read by [`Server`](crate::server::Server)), and what every loop
+/// reads ([`LoopConfig`]). Each constructor takes only the part it reads, all of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Listeners, in order.
     pub listen: Vec<ListenSpec>,
+    /// The admin endpoint's address (`/metrics`, `/healthz`, `/readyz`); `None` = off.
+    pub admin: Option<SocketAddr>,
+    /// Limits of the framed services.
+    pub services: ServiceOptions,
+    /// Loops, their cap and placement, the drain delay.
+    pub deployment: Deployment,
+    /// What every loop reads: limits, socket options, timeouts.
+    pub loops: LoopConfig,
+}
+
+/// How a server is laid out: how many loops, where they run, how many clients they serve
+/// together, and how a shutdown begins. Read by [`Server`](crate::server::Server) and its
+/// supervisor, never by a loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
     /// Event loops, each on its own thread with its own socket per listener (see
     /// [`Server`](crate::server::Server)). One by default: a loop saturates a core, and
     /// scaling by loops is a choice about cores, not a default.
     pub threads: usize,
     /// Loop `i` runs on the `i`-th CPU of this list; `None` leaves placement to the kernel.
     pub pin_cpus: Option<Vec<usize>>,
-    /// The admin endpoint's address (`/metrics`, `/healthz`, `/readyz`); `None` = off.
-    pub admin: Option<SocketAddr>,
+    /// See [`DEFAULT_MAX_CONNECTIONS`]; split between the loops by [`connection_share`].
+    pub max_connections: usize,
     /// See [`DEFAULT_DRAIN_DELAY`].
     pub drain_delay: Duration,
-    /// See [`DEFAULT_MAX_CONNECTIONS`].
-    pub max_connections: usize,
-    /// See [`DEFAULT_DRAIN_TIMEOUT`].
-    pub drain_timeout: Duration,
-    /// See [`DEFAULT_BACKLOG`].
-    pub backlog: u32,
-    /// Socket options of accepted connections.
-    pub stream: StreamOptions,
+}
+
+/// What every event loop reads, all of it: the limits of its connections, their socket
+/// options, its listeners' backlog, how long its drain may take, its UDP defences, who may
+/// send a PROXY header, and the server's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopConfig {
     /// Per-connection limits.
     pub limits: Limits,
-    /// Limits of the framed services.
-    pub services: ServiceOptions,
+    /// Socket options of accepted connections.
+    pub stream: StreamOptions,
+    /// See [`DEFAULT_BACKLOG`].
+    pub backlog: u32,
+    /// See [`DEFAULT_DRAIN_TIMEOUT`].
+    pub drain_timeout: Duration,
     /// Per-source response rate limits of the UDP services.
     pub udp: UdpLimits,
     /// This server's name (`--server-id`): the `line` service's `SERVER` reply, `STATS`, and
@@ -331,16 +275,32 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("default listen spec parses")],
+            admin: None,
+            services: ServiceOptions::default(),
+            deployment: Deployment::default(),
+            loops: LoopConfig::default(),
+        }
+    }
+}
+
+impl Default for Deployment {
+    fn default() -> Deployment {
+        Deployment {
             threads: 1,
             pin_cpus: None,
-            admin: None,
-            drain_delay: DEFAULT_DRAIN_DELAY,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            backlog: DEFAULT_BACKLOG,
-            stream: StreamOptions::default(),
+            drain_delay: DEFAULT_DRAIN_DELAY,
+        }
+    }
+}
+
+impl Default for LoopConfig {
+    fn default() -> LoopConfig {
+        LoopConfig {
             limits: Limits::default(),
-            services: ServiceOptions::default(),
+            stream: StreamOptions::default(),
+            backlog: DEFAULT_BACKLOG,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             udp: UdpLimits::default(),
             server_id: host_name(),
             proxy_from: TrustList::default(),
@@ -349,11 +309,22 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The endpoints `listen` names, each with its built-in service's handler.
-    pub fn endpoints(&self) -> impl Iterator<Item = (SocketAddr, Handler)> + '_ {
-        self.listen
-            .iter()
-            .map(|spec| (spec.addr, spec.service.handler(self.services)))
+    /// The endpoints `listen` and `admin` name, each with what serves it: the built-in
+    /// service's handler (with `services`' limits), or the admin endpoint.
+    pub fn endpoints(&self) -> Vec<EndpointSpec> {
+        let listen = self.listen.iter().map(|spec| EndpointSpec {
+            name: spec.service.name().to_string(),
+            origin: Origin::Bind(spec.addr),
+            serve: Serve::Handler(spec.service.handler(self.services)),
+            proxy: spec.proxy,
+        });
+        let admin = self.admin.map(|addr| EndpointSpec {
+            name: "admin".into(),
+            origin: Origin::Bind(addr),
+            serve: Serve::Admin,
+            proxy: false,
+        });
+        listen.chain(admin).collect()
     }
 }
 
@@ -441,7 +412,8 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Checks that the settings can work together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let l = &self.limits;
+        let l = &self.loops.limits;
+        let (d, lc) = (&self.deployment, &self.loops);
         if l.high_watermark == 0 {
             return Err(ConfigError::Zero("high watermark"));
         }
@@ -454,35 +426,35 @@ impl Config {
         if l.read_budget == 0 {
             return Err(ConfigError::Zero("read budget"));
         }
-        if self.max_connections == 0 {
+        if d.max_connections == 0 {
             return Err(ConfigError::Zero("max connections"));
         }
-        if self.threads == 0 {
+        if d.threads == 0 {
             return Err(ConfigError::Zero("threads"));
         }
-        if self.threads > MAX_THREADS {
+        if d.threads > MAX_THREADS {
             return Err(ConfigError::TooLarge {
                 flag: "--threads",
-                value: self.threads,
+                value: d.threads,
                 max: MAX_THREADS,
             });
         }
-        if self.max_connections < self.threads {
+        if d.max_connections < d.threads {
             return Err(ConfigError::TooLarge {
                 flag: "--threads",
-                value: self.threads,
-                max: self.max_connections,
+                value: d.threads,
+                max: d.max_connections,
             });
         }
-        if let Some(cpus) = &self.pin_cpus {
-            if cpus.len() < self.threads {
+        if let Some(cpus) = &d.pin_cpus {
+            if cpus.len() < d.threads {
                 return Err(ConfigError::PinCpus {
                     cpus: cpus.len(),
-                    threads: self.threads,
+                    threads: d.threads,
                 });
             }
         }
-        if self.backlog == 0 {
+        if lc.backlog == 0 {
             return Err(ConfigError::Zero("backlog"));
         }
         if self.services.max_line == 0 {
@@ -491,7 +463,7 @@ impl Config {
         if self.services.max_frame == 0 {
             return Err(ConfigError::Zero("max frame"));
         }
-        if self.udp.rate_limit == Some(0) || self.udp.echo_rate_limit == Some(0) {
+        if lc.udp.rate_limit == Some(0) || lc.udp.echo_rate_limit == Some(0) {
             // Off is `None`; a limit of zero would answer nobody.
             return Err(ConfigError::Zero("a UDP rate limit"));
         }
@@ -503,23 +475,23 @@ impl Config {
             ("--max-line", self.services.max_line, MAX_SIZE_SETTING),
             (
                 "--tcp-rcvbuf",
-                self.stream.rcvbuf.unwrap_or(0),
+                lc.stream.rcvbuf.unwrap_or(0),
                 MAX_SIZE_SETTING,
             ),
             ("--max-frame", self.services.max_frame, frame_max),
             (
                 "--max-connections",
-                self.max_connections,
+                d.max_connections,
                 MAX_CONNECTIONS_SETTING,
             ),
             (
                 "--udp-rate-limit",
-                self.udp.rate_limit.unwrap_or(0) as usize,
+                lc.udp.rate_limit.unwrap_or(0) as usize,
                 MAX_UDP_RATE_LIMIT as usize,
             ),
             (
                 "--udp-echo-rate-limit",
-                self.udp.echo_rate_limit.unwrap_or(0) as usize,
+                lc.udp.echo_rate_limit.unwrap_or(0) as usize,
                 MAX_UDP_RATE_LIMIT as usize,
             ),
         ] {
@@ -530,8 +502,8 @@ impl Config {
         if self.listen.is_empty() {
             return Err(ConfigError::Zero("the number of listeners"));
         }
-        if !valid_server_id(&self.server_id) {
-            return Err(ConfigError::ServerId(self.server_id.clone()));
+        if !valid_server_id(&lc.server_id) {
+            return Err(ConfigError::ServerId(lc.server_id.clone()));
         }
         // TCP and UDP have separate port spaces: echo and udp-echo may share an address.
         // Port 0 means "any free port", so two of them never clash.
@@ -556,215 +528,5 @@ pub fn connection_share(max_connections: usize, threads: usize, index: usize) ->
     max_connections / threads + usize::from(index < max_connections % threads)
 }
 
-/// Parses a CPU list as `taskset` writes one: `0-3`, `0,2`, `0-1,4`.
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
-    let mut cpus = Vec::new();
-    for part in s.split(',') {
-        let number = |n: &str| {
-            n.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("'{s}' is not a CPU list like 0-3 or 0,2"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (number(a)?, number(b)?);
-                if a > b {
-                    return Err(format!("'{part}' is an empty range"));
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(number(part)?),
-        }
-    }
-    Ok(cpus)
-}
-
-/// Parses a duration in human units (`300s`, `5m`, `250ms`). A bare `0` means zero, which the
-/// timeout flags read as "off".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 30s or 5m ({e})"))
-}
-
-/// Parses a byte size in human units (`256KiB`, `1MiB`, `4096`). `KiB`/`MiB` are powers of
-/// two; `KB`/`MB` are powers of ten.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let size: bytesize::ByteSize = s
-        .parse()
-        .map_err(|e| format!("'{s}' is not a size like 256KiB or 1MiB ({e})"))?;
-    usize::try_from(size.as_u64()).map_err(|_| format!("'{s}' is too large"))
-}
-
-/// Zero means "off" for the optional timeouts.
-pub fn nonzero(d: Duration) -> Option<Duration> {
-    (!d.is_zero()).then_some(d)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The defaults are a valid configuration serving echo on loopback port 7007.
-    #[test]
-    fn defaults_validate() {
-        let c = Config::default();
-        c.validate().unwrap();
-        assert_eq!(c.listen[0].service, Builtin::Echo);
-        assert_eq!(c.listen[0].addr, "127.0.0.1:7007".parse().unwrap());
-    }
-
-    /// SERVICE=ADDR accepts IPv4, IPv6 and the dual-stack wildcard.
-    #[test]
-    fn listen_specs() {
-        let v4: ListenSpec = "discard=0.0.0.0:9".parse().unwrap();
-        assert_eq!(v4.service, Builtin::Discard);
-        let v6: ListenSpec = "chargen=[::1]:19".parse().unwrap();
-        assert!(v6.addr.is_ipv6());
-        let dual: ListenSpec = "echo=[::]:7".parse().unwrap();
-        assert_eq!(dual.to_string(), "echo=[::]:7");
-        assert!("echo"
-            .parse::<ListenSpec>()
-            .unwrap_err()
-            .contains("SERVICE=ADDR"));
-        assert!("echo=localhost:7".parse::<ListenSpec>().is_err());
-        let proxied: ListenSpec = "line=0.0.0.0:7100,proxy".parse().unwrap();
-        assert!(proxied.proxy && !v4.proxy);
-        assert_eq!(proxied.to_string(), "line=0.0.0.0:7100,proxy");
-        let udp = "udp-echo=0.0.0.0:7,proxy"
-            .parse::<ListenSpec>()
-            .unwrap_err();
-        assert!(udp.contains("for TCP listeners"), "{udp}");
-        let unknown = "echo=0.0.0.0:7,tls".parse::<ListenSpec>().unwrap_err();
-        assert!(
-            unknown.contains("unknown listener option 'tls'"),
-            "{unknown}"
-        );
-    }
-
-    /// A server id is one word of visible ASCII; the host name is the default.
-    #[test]
-    fn server_ids() {
-        assert!(valid_server_id(&host_name()));
-        for good in ["web-1", "10.0.0.7", "a"] {
-            assert!(valid_server_id(good), "{good}");
-        }
-        for bad in ["", "two words", "tab\there", "é", &"x".repeat(256)] {
-            assert!(!valid_server_id(bad), "{bad}");
-        }
-        let c = Config {
-            server_id: "two words".into(),
-            ..Config::default()
-        };
-        assert!(matches!(c.validate(), Err(ConfigError::ServerId(_))));
-    }
-
-    /// Watermarks must leave hysteresis; zero sizes are refused.
-    #[test]
-    fn invalid_combinations() {
-        let mut c = Config::default();
-        c.limits.low_watermark = c.limits.high_watermark;
-        assert!(matches!(c.validate(), Err(ConfigError::Watermarks { .. })));
-        let mut c = Config::default();
-        c.limits.read_budget = 0;
-        assert_eq!(c.validate(), Err(ConfigError::Zero("read budget")));
-        let mut c = Config::default();
-        c.listen.push(c.listen[0]);
-        assert!(matches!(c.validate(), Err(ConfigError::DuplicateListen(_))));
-        let mut c = Config::default();
-        c.listen.push("udp-echo=127.0.0.1:7007".parse().unwrap());
-        c.validate().expect("TCP and UDP may share a port");
-        let c = Config {
-            listen: vec![
-                "echo=127.0.0.1:0".parse().unwrap(),
-                "line=127.0.0.1:0".parse().unwrap(),
-            ],
-            ..Config::default()
-        };
-        c.validate().expect("two ephemeral ports are distinct");
-    }
-
-    /// Sizes that cannot be honoured are refused by name before any arithmetic sees them.
-    #[test]
-    fn oversize_settings() {
-        let mut c = Config::default();
-        c.services.max_line = usize::MAX;
-        assert!(matches!(
-            c.validate(),
-            Err(ConfigError::TooLarge {
-                flag: "--max-line",
-                ..
-            })
-        ));
-        let mut c = Config::default();
-        c.services.max_frame = u32::MAX as usize + 1;
-        assert!(matches!(
-            c.validate(),
-            Err(ConfigError::TooLarge {
-                flag: "--max-frame",
-                ..
-            })
-        ));
-        let mut c = Config::default();
-        c.services.max_frame = MAX_SIZE_SETTING;
-        c.validate().expect("the largest setting is allowed");
-    }
-
-    /// A UDP rate limit is off (`None`) or between 1 and a million a second.
-    #[test]
-    fn udp_rate_limits() {
-        let mut c = Config::default();
-        c.udp.echo_rate_limit = Some(MAX_UDP_RATE_LIMIT);
-        c.validate().expect("the largest limit is allowed");
-        c.udp.rate_limit = Some(MAX_UDP_RATE_LIMIT + 1);
-        let err = c.validate().unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("--udp-rate-limit 1000001 is more than 1000000 replies a second"),
-            "{err}"
-        );
-        c.udp.rate_limit = Some(0);
-        assert_eq!(c.validate(), Err(ConfigError::Zero("a UDP rate limit")));
-        c.udp.rate_limit = None;
-        c.validate().expect("off");
-    }
-
-    /// Shares add up to the total, differ by at most one, and never leave a loop without
-    /// a slot when there are enough for all.
-    #[test]
-    fn connection_shares() {
-        for (total, threads) in [(40, 4), (10, 4), (10_000, 3), (5, 5), (7, 2)] {
-            let shares: Vec<usize> = (0..threads)
-                .map(|i| connection_share(total, threads, i))
-                .collect();
-            assert_eq!(shares.iter().sum::<usize>(), total, "{shares:?}");
-            let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
-            assert!(hi - lo <= 1 && *lo >= 1, "{shares:?}");
-        }
-    }
-
-    /// CPU lists as taskset writes them.
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-3"), Ok(vec![0, 1, 2, 3]));
-        assert_eq!(parse_cpu_list("0,2"), Ok(vec![0, 2]));
-        assert_eq!(parse_cpu_list("1, 4-5"), Ok(vec![1, 4, 5]));
-        assert!(parse_cpu_list("3-1").is_err());
-        assert!(parse_cpu_list("x").is_err());
-    }
-
-    /// Human units for durations and sizes.
-    #[test]
-    fn human_units() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("soon").is_err());
-        assert_eq!(parse_size("256KiB"), Ok(256 * 1024));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("lots").is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,186 @@
+//! How a service's output reaches the socket: the service is called, and what it wrote is
+//! flushed at once; what the kernel does not take waits in the connection's output buffer,
+//! whose size the watermarks hold between a pause and a resume of reading.
+
+use std::io;
+use std::ops::ControlFlow::{self, Break, Continue};
+
+use log::trace;
+
+use super::{Offer, Serving, State};
+use crate::connection::{Context, Io};
+use crate::service::{Borrowed, Output, Service};
+use crate::socket::Socket;
+use crate::stats::{CloseReason, Stats};
+
+impl Serving {
+    /// Calls a service hook with the input it is `offer`ed and an output sink, applies
+    /// `finish()`, then flushes: every service call is followed by a flush, here and only
+    /// here, because the reply may lie in the loop's shared buffers (the scratch it was read
+    /// into, the output scratch), which must be empty again before any other connection's
+    /// turn. Returns what the hook returned and the bytes it wrote.
+    pub(super) fn call<S, R, F>(
+        &mut self,
+        io: &mut Io<S>,
+        cx: &mut Context<'_>,
+        offer: Offer,
+        hook: F,
+    ) -> ControlFlow<CloseReason, (R, usize)>
+    where
+        S: Socket,
+        R: Default,
+        F: FnOnce(&mut dyn Service, &[u8], &mut Output<'_>) -> R,
+    {
+        if self.finished {
+            return Continue((R::default(), 0));
+        }
+        debug_assert!(cx.out_scratch.is_empty() && cx.out_borrowed.is_none());
+        let high_watermark = cx.limits.high_watermark;
+        let scratch: &[u8] = cx.scratch;
+        let (input, fresh) = match offer {
+            Offer::Nothing => (&[][..], 0),
+            Offer::Fresh(n) => (&scratch[..n], n),
+            Offer::Held => (self.input.as_slice(), 0),
+        };
+        // Output goes to the shared scratch (or stays where it lies) unless bytes are already
+        // pending: then it must queue behind them to keep order.
+        let (mut out, before) = if self.output.is_empty() {
+            let window = &scratch[..fresh];
+            let out =
+                Output::by_reference(cx.out_scratch, window, high_watermark, &mut self.finished);
+            (out, 0)
+        } else {
+            let before = self.output.len();
+            (
+                Output::new(&mut self.output, high_watermark, &mut self.finished),
+                before,
+            )
+        };
+        let answer = hook(self.service.as_mut(), input, &mut out);
+        let produced = out.pending() - before;
+        cx.out_borrowed = out.take_borrowed();
+        if self.finished && self.state == State::Open {
+            self.set_state(io, State::Closing, cx.now);
+        }
+        self.flush(io, cx)?;
+        Continue((answer, produced))
+    }
+
+    /// Writes new output from the scratch buffer, or pending output after a writable edge,
+    /// and the socket layer's own output if it has any. Keeps what the kernel did not
+    /// accept, and applies the watermarks.
+    pub(super) fn flush<S: Socket>(
+        &mut self,
+        io: &mut Io<S>,
+        cx: &mut Context<'_>,
+    ) -> ControlFlow<CloseReason> {
+        let was_empty = self.output.is_empty();
+        if let Some(borrowed) = cx.out_borrowed.take() {
+            // Written from where it lies; only what the kernel does not take is copied.
+            let written = if io.write_blocked {
+                0
+            } else {
+                self.write_some(io, cx, Source::Borrowed(borrowed))?
+            };
+            self.output.extend(&borrowed.bytes(cx.scratch)[written..]);
+        } else if !cx.out_scratch.is_empty() {
+            let written = if was_empty && !io.write_blocked {
+                match self.write_some(io, cx, Source::Scratch) {
+                    Continue(n) => n,
+                    Break(reason) => {
+                        cx.out_scratch.clear();
+                        return Break(reason);
+                    }
+                }
+            } else {
+                0
+            };
+            self.output.extend(&cx.out_scratch.as_slice()[written..]);
+            cx.out_scratch.clear();
+        } else if !was_empty && !io.write_blocked {
+            let written = self.write_some(io, cx, Source::Pending)?;
+            self.output.consume(written);
+        }
+        if io.socket.has_pending_output() && !io.write_blocked {
+            // A layer under us (TLS) has records of its own to send: they go out with ours.
+            match io.socket.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.write_blocked = true,
+                Err(e) => return Break(io.error("flush", &e, &self.state)),
+            }
+        }
+
+        let pending = self.output.len();
+        if was_empty && pending > 0 {
+            // The write-stall clock starts when output starts waiting.
+            self.last_progress = cx.now;
+        }
+        if pending > 0 {
+            // Not on the fast path: an atomic max per message would cost more than the echo.
+            cx.stats.note_pending(pending);
+        }
+        if !self.paused && pending >= cx.limits.high_watermark {
+            self.paused = true;
+            Stats::incr(&cx.stats.backpressure_pauses);
+            trace!("conn {}: paused reading at {pending} bytes pending", io.id);
+        } else if self.paused && pending < cx.limits.low_watermark {
+            // Resume by reading at once: data may already be waiting, and no new edge will
+            // announce it.
+            self.paused = false;
+            io.read_ready = true;
+            trace!("conn {}: resumed reading at {pending} bytes pending", io.id);
+        }
+        Continue(())
+    }
+
+    /// Writes until the data is gone or the kernel takes less than offered. Returns the
+    /// number of bytes written.
+    fn write_some<S: Socket>(
+        &mut self,
+        io: &mut Io<S>,
+        cx: &mut Context<'_>,
+        source: Source,
+    ) -> ControlFlow<CloseReason, usize> {
+        let data = match source {
+            Source::Scratch => cx.out_scratch.as_slice(),
+            Source::Pending => self.output.as_slice(),
+            Source::Borrowed(b) => b.bytes(cx.scratch),
+        };
+        let mut written = 0;
+        while written < data.len() {
+            match io.socket.write(&data[written..]) {
+                Ok(0) => {
+                    let e = io::Error::from(io::ErrorKind::WriteZero);
+                    return Break(io.error("write", &e, &self.state));
+                }
+                Ok(n) => {
+                    written += n;
+                    self.last_progress = cx.now;
+                    io.last_active = cx.now;
+                    Stats::add(&cx.stats.bytes_out, n as u64);
+                    if written < data.len() {
+                        // A short write means the send buffer is full; the writable edge will
+                        // say when there is room again.
+                        io.write_blocked = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    io.write_blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Break(io.error("write", &e, &self.state)),
+            }
+        }
+        Continue(written)
+    }
+}
+
+/// Which buffer `write_some` writes from.
+#[derive(Clone, Copy)]
+enum Source {
+    Scratch,
+    Pending,
+    Borrowed(Borrowed),
+}
