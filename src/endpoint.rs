@@ -6,13 +6,9 @@
 //! [`Config::endpoints`]: crate::config::Config::endpoints
 //! [`Server::with_endpoints`]: crate::server::Server::with_endpoints
 
-use std::io;
 use std::net::SocketAddr;
 
-use socket2::Type;
-
 use crate::service::Handler;
-use crate::socket::bind_group;
 
 /// One endpoint to serve: its service's name (for logs and metrics), its socket, and what
 /// serves it.
@@ -48,28 +44,13 @@ impl EndpointSpec {
 /// Where an endpoint's socket comes from.
 #[derive(Debug)]
 pub enum Origin {
-    /// Bind this address (one socket per loop; see [`bind_group`]).
+    /// Bind this address (one socket per loop; see
+    /// [`bind_group`](crate::socket::bind_group)).
     Bind(SocketAddr),
     /// A socket already bound and listening, handed over by the service manager (systemd
     /// socket activation). With several loops every loop gets a duplicate of the one socket,
     /// so they share its accept queue.
     Inherited(socket2::Socket),
-}
-
-impl Origin {
-    /// `n` sockets of `kind`, one for each loop.
-    pub(crate) fn sockets(self, kind: Type, n: usize) -> io::Result<Vec<socket2::Socket>> {
-        match self {
-            Origin::Bind(addr) => bind_group(addr, kind, n),
-            Origin::Inherited(socket) => {
-                let mut copies: Vec<socket2::Socket> = (1..n)
-                    .map(|_| socket.try_clone())
-                    .collect::<io::Result<_>>()?;
-                copies.insert(0, socket);
-                Ok(copies)
-            }
-        }
-    }
 }
 
 /// What serves an endpoint.

@@ -5,7 +5,7 @@
 //! every listener and UDP endpoint, its slab of connections, run queue, deadlines and
 //! counters. Nothing is shared on the path of a message, so nothing is locked and no cache
 //! line bounces between cores. The sockets of one listener form a `SO_REUSEPORT` group
-//! ([`bind_group`](crate::socket::bind_group)): the kernel hands each new connection (and each
+//! ([`bind_group`]): the kernel hands each new connection (and each
 //! datagram flow) to one of them by a hash of the peer's address and port, so a connection
 //! lives and dies on the loop that accepted it.
 //!
@@ -41,10 +41,11 @@ use log::{info, warn, Level};
 use crate::admin::{self, AdminState};
 use crate::config::{connection_share, Config, Deployment, LoopConfig, ADMIN_CONNECTIONS};
 use crate::control::{Endpoint, Exit, Health, ServerHandle};
-use crate::endpoint::{Bound, EndpointSpec, Serve};
+use crate::endpoint::{Bound, EndpointSpec, Origin, Serve};
 use crate::event_loop::EventLoop;
 use crate::logging::{log_with_fields, Fields};
 use crate::service::Handler;
+use crate::socket::bind_group;
 use crate::stats::Snapshot;
 use crate::supervisor::Supervisor;
 
@@ -95,7 +96,7 @@ impl Server {
                     Some(ADMIN_CONNECTIONS),
                 ),
             };
-            let sockets = spec.origin.sockets(handler.socket_type(), copies)?;
+            let sockets = sockets(spec.origin, handler.socket_type(), copies)?;
             for (loop_sockets, socket) in per_loop.iter_mut().zip(sockets) {
                 loop_sockets.push(Bound {
                     socket,
@@ -234,6 +235,21 @@ impl Server {
                 );
                 Ok(exit)
             }
+        }
+    }
+}
+
+/// `n` sockets of `kind` for an endpoint, one for each loop: bound here, or duplicates of
+/// the one the service manager handed over (the loops then share its accept queue).
+fn sockets(origin: Origin, kind: socket2::Type, n: usize) -> io::Result<Vec<socket2::Socket>> {
+    match origin {
+        Origin::Bind(addr) => bind_group(addr, kind, n),
+        Origin::Inherited(socket) => {
+            let mut copies: Vec<socket2::Socket> = (1..n)
+                .map(|_| socket.try_clone())
+                .collect::<io::Result<_>>()?;
+            copies.insert(0, socket);
+            Ok(copies)
         }
     }
 }

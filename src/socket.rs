@@ -29,14 +29,28 @@ use socket2::{Domain, Protocol, SockRef, Socket as RawSocket, TcpKeepalive, Type
 
 use crate::config::StreamOptions;
 
-/// What a connection needs from its socket. Implemented for mio's `TcpStream` here, and by a
-/// scripted fake in the connection's tests.
+/// What a connection needs from its socket: the seam between the state machine and the
+/// bytes on the wire. Implemented for mio's `TcpStream` here, and by a scripted fake in the
+/// connection's tests; a layer under the state machine (TLS) implements it over a
+/// `TcpStream` of its own, and then the two provided methods matter.
 pub trait Socket: Read + Write {
     /// Sends FIN: shuts down the sending half.
     fn shutdown_write(&mut self) -> io::Result<()>;
     /// Makes the coming close abortive (RST, `SO_LINGER` 0): for stalled writers and forced
     /// shutdown only.
     fn set_abortive(&mut self);
+    /// Whether input is already held above the kernel's queue (a TLS layer's decrypted
+    /// records): a short read then does not prove the socket drained, and no edge will say
+    /// that more is there, so the connection reads on. A plain socket holds none.
+    fn holds_input(&self) -> bool {
+        false
+    }
+    /// Whether the socket has output of its own to send (a handshake message, an alert, a
+    /// `close_notify`), whatever the service wrote: WRITABLE is wanted while it waits,
+    /// [`Write::flush`] sends it, and our FIN waits for it. A plain socket has none.
+    fn has_pending_output(&self) -> bool {
+        false
+    }
 }
 
 impl Socket for TcpStream {

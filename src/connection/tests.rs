@@ -7,8 +7,9 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::time::Duration;
 
 use super::*;
-use crate::service::{Chargen, Daytime, Echo};
-use std::sync::Mutex;
+use crate::service::{Chargen, ConnInfo, Daytime, Echo, Output, ServiceFactory};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 /// One scripted answer to `read()`.
 #[derive(Debug, Clone)]
@@ -20,6 +21,10 @@ enum Step {
 
 /// A socket whose reads follow a script (then `WouldBlock`) and whose writes accept at most
 /// `window` bytes before `WouldBlock`, like a send buffer that is never drained by itself.
+///
+/// As a layer (`layered`, like TLS over TCP), it holds its script above the kernel: whatever
+/// is scripted is input it holds, so a short read leaves more to read without an edge; and
+/// `own_output` is output of its own that `flush` sends through the same window.
 #[derive(Debug, Default)]
 struct Fake {
     script: VecDeque<Step>,
@@ -30,6 +35,8 @@ struct Fake {
     abortive: bool,
     reads: usize,
     writes: usize,
+    layered: bool,
+    own_output: Vec<u8>,
 }
 
 impl Read for Fake {
@@ -70,7 +77,20 @@ impl Write for Fake {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        if self.own_output.is_empty() {
+            return Ok(());
+        }
+        if self.window == 0 {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        let n = self.own_output.len().min(self.window);
+        self.window -= n;
+        self.written.extend(self.own_output.drain(..n));
+        if self.own_output.is_empty() {
+            Ok(())
+        } else {
+            Err(ErrorKind::WouldBlock.into())
+        }
     }
 }
 
@@ -82,6 +102,14 @@ impl Socket for Fake {
 
     fn set_abortive(&mut self) {
         self.abortive = true;
+    }
+
+    fn holds_input(&self) -> bool {
+        self.layered && matches!(self.script.front(), Some(Step::Data(_)))
+    }
+
+    fn has_pending_output(&self) -> bool {
+        !self.own_output.is_empty()
     }
 }
 
@@ -1220,5 +1248,76 @@ mod behind_proxy {
         rig.send(HEADER);
         rig.readable();
         assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(300_000)));
+    }
+}
+
+/// The seam a layer under the state machine (TLS) plugs into: input it holds raises no edge,
+/// and output of its own is wanted, flushed, and sent before our FIN.
+mod socket_layer {
+    use super::*;
+
+    /// Two records' worth of input held by the layer, read in two short reads: the second
+    /// comes in the same turn, because a short read no longer proves the socket drained
+    /// (a plain socket stops after the first; see `short_read_needs_no_second_read`).
+    #[test]
+    fn input_held_by_the_layer_is_read_without_an_edge() {
+        let mut rig = echo_open();
+        rig.sock().layered = true;
+        rig.send(b"first ");
+        rig.send(b"second");
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.take_written(), b"first second");
+        assert_eq!(
+            rig.sock().reads,
+            2,
+            "nothing held after the second: no third read"
+        );
+    }
+
+    /// Output of the layer's own makes the connection want WRITABLE with nothing of the
+    /// service's pending, and the writable edge sends it.
+    #[test]
+    fn output_of_the_layer_is_wanted_and_flushed() {
+        let mut rig = echo_open();
+        assert_eq!(rig.conn.want(), READ_ONLY);
+        rig.sock().window = 0;
+        rig.sock().own_output = b"handshake".to_vec();
+        assert_eq!(rig.conn.want(), READ_WRITE);
+        rig.sock().window = BIG_WINDOW;
+        assert_eq!(rig.writable(), Turn::Wait);
+        assert_eq!(rig.take_written(), b"handshake");
+        assert_eq!(rig.conn.want(), READ_ONLY);
+    }
+
+    /// A service that ends the conversation at once, saying nothing.
+    struct Silent;
+
+    impl Service for Silent {
+        fn on_connect(&mut self, out: &mut Output<'_>) {
+            out.finish();
+        }
+
+        fn on_input(&mut self, _: &[u8], _: &mut Output<'_>) -> usize {
+            0
+        }
+    }
+
+    /// Our FIN waits for the layer's own output: a closing connection with nothing of the
+    /// service's pending does not shut down its sending half while the layer still has bytes
+    /// to send (a TLS alert), and does once they left.
+    #[test]
+    fn fin_waits_for_the_layer_output() {
+        let mut rig = Rig::new(Box::new(Silent));
+        rig.sock().window = 0;
+        rig.sock().own_output = b"alert".to_vec();
+        assert_eq!(rig.open(), Turn::Wait);
+        assert_eq!(rig.conn.state(), State::Closing);
+        assert_eq!(rig.conn.pending_output(), 0);
+        assert!(!rig.sock().fin, "FIN before the layer's output");
+        rig.sock().window = BIG_WINDOW;
+        rig.writable();
+        assert_eq!(rig.take_written(), b"alert");
+        assert!(rig.sock().fin);
+        assert_eq!(rig.conn.state(), State::Lingering);
     }
 }

@@ -24,7 +24,7 @@ use crate::logging::Throttle;
 use crate::service::ConnInfo;
 use crate::socket;
 use crate::stats::{CloseReason, Stats};
-use crate::timer::Time;
+use crate::timer::{Time, TimerSlot};
 
 /// Connections accepted per listener per turn before serving others. Accepting until
 /// `WouldBlock` under a connect flood would starve established connections.
@@ -222,6 +222,7 @@ impl EventLoop {
             pool,
             registered,
             queued: false,
+            timer: TimerSlot::default(),
         });
         self.pools[pool].open += 1;
         self.after_turn(key, turn);

@@ -396,7 +396,7 @@ impl EventLoop {
             return;
         }
         let deadline = slot.conn.deadline(&self.kit.limits);
-        self.timers.arm(&mut slot.conn.timer, deadline, token);
+        self.timers.arm(&mut slot.timer, deadline, token);
     }
 
     /// Drops the connection at `key`: its deadline, its slot, and (by closing the descriptor)
@@ -406,7 +406,7 @@ impl EventLoop {
         let mut slot = self.conns.remove(key);
         self.pools[slot.pool].open -= 1;
         let token = conn_token(key, slot.conn.id());
-        self.timers.disarm(&mut slot.conn.timer, token);
+        self.timers.disarm(&mut slot.timer, token);
         debug!("conn {}: closed ({reason:?})", slot.conn.id());
         self.kit.stats[slot.endpoint].closed(reason);
     }
@@ -470,7 +470,7 @@ impl EventLoop {
             let Some(slot) = lookup(&mut self.conns, key, serial) else {
                 continue;
             };
-            if !Timers::<Token>::fired(&mut slot.conn.timer, at) {
+            if !Timers::<Token>::fired(&mut slot.timer, at) {
                 continue;
             }
             let turn = slot

@@ -10,7 +10,7 @@ use crate::config::Limits;
 use crate::connection::{Connection, Context};
 use crate::socket::Want;
 use crate::stats::Stats;
-use crate::timer::Time;
+use crate::timer::{Time, TimerSlot};
 
 /// One slab entry: a connection plus what the loop tracks about it.
 pub(super) struct Slot {
@@ -23,6 +23,8 @@ pub(super) struct Slot {
     pub(super) registered: Want,
     /// Already on the run queue.
     pub(super) queued: bool,
+    /// Where its entry in the loop's deadline set is.
+    pub(super) timer: TimerSlot,
 }
 
 /// The connection a token names, if it is still there: the slab key may since have been
