@@ -4,7 +4,7 @@
 //! 10,000 echo connections each make one 64-byte round trip and then sit idle. The growth of
 //! the server's resident set (VmRSS) divided by 10,000 is the cost of an idle connection in
 //! user memory (kernel socket memory is not in RSS and is the same for any server). Target:
-//! at most 256 bytes.
+//! at most 128 bytes.
 
 mod support;
 
@@ -17,7 +17,7 @@ fn main() {
     let server = start_loopd(None, &["--max-connections", "20000"]);
     let per = support::idle_footprint(&server, IDLE_CONNECTIONS);
     println!("resident memory per idle connection ({IDLE_CONNECTIONS} echo connections, one round trip each)");
-    println!("  loopd: {per:.0} bytes per connection (target <= 256)");
+    println!("  loopd: {per:.0} bytes per connection (target <= 128)");
     println!(
         "  in-process: Connection is {} bytes; idle buffers own 0 bytes",
         std::mem::size_of::<loopd::connection::Connection<mio::net::TcpStream>>()

@@ -234,7 +234,7 @@ impl<S: Socket> Connection<S> {
     pub fn new(socket: S, service: Box<dyn Service>, id: u64, now: Time) -> Connection<S> {
         Connection {
             io: Io::new(socket, id, now),
-            phase: Phase::Serving(Serving::new(service, Buffer::new(), now)),
+            phase: Phase::Serving(Serving::new(service, Buffer::new())),
         }
     }
 
@@ -268,7 +268,8 @@ impl<S: Socket> Connection<S> {
         }
     }
 
-    /// Heap bytes held by this connection's buffers (zero when idle).
+    /// Heap bytes held by this connection beyond its own size: what waits (bytes in either
+    /// direction, the clocks that watch them) or a stage before serving. Zero when idle.
     pub fn buffered_capacity(&self) -> usize {
         match &self.phase {
             Phase::Serving(s) => s.buffered_capacity(),
@@ -306,7 +307,7 @@ impl<S: Socket> Connection<S> {
             Step::Serve { service, input } => {
                 // The stages are done: the service takes over, in the same turn, with what is
                 // left of its budget.
-                let mut serving = Serving::new(service, input, cx.now);
+                let mut serving = Serving::new(service, input);
                 let turn = serving.open(&mut self.io, cx, budget);
                 self.phase = Phase::Serving(serving);
                 turn
@@ -321,7 +322,7 @@ impl<S: Socket> Connection<S> {
         match &mut self.phase {
             Phase::Serving(s) => s.shut_down(&mut self.io, cx),
             Phase::Preface(_) => {
-                let mut serving = Serving::finished(cx.now);
+                let mut serving = Serving::finished();
                 let turn = serving.shut_down(&mut self.io, cx);
                 self.phase = Phase::Serving(serving);
                 turn

@@ -24,7 +24,7 @@ use crate::logging::Throttle;
 use crate::service::ConnInfo;
 use crate::socket;
 use crate::stats::{CloseReason, Stats};
-use crate::timer::{Time, TimerSlot};
+use crate::timer::Time;
 
 /// Connections accepted per listener per turn before serving others. Accepting until
 /// `WouldBlock` under a connect flood would starve established connections.
@@ -216,14 +216,7 @@ impl EventLoop {
                     return;
                 }
             };
-        entry.insert(Slot {
-            conn,
-            endpoint,
-            pool,
-            registered,
-            queued: false,
-            timer: TimerSlot::default(),
-        });
+        entry.insert(Slot::new(conn, endpoint, pool, registered));
         self.pools[pool].open += 1;
         self.after_turn(key, turn);
     }

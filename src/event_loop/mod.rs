@@ -54,7 +54,7 @@ use crate::udp::guard::Guard;
 use crate::udp::{UdpEndpoint, UdpTurn};
 
 use accept::{AcceptPause, Pool};
-use slot::{lookup, Slot, TurnKit};
+use slot::{lookup, Slot, TurnKit, MAX_POOLS};
 use token::{conn_token, decode, loop_token, Target, DATAGRAM_BASE, WAKER_KEY};
 
 /// Size of the loop's shared read buffer. 64 KiB takes a loopback burst in one read (the
@@ -138,6 +138,15 @@ impl EventLoop {
                     let mut l = Listener::from_socket(socket, config.backlog, factory, endpoint)?;
                     l.proxy = proxy;
                     if let Some(limit) = allowance {
+                        if pools.len() == MAX_POOLS {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                format!(
+                                    "more than {} listeners with an allowance of their own",
+                                    MAX_POOLS - 1
+                                ),
+                            ));
+                        }
                         l.pool = pools.len();
                         pools.push(Pool::new(format!("{name} connection"), limit));
                     }
@@ -328,7 +337,7 @@ impl EventLoop {
             let slot = &mut self.conns[key];
             let turn = slot
                 .conn
-                .shut_down(&mut self.kit.cx(self.now, slot.endpoint));
+                .shut_down(&mut self.kit.cx(self.now, slot.endpoint()));
             self.after_turn(key, turn);
         }
     }
@@ -345,7 +354,7 @@ impl EventLoop {
         warn!("drain timeout: aborting {forced} connections");
         for (_, slot) in self.conns.iter_mut() {
             slot.conn.abort(self.now);
-            self.kit.stats[slot.endpoint].closed(CloseReason::Forced);
+            self.kit.stats[slot.endpoint()].closed(CloseReason::Forced);
         }
         self.conns.clear();
         self.pools.iter_mut().for_each(|p| p.open = 0);
@@ -365,7 +374,7 @@ impl EventLoop {
         };
         let turn = slot
             .conn
-            .turn(&mut self.kit.cx(self.now, slot.endpoint), ready);
+            .turn(&mut self.kit.cx(self.now, slot.endpoint()), ready);
         self.after_turn(key, turn);
     }
 
@@ -404,11 +413,11 @@ impl EventLoop {
     /// rejected later by their serial.
     fn remove(&mut self, key: usize, reason: CloseReason) {
         let mut slot = self.conns.remove(key);
-        self.pools[slot.pool].open -= 1;
+        self.pools[slot.pool()].open -= 1;
         let token = conn_token(key, slot.conn.id());
         self.timers.disarm(&mut slot.timer, token);
         debug!("conn {}: closed ({reason:?})", slot.conn.id());
-        self.kit.stats[slot.endpoint].closed(reason);
+        self.kit.stats[slot.endpoint()].closed(reason);
     }
 
     /// Connections that used up their budget run again, in order. Only those queued before
@@ -475,7 +484,7 @@ impl EventLoop {
             }
             let turn = slot
                 .conn
-                .on_deadline(&mut self.kit.cx(self.now, slot.endpoint));
+                .on_deadline(&mut self.kit.cx(self.now, slot.endpoint()));
             self.after_turn(key, turn);
         }
     }

@@ -104,50 +104,73 @@ impl Service for Finished {
 
 /// The serving state machine. The socket and what is remembered of its readiness are the
 /// connection's ([`Io`]), lent to every call.
+///
+/// Memory follows work: what every connection carries is here, and fits in a few words;
+/// what only a connection with bytes waiting needs is in [`Cold`], allocated when bytes
+/// start waiting and given back when the last one has gone.
 pub(crate) struct Serving {
     service: Box<dyn Service>,
+    /// Bytes that wait, and the clocks that watch them; `None` while nothing waits.
+    cold: Option<Box<Cold>>,
     state: State,
-    /// Bytes read that the service has not consumed yet (a partial request).
-    input: Buffer,
-    /// Bytes written by the service that the kernel has not accepted yet.
-    output: Buffer,
-    /// The last write the kernel accepted bytes from, or when output started pending.
-    last_progress: Time,
-    /// When the current state was entered.
-    since: Time,
     /// Reading stopped because output reached the high watermark.
     paused: bool,
     /// The service left input unconsumed because its output had no room (the output
     /// contract): the held input is offered again as soon as output drains, without waiting
     /// for a read, because a peer that has sent everything raises no new edge.
     held_for_room: bool,
-    /// When the partial request now held began arriving, for the request timeout.
-    partial_since: Option<Time>,
     /// The service has produced its last byte.
     finished: bool,
+}
+
+/// What a connection holds only while something waits: a partial request, output the kernel
+/// did not take, or a lingering close. An idle connection has none of it — an echo
+/// connection whose every reply the kernel takes at once never allocates it.
+#[derive(Debug, Default)]
+struct Cold {
+    /// Bytes read that the service has not consumed yet (a partial request).
+    input: Buffer,
+    /// Bytes written by the service that the kernel has not accepted yet.
+    output: Buffer,
+    /// The last write the kernel accepted bytes from, or when output started pending: the
+    /// write-stall clock.
+    last_progress: Time,
+    /// When the partial request now held began arriving: the request-timeout clock.
+    partial_since: Option<Time>,
+    /// When our FIN was sent: the linger clock.
+    lingering_since: Time,
+}
+
+impl Cold {
+    /// Nothing waits: the connection can give this back.
+    fn is_idle(&self, state: State) -> bool {
+        self.input.is_empty() && self.output.is_empty() && state != State::Lingering
+    }
 }
 
 impl Serving {
     /// Serving `service`, in the `Open` state; `input` holds bytes that arrived before the
     /// service existed (after a PROXY header), offered to it once it has greeted.
-    pub(crate) fn new(service: Box<dyn Service>, input: Buffer, now: Time) -> Serving {
+    pub(crate) fn new(service: Box<dyn Service>, input: Buffer) -> Serving {
+        let cold = (!input.is_empty()).then(|| {
+            Box::new(Cold {
+                input,
+                ..Cold::default()
+            })
+        });
         Serving {
             service,
+            cold,
             state: State::Open,
-            input,
-            output: Buffer::new(),
-            last_progress: now,
-            since: now,
             paused: false,
             held_for_room: false,
-            partial_since: None,
             finished: false,
         }
     }
 
     /// A connection whose service finished before it began (see [`Finished`]).
-    pub(crate) fn finished(now: Time) -> Serving {
-        let mut serving = Serving::new(Box::new(Finished), Buffer::new(), now);
+    pub(crate) fn finished() -> Serving {
+        let mut serving = Serving::new(Box::new(Finished), Buffer::new());
         serving.finished = true;
         serving
     }
@@ -156,12 +179,26 @@ impl Serving {
         self.state
     }
 
+    /// Bytes of output waiting for the kernel.
     pub(crate) fn pending_output(&self) -> usize {
-        self.output.len()
+        self.cold.as_ref().map_or(0, |c| c.output.len())
     }
 
+    /// Bytes of a partial request held.
+    fn held_input(&self) -> usize {
+        self.cold.as_ref().map_or(0, |c| c.input.len())
+    }
+
+    /// Heap bytes held: the cold part and its buffers' memory, or nothing.
     pub(crate) fn buffered_capacity(&self) -> usize {
-        self.input.capacity() + self.output.capacity()
+        self.cold.as_ref().map_or(0, |c| {
+            std::mem::size_of::<Cold>() + c.input.capacity() + c.output.capacity()
+        })
+    }
+
+    /// The cold part, allocated now if nothing waited until now.
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
     }
 
     /// Greets the peer ([`Service::on_connect`]), offers any input that came before the
@@ -207,13 +244,13 @@ impl Serving {
     pub(crate) fn deadline<S>(&self, io: &Io<S>, limits: &Limits) -> Option<Time> {
         match self.state {
             State::Closed => None,
-            State::Lingering => Some(self.since.after(limits.linger_timeout)),
+            State::Lingering => Some(self.lingering_since().after(limits.linger_timeout)),
             _ => {
                 let idle = limits.idle_timeout.map(|d| io.last_active.after(d));
                 let stall = limits
                     .write_stall_timeout
-                    .filter(|_| !self.output.is_empty())
-                    .map(|d| self.last_progress.after(d));
+                    .zip(self.stalled_since())
+                    .map(|(d, since)| since.after(d));
                 let request = self
                     .request_started()
                     .zip(limits.request_timeout)
@@ -227,8 +264,23 @@ impl Serving {
     /// only in `Open`, and not while the input waits for output room (the write-stall
     /// timeout covers a peer that does not read).
     fn request_started(&self) -> Option<Time> {
-        self.partial_since
+        self.cold
+            .as_ref()
+            .and_then(|c| c.partial_since)
             .filter(|_| self.state == State::Open && !self.held_for_room)
+    }
+
+    /// While output is pending: when the kernel last took some (the write-stall clock).
+    fn stalled_since(&self) -> Option<Time> {
+        self.cold
+            .as_ref()
+            .filter(|c| !c.output.is_empty())
+            .map(|c| c.last_progress)
+    }
+
+    /// When our FIN was sent (meaningful while `Lingering`).
+    fn lingering_since(&self) -> Time {
+        self.cold.as_ref().map_or(Time(0), |c| c.lingering_since)
     }
 
     /// The loop's timer came due: closes the connection if one of its deadlines has passed.
@@ -244,18 +296,23 @@ impl Serving {
         let expired = |since: Time, d: Option<Duration>| d.is_some_and(|d| now >= since.after(d));
         let reason = match self.state {
             State::Closed => None,
-            State::Lingering => expired(self.since, Some(l.linger_timeout)).then(|| {
-                debug!(
-                    "conn {}: peer did not finish within the linger timeout",
-                    io.id
-                );
-                CloseReason::LingerTimeout
-            }),
-            _ if !self.output.is_empty() && expired(self.last_progress, l.write_stall_timeout) => {
+            State::Lingering => {
+                expired(self.lingering_since(), Some(l.linger_timeout)).then(|| {
+                    debug!(
+                        "conn {}: peer did not finish within the linger timeout",
+                        io.id
+                    );
+                    CloseReason::LingerTimeout
+                })
+            }
+            _ if self
+                .stalled_since()
+                .is_some_and(|since| expired(since, l.write_stall_timeout)) =>
+            {
                 debug!(
                     "conn {}: {} bytes pending, none accepted for the write-stall timeout; aborting",
                     io.id,
-                    self.output.len()
+                    self.pending_output()
                 );
                 io.socket.set_abortive();
                 Some(CloseReason::WriteStall)
@@ -272,7 +329,7 @@ impl Serving {
                     "conn {}: request incomplete after {:?} ({} bytes held); resetting",
                     io.id,
                     l.request_timeout.unwrap_or_default(),
-                    self.input.len()
+                    self.held_input()
                 );
                 io.socket.set_abortive();
                 Some(CloseReason::RequestTimeout)
@@ -297,7 +354,7 @@ impl Serving {
             State::Closing | State::Lingering => true,
             State::CloseWait | State::Closed => false,
         };
-        let pending = !self.output.is_empty() || io.socket.has_pending_output();
+        let pending = self.pending_output() > 0 || io.socket.has_pending_output();
         Want {
             read,
             write: pending && self.state != State::Closed,
@@ -308,7 +365,9 @@ impl Serving {
     pub(crate) fn set_state<S>(&mut self, io: &Io<S>, next: State, now: Time) {
         trace!("conn {}: state={}=>{}", io.id, self.state, next);
         self.state = next;
-        self.since = now;
+        if next == State::Lingering {
+            self.cold().lingering_since = now;
+        }
     }
 
     fn close<S>(&mut self, io: &Io<S>, reason: CloseReason, now: Time) -> Turn {
@@ -323,6 +382,10 @@ impl Serving {
         flow: ControlFlow<CloseReason>,
         budget: usize,
     ) -> Turn {
+        if self.cold.as_ref().is_some_and(|c| c.is_idle(self.state)) {
+            // The last waiting byte has gone: an idle connection owns nothing but its words.
+            self.cold = None;
+        }
         match flow {
             Break(reason) => self.close(io, reason, cx.now),
             Continue(()) if budget == 0 && self.has_more_work(io, cx.limits) => Turn::Again,
@@ -343,7 +406,7 @@ impl Serving {
         matches!(self.state, State::Open | State::CloseWait)
             && !self.finished
             && !io.write_blocked
-            && self.output.len() < limits.low_watermark
+            && self.pending_output() < limits.low_watermark
     }
 
     /// The greeting, then input that came before the service, then the usual turn.
@@ -355,11 +418,11 @@ impl Serving {
     ) -> ControlFlow<CloseReason> {
         // What followed a PROXY header is the client's first bytes: counted now, offered after
         // the greeting, as if they had just been read.
-        Stats::add(&cx.stats.bytes_in, self.input.len() as u64);
+        Stats::add(&cx.stats.bytes_in, self.held_input() as u64);
         self.call(io, cx, Offer::Nothing, |service, _, out| {
             service.on_connect(out)
         })?;
-        if !self.input.is_empty() {
+        if self.held_input() > 0 {
             self.deliver(io, cx, 0)?;
         }
         self.work(io, cx, budget)
@@ -421,7 +484,10 @@ impl Serving {
             // one read cannot push pending output past the high watermark. Input that is only
             // discarded (closing, lingering) needs no room.
             let room = match self.state {
-                State::Open => cx.limits.high_watermark.saturating_sub(self.output.len()),
+                State::Open => cx
+                    .limits
+                    .high_watermark
+                    .saturating_sub(self.pending_output()),
                 _ => usize::MAX,
             };
             let want = cx.scratch.len().min(*budget).min(room);
@@ -479,10 +545,10 @@ impl Serving {
         // Fast path: the service reads straight from the loop's scratch buffer (and the reply
         // may refer to it where it lies: echo), and only an unconsumed tail (a partial
         // request) is copied to the connection. Behind held input, the fresh bytes queue.
-        let offer = if self.input.is_empty() {
+        let offer = if self.held_input() == 0 {
             Offer::Fresh(n)
         } else {
-            self.input.extend(&cx.scratch[..n]);
+            self.cold().input.extend(&cx.scratch[..n]);
             Offer::Held
         };
         let ((used, out_of_room), _) = self.call(io, cx, offer, |service, input, out| {
@@ -490,25 +556,28 @@ impl Serving {
             (used, out.room() == 0)
         })?;
         match offer {
-            Offer::Fresh(n) => self.input.extend(&cx.scratch[used..n]),
-            _ => self.input.consume(used),
+            Offer::Fresh(n) if used < n => self.cold().input.extend(&cx.scratch[used..n]),
+            Offer::Fresh(_) => {}
+            _ => self.cold().input.consume(used),
         }
+        let held = self.held_input();
         // Input left over with no room for its replies waits for room, not for more bytes.
-        self.held_for_room = out_of_room && !self.input.is_empty() && !self.finished;
-        if self.input.is_empty() {
-            self.partial_since = None;
-        } else if used > 0 || self.partial_since.is_none() {
-            self.partial_since = Some(cx.now);
+        self.held_for_room = out_of_room && held > 0 && !self.finished;
+        if let Some(c) = &mut self.cold {
+            if held == 0 {
+                c.partial_since = None;
+            } else if used > 0 || c.partial_since.is_none() {
+                c.partial_since = Some(cx.now);
+            }
         }
         let limit = self
             .service
             .input_limit()
             .unwrap_or(cx.limits.high_watermark);
-        if self.input.len() > limit && !self.held_for_room {
+        if held > limit && !self.held_for_room {
             warn!(
-                "conn {}: service left {} bytes of input unconsumed (limit {limit}); closing",
+                "conn {}: service left {held} bytes of input unconsumed (limit {limit}); closing",
                 io.id,
-                self.input.len(),
             );
             return Break(CloseReason::Protocol);
         }
@@ -549,7 +618,7 @@ impl Serving {
         cx: &mut Context<'_>,
         budget: &mut usize,
     ) -> ControlFlow<CloseReason> {
-        if !self.output.is_empty() || io.socket.has_pending_output() {
+        if self.pending_output() > 0 || io.socket.has_pending_output() {
             return Continue(());
         }
         match self.state {
@@ -573,8 +642,8 @@ impl fmt::Debug for Serving {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Serving")
             .field("state", &self.state)
-            .field("input", &self.input.len())
-            .field("output", &self.output.len())
+            .field("input", &self.held_input())
+            .field("output", &self.pending_output())
             .field("paused", &self.paused)
             .finish_non_exhaustive()
     }

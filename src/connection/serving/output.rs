@@ -9,9 +9,10 @@ use log::trace;
 
 use super::{Offer, Serving, State};
 use crate::connection::{Context, Io};
-use crate::service::{Borrowed, Output, Service};
+use crate::service::{Output, Service};
 use crate::socket::Socket;
 use crate::stats::{CloseReason, Stats};
+use crate::timer::Time;
 
 impl Serving {
     /// Calls a service hook with the input it is `offer`ed and an output sink, applies
@@ -37,24 +38,39 @@ impl Serving {
         debug_assert!(cx.out_scratch.is_empty() && cx.out_borrowed.is_none());
         let high_watermark = cx.limits.high_watermark;
         let scratch: &[u8] = cx.scratch;
+        // What waits already: held input, and pending output the reply must queue behind.
+        let (held, pending) = match self.cold.as_deref_mut() {
+            Some(c) => (
+                c.input.as_slice(),
+                Some(&mut c.output).filter(|o| !o.is_empty()),
+            ),
+            None => (&[][..], None),
+        };
         let (input, fresh) = match offer {
             Offer::Nothing => (&[][..], 0),
             Offer::Fresh(n) => (&scratch[..n], n),
-            Offer::Held => (self.input.as_slice(), 0),
+            Offer::Held => (held, 0),
         };
         // Output goes to the shared scratch (or stays where it lies) unless bytes are already
         // pending: then it must queue behind them to keep order.
-        let (mut out, before) = if self.output.is_empty() {
-            let window = &scratch[..fresh];
-            let out =
-                Output::by_reference(cx.out_scratch, window, high_watermark, &mut self.finished);
-            (out, 0)
-        } else {
-            let before = self.output.len();
-            (
-                Output::new(&mut self.output, high_watermark, &mut self.finished),
-                before,
-            )
+        let (mut out, before) = match pending {
+            None => {
+                let window = &scratch[..fresh];
+                let out = Output::by_reference(
+                    cx.out_scratch,
+                    window,
+                    high_watermark,
+                    &mut self.finished,
+                );
+                (out, 0)
+            }
+            Some(pending) => {
+                let before = pending.len();
+                (
+                    Output::new(pending, high_watermark, &mut self.finished),
+                    before,
+                )
+            }
         };
         let answer = hook(self.service.as_mut(), input, &mut out);
         let produced = out.pending() - before;
@@ -68,38 +84,43 @@ impl Serving {
 
     /// Writes new output from the scratch buffer, or pending output after a writable edge,
     /// and the socket layer's own output if it has any. Keeps what the kernel did not
-    /// accept, and applies the watermarks.
+    /// accept (in the cold part, allocated for it), and applies the watermarks.
     pub(super) fn flush<S: Socket>(
         &mut self,
         io: &mut Io<S>,
         cx: &mut Context<'_>,
     ) -> ControlFlow<CloseReason> {
-        let was_empty = self.output.is_empty();
+        let was_empty = self.pending_output() == 0;
+        let mut written = 0;
         if let Some(borrowed) = cx.out_borrowed.take() {
             // Written from where it lies; only what the kernel does not take is copied.
-            let written = if io.write_blocked {
-                0
-            } else {
-                self.write_some(io, cx, Source::Borrowed(borrowed))?
-            };
-            self.output.extend(&borrowed.bytes(cx.scratch)[written..]);
+            let bytes = borrowed.bytes(cx.scratch);
+            if !io.write_blocked {
+                written = write_some(io, cx.now, cx.stats, bytes, self.state)?;
+            }
+            if written < bytes.len() {
+                self.cold().output.extend(&bytes[written..]);
+            }
         } else if !cx.out_scratch.is_empty() {
-            let written = if was_empty && !io.write_blocked {
-                match self.write_some(io, cx, Source::Scratch) {
-                    Continue(n) => n,
+            let bytes = cx.out_scratch.as_slice();
+            if was_empty && !io.write_blocked {
+                match write_some(io, cx.now, cx.stats, bytes, self.state) {
+                    Continue(n) => written = n,
                     Break(reason) => {
                         cx.out_scratch.clear();
                         return Break(reason);
                     }
                 }
-            } else {
-                0
-            };
-            self.output.extend(&cx.out_scratch.as_slice()[written..]);
+            }
+            if written < bytes.len() {
+                self.cold().output.extend(&bytes[written..]);
+            }
             cx.out_scratch.clear();
         } else if !was_empty && !io.write_blocked {
-            let written = self.write_some(io, cx, Source::Pending)?;
-            self.output.consume(written);
+            let state = self.state;
+            let cold = self.cold();
+            written = write_some(io, cx.now, cx.stats, cold.output.as_slice(), state)?;
+            cold.output.consume(written);
         }
         if io.socket.has_pending_output() && !io.write_blocked {
             // A layer under us (TLS) has records of its own to send: they go out with ours.
@@ -110,12 +131,13 @@ impl Serving {
             }
         }
 
-        let pending = self.output.len();
-        if was_empty && pending > 0 {
-            // The write-stall clock starts when output starts waiting.
-            self.last_progress = cx.now;
-        }
-        if pending > 0 {
+        let pending = self.pending_output();
+        if let Some(c) = self.cold.as_deref_mut().filter(|_| pending > 0) {
+            // The write-stall clock starts when output starts waiting, and restarts whenever
+            // the kernel takes some.
+            if was_empty || written > 0 {
+                c.last_progress = cx.now;
+            }
             // Not on the fast path: an atomic max per message would cost more than the echo.
             cx.stats.note_pending(pending);
         }
@@ -132,55 +154,42 @@ impl Serving {
         }
         Continue(())
     }
+}
 
-    /// Writes until the data is gone or the kernel takes less than offered. Returns the
-    /// number of bytes written.
-    fn write_some<S: Socket>(
-        &mut self,
-        io: &mut Io<S>,
-        cx: &mut Context<'_>,
-        source: Source,
-    ) -> ControlFlow<CloseReason, usize> {
-        let data = match source {
-            Source::Scratch => cx.out_scratch.as_slice(),
-            Source::Pending => self.output.as_slice(),
-            Source::Borrowed(b) => b.bytes(cx.scratch),
-        };
-        let mut written = 0;
-        while written < data.len() {
-            match io.socket.write(&data[written..]) {
-                Ok(0) => {
-                    let e = io::Error::from(io::ErrorKind::WriteZero);
-                    return Break(io.error("write", &e, &self.state));
-                }
-                Ok(n) => {
-                    written += n;
-                    self.last_progress = cx.now;
-                    io.last_active = cx.now;
-                    Stats::add(&cx.stats.bytes_out, n as u64);
-                    if written < data.len() {
-                        // A short write means the send buffer is full; the writable edge will
-                        // say when there is room again.
-                        io.write_blocked = true;
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+/// Writes `data` until it is gone or the kernel takes less than offered (then the socket is
+/// write-blocked until the writable edge). Returns the number of bytes written.
+fn write_some<S: Socket>(
+    io: &mut Io<S>,
+    now: Time,
+    stats: &Stats,
+    data: &[u8],
+    state: State,
+) -> ControlFlow<CloseReason, usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match io.socket.write(&data[written..]) {
+            Ok(0) => {
+                let e = io::Error::from(io::ErrorKind::WriteZero);
+                return Break(io.error("write", &e, &state));
+            }
+            Ok(n) => {
+                written += n;
+                io.last_active = now;
+                Stats::add(&stats.bytes_out, n as u64);
+                if written < data.len() {
+                    // A short write means the send buffer is full; the writable edge will say
+                    // when there is room again.
                     io.write_blocked = true;
                     break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Break(io.error("write", &e, &self.state)),
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                io.write_blocked = true;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Break(io.error("write", &e, &state)),
         }
-        Continue(written)
     }
-}
-
-/// Which buffer `write_some` writes from.
-#[derive(Clone, Copy)]
-enum Source {
-    Scratch,
-    Pending,
-    Borrowed(Borrowed),
+    Continue(written)
 }
