@@ -119,6 +119,7 @@ pub(crate) fn register(
 /// interest changes (`epoll_ctl` is a system call, and an echo connection in steady state
 /// never needs one); wanting nothing keeps the registration as it is, for an owner that waits
 /// on the run queue or a deadline.
+#[inline]
 pub(crate) fn follow(
     registry: &Registry,
     source: &mut impl Source,

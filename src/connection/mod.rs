@@ -146,6 +146,7 @@ impl<S: Socket> Io<S> {
     }
 
     /// Remembers what the poller reported.
+    #[inline]
     fn note(&mut self, ready: Ready) {
         if ready.writable {
             self.write_blocked = false;
@@ -159,6 +160,7 @@ impl<S: Socket> Io<S> {
     /// Reads once into `buf` (retrying `Interrupted`), and keeps `read_ready` true only while
     /// more may be waiting. `phase` names where the connection is, for the log line of an
     /// unexpected error.
+    #[inline]
     pub(crate) fn read(&mut self, buf: &mut [u8], now: Time, phase: &dyn fmt::Display) -> Read {
         loop {
             match self.socket.read(buf) {
