@@ -6,8 +6,8 @@
 //!
 //! One thread runs one [event loop](event_loop) (and a [`Server`] runs several, one per core): a
 //! `mio::Poll`, its listening sockets, and a slab of
-//! [`Connection`](connection::Connection) state machines, each with a read and a write buffer
-//! that exist only while they hold bytes. Readiness is edge-triggered, so every part of the
+//! [`Connection`](connection::Connection) state machines, whose buffers exist only while they
+//! hold bytes. Readiness is edge-triggered, so every part of the
 //! loop follows the ten invariants in `docs/02-event-loop.md`: drain or remember, write
 //! eagerly and register lazily, stop reading at the high watermark and resume by reading,
 //! half-close as two halves, close without losing data, keep errors local, accept until
@@ -16,34 +16,47 @@
 //!
 //! # Layout
 //!
-//! A suggested reading order, one concern per module:
+//! A suggested reading order, one concern per module. It is also the order in which the
+//! modules depend on each other: each uses only modules above it, so there is no cycle to
+//! untangle when reading.
 //!
-//! 1. [`service`] — the public traits a protocol implements, and the built-ins: echo,
-//!    discard, chargen, daytime, the framed line and frame services, and UDP echo and
-//!    discard. Pure bytes in, bytes out: no sockets.
-//! 2. [`buffer`] — a byte queue that allocates lazily and gives its memory back when empty.
-//! 3. [`connection`] — the state machine (`Open`, `CloseWait`, `Closing`, `Lingering`,
-//!    `Closed`): partial reads and writes, backpressure, half-close, lingering close. Tested
-//!    without sockets.
-//! 4. [`timer`] — deadlines (idle, write stall, linger) in an ordered set with lazy re-arming.
-//! 5. [`socket`] — the socket glue: the connection's `Socket` seam, binding, options, the
-//!    interest type and its re-registration, UDP control messages. [`listener`] — what each
-//!    `accept()` error means; [`udp`] — a UDP
-//!    socket with a bounded reply queue, answering from the address each request was sent
-//!    to, behind a [`guard`](udp::guard) against loops and reflection (forged sources).
-//! 6. [`event_loop`] — `Poll`, tokens, the run queue, accepting, shutdown. The only module,
-//!    with `listener`, `udp` and `server`, that touches mio.
-//! 7. [`server`] — several loops on their own threads, shared-nothing (`SO_REUSEPORT`), and
-//!    the supervisor that handles signals and a loop that fails.
-//! 8. [`config`], [`stats`], [`rlimit`] — tunables with their reasons, counters, and the
-//!    open-files limit.
-//! 9. Operating it: [`admin`] — `/metrics`, `/healthz` and `/readyz` as one more service on
-//!    the loop, with [`metrics`] writing the Prometheus text; [`systemd`] — socket
-//!    activation (the supervisor in [`server`] sends the readiness notifications);
-//!    [`logging`] — structured fields on log lines, and a throttle for warnings.
-//! 10. Behind a load balancer: [`proxy`] — the PROXY protocol header a `,proxy` listener
-//!     reads before its service exists (the connection's header stage is in
-//!     [`connection`]), and who may send one.
+//! 1. [`buffer`] — a byte queue that allocates lazily and gives its memory back when empty.
+//! 2. [`timer`] — deadlines (idle, write stall, linger) in an ordered set with lazy
+//!    re-arming; [`stats`] — each endpoint's counters, written by its loop, read by anyone;
+//!    [`logging`] — structured fields on log lines, and a throttle for warnings;
+//!    [`rlimit`] — the open-files limit.
+//! 3. [`proxy`] — the PROXY protocol header a `,proxy` listener reads before its service
+//!    exists, parsed so that the answer never depends on how the bytes were split, and who
+//!    may send one.
+//! 4. [`service`] — the public traits a protocol implements, and the built-ins: echo,
+//!    discard, chargen, daytime, time, the framed line and frame services, and their UDP
+//!    counterparts. Pure bytes in, bytes out: no sockets.
+//! 5. [`endpoint`] — what a server serves and where each socket comes from (bound here, or
+//!    handed over by systemd); [`config`] — every tunable with its default and its reason,
+//!    split by who reads it: what to serve, the [`Deployment`](config::Deployment) the
+//!    server reads, the [`LoopConfig`](config::LoopConfig) every loop reads.
+//! 6. [`socket`] — the socket glue, as Redis keeps `anet.c` beside `ae.c`: binding a socket
+//!    per loop, the options of an accepted connection, UDP control messages, the
+//!    connection's [`Socket`](socket::Socket) seam, and [`Want`](socket::Want), the one
+//!    interest type, with its re-registration.
+//! 7. [`listener`] — what each `accept()` error means; [`udp`] — a UDP socket with a bounded
+//!    reply queue, answering from the address each request was sent to, behind a
+//!    [`guard`](udp::guard) against loops and reflection (forged sources).
+//! 8. [`connection`] — one connection's life in two rooms: the stages before serving (a
+//!    PROXY header today, a TLS handshake next), then the serving state machine (`Open`,
+//!    `CloseWait`, `Closing`, `Lingering`, `Closed`): partial reads and writes,
+//!    backpressure, half-close, lingering close. Tested without sockets.
+//! 9. [`control`] — what other threads see of a running loop: its [`Handle`], its
+//!    endpoints and counters, how it ended ([`Exit`]), and the server's health.
+//! 10. [`event_loop`] — `Poll`, tokens, the slab, the run queue, accepting, deadlines, the
+//!     drain. With [`socket`], [`listener`], [`udp`], [`control`]'s waker and the
+//!     supervisor's poll, the only code that touches mio.
+//! 11. Operating it: [`metrics`] — the Prometheus text; [`admin`] — `/metrics`, `/healthz`
+//!     and `/readyz` as one more service on the loop.
+//! 12. [`supervisor`] — signals, the drain delay, the watchdog and `sd_notify`, a loop that
+//!     fails; [`server`] — the one construction path from configuration to bound endpoints,
+//!     and several loops on their own threads, shared-nothing (`SO_REUSEPORT`).
+//! 13. [`systemd`] — socket activation: sockets handed over by the service manager.
 //!
 //! The bundled load client, `loopd-bench`, is its own package in this workspace
 //! (`loopd-bench/`): the same kind of event loop from the other side, with verified payloads

@@ -1,7 +1,8 @@
 //! The loop's counters, kept in one place.
 //!
-//! Each loop owns one [`Stats`]. Only the loop thread writes; anyone holding the `Arc` (tests,
-//! the exit log, a future metrics endpoint) reads a [`Snapshot`]. Relaxed atomics are enough:
+//! Each loop keeps one [`Stats`] per endpoint. Only the loop thread writes; anyone holding the
+//! `Arc` (the admin endpoint's `/metrics`, the exit line, SIGHUP's line, tests) reads a
+//! [`Snapshot`]. Relaxed atomics are enough:
 //! every counter is independent, and a reader only needs each value to be one the loop wrote.
 
 use std::fmt;

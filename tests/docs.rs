@@ -1,6 +1,7 @@
 //! The documentation stays true to the tree: every relative link in the README and the
-//! chapters points at a file that exists, and every test the README's Patterns table names
-//! as a proof exists.
+//! chapters points at a file that exists, every test the README's Patterns table names as a
+//! proof exists, and every test (and every other name of the code) the README and the
+//! chapters cite is still there.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -139,5 +140,132 @@ fn no_references_outside_the_repository() {
     assert!(
         outside.is_empty(),
         "files citing paths outside the repository: {outside:?}"
+    );
+}
+
+/// Names from outside loopd that the chapters quote: system calls and kernel functions seen
+/// in profiles, nginx's directives, the inetds' checks, TLS's alert. Everything else a
+/// document cites is loopd's own.
+const OUTSIDE_NAMES: &[&str] = &[
+    "close_notify",
+    "epoll_ctl",
+    "bad_port_check",
+    "check_loop",
+    "_copy_from_iter",
+    "_copy_to_iter",
+    "_raw_spin_unlock_irqrestore",
+    "tcp_sendmsg_locked",
+    "client_header_timeout",
+    "lingering_time",
+    "lingering_timeout",
+    "proxy_pass",
+    "reset_timedout_connection",
+    "stub_status",
+];
+
+/// The tests of a source file: the function after each `#[test]` (property tests included).
+fn tests_in(code: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut expecting = false;
+    for line in code.lines().map(str::trim) {
+        if line.starts_with("#[test]") {
+            expecting = true;
+        } else if expecting {
+            if let Some(rest) = line.split("fn ").nth(1).filter(|_| line.contains("fn ")) {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                names.push(name);
+                expecting = false;
+            }
+        }
+    }
+    names
+}
+
+/// The code with its comments left out (a renamed test's old name may linger in a comment).
+fn without_comments(code: &str) -> String {
+    code.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The inline code spans of `markdown`, fenced blocks left out.
+fn code_spans(markdown: &str) -> Vec<String> {
+    let mut prose = String::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            prose.push_str(line);
+            prose.push('\n');
+        }
+    }
+    prose
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+fn is_identifier(s: &str) -> bool {
+    s.contains('_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Every test the README and the chapters cite is a test in the tree, and every other name
+/// they cite (a function, a field, a metric, a label) is in the code: a backticked
+/// `snake_case` name must occur in some source file outside its comments, or be one of the
+/// [`OUTSIDE_NAMES`]; `file.rs::name` must name a test of that file.
+#[test]
+fn chapters_cite_names_that_exist() {
+    let mut files = Vec::new();
+    sources(&root(), &mut files);
+    let code: Vec<(PathBuf, String)> = files
+        .iter()
+        .map(|f| (f.clone(), std::fs::read_to_string(f).unwrap()))
+        .collect();
+    let all_code: String = code.iter().map(|(_, c)| without_comments(c)).collect();
+    let mut missing = Vec::new();
+    let mut cited_tests = 0;
+    for doc in documents() {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        for span in code_spans(&text) {
+            if let Some((file, name)) = span.split_once(".rs::") {
+                let path = root().join(format!("{file}.rs"));
+                let found = code
+                    .iter()
+                    .find(|(f, _)| *f == path)
+                    .is_some_and(|(_, c)| tests_in(c).iter().any(|t| t == name));
+                cited_tests += 1;
+                if !found {
+                    missing.push(format!("{}: {span}", doc.display()));
+                }
+            } else if is_identifier(&span) && !OUTSIDE_NAMES.contains(&span.as_str()) {
+                let word = |c: char| c.is_alphanumeric() || c == '_';
+                let present = all_code.match_indices(span.as_str()).any(|(i, _)| {
+                    let before = all_code[..i].chars().next_back();
+                    let after = all_code[i + span.len()..].chars().next();
+                    !before.is_some_and(word) && !after.is_some_and(word)
+                });
+                if !present {
+                    missing.push(format!("{}: `{span}`", doc.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        cited_tests > 20,
+        "found only {cited_tests} file::test citations"
+    );
+    assert!(
+        missing.is_empty(),
+        "the documents cite names the code does not have:\n{}",
+        missing.join("\n")
     );
 }
