@@ -20,6 +20,7 @@ use std::sync::Arc;
 use log::warn;
 use mio::Waker;
 
+use crate::config::write_listen;
 use crate::stats::{Snapshot, Stats};
 
 /// How a loop's run ended.
@@ -89,11 +90,7 @@ pub struct Endpoint {
 impl fmt::Display for Endpoint {
     /// As `--listen` names it: `echo=127.0.0.1:7007`, `line=0.0.0.0:7100,proxy`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.service, self.addr)?;
-        if self.proxy {
-            f.write_str(",proxy")?;
-        }
-        Ok(())
+        write_listen(f, &self.service, self.addr, self.proxy)
     }
 }
 

@@ -13,6 +13,7 @@ use crate::endpoint::{EndpointSpec, Origin, Serve};
 use crate::proxy::TrustList;
 use crate::service::ServiceOptions;
 
+pub(crate) use parse::write_listen;
 pub use parse::{
     host_name, nonzero, parse_cpu_list, parse_duration, parse_size, service_and_options,
     valid_server_id, ListenSpec,

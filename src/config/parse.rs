@@ -70,12 +70,22 @@ impl FromStr for ListenSpec {
 
 impl fmt::Display for ListenSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.service, self.addr)?;
-        if self.proxy {
-            f.write_str(",proxy")?;
-        }
-        Ok(())
+        write_listen(f, self.service.name(), self.addr, self.proxy)
     }
+}
+
+/// An endpoint as `--listen` names it: `echo=127.0.0.1:7007`, `line=0.0.0.0:7100,proxy`.
+pub(crate) fn write_listen(
+    f: &mut fmt::Formatter<'_>,
+    service: &str,
+    addr: SocketAddr,
+    proxy: bool,
+) -> fmt::Result {
+    write!(f, "{service}={addr}")?;
+    if proxy {
+        f.write_str(",proxy")?;
+    }
+    Ok(())
 }
 
 /// The host name, the default `--server-id`: what tells one backend from another behind a
