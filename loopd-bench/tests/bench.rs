@@ -350,10 +350,8 @@ fn connect_errors(report: &Value) -> u64 {
 /// without one.
 #[test]
 fn starved_connections_are_unserved_with_or_without_a_warmup() {
-    let config = Config {
-        max_connections: 5,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.deployment.max_connections = 5;
     let server = TestServer::start(config, &[Builtin::Echo]);
     for warmup in ["0s", "1s"] {
         let (code, r, err) = bench_warmup(server.addr(), warmup, &["-c", "15", "-d", "1s"]);
@@ -378,11 +376,9 @@ fn starved_connections_are_unserved_with_or_without_a_warmup() {
 fn connections_established_after_the_window_are_unserved() {
     // One connection served, an accept queue of one or two behind it: the other SYNs are
     // dropped and retransmitted after a second, when the window is over.
-    let config = Config {
-        max_connections: 1,
-        backlog: 1,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.deployment.max_connections = 1;
+    config.loops.backlog = 1;
     let server = TestServer::start(config, &[Builtin::Echo]);
     for warmup in ["0s", "500ms"] {
         let (code, r, err) = bench_warmup(server.addr(), warmup, &["-c", "6", "-d", "500ms"]);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use loopd::config::{parse_duration, Config};
 use loopd::service::{Builtin, ConnInfo, Handler, Output as Sink, Service, ServiceOptions};
-use loopd::EventLoop;
+use loopd::{EndpointSpec, Server};
 use loopd_bench::payload::{parse_header, HEADER_LEN};
 use loopd_bench::DRAIN_GRACE;
 use serde_json::Value;
@@ -230,7 +230,9 @@ fn recording_echo() -> (SocketAddr, Arc<Mutex<Vec<u32>>>, impl FnOnce()) {
         })
     });
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = EventLoop::serve(&Config::default(), [(addr, Handler::Stream(factory))]).unwrap();
+    let config = Config::default();
+    let endpoint = EndpointSpec::bind(addr, Handler::Stream(factory));
+    let server = Server::with_endpoints(&config.deployment, &config.loops, vec![endpoint]).unwrap();
     let addr = server.local_addrs()[0];
     let handle = server.handle();
     let thread = std::thread::spawn(move || server.run());
