@@ -413,8 +413,16 @@ fn segments_of_the_job_add_up_to_one_process() {
         u(&single, "messages"),
         "the same schedule"
     );
-    assert_eq!(u(&merged, "bytes_sent"), u(&single, "bytes_sent"));
-    assert_eq!(u(&merged, "bytes_received"), u(&single, "bytes_received"));
+    // Bytes count when they are written and read, not at their message's slot: on a loaded
+    // machine a write due just before the window's edge can land just after it, in either
+    // run. So they agree to within a few messages, while the messages agree exactly.
+    for key in ["bytes_sent", "bytes_received"] {
+        let (m, s) = (u(&merged, key), u(&single, key));
+        assert!(
+            m.abs_diff(s) <= s / 100,
+            "{key}: merged {m}, one process {s}"
+        );
+    }
     assert_eq!(u(&merged["latency"], "count"), u(&merged, "messages"));
     let rate = |r: &Value| r["rates"]["messages_per_sec"].as_f64().unwrap();
     let (m, s) = (rate(&merged), rate(&single));
