@@ -24,7 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use socket2::{Socket, Type};
 
 use crate::service::ServiceFactory;
-use crate::socket::bind_group;
+use crate::socket::{bind_group, configure_listener};
 
 /// What one `accept()` produced.
 #[derive(Debug)]
@@ -68,13 +68,15 @@ impl Listener {
         Listener::from_socket(socket, backlog, factory, 0)
     }
 
-    /// Starts listening on a socket bound by [`bind_group`].
+    /// Starts listening on a socket bound by [`bind_group`] (or handed over by systemd), with
+    /// the options its connections inherit ([`configure_listener`]).
     pub(crate) fn from_socket(
         socket: Socket,
         backlog: u32,
         factory: Arc<dyn ServiceFactory>,
         endpoint: usize,
     ) -> io::Result<Listener> {
+        configure_listener(&socket)?;
         socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
         let socket = TcpListener::from_std(socket.into());
         let local = socket.local_addr()?;

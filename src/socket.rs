@@ -8,7 +8,8 @@
 //!   re-register only when it changes.
 //! * [`bind_group`]: a socket per loop for one address (`SO_REUSEPORT`, dual-stack `[::]`,
 //!   `SO_REUSEADDR` for TCP only), and [`canonical`] addresses.
-//! * [`configure_stream`] and [`set_abortive_close`]: the options of an accepted connection.
+//! * [`configure_listener`], [`configure_stream`] and [`set_abortive_close`]: the options of
+//!   a listener and of an accepted connection.
 //! * [`PktinfoSocket`]: UDP replies from the address each request was sent to, through the
 //!   `IP_PKTINFO` and `IPV6_PKTINFO` control messages (nix's `recvmsg` and `sendmsg`).
 //!
@@ -83,16 +84,28 @@ impl Want {
         write: false,
     };
 
-    /// As mio's interest; `None` when nothing is wanted, which mio cannot express.
+    /// As mio's interest; `None` when nothing is wanted, which mio cannot express. Reading
+    /// includes [`READ_INTEREST`]'s priority readiness where mio offers it.
     pub fn interest(self) -> Option<Interest> {
         match (self.read, self.write) {
-            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-            (true, false) => Some(Interest::READABLE),
+            (true, true) => Some(READ_INTEREST | Interest::WRITABLE),
+            (true, false) => Some(READ_INTEREST),
             (false, true) => Some(Interest::WRITABLE),
             (false, false) => None,
         }
     }
 }
+
+/// What "readable" is registered as. On Linux it includes `EPOLLPRI`, which epoll reports
+/// while TCP urgent data is queued: a read stops short at the urgent mark with more data
+/// behind it, and the connection must know that a short read then proves nothing
+/// ([`SHORT_READ_DRAINS`](crate::connection::SHORT_READ_DRAINS)). mio reports priority
+/// readiness only on Linux and Android; elsewhere the connection reads until `WouldBlock`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub const READ_INTEREST: Interest = Interest::READABLE.add(Interest::PRIORITY);
+/// What "readable" is registered as (see the Linux definition).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub const READ_INTEREST: Interest = Interest::READABLE;
 
 /// Registers `source` for what it wants (READABLE if it wants nothing yet), and returns what
 /// was registered.
@@ -110,7 +123,7 @@ pub(crate) fn register(
     registry.register(
         source,
         token,
-        registered.interest().unwrap_or(Interest::READABLE),
+        registered.interest().unwrap_or(READ_INTEREST),
     )?;
     Ok(registered)
 }
@@ -197,6 +210,19 @@ fn bound_socket(
 /// into `127.0.0.1:port`. Other addresses are returned unchanged.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Options of a listening socket that its accepted connections inherit, set once per
+/// listener rather than once per connection (Linux and the BSDs copy a listener's socket
+/// flags into every connection it accepts).
+///
+/// `SO_OOBINLINE`: TCP urgent data (`MSG_OOB`) stays in the byte stream. Without it the
+/// kernel takes the urgent byte out of the stream to be read with `recv(MSG_OOB)`, which no
+/// service here does: an echo would silently lose that byte, a TLS record would fail to
+/// decrypt. RFC 6093 asks applications that meet urgent data to read it inline; loopd's
+/// services see exactly the bytes the peer sent.
+pub fn configure_listener(listener: &RawSocket) -> io::Result<()> {
+    listener.set_out_of_band_inline(true)
 }
 
 /// Per-connection socket options, applied right after accept.
@@ -378,16 +404,19 @@ mod tests {
         }
     }
 
-    /// Interest is empty only when nothing is wanted.
+    /// Interest is empty only when nothing is wanted; reading includes urgent data where mio
+    /// reports it.
     #[test]
     fn interest_from_want() {
+        #[cfg(target_os = "linux")]
+        assert!(READ_INTEREST.is_priority());
         assert_eq!(
             Want {
                 read: true,
                 write: false
             }
             .interest(),
-            Some(Interest::READABLE)
+            Some(READ_INTEREST)
         );
         assert_eq!(
             Want {
@@ -395,7 +424,7 @@ mod tests {
                 write: true
             }
             .interest(),
-            Some(Interest::READABLE | Interest::WRITABLE)
+            Some(READ_INTEREST | Interest::WRITABLE)
         );
         assert_eq!(
             Want {

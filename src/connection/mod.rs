@@ -14,9 +14,10 @@
 //!
 //! What both phases share is the socket and what is remembered of its readiness (`Io`).
 //! Edge-triggered readiness is reported once, so the connection *remembers* it: `read_ready`
-//! stays set until a read returns `WouldBlock` or a short count, and `write_blocked` stays set
-//! from a short write until the next writable event. A turn that stops with work left
-//! returns [`Turn::Again`] and the loop runs it next turn without waiting for an event.
+//! stays set until a read returns `WouldBlock` (or a short count, where that proves the
+//! receive queue empty: see [`SHORT_READ_DRAINS`]), and `write_blocked` stays set from a
+//! short write until the next writable event. A turn that stops with work left returns
+//! [`Turn::Again`] and the loop runs it next turn without waiting for an event.
 //!
 //! # The socket seam
 //!
@@ -64,6 +65,10 @@ pub struct Ready {
     /// Data and FIN often arrive under one edge; after this, a short read no longer proves
     /// the queue empty, so the connection reads on until `0` or an error.
     pub closed: bool,
+    /// TCP urgent data is queued (`EPOLLPRI`: the peer sent with `MSG_OOB`). A read stops
+    /// short at the urgent mark even with more data behind it, so until a read says
+    /// `WouldBlock` a short read proves nothing.
+    pub urgent: bool,
 }
 
 impl Ready {
@@ -72,8 +77,22 @@ impl Ready {
         readable: false,
         writable: false,
         closed: false,
+        urgent: false,
     };
 }
+
+/// Whether a short read (fewer bytes than asked for) proves a stream socket's receive queue
+/// empty, so that the drain may end without the extra `read()` that would say `WouldBlock`.
+///
+/// mio promises only "read until `WouldBlock`". The shortcut rests on what epoll does
+/// beneath it, and holds under three conditions, each kept elsewhere: the read stopped
+/// because the queue ran out, not at the peer's FIN queued behind the data ([`Ready::closed`]),
+/// not at a TCP urgent mark ([`Ready::urgent`]: a read never crosses the mark in one go, even
+/// with `SO_OOBINLINE`), and not with input a layer holds above the socket
+/// ([`Socket::holds_input`]); and a later arrival raises a new edge. Only on Linux does mio
+/// report urgent data (`Interest::PRIORITY`, `EPOLLPRI`); elsewhere (kqueue) the connection
+/// reads until `WouldBlock`, as mio documents.
+pub const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// How a turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +138,10 @@ pub(crate) struct Io<S> {
     /// The poller reported the peer's FIN or an error: read to the end regardless of short
     /// reads. Sticky, like the condition it reports.
     pub(crate) peer_closing: bool,
+    /// The poller reported urgent data: read until `WouldBlock` regardless of short reads,
+    /// which stop at the urgent mark. Cleared by `WouldBlock`: the queue is then empty, and
+    /// the next urgent byte raises an edge of its own.
+    pub(crate) urgent: bool,
 }
 
 /// What one read gave.
@@ -142,6 +165,7 @@ impl<S: Socket> Io<S> {
             read_ready: false,
             write_blocked: false,
             peer_closing: false,
+            urgent: false,
         }
     }
 
@@ -151,10 +175,11 @@ impl<S: Socket> Io<S> {
         if ready.writable {
             self.write_blocked = false;
         }
-        if ready.readable || ready.closed {
+        if ready.readable || ready.closed || ready.urgent {
             self.read_ready = true;
         }
         self.peer_closing |= ready.closed;
+        self.urgent |= ready.urgent;
     }
 
     /// Reads once into `buf` (retrying `Interrupted`), and keeps `read_ready` true only while
@@ -170,19 +195,24 @@ impl<S: Socket> Io<S> {
                 }
                 Ok(n) => {
                     self.last_active = now;
-                    if n < buf.len() && !self.peer_closing && !self.socket.holds_input() {
-                        // A short read took all the kernel had: epoll (and kqueue) raise a
-                        // new edge for anything that arrives after it, so no read() is spent
-                        // just to see WouldBlock. mio promises only "read until WouldBlock";
-                        // this is the pollers' guarantee, and it holds only for the socket's
-                        // queue: the peer's FIN reported with the data, or input a layer
-                        // (TLS) holds already, keep the read going.
+                    let proves_empty = SHORT_READ_DRAINS
+                        && !self.peer_closing
+                        && !self.urgent
+                        && !self.socket.holds_input();
+                    if n < buf.len() && proves_empty {
+                        // A short read took all the kernel had, and epoll raises a new edge
+                        // for anything that arrives after it: no read() is spent just to see
+                        // WouldBlock. Not mio's promise but epoll's, and only for the socket's
+                        // own queue read to its end (see SHORT_READ_DRAINS): a FIN reported
+                        // with the data, an urgent mark, or input a layer (TLS) holds keeps
+                        // the read going.
                         self.read_ready = false;
                     }
                     return Read::Data(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.read_ready = false;
+                    self.urgent = false;
                     return Read::Drained;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -282,6 +282,7 @@ impl EventLoop {
                     readable: event.is_readable(),
                     writable: event.is_writable(),
                     closed: event.is_read_closed() || event.is_error(),
+                    urgent: event.is_priority(),
                 };
                 self.turn(key, serial, ready);
             }
