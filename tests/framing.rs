@@ -3,12 +3,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::Shutdown;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use common::*;
 use loopd::config::Config;
-use loopd::service::Builtin;
+use loopd::service::line::{Line, DEFAULT_MAX_LINE, INCOMPLETE};
+use loopd::service::{Builtin, ConnInfo, Handler, Output, Service, ServiceFactory};
+use loopd::{EndpointSpec, Server};
 
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut f = (payload.len() as u32).to_be_bytes().to_vec();
@@ -55,6 +58,119 @@ fn ten_thousand_pipelined_lines() {
         n += 1;
     }
     assert_eq!(n, 10_000);
+}
+
+/// What a [`Counted`] line service saw of its input: the size of each read, and how many
+/// reads ended inside a line.
+#[derive(Debug, Default)]
+struct Reads {
+    sizes: Vec<usize>,
+    ended_mid_line: usize,
+}
+
+/// The line service, watched: each call that brings new bytes is one read of the socket
+/// (nothing here is held back for output room, so no call only re-offers input).
+struct Counted {
+    line: Line,
+    held: usize,
+    reads: Arc<Mutex<Reads>>,
+}
+
+impl Service for Counted {
+    fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize {
+        let used = self.line.on_input(input, out);
+        let mut reads = self.reads.lock().unwrap();
+        reads.sizes.push(input.len() - self.held);
+        self.held = input.len() - used;
+        if self.held > 0 {
+            reads.ended_mid_line += 1;
+        }
+        used
+    }
+
+    fn on_peer_finished(&mut self, out: &mut Output<'_>) {
+        self.line.on_peer_finished(out);
+    }
+
+    fn input_limit(&self) -> Option<usize> {
+        self.line.input_limit()
+    }
+}
+
+/// The boundaries of the sender's writes do not survive TCP: 10,000 lines sent in one write
+/// reach the service in a few reads, far fewer than 10,000, each holding many lines
+/// ("sticky packets"), and a read can end in the middle of a line ("half packets"), whose
+/// rest comes with the next read. The replies come back just as coalesced: the client reads
+/// them in a few reads too. Every line is answered, in order, whatever the split.
+#[test]
+fn ten_thousand_lines_arrive_in_a_few_reads() {
+    let reads = Arc::new(Mutex::new(Reads::default()));
+    let seen = Arc::clone(&reads);
+    let factory: Arc<dyn ServiceFactory> = Arc::new(move |conn: &ConnInfo<'_>| {
+        Box::new(Counted {
+            line: Line::new(conn, DEFAULT_MAX_LINE),
+            held: 0,
+            reads: Arc::clone(&seen),
+        }) as Box<dyn Service>
+    });
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = Config::default();
+    let endpoint = EndpointSpec::bind(addr, Handler::Stream(factory));
+    let server = Server::with_endpoints(&config.deployment, &config.loops, vec![endpoint]).unwrap();
+    let addr = server.local_addrs()[0];
+    let handle = server.handle();
+    let thread = std::thread::spawn(move || server.run());
+
+    let mut c = connect(addr);
+    let requests: String = (0..10_000).map(|i| format!("PING {i:05}\n")).collect();
+    c.write_all(requests.as_bytes()).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let expected: String = (0..10_000).map(|i| format!("PONG {i:05}\r\n")).collect();
+    let (mut got, mut client_reads, mut buf) = (Vec::new(), 0, vec![0; 256 * 1024]);
+    loop {
+        match c.read(&mut buf).unwrap() {
+            0 => break,
+            n => {
+                got.extend_from_slice(&buf[..n]);
+                client_reads += 1;
+            }
+        }
+    }
+    assert!(got == expected.as_bytes(), "the replies differ");
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+
+    let reads = reads.lock().unwrap();
+    let total: usize = reads.sizes.iter().sum();
+    assert_eq!(total, requests.len(), "every byte read once: {reads:?}");
+    eprintln!(
+        "10,000 lines ({total} bytes) in {} server reads ({:?} bytes), {} ending mid-line; \
+         the replies in {client_reads} client reads",
+        reads.sizes.len(),
+        reads.sizes,
+        reads.ended_mid_line
+    );
+    assert!(
+        reads.sizes.len() <= 100,
+        "10,000 lines took {} reads: {reads:?}",
+        reads.sizes.len()
+    );
+    assert!(client_reads <= 100, "the replies took {client_reads} reads");
+}
+
+/// The peer finishes sending with a line left without its ending: the lines before it are
+/// answered, the incomplete one is reported and not answered, then both sides close.
+#[test]
+fn incomplete_last_line_is_reported_at_eof() {
+    let server = TestServer::start(Config::default(), &[Builtin::Line]);
+    let mut c = connect(server.addr());
+    let got = exchange(&mut c, b"PING\nECHO cut sh", 3);
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        format!("PONG\r\n{INCOMPLETE}\r\n")
+    );
+    let s = server.wait_stats("closed", |s| s.active == 0);
+    assert_eq!(s.closed_peer, 1, "{s}");
 }
 
 /// 10,000 pipelined frames in a single write come back identical, in order.
@@ -109,8 +225,9 @@ fn oversize_frame() {
     round_trip(&mut other, &f);
 }
 
-/// Malformed input never panics the server: garbage gets errors, a length prefix or half a
-/// line followed by EOF closes cleanly, and the server keeps serving.
+/// Malformed input never panics the server: garbage gets errors, half a line followed by EOF
+/// is reported and closed, a length prefix followed by EOF closes cleanly, and the server
+/// keeps serving.
 #[test]
 fn malformed_input() {
     let server = TestServer::start(Config::default(), &[Builtin::Line, Builtin::Frame]);
@@ -121,9 +238,10 @@ fn malformed_input() {
     let got = exchange(&mut c, &garbage, garbage.len());
     assert!(String::from_utf8_lossy(&got).starts_with("ERR unknown command"));
 
-    // Half a line, then EOF: an incomplete request gets no reply, just the close.
+    // Half a line, then EOF: not answered as a request, but reported, then the close.
     let mut c = connect(line_addr);
-    assert!(exchange(&mut c, b"ECHO never fini", 4).is_empty());
+    let got = exchange(&mut c, b"ECHO never fini", 4);
+    assert_eq!(got, format!("{INCOMPLETE}\r\n").as_bytes());
 
     // A length prefix promising 100 bytes, then EOF after 10.
     let mut c = connect(frame_addr);

@@ -23,6 +23,13 @@
 //! Replies end in `\r\n`. A line longer than the limit (`--max-line`) gets `ERR line too long`
 //! and a graceful close. The limit is enforced while the line is still arriving, so a client
 //! that never sends a newline holds at most the limit plus one read of the server's memory.
+//! A last line the peer leaves without its ending when it finishes sending is not answered as
+//! a request (it may be a command cut short) but reported: `ERR incomplete line at end of
+//! input`, then the close.
+//!
+//! Finding the ending is linear in the bytes received, however they are split: the service
+//! remembers how much of the incomplete line it has searched already (as tokio-util's
+//! `LinesCodec` does), so the bytes held from earlier reads are not searched again.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +45,9 @@ pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
 /// The longest command name quoted back in an error: the reply to garbage stays short.
 const QUOTE_LIMIT: usize = 32;
 
+/// The reply to a line the peer left without its ending when it finished sending.
+pub const INCOMPLETE: &str = "ERR incomplete line at end of input";
+
 const HELP: &str = "commands: PING [text], ECHO text, TIME, WHOAMI, SERVER, STATS, HELP, QUIT";
 
 /// The line service for one connection.
@@ -48,6 +58,13 @@ pub struct Line {
     loop_index: usize,
     stats: Arc<Stats>,
     max_line: usize,
+    /// The length of the incomplete line the connection holds for this service (the tail of
+    /// the input it left unconsumed), all of it searched already: it holds no `\n`.
+    partial: usize,
+    /// Bytes examined looking for line endings, so that a test can hold the scan to linear
+    /// work.
+    #[cfg(test)]
+    examined: usize,
 }
 
 impl Line {
@@ -61,7 +78,20 @@ impl Line {
             loop_index: conn.loop_index,
             stats: Arc::clone(conn.stats),
             max_line,
+            partial: 0,
+            #[cfg(test)]
+            examined: 0,
         }
+    }
+
+    /// The position of the first `\n` in `bytes`.
+    fn find_newline(&mut self, bytes: &[u8]) -> Option<usize> {
+        let found = bytes.iter().position(|&b| b == b'\n');
+        #[cfg(test)]
+        {
+            self.examined += found.map_or(bytes.len(), |i| i + 1);
+        }
+        found
     }
 
     /// Answers one request line (without its line ending). Returns `false` to end the
@@ -131,15 +161,31 @@ fn reply(out: &mut Output<'_>, parts: &[&[u8]]) {
 impl Service for Line {
     fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize {
         let mut used = 0;
+        // The first line's bytes that an earlier call already searched: the connection
+        // offers the unconsumed tail again, followed by newer bytes, so only the newer bytes
+        // need looking at. Rescanning from the start would make a line trickled in a byte at
+        // a time cost O(n²).
+        let mut searched = std::mem::take(&mut self.partial).min(input.len());
         // The output contract: answer only while output has room. A reply may be far longer
         // than its request (STATS: 6 bytes in, hundreds out), so the rest of the input is
         // left unconsumed and offered again once the peer has read what is pending.
         while out.room() > 0 {
-            let Some(nl) = input[used..].iter().position(|&b| b == b'\n') else {
-                break;
+            let Some(nl) = self.find_newline(&input[used + searched..]) else {
+                // An incomplete line: keep it, unless it is already too long to ever be
+                // valid. The `+ 1` leaves room for a `\r` that the next read may show to be
+                // part of the ending.
+                let partial = input.len() - used;
+                if partial > self.max_line.saturating_add(1) {
+                    reply(out, &[b"ERR line too long"]);
+                    out.finish();
+                    return input.len();
+                }
+                self.partial = partial;
+                return used;
             };
-            let mut line = &input[used..used + nl];
-            used += nl + 1;
+            let mut line = &input[used..used + searched + nl];
+            used += searched + nl + 1;
+            searched = 0;
             if let Some(stripped) = line.strip_suffix(b"\r") {
                 line = stripped;
             }
@@ -153,18 +199,20 @@ impl Service for Line {
                 return input.len();
             }
         }
-        // An incomplete line: keep it, unless it is already too long to ever be valid. The
-        // `+ 1` leaves room for a `\r` that the next read may show to be part of the ending.
-        let partial = input[used..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(input.len() - used, |_| 0);
-        if partial > self.max_line.saturating_add(1) {
-            reply(out, &[b"ERR line too long"]);
-            out.finish();
-            return input.len();
-        }
+        // Out of room. What is left may hold complete lines; whatever the first of them was
+        // searched already stays known.
+        self.partial = searched;
         used
+    }
+
+    /// The peer finished sending. A line it left without its ending is not a request — it
+    /// may be a command cut short — so it is not answered as one; but it is not dropped in
+    /// silence either: the peer is told, then the connection closes as usual.
+    fn on_peer_finished(&mut self, out: &mut Output<'_>) {
+        if self.partial > 0 {
+            reply(out, &[INCOMPLETE.as_bytes()]);
+        }
+        out.finish();
     }
 
     fn input_limit(&self) -> Option<usize> {
@@ -306,6 +354,61 @@ mod tests {
         input.extend([b'z'; 11]);
         input.extend(b"\r\n");
         assert_eq!(ask(&mut h, &input), format!("{}\r\n", "z".repeat(11)));
+    }
+
+    /// Offers `bytes` one at a time as the connection does: what the service leaves
+    /// unconsumed is offered again, followed by the next byte. Returns the replies.
+    fn trickle(h: &mut Harness<Line>, bytes: &[u8]) -> Vec<u8> {
+        let mut held = Vec::new();
+        for &b in bytes {
+            held.push(b);
+            let used = h.input(&held);
+            held.drain(..used);
+        }
+        h.take_output()
+    }
+
+    /// A line trickled in a byte at a time is scanned once, not once per byte: the service
+    /// remembers how far it has looked (as tokio-util's `LinesCodec` keeps `next_index`), so
+    /// the work is linear in the line's length. Rescanning from the start on every read
+    /// examined 8 KiB twice per byte — 67 million bytes for one line.
+    #[test]
+    fn trickled_line_is_scanned_once() {
+        let mut h = Harness::new(service(DEFAULT_MAX_LINE, false));
+        let mut request = b"ECHO ".to_vec();
+        request.resize(DEFAULT_MAX_LINE, b'x');
+        request.extend(b"\r\nPING\n");
+        let replies = trickle(&mut h, &request);
+        let expected = format!("{}\r\nPONG\r\n", "x".repeat(DEFAULT_MAX_LINE - 5));
+        assert_eq!(String::from_utf8(replies).unwrap(), expected);
+        let examined = h.service.examined;
+        assert!(
+            examined <= 2 * request.len(),
+            "{examined} bytes examined for a {}-byte input",
+            request.len()
+        );
+    }
+
+    /// A line left without its ending when the peer finishes is reported, after the replies
+    /// to the complete lines before it; without one, the close is all there is.
+    #[test]
+    fn incomplete_last_line_is_reported() {
+        let mut h = line();
+        assert_eq!(h.input(b"PING\nECHO cut sh"), 5);
+        assert_eq!(h.take_output(), b"PONG\r\n");
+        h.peer_finished();
+        assert_eq!(h.take_output(), format!("{INCOMPLETE}\r\n").as_bytes());
+        assert!(h.finished);
+
+        let mut h = line();
+        assert_eq!(h.input(b"PING\n"), 5);
+        h.take_output();
+        h.peer_finished();
+        assert!(
+            h.take_output().is_empty(),
+            "nothing left: nothing to report"
+        );
+        assert!(h.finished);
     }
 
     /// The largest limit the type can express does not wrap around: a short partial line
