@@ -60,13 +60,21 @@ pub use loopd::server::pin_to_cpu as pin_current_thread;
 /// Counts the system calls a process enters while `f` runs, with `perf stat`. `None` when
 /// perf or its tracepoint is not available here.
 pub fn count_syscalls<T>(pid: u32, f: impl FnOnce() -> T) -> Option<(u64, T)> {
+    let (counts, result) = count_events(pid, &["raw_syscalls:sys_enter"], f)?;
+    Some((counts[0], result))
+}
+
+/// Counts each of `events` (perf event names, such as the tracepoint
+/// `syscalls:sys_enter_epoll_ctl`) in a process while `f` runs, with one `perf stat`. `None`
+/// when perf or one of the events is not available here.
+pub fn count_events<T>(pid: u32, events: &[&str], f: impl FnOnce() -> T) -> Option<(Vec<u64>, T)> {
     let mut perf = Command::new("perf")
         .args([
             "stat",
             "-x",
             ",",
             "-e",
-            "raw_syscalls:sys_enter",
+            &events.join(","),
             "-p",
             &pid.to_string(),
         ])
@@ -83,15 +91,65 @@ pub fn count_syscalls<T>(pid: u32, f: impl FnOnce() -> T) -> Option<(u64, T)> {
     let mut err = String::new();
     perf.stderr.take().unwrap().read_to_string(&mut err).ok()?;
     perf.wait().ok()?;
-    let count = err
-        .lines()
-        .find(|l| l.contains("raw_syscalls:sys_enter"))?
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
+    // One CSV line per event: count, unit, event name, ...
+    let counts = events
+        .iter()
+        .map(|event| {
+            err.lines()
+                .find(|l| l.split(',').nth(2) == Some(event))?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect::<Option<Vec<u64>>>()?;
+    Some((counts, result))
+}
+
+/// Where a process spends its CPU time while `f` runs: `perf record` samples it (kernel and
+/// user space), and each symbol's share of the samples, largest first, is returned. `None`
+/// when perf cannot record here.
+pub fn profile<T>(pid: u32, f: impl FnOnce() -> T) -> Option<(Vec<(String, f64)>, T)> {
+    let data = std::env::temp_dir().join(format!("loopd-bench-profile-{pid}.data"));
+    let mut perf = Command::new("perf")
+        .args([
+            "record",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "4999",
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .ok()?;
-    Some((count, result))
+    std::thread::sleep(Duration::from_millis(500));
+    let result = f();
+    // SAFETY: kill(2) on a child's pid.
+    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+    perf.wait().ok()?;
+    let report = Command::new("perf")
+        .args(["report", "--stdio", "--sort", "sym", "-q", "-i"])
+        .arg(&data)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let _ = std::fs::remove_file(&data);
+    let shares = String::from_utf8_lossy(&report.stdout)
+        .lines()
+        .filter_map(|l| {
+            // "    12.34%  [k] symbol"
+            let (share, rest) = l.trim().split_once('%')?;
+            let symbol = rest.trim().split_once(' ')?.1.trim();
+            Some((symbol.to_string(), share.parse().ok()?))
+        })
+        .collect();
+    Some((shares, result))
 }
 
 /// Which system calls a process makes, by name, while `f` runs (strace -c), for the
@@ -204,6 +262,19 @@ pub fn settled_rss(server: &Server) -> u64 {
 /// 64-byte round trip and then sit idle, after warming up the server's one-off allocations
 /// with a few large exchanges.
 pub fn idle_footprint(server: &Server, n: usize) -> f64 {
+    idle_footprint_observed(server, n, || {}, || {})
+}
+
+/// [`idle_footprint`], calling `before` once the server's memory has settled before the `n`
+/// connections are made, and `after` once it has settled with all of them open and idle:
+/// whatever else is measured around them (the kernel's side) sees the same state but for
+/// the `n` connections.
+pub fn idle_footprint_observed(
+    server: &Server,
+    n: usize,
+    before: impl FnOnce(),
+    after: impl FnOnce(),
+) -> f64 {
     let big = vec![0xA5u8; 256 * 1024];
     for _ in 0..16 {
         let mut c = std::net::TcpStream::connect(server.addr()).unwrap();
@@ -214,7 +285,8 @@ pub fn idle_footprint(server: &Server, n: usize) -> f64 {
         c.read_exact(&mut back).unwrap();
         t.join().unwrap();
     }
-    let before = settled_rss(server);
+    let rss_before = settled_rss(server);
+    before();
     let mut idle = Vec::with_capacity(n);
     let msg = [0x5Au8; 64];
     let mut back = [0u8; 64];
@@ -225,9 +297,10 @@ pub fn idle_footprint(server: &Server, n: usize) -> f64 {
         assert_eq!(back, msg);
         idle.push(c);
     }
-    let after = settled_rss(server);
+    let rss_after = settled_rss(server);
+    after();
     drop(idle);
-    after.saturating_sub(before) as f64 / n as f64
+    rss_after.saturating_sub(rss_before) as f64 / n as f64
 }
 
 /// The median of some measurements.
