@@ -429,7 +429,8 @@ mod open {
         assert_eq!(rig.stats.snapshot().peak_pending_output, 32);
     }
 
-    /// Draining below the low watermark resumes by reading at once, without a readable edge.
+    /// Draining below the low watermark resumes by reading at once, in the same turn: no
+    /// readable edge, and no trip through poll for the re-registration to report the bytes.
     #[test]
     fn resume_reads_immediately_below_low_watermark() {
         let mut rig = echo_open();

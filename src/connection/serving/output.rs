@@ -146,8 +146,11 @@ impl Serving {
             Stats::incr(&cx.stats.backpressure_pauses);
             trace!("conn {}: paused reading at {pending} bytes pending", io.id);
         } else if self.paused && pending < cx.limits.low_watermark {
-            // Resume by reading at once: data may already be waiting, and no new edge will
-            // announce it.
+            // Resume by reading at once: the bytes refused while paused are waiting in the
+            // kernel. Nothing would be lost by waiting instead: READABLE was dropped while
+            // paused, and re-adding it at the end of this turn (EPOLL_CTL_MOD; kqueue's
+            // EV_ADD) makes the poller check the socket again and report what is there. But
+            // that report would cost a trip through poll; reading now does not.
             self.paused = false;
             io.read_ready = true;
             trace!("conn {}: resumed reading at {pending} bytes pending", io.id);
