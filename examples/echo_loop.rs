@@ -1,5 +1,5 @@
 //! The same loop in about 80 lines: an edge-triggered echo server on plain mio, each rule
-//! loopd keeps marked (R1–R9) where this program keeps it. `docs/14-the-loop-in-80-lines.md`
+//! loopd keeps marked (R1–R9) where this program keeps it. `docs/D-the-loop-in-80-lines.md`
 //! sets it beside epoll(7)'s example and mio's `tcp_server.rs`; `tests/echo_loop.rs` runs it.
 //!
 //!     cargo run --example echo_loop -- 127.0.0.1:7007

@@ -14,6 +14,12 @@
 //! `WouldBlock` and pause on exhaustion, never misroute a stale token, let memory follow
 //! work, and keep time in a deadline structure rather than a sweep.
 //!
+//! The chapters in `docs/` are the course this map belongs to, read top-down (the README
+//! lists them in order): readiness and what the kernel promises, one turn of the loop, a
+//! connection's life, framing, backpressure, closing, timers and limits, TLS, UDP, scaling;
+//! then the appendices — measurements, operations, load testing, the same loop in about 80
+//! lines of plain mio (`examples/echo_loop.rs`), and the other pollers.
+//!
 //! # Layout
 //!
 //! A suggested reading order, one concern per module. It is also the order in which the
@@ -38,13 +44,15 @@
 //! 6. [`socket`] — the socket glue, as Redis keeps `anet.c` beside `ae.c`: binding a socket
 //!    per loop, the options of an accepted connection, UDP control messages, the
 //!    connection's [`Socket`](socket::Socket) seam, and [`Want`](socket::Want), the one
-//!    interest type, with its re-registration.
+//!    interest type, with its re-registration (readable includes urgent data, where the
+//!    poller reports it).
 //! 7. [`listener`] — what each `accept()` error means; [`udp`] — a UDP socket with a bounded
 //!    reply queue, answering from the address each request was sent to, behind a
 //!    [`guard`](udp::guard) against loops and reflection (forged sources).
 //! 8. [`connection`] — one connection's life in two rooms: the stages before serving (a
 //!    PROXY header today, a TLS handshake next), then the serving state machine (`Open`,
-//!    `CloseWait`, `Closing`, `Lingering`, `Closed`): partial reads and writes,
+//!    `CloseWait`, `Closing`, `Lingering`, `Closed`): partial reads and writes (and when a
+//!    short read proves the socket drained: [`SHORT_READ_DRAINS`](connection::SHORT_READ_DRAINS)),
 //!    backpressure, half-close, lingering close. Tested without sockets.
 //! 9. [`control`] — what other threads see of a running loop: its [`Handle`], its
 //!    endpoints and counters, how it ended ([`Exit`]), and the server's health.

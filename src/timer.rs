@@ -9,8 +9,10 @@
 //! O(1). When the stale, earlier entry comes due, the owner recomputes its real deadline and
 //! either fires or re-arms ([`Timers::pop_due`] hands the decision back). Only a deadline that
 //! moves *earlier* (entering the linger state, output starting to pend) costs an O(log n)
-//! remove and insert. This is the "lazy timer" nginx and HAProxy use to avoid touching a tree
-//! on every byte.
+//! remove and insert. HAProxy's wait queue is lazy the same way (a task whose expiry moved
+//! later is requeued when it comes due); nginx instead leaves a timer alone when the new
+//! deadline is within 300 ms of the old one, either way, and accepts that much error. Here a
+//! deadline never fires early: the re-check at expiry costs one wake-up instead.
 //!
 //! Time is a plain millisecond count ([`Time`]) from a [`Clock`] the loop reads once per turn;
 //! tests construct `Time` values directly, so nothing here waits in real time.

@@ -1,7 +1,8 @@
 //! The documentation stays true to the tree: every relative link in the README and the
-//! chapters points at a file that exists, every test the README's Patterns table names as a
-//! proof exists, and every test (and every other name of the code) the README and the
-//! chapters cite is still there.
+//! chapters points at a file that exists and, when it names a heading, at a heading that
+//! exists; the README's reading order lists every chapter; every test the README's Patterns
+//! table names as a proof exists, and every test (and every other name of the code) the
+//! README and the chapters cite is still there.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,103 @@ fn relative_links_resolve() {
     );
 }
 
+/// The anchors GitHub gives the headings of `markdown` (fenced blocks left out): lower case,
+/// punctuation dropped but for `-` and `_`, spaces made `-`, and a repeated heading numbered.
+fn anchors(markdown: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        let Some(heading) = line.strip_prefix('#').filter(|_| !fenced) else {
+            continue;
+        };
+        let text = heading.trim_start_matches('#').trim();
+        let slug: String = text
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let mut anchor = slug.clone();
+        let mut n = 0;
+        while !seen.insert(anchor.clone()) {
+            n += 1;
+            anchor = format!("{slug}-{n}");
+        }
+    }
+    seen
+}
+
+/// Every link into a document at a heading (`chapter.md#heading`, or `#heading` within one)
+/// names a heading that document has: renaming a section or moving it to another chapter
+/// cannot leave a reader at the top of the wrong page.
+#[test]
+fn links_to_headings_resolve() {
+    let mut broken = Vec::new();
+    for doc in documents() {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        for target in link_targets(&text) {
+            let Some((file, anchor)) = target.split_once('#') else {
+                continue;
+            };
+            if target.contains("://") || !(file.is_empty() || file.ends_with(".md")) {
+                continue;
+            }
+            let linked = if file.is_empty() {
+                doc.clone()
+            } else {
+                doc.parent().unwrap().join(file)
+            };
+            let Ok(linked_text) = std::fs::read_to_string(&linked) else {
+                continue; // a missing file is relative_links_resolve's to report
+            };
+            if !anchors(&linked_text).contains(anchor) {
+                broken.push(format!("{}: {target}", doc.display()));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "links to headings that do not exist:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// A chapter (`01-readiness.md`) or an appendix (`A-measurements.md`) of the course, as
+/// opposed to the other documents in `docs/` (`benchmarks.md`).
+fn is_course_part(name: &str) -> bool {
+    let b = name.as_bytes();
+    name.ends_with(".md")
+        && (b.first().is_some_and(u8::is_ascii_digit)
+            || (b.first().is_some_and(u8::is_ascii_uppercase) && b.get(1) == Some(&b'-')))
+}
+
+/// The README's reading order names every chapter and appendix in `docs/`, in the order of
+/// their numbers and letters: a part added or renumbered cannot be left out of the course.
+#[test]
+fn reading_order_lists_every_chapter_in_order() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let order = readme
+        .split_once("## Reading order")
+        .map(|(_, rest)| rest.split_once("\n## ").map_or(rest, |(o, _)| o))
+        .expect("README has a Reading order section");
+    let listed: Vec<String> = link_targets(order)
+        .into_iter()
+        .filter_map(|t| t.strip_prefix("docs/").map(str::to_string))
+        .filter(|t| is_course_part(t))
+        .collect();
+    let mut chapters: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| is_course_part(n))
+        .collect();
+    chapters.sort();
+    assert_eq!(listed, chapters, "the reading order and docs/ disagree");
+}
+
 /// Every test the README's Patterns table names as a proof is a function in the tree.
 #[test]
 fn patterns_table_names_real_tests() {
@@ -144,11 +242,24 @@ fn no_references_outside_the_repository() {
 }
 
 /// Names from outside loopd that the chapters quote: system calls and kernel functions seen
-/// in profiles, nginx's directives, the inetds' checks, TLS's alert. Everything else a
-/// document cites is loopd's own.
+/// in profiles, the kernel's slab caches and sysctls, nginx's directives, the inetds' checks,
+/// TLS's alert, the example functions of epoll(7) and tokio-util that the chapters compare
+/// with. Everything else a document cites is loopd's own.
 const OUTSIDE_NAMES: &[&str] = &[
     "close_notify",
+    "do_use_fd",
     "epoll_ctl",
+    "io_uring_enter",
+    "next_index",
+    "anon_vma_chain",
+    "ep_head",
+    "eventpoll_epi",
+    "eventpoll_pwq",
+    "proc_inode_cache",
+    "tcp_sock",
+    "tcp_rmem",
+    "tcp_wmem",
+    "tcp_syn_retries",
     "bad_port_check",
     "check_loop",
     "_copy_from_iter",

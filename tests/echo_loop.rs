@@ -1,4 +1,4 @@
-//! The loop of `docs/14-the-loop-in-80-lines.md` (`examples/echo_loop.rs`) compiles, runs and
+//! The loop of `docs/D-the-loop-in-80-lines.md` (`examples/echo_loop.rs`) compiles, runs and
 //! keeps its rules on the wire: echo is byte-exact whatever the sizes, a half-close gets every
 //! byte and then the FIN, and many clients are served at once.
 

@@ -8,7 +8,11 @@
 //!   receive budget. Stopping at the budget with data left is remembered (the flow goes on
 //!   the worker's run queue), because no new edge will announce data that is already
 //!   queued. Without the budget one fast connection — a chargen server that never stops —
-//!   would keep the worker from every other connection and its clock.
+//!   would keep the worker from every other connection and its clock. Where this differs from
+//!   the server: loopd also reads on while the poller reports TCP urgent data (a read stops
+//!   short at the urgent mark). The client does not register for it: a server under test has
+//!   no business sending `MSG_OOB`, and if one does, the bytes behind the mark wait for its
+//!   next arrival and a reply that never completes is reported (`unanswered`), not hidden.
 //! * **A write of zero bytes is an error.** `write` returning `Ok(0)` for a non-empty buffer
 //!   makes no progress and never will; looping on it spins a core.
 //! * **Output of the stream's own goes first.** A layered stream can owe output nobody
