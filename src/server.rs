@@ -21,7 +21,7 @@
 //! * **The connection cap** is split at start: loop `i` serves at most
 //!   [`connection_share`] of `--max-connections`, the shares adding up to the total exactly.
 //!   A loop whose share is full leaves its clients in its own accept queue even if another
-//!   loop has room; that is the cost of sharing nothing (`docs/12-scaling.md`).
+//!   loop has room; that is the cost of sharing nothing (`docs/10-scaling.md`).
 //! * **The supervisor** is the thread that calls [`Server::run`] ([`crate::supervisor`]):
 //!   signals, the drain delay, the watchdog, and a loop that fails — which does not leave the
 //!   process half-alive: every other loop drains (their clients lose nothing), and

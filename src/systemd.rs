@@ -7,7 +7,7 @@
 //! `admin`, any name `--listen` accepts, with its options (`echo,proxy`) — and checks that a TCP service got a stream socket
 //! and a UDP service a datagram socket. Why it matters: the service manager owns the
 //! listening socket, so while loopd restarts, new connections wait in its backlog instead of
-//! being refused (`docs/07-operations.md` has the sequence).
+//! being refused (`docs/B-operations.md` has the sequence).
 //!
 //! The same protocol tells systemd when loopd is ready (`READY=1`), what it is doing
 //! (`STATUS=`), that it is stopping (`STOPPING=1`) and that it is alive (`WATCHDOG=1`); the

@@ -1,7 +1,7 @@
 //! The deployment files in `dist/` and the `Dockerfile`, checked as far as this machine can:
 //! systemd's own verifier on the units, the Kubernetes manifests parsed and held to the drain
 //! sequence, the image built with the README's command. (No Kubernetes cluster and no Docker
-//! engine run here; `docs/07-operations.md` says what was and was not run.)
+//! engine run here; `docs/B-operations.md` says what was and was not run.)
 
 mod common;
 

@@ -6,7 +6,7 @@
 //! message and can keep one server core busy from one client core. Every echoed byte is
 //! verified, latency goes into HdrHistograms, and the report is text, JSON and a picture.
 //!
-//! `docs/11-load-testing.md` explains closed and open loops, coordinated omission, how to
+//! `docs/C-load-testing.md` explains closed and open loops, coordinated omission, how to
 //! read the results, and how the engine is built.
 //!
 //! # Layout

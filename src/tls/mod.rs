@@ -1,5 +1,5 @@
 //! TLS for stream listeners, behind the `tls` feature: rustls under the connection state
-//! machine. The chapter is `docs/13-tls.md`; this is the map.
+//! machine. The chapter is `docs/08-tls.md`; this is the map.
 //!
 //! 1. [`x509`] — just enough DER to print a certificate's subject (for logs and the client
 //!    certificate a session presented).

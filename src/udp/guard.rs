@@ -9,7 +9,7 @@
 //! `127.0.0.1:<udp-echo's port>` to udp-chargen made one loopd exchange 600,000 datagrams a
 //! second with itself, for as long as it lived.
 //!
-//! Three defences, each for what the others miss (`docs/10-udp.md` has what each stops):
+//! Three defences, each for what the others miss (`docs/09-udp.md` has what each stops):
 //!
 //! 1. **Privileged source ports are refused** (xinetd's `bad_port_check`). The services a
 //!    loop can be made with (echo 7, chargen 19, daytime 13, time 37, and DNS, NTP…) listen

@@ -287,7 +287,7 @@ impl Serving {
     /// Applies exactly the rules of [`Serving::deadline`] for the current state, so a stale
     /// entry (armed before a state change) can never close it for the wrong reason.
     ///
-    /// Each reason ends the connection its own way (the table is in `docs/05-closing.md`):
+    /// Each reason ends the connection its own way (the table is in `docs/06-closing.md`):
     /// lingering ends with a plain close; a write stall and a request timeout reset (the peer
     /// stopped reading, or is too slow to send, and no reply is owed); the idle timeout closes
     /// with FIN (a quiet peer has nothing unread to be reset over).
