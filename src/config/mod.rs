@@ -419,6 +419,11 @@ impl Config {
         if l.high_watermark == 0 {
             return Err(ConfigError::Zero("high watermark"));
         }
+        if l.low_watermark == 0 {
+            // Reading resumes when pending output falls below the low watermark: below zero
+            // it never does, and a connection paused once would never read again.
+            return Err(ConfigError::Zero("low watermark"));
+        }
         if l.low_watermark >= l.high_watermark {
             return Err(ConfigError::Watermarks {
                 low: l.low_watermark,

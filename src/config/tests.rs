@@ -55,6 +55,16 @@ fn server_ids() {
     assert!(matches!(c.validate(), Err(ConfigError::ServerId(_))));
 }
 
+/// A low watermark of zero is refused: reading resumes when pending output falls below the
+/// low watermark, which it never does below zero, so a connection paused by backpressure
+/// would never read again (not even its peer's FIN). Found by the `frame` fuzz target.
+#[test]
+fn zero_low_watermark_is_refused() {
+    let mut c = Config::default();
+    c.loops.limits.low_watermark = 0;
+    assert_eq!(c.validate(), Err(ConfigError::Zero("low watermark")));
+}
+
 /// Watermarks must leave hysteresis; zero sizes are refused.
 #[test]
 fn invalid_combinations() {
