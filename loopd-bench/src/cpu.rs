@@ -132,7 +132,12 @@ impl MetricsUrl {
     /// Reads the process CPU counter now.
     pub fn cpu_seconds(&self) -> Result<f64, String> {
         let page = self.get().map_err(|e| format!("{}: {e}", self.url))?;
-        cpu_counter(&page).ok_or_else(|| format!("{}: no {CPU_COUNTER} sample", self.url))
+        cpu_counter(&page).ok_or_else(|| {
+            format!(
+                "{}: no {CPU_COUNTER} sample with a counter's value (finite, not negative)",
+                self.url
+            )
+        })
     }
 
     /// `GET` the page, over a fresh connection.
@@ -194,7 +199,9 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The value of the `process_cpu_seconds_total` sample in a Prometheus text page (the sum,
-/// if a page has several, say one per process label).
+/// if a page has several, say one per process label); `None` if there is none, or if one is
+/// not a CPU counter's value (negative, infinite, not a number): a figure from it would be
+/// nonsense.
 pub fn cpu_counter(page: &str) -> Option<f64> {
     let mut total = None;
     for line in page.lines() {
@@ -208,6 +215,9 @@ pub fn cpu_counter(page: &str) -> Option<f64> {
             None => continue, // a longer name that starts the same
         };
         let value: f64 = rest.split_whitespace().next()?.parse().ok()?;
+        if !(value.is_finite() && value >= 0.0) {
+            return None;
+        }
         *total.get_or_insert(0.0) += value;
     }
     total
@@ -379,6 +389,21 @@ mod tests {
             Some(3.0)
         );
         assert_eq!(cpu_counter("loopd_connections_active 1\n"), None);
+    }
+
+    /// A sample that cannot be a CPU counter's — negative, infinite, not a number — makes the
+    /// page's counter unusable instead of a figure: a negative one gave a negative cost, an
+    /// infinite one a cost the JSON report writes as null, which `merge` then refuses. Found
+    /// by the `metrics` fuzz target.
+    #[test]
+    fn counter_values_that_are_not_counters_are_refused() {
+        for value in ["-14.5", "+Inf", "-Inf", "NaN", "inf"] {
+            let page = format!("process_cpu_seconds_total {value}\n");
+            assert_eq!(cpu_counter(&page), None, "{value}");
+        }
+        let page = "process_cpu_seconds_total{a=\"1\"} 2\nprocess_cpu_seconds_total{a=\"2\"} -1\n";
+        assert_eq!(cpu_counter(page), None);
+        assert_eq!(cpu_counter("process_cpu_seconds_total 0\n"), Some(0.0));
     }
 
     /// This test process's own CPU time, read as a server's would be.
