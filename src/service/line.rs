@@ -411,6 +411,29 @@ mod tests {
         assert!(h.finished);
     }
 
+    /// A partial line already too long is refused only while output has room: when the
+    /// replies before it filled the room, the refusal waits with the line, so pending output
+    /// exceeds the high watermark by one reply at most (the output contract). Found by the
+    /// `line` fuzz target.
+    #[test]
+    fn too_long_partial_line_waits_for_room() {
+        let mut h = line();
+        h.high_watermark = 10;
+        let mut input = b"PING xxxxxxx\n".to_vec();
+        input.extend([b'a'; 40]);
+        assert_eq!(h.input(&input), 13, "the partial line is held");
+        assert_eq!(
+            h.take_output(),
+            b"PONG xxxxxxx\r\n",
+            "one reply over the watermark"
+        );
+        assert!(!h.finished);
+        // Offered again once the reply has drained.
+        assert_eq!(h.input(&input[13..]), 40);
+        assert_eq!(h.take_output(), b"ERR line too long\r\n");
+        assert!(h.finished);
+    }
+
     /// The largest limit the type can express does not wrap around: a short partial line
     /// is kept, not refused as too long.
     #[test]
