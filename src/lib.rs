@@ -66,6 +66,10 @@
 //!     and several loops on their own threads, shared-nothing (`SO_REUSEPORT`).
 //! 13. [`systemd`] — socket activation: sockets handed over by the service manager.
 //!
+//! Last, hidden and compiled only for the tests and with the `fuzzing` feature,
+//! `fuzzing` holds the entry points of the fuzz targets in `fuzz/`, which drive these modules
+//! with arbitrary network input (`docs/fuzzing.md`).
+//!
 //! The bundled load client, `loopd-bench`, is its own package in this workspace
 //! (`loopd-bench/`): the same kind of event loop from the other side, with verified payloads
 //! and HdrHistogram latency. It uses this library for size and duration parsing, the
@@ -132,6 +136,9 @@ pub mod connection;
 pub mod control;
 pub mod endpoint;
 pub mod event_loop;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

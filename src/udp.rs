@@ -120,7 +120,9 @@ impl UdpEndpoint {
 }
 
 impl<S: DatagramSocket> UdpEndpoint<S> {
-    fn with_socket(
+    /// An endpoint on any [`DatagramSocket`]: a bound socket, or a scripted one in the tests
+    /// and the fuzz targets.
+    pub(crate) fn with_socket(
         socket: S,
         local: SocketAddr,
         service: Box<dyn DatagramService>,

@@ -155,30 +155,36 @@ impl MetricsUrl {
         c.take(MAX_PAGE)
             .read_to_end(&mut raw)
             .map_err(|e| e.to_string())?;
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut headers);
-        let head = match response.parse(&raw) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Err("an incomplete HTTP response".into()),
-            Err(e) => return Err(format!("not an HTTP response: {e}")),
-        };
-        if response.code != Some(200) {
-            return Err(format!("HTTP status {:?}", response.code));
-        }
-        let chunked = response.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("transfer-encoding")
-                && String::from_utf8_lossy(h.value)
-                    .to_ascii_lowercase()
-                    .contains("chunked")
-        });
-        let body = &raw[head..];
-        let body = if chunked {
-            dechunk(body)?
-        } else {
-            body.to_vec()
-        };
-        String::from_utf8(body).map_err(|_| "the page is not UTF-8".into())
+        page(&raw)
     }
+}
+
+/// The body of the response `raw`, read to the end of the connection: a 200 whose body,
+/// dechunked if it came in chunks, is UTF-8 text.
+pub(crate) fn page(raw: &[u8]) -> Result<String, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err("an incomplete HTTP response".into()),
+        Err(e) => return Err(format!("not an HTTP response: {e}")),
+    };
+    if response.code != Some(200) {
+        return Err(format!("HTTP status {:?}", response.code));
+    }
+    let chunked = response.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            && String::from_utf8_lossy(h.value)
+                .to_ascii_lowercase()
+                .contains("chunked")
+    });
+    let body = &raw[head..];
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    String::from_utf8(body).map_err(|_| "the page is not UTF-8".into())
 }
 
 /// A chunked body, joined (`Connection: close` servers rarely chunk, but some do).

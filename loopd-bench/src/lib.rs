@@ -45,6 +45,10 @@
 //!     CPU counters, builds the [`Report`].
 //! 13. [`repeat`] — iterations until a confidence interval is met; [`compare`] — several
 //!     servers in alternating iterations, side by side.
+//!
+//! Last, hidden and compiled only for the tests and with the `fuzzing` feature,
+//! `fuzzing` holds the entry points of the fuzz targets in `fuzz/` for what servers send
+//! (`docs/fuzzing.md`).
 
 #![deny(missing_docs)]
 
@@ -86,6 +90,10 @@ pub mod run;
 pub mod repeat;
 
 pub mod compare;
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use config::{BenchConfig, ConfigError, Expect, Load, Mode, Segment, Sources, Stop, Transport};
 pub use errors::ErrorKind;

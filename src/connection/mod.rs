@@ -300,6 +300,16 @@ impl<S: Socket> Connection<S> {
         }
     }
 
+    /// Bytes read that the service has not consumed yet (a partial request, or input held
+    /// for output room); zero before serving. For the fuzz targets' bound on held input.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn held_input(&self) -> usize {
+        match &self.phase {
+            Phase::Serving(s) => s.held_input(),
+            Phase::Preface(_) => 0,
+        }
+    }
+
     /// Heap bytes held by this connection beyond its own size: what waits (bytes in either
     /// direction, the clocks that watch them) or a stage before serving. Zero when idle.
     pub fn buffered_capacity(&self) -> usize {

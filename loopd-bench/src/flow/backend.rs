@@ -14,7 +14,7 @@ pub const ASK_SERVER: &[u8] = b"SERVER\n";
 
 /// The longest answer to `SERVER` accepted: a server id (at most 255 bytes), an address and
 /// a loop number.
-const MAX_SERVER_REPLY: usize = 512;
+pub(crate) const MAX_SERVER_REPLY: usize = 512;
 
 /// Which server answers a connection.
 #[derive(Debug, Default)]
@@ -99,6 +99,22 @@ pub fn identify<'d, S>(
     answer: &mut Vec<u8>,
     data: &'d [u8],
 ) -> Result<Option<Identified<'d>>, Failure> {
+    let Some((server_id, rest)) = answer_line(answer, data)? else {
+        return Ok(None);
+    };
+    let tally = &mut cx.record.tally;
+    let backend = tally.backend(server_id);
+    tally.backends[backend].connections += 1;
+    Ok(Some((backend, rest)))
+}
+
+/// Collects the answer to `SERVER` from `data` into `answer`. Once its line is complete,
+/// returns the server id it names and the bytes after the line; `None` while the line is
+/// incomplete.
+pub(crate) fn answer_line<'a, 'd>(
+    answer: &'a mut Vec<u8>,
+    data: &'d [u8],
+) -> Result<Option<(&'a str, &'d [u8])>, Failure> {
     let end = data.iter().position(|&b| b == b'\n');
     let take = end.map_or(data.len(), |e| e + 1);
     if answer.len() + take > MAX_SERVER_REPLY {
@@ -121,10 +137,7 @@ pub fn identify<'d, S>(
             ),
         )
     })?;
-    let tally = &mut cx.record.tally;
-    let backend = tally.backend(server_id);
-    tally.backends[backend].connections += 1;
-    Ok(Some((backend, &data[take..])))
+    Ok(Some((server_id, &data[take..])))
 }
 
 /// The server id in a `line` service's answer to `SERVER`: `<server-id> <listener> <loop>`

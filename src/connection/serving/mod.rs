@@ -185,7 +185,7 @@ impl Serving {
     }
 
     /// Bytes of a partial request held.
-    fn held_input(&self) -> usize {
+    pub(crate) fn held_input(&self) -> usize {
         self.cold.as_ref().map_or(0, |c| c.input.len())
     }
 
