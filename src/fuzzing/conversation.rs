@@ -220,6 +220,7 @@ impl Conversation {
                 readable: true,
                 writable: false,
                 closed: true,
+                urgent: false,
             });
         }
         // From here on the peer reads everything: only a full send buffer can still be owed
@@ -290,6 +291,7 @@ impl Conversation {
             readable: true,
             writable: false,
             closed: false,
+            urgent: false,
         });
     }
 
@@ -304,6 +306,7 @@ impl Conversation {
                 readable: false,
                 writable: true,
                 closed: false,
+                urgent: false,
             });
         }
     }
@@ -317,6 +320,7 @@ impl Conversation {
             readable: happened.readable && registered.read,
             writable: happened.writable && registered.write,
             closed: happened.closed && registered.read,
+            urgent: false,
         };
         if ready.readable || ready.writable {
             self.dispatch(ready);
@@ -330,6 +334,7 @@ impl Conversation {
             readable: interest.read && wire.readable(),
             writable: interest.write && wire.window > 0,
             closed: interest.read && wire.fin,
+            urgent: false,
         };
         (ready.readable || ready.writable).then_some(ready)
     }
