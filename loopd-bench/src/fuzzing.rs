@@ -218,9 +218,9 @@ pub fn replies(data: &[u8]) {
         assert_eq!(result, expected, "the check of a reply stream");
     }
 
-    // The same bytes as one datagram, with the messages in flight: for sizes a UDP run
-    // accepts (every datagram carries the whole id header).
-    if codec.size() >= HEADER_LEN {
+    // The same bytes as one datagram, with the messages in flight: for what a UDP run
+    // accepts (raw messages, each carrying the whole id header).
+    if protocol == Protocol::Raw && codec.size() >= HEADER_LEN {
         datagram(&codec, conn, start..end, &stream);
     }
 
