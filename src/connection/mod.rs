@@ -221,11 +221,16 @@ impl<S: Socket> Io<S> {
         }
     }
 
-    /// Sends our FIN.
+    /// Sends our FIN — through a layer, after what it sends first (TLS's `close_notify`). A
+    /// layer whose goodbye does not fit in the socket now says `WouldBlock`: it keeps the FIN
+    /// queued behind the goodbye (pending output), and a flush on the writable edge sends
+    /// both. Calling this again is harmless.
     pub(crate) fn send_fin(&mut self) {
-        if let Err(e) = self.socket.shutdown_write() {
+        match self.socket.shutdown_write() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
             // The peer may already have reset; the close that follows is all that is left.
-            debug!("conn {}: shutdown(Write) failed: {e}", self.id);
+            Err(e) => debug!("conn {}: shutdown(Write) failed: {e}", self.id),
         }
     }
 

@@ -23,8 +23,10 @@ enum Step {
 /// `window` bytes before `WouldBlock`, like a send buffer that is never drained by itself.
 ///
 /// As a layer (`layered`, like TLS over TCP), it holds its script above the kernel: whatever
-/// is scripted is input it holds, so a short read leaves more to read without an edge; and
-/// `own_output` is output of its own that `flush` sends through the same window.
+/// is scripted is input it holds, so a short read leaves more to read without an edge;
+/// `own_output` is output of its own that `flush` sends through the same window; and its
+/// `shutdown_write` says goodbye first (TLS's `close_notify`), sending FIN only once the
+/// goodbye and everything queued before it have left, `WouldBlock` until then.
 #[derive(Debug, Default)]
 struct Fake {
     script: VecDeque<Step>,
@@ -37,6 +39,27 @@ struct Fake {
     writes: usize,
     layered: bool,
     own_output: Vec<u8>,
+    /// A layer's `shutdown_write` was called: FIN follows its own output.
+    fin_wanted: bool,
+}
+
+/// What a layer sends before its FIN.
+const GOODBYE: &[u8] = b"goodbye";
+
+impl Fake {
+    /// Sends the layer's own output through the window, then a FIN if one is wanted.
+    fn flush_own(&mut self) -> io::Result<()> {
+        let n = self.own_output.len().min(self.window);
+        self.window -= n;
+        self.written.extend(self.own_output.drain(..n));
+        if !self.own_output.is_empty() {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        if self.fin_wanted {
+            self.fin = true;
+        }
+        Ok(())
+    }
 }
 
 impl Read for Fake {
@@ -77,27 +100,21 @@ impl Write for Fake {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.own_output.is_empty() {
-            return Ok(());
-        }
-        if self.window == 0 {
-            return Err(ErrorKind::WouldBlock.into());
-        }
-        let n = self.own_output.len().min(self.window);
-        self.window -= n;
-        self.written.extend(self.own_output.drain(..n));
-        if self.own_output.is_empty() {
-            Ok(())
-        } else {
-            Err(ErrorKind::WouldBlock.into())
-        }
+        self.flush_own()
     }
 }
 
 impl Socket for Fake {
     fn shutdown_write(&mut self) -> io::Result<()> {
-        self.fin = true;
-        Ok(())
+        if !self.layered {
+            self.fin = true;
+            return Ok(());
+        }
+        if !self.fin_wanted {
+            self.fin_wanted = true;
+            self.own_output.extend_from_slice(GOODBYE);
+        }
+        self.flush_own()
     }
 
     fn set_abortive(&mut self) {
@@ -1348,5 +1365,45 @@ mod socket_layer {
         assert_eq!(rig.take_written(), b"alert");
         assert!(rig.sock().fin);
         assert_eq!(rig.conn.state(), State::Lingering);
+    }
+
+    /// In CLOSE-WAIT our FIN goes out through the layer, which says goodbye first (TLS's
+    /// `close_notify`) and may not get it out at once: the connection waits for the writable
+    /// edge and closes once the goodbye and the FIN have left, rather than closing with the
+    /// goodbye still queued.
+    #[test]
+    fn close_wait_waits_for_the_layers_goodbye() {
+        let mut rig = echo_open();
+        rig.sock().layered = true;
+        rig.send(b"last");
+        rig.send_fin();
+        rig.sock().window = 4; // room for the echo, none for the goodbye
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.take_written(), b"last");
+        assert!(!rig.sock().fin, "FIN before the goodbye");
+        assert_eq!(rig.conn.want(), WRITE_ONLY);
+        rig.sock().window = BIG_WINDOW;
+        assert_eq!(rig.writable(), Turn::Closed(CloseReason::Peer));
+        assert_eq!(rig.take_written(), GOODBYE);
+        assert!(rig.sock().fin);
+    }
+
+    /// Lingering after a server-side close keeps the same rule: the goodbye waits for room,
+    /// and our FIN for the goodbye.
+    #[test]
+    fn closing_sends_the_goodbye_before_the_fin() {
+        let mut rig = Rig::new(Box::new(Silent));
+        rig.sock().layered = true;
+        rig.sock().window = 3;
+        assert_eq!(rig.open(), Turn::Wait);
+        assert_eq!(rig.conn.state(), State::Lingering);
+        assert_eq!(rig.take_written(), &GOODBYE[..3]);
+        assert!(!rig.sock().fin);
+        assert_eq!(rig.conn.want(), READ_WRITE);
+        rig.sock().window = BIG_WINDOW;
+        assert_eq!(rig.writable(), Turn::Wait);
+        assert_eq!(rig.take_written(), &GOODBYE[3..]);
+        assert!(rig.sock().fin);
+        assert_eq!(rig.conn.want(), READ_ONLY);
     }
 }

@@ -624,6 +624,11 @@ impl Serving {
         match self.state {
             State::CloseWait if self.finished => {
                 io.send_fin();
+                if io.socket.has_pending_output() {
+                    // A layer's goodbye (and the FIN behind it) waits for room: closing now
+                    // would drop it. The writable edge flushes both, and this runs again.
+                    return Continue(());
+                }
                 Break(CloseReason::Peer)
             }
             State::Closing => {
