@@ -650,6 +650,27 @@ fn a_peer_that_never_reads_stays_bounded() {
     );
 }
 
+/// A write that finds rustls's queue full, and a socket with room for all of it, moves
+/// plaintext: the queue is flushed and the write goes on. `WouldBlock` is for a socket that
+/// said so — reported otherwise, no writable edge would ever come (the socket never filled),
+/// and the connection would wait forever with its output queued.
+#[test]
+fn a_full_queue_and_an_empty_socket_is_not_would_block() {
+    let (_dir, mut pair) = established(TLS13);
+    pair.wire.borrow_mut().send_room = Some(0); // full for now
+    let chunk = vec![b'y'; DEFAULT_OUTPUT_LIMIT];
+    let first = pair.server.write(&chunk).unwrap();
+    assert!(first > 0 && pair.server.pending_output() >= first);
+    assert_eq!(
+        pair.server.write(&chunk).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock,
+        "queue full, socket full"
+    );
+    pair.wire.borrow_mut().send_room = None; // the peer read everything
+    let n = pair.server.write(&chunk).expect("room in the socket: not WouldBlock");
+    assert!(n > 0);
+}
+
 /// Input under backpressure: with 200 KiB waiting and the server reading in small steps,
 /// rustls never refuses ciphertext ("received plaintext buffer full") and every byte
 /// arrives in order.

@@ -638,11 +638,17 @@ impl<S: Transport> TlsStream<S> {
         while taken < buf.len() {
             let n = self.tls.writer().write(&buf[taken..])?;
             taken += n;
-            if self.flush_tls()? == Flushed::Blocked || n == 0 {
-                // n == 0 with the queue flushed happens only before the handshake completes
-                // (plaintext waits for keys); see the module documentation.
+            if self.flush_tls()? == Flushed::Blocked {
                 break;
             }
+            if n == 0 && self.tls.is_handshaking() {
+                // Plaintext waits for keys before the handshake completes (see the module
+                // documentation): rustls took none, and will take none until then.
+                break;
+            }
+            // n == 0 otherwise: the queue was full when we came, and the socket has just
+            // taken all of it, so rustls takes plaintext again. Stopping here would report
+            // WouldBlock for a socket that never said so, and no writable edge would come.
         }
         if taken == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
