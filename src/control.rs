@@ -20,7 +20,7 @@ use std::sync::Arc;
 use log::warn;
 use mio::Waker;
 
-use crate::config::write_listen;
+use crate::config::{write_listen, ListenOptions};
 use crate::stats::{Snapshot, Stats};
 
 /// How a loop's run ended.
@@ -83,14 +83,20 @@ pub struct Endpoint {
     pub transport: Transport,
     /// Its connections start with a PROXY protocol header.
     pub proxy: bool,
+    /// Its connections speak TLS.
+    pub tls: bool,
     /// Its counters: connections accepted and closed on it, bytes and datagrams through it.
     pub stats: Arc<Stats>,
 }
 
 impl fmt::Display for Endpoint {
-    /// As `--listen` names it: `echo=127.0.0.1:7007`, `line=0.0.0.0:7100,proxy`.
+    /// As `--listen` names it: `echo=127.0.0.1:7007`, `line=0.0.0.0:7100,proxy,tls`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_listen(f, &self.service, self.addr, self.proxy)
+        let options = ListenOptions {
+            proxy: self.proxy,
+            tls: self.tls,
+        };
+        write_listen(f, &self.service, self.addr, options)
     }
 }
 

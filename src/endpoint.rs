@@ -21,6 +21,11 @@ pub struct EndpointSpec {
     pub serve: Serve,
     /// Its connections start with a PROXY protocol header (TCP handlers only).
     pub proxy: bool,
+    /// Its connections speak TLS, after the PROXY header if there is one (TCP handlers only;
+    /// the `tls` feature, and certificates in [`LoopConfig::tls`]).
+    ///
+    /// [`LoopConfig::tls`]: crate::config::LoopConfig::tls
+    pub tls: bool,
 }
 
 impl EndpointSpec {
@@ -37,6 +42,7 @@ impl EndpointSpec {
             origin: Origin::Bind(addr),
             serve: Serve::Handler(handler),
             proxy: false,
+            tls: false,
         }
     }
 }
@@ -71,6 +77,8 @@ pub(crate) struct Bound {
     pub(crate) name: String,
     /// Connections start with a PROXY protocol header (TCP only).
     pub(crate) proxy: bool,
+    /// Connections speak TLS (TCP only).
+    pub(crate) tls: bool,
     /// Connections count against an allowance of this many of their own instead of the
     /// clients' cap (TCP only): the admin endpoint's.
     pub(crate) allowance: Option<usize>,

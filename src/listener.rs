@@ -48,6 +48,8 @@ pub struct Listener {
     endpoint: usize,
     /// Every connection starts with a PROXY protocol header.
     pub(crate) proxy: bool,
+    /// Every connection speaks TLS (after the PROXY header, if there is one).
+    pub(crate) tls: bool,
     /// A readable edge was seen and the backlog may not be empty yet.
     pub(crate) ready: bool,
     /// Which of the loop's connection allowances its connections count against (0, the
@@ -86,6 +88,7 @@ impl Listener {
             factory,
             endpoint,
             proxy: false,
+            tls: false,
             // A client may connect before the first poll; the registration reports it, but
             // checking once costs one accept() and makes no assumption about that.
             ready: true,

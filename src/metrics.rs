@@ -14,7 +14,8 @@
 //!
 //! Each endpoint is given only the families that can move for it: connection, close, accept
 //! and backpressure families for TCP listeners, datagram families (refusals included) for UDP
-//! endpoints, bytes for both, PROXY outcomes for `,proxy` listeners. Which series exist follows from the endpoints
+//! endpoints, bytes for both, PROXY outcomes for `,proxy` listeners, handshakes and session
+//! ends for `,tls` listeners. Which series exist follows from the endpoints
 //! alone, never from what has happened, so they are the same from the first scrape and across
 //! restarts.
 //!
@@ -28,7 +29,7 @@ use nix::unistd::SysconfVar;
 
 use crate::control::{Endpoint, Transport};
 use crate::rlimit;
-use crate::stats::Snapshot;
+use crate::stats::{HandshakeFailure, Snapshot, TlsSnapshot, HANDSHAKE_BUCKETS_US};
 
 /// A metric family's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Observations in cumulative buckets, with their sum and count.
+    Histogram,
 }
 
 /// A text exposition being written.
@@ -51,6 +54,7 @@ impl Exposition {
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -240,7 +244,13 @@ const CLOSE_REASONS: &[(&str, Field)] = &[
     ("request_timeout", |s| s.closed_request_timeout),
     ("forced", |s| s.closed_forced),
     ("proxy", |s| s.closed_proxy),
+    ("handshake", |s| s.closed_handshake),
+    ("tls", |s| s.closed_tls),
+    ("truncated", |s| s.closed_truncated),
 ];
+
+/// The close reasons only a TLS listener has.
+const TLS_CLOSES: [&str; 3] = ["handshake", "tls", "truncated"];
 
 /// Why UDP datagrams went unanswered by the endpoint's defences (`udp::guard`).
 const REFUSALS: &[(&str, Field)] = &[
@@ -322,8 +332,10 @@ pub fn write_endpoints(e: &mut Exposition, samples: &[EndpointSample<'_>]) {
             CLOSE_REASONS
                 .iter()
                 .filter(|_| endpoint.transport == Transport::Tcp)
-                // Only a PROXY listener refuses a connection for its header.
+                // Only a PROXY listener refuses a connection for its header, and only a TLS
+                // listener closes one for TLS.
                 .filter(|(reason, _)| *reason != "proxy" || endpoint.proxy)
+                .filter(|(reason, _)| !TLS_CLOSES.contains(reason) || endpoint.tls)
                 .map(|&(reason, field)| (Some(("reason", reason)), field))
                 .collect()
         },
@@ -341,6 +353,99 @@ pub fn write_endpoints(e: &mut Exposition, samples: &[EndpointSample<'_>]) {
                 .collect()
         },
     );
+    write_tls(e, samples, &rendered);
+}
+
+/// The TLS families, for `,tls` listeners only: handshakes by outcome, completed ones by
+/// version and kind, their durations (a histogram), and how peers ended their sessions.
+fn write_tls(
+    e: &mut Exposition,
+    samples: &[EndpointSample<'_>],
+    labels: &[Vec<(&str, String)>],
+) {
+    let tls: Vec<(&TlsSnapshot, Vec<(&str, &str)>)> = samples
+        .iter()
+        .zip(labels)
+        .filter(|(s, _)| s.endpoint.tls)
+        .map(|(s, l)| (&s.snapshot.tls, l.iter().map(|(k, v)| (*k, v.as_str())).collect()))
+        .collect();
+    if tls.is_empty() {
+        return;
+    }
+    let name = "loopd_tls_handshakes_total";
+    e.family(
+        name,
+        "TLS handshakes, by outcome: completed (ok), refused by us (alert_sent) or the peer \
+         (alert_received), not TLS at all (not_tls), closed by the peer first (closed), or \
+         not completed within the handshake timeout (timeout).",
+        Kind::Counter,
+    );
+    for (t, l) in &tls {
+        e.sample(name, &with(&[("outcome", "ok")], l), t.completed);
+        for how in HandshakeFailure::ALL {
+            e.sample(name, &with(&[("outcome", how.label())], l), t.failures(how));
+        }
+    }
+    let name = "loopd_tls_handshakes_completed_total";
+    e.family(
+        name,
+        "Completed TLS handshakes, by protocol version and kind (full, or resumed from a \
+         ticket or the session cache).",
+        Kind::Counter,
+    );
+    for (t, l) in &tls {
+        for (version, tls13) in [("TLSv1.3", true), ("TLSv1.2", false)] {
+            for (kind, resumed) in [("full", false), ("resumed", true)] {
+                let labels = with(&[("version", version), ("handshake", kind)], l);
+                e.sample(name, &labels, t.of_kind(tls13, resumed));
+            }
+        }
+    }
+    let name = "loopd_tls_handshake_duration_seconds";
+    e.family(
+        name,
+        "Time from the start of the handshake stage (accept, or the end of the PROXY header) \
+         to the handshake's completion, for completed handshakes.",
+        Kind::Histogram,
+    );
+    let bucket = format!("{name}_bucket");
+    for (t, l) in &tls {
+        let mut cumulative = 0;
+        for (i, bound) in HANDSHAKE_BUCKETS_US.iter().enumerate() {
+            cumulative += t.durations[i];
+            let le = format!("{}", *bound as f64 / 1e6);
+            let mut labels = l.clone();
+            labels.push(("le", &le));
+            e.sample(&bucket, &labels, cumulative);
+        }
+        let mut labels = l.clone();
+        labels.push(("le", "+Inf"));
+        e.sample(&bucket, &labels, t.completed);
+        e.sample(
+            &format!("{name}_sum"),
+            l,
+            format!("{:.6}", t.duration_us as f64 / 1e6),
+        );
+        e.sample(&format!("{name}_count"), l, t.completed);
+    }
+    let name = "loopd_tls_peer_ends_total";
+    e.family(
+        name,
+        "How TLS peers ended their sessions: with a close_notify alert, or with a TCP FIN \
+         alone (truncated: what they sent may have been cut short).",
+        Kind::Counter,
+    );
+    for (t, l) in &tls {
+        e.sample(name, &with(&[("how", "close_notify")], l), t.close_notify);
+        e.sample(name, &with(&[("how", "truncated")], l), t.truncated);
+    }
+}
+
+/// `labels` and then `more`.
+fn with<'a>(more: &[(&'a str, &'a str)], labels: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = labels.to_vec();
+    all.extend_from_slice(more);
+    all
 }
 
 /// The samples one endpoint has in a family: each with its extra label, if the family has

@@ -64,6 +64,13 @@ pub struct Server {
     /// Installed by [`Server::handle_signals`], before any log line says the server is up,
     /// so a signal sent as soon as it is listening is never lost to the default action.
     signals: Option<signal_hook_mio::v1_0::Signals>,
+    /// The certificates and configuration of its `,tls` listeners, if it has any: reloaded
+    /// by the supervisor.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    tls: Option<TlsContext>,
+    /// See [`TlsConfig::cert_check`](crate::config::TlsConfig::cert_check).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    cert_check: Option<Duration>,
 }
 
 impl Server {
@@ -86,6 +93,7 @@ impl Server {
         let n = deployment.threads.max(1);
         let health = Arc::new(Health::default());
         let admin = Arc::new(AdminState::new(Arc::clone(&health)));
+        let tls = tls_for(&endpoints, loops)?;
         let mut per_loop: Vec<Vec<Bound>> = (0..n).map(|_| Vec::new()).collect();
         for spec in endpoints {
             let (handler, copies, allowance) = match spec.serve {
@@ -103,6 +111,7 @@ impl Server {
                     handler: handler.clone(),
                     name: spec.name.clone(),
                     proxy: spec.proxy,
+                    tls: spec.tls,
                     allowance,
                 });
             }
@@ -112,7 +121,13 @@ impl Server {
             .enumerate()
             .map(|(i, bound)| {
                 let cap = connection_share(deployment.max_connections, n, i);
-                EventLoop::new(loops, i, cap, bound)
+                #[allow(unused_mut)] // without TLS, nothing more to set
+                let mut event_loop = EventLoop::new(loops, i, cap, bound)?;
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &tls {
+                    event_loop.set_tls(Arc::clone(tls.server_config()));
+                }
+                Ok(event_loop)
             })
             .collect::<io::Result<Vec<EventLoop>>>()?;
         let local_addrs = event_loops[0].local_addrs();
@@ -127,6 +142,8 @@ impl Server {
             server_id: loops.server_id.clone(),
             health,
             signals: None,
+            tls,
+            cert_check: loops.tls.cert_check,
         })
     }
 
@@ -156,12 +173,12 @@ impl Server {
     }
 
     /// Makes [`Server::run`] handle signals: SIGTERM and SIGINT drain every loop (a second
-    /// one exits at once), and SIGHUP logs the counters instead of killing the process.
+    /// one exits at once), and SIGHUP reloads the TLS certificates (if any listener has
+    /// `,tls`) and logs the counters, instead of killing the process.
     ///
-    /// SIGHUP reloads nothing: loopd has no configuration file (every setting is a flag fixed
-    /// at start) and logs to standard error, which systemd or the container runtime owns, so
-    /// there is no file to reopen. A terminal closing or a `systemctl reload` must not stop
-    /// the server, and a line of counters is the useful answer.
+    /// SIGHUP reloads nothing else: every other setting is a flag fixed at start, and loopd
+    /// logs to standard error, which systemd or the container runtime owns, so there is no
+    /// file to reopen. A terminal closing or a `systemctl reload` must not stop the server.
     pub fn handle_signals(&mut self) -> io::Result<()> {
         self.signals = Some(signal_hook_mio::v1_0::Signals::new([
             signal_hook::consts::SIGTERM,
@@ -182,6 +199,11 @@ impl Server {
             self.drain_delay,
             self.signals,
         )?;
+        #[cfg(feature = "tls")]
+        let supervisor = match self.tls {
+            Some(tls) => supervisor.with_certificates(tls, self.cert_check),
+            None => supervisor,
+        };
         let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(n);
         for (i, event_loop) in self.loops.into_iter().enumerate() {
             let cpu = self.pin_cpus.as_ref().map(|cpus| cpus[i]);
@@ -237,6 +259,59 @@ impl Server {
             }
         }
     }
+}
+
+/// A server's TLS: [`crate::tls::Tls`] with the `tls` feature; without it, a type with no
+/// value, since a server without TLS never has one.
+#[cfg(feature = "tls")]
+pub(crate) type TlsContext = crate::tls::Tls;
+/// A server's TLS: [`crate::tls::Tls`] with the `tls` feature; without it, a type with no
+/// value, since a server without TLS never has one.
+#[cfg(not(feature = "tls"))]
+pub(crate) type TlsContext = std::convert::Infallible;
+
+/// The TLS context the `,tls` endpoints need, loaded from `loops.tls` (certificates read,
+/// the shared configuration built, each certificate logged with its fingerprint); `None`
+/// when no endpoint speaks TLS. A `,tls` endpoint without a certificate, the admin endpoint
+/// with `,tls`, or a build without TLS is an error that says so.
+fn tls_for(endpoints: &[EndpointSpec], loops: &LoopConfig) -> io::Result<Option<TlsContext>> {
+    let refuse = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+    let Some(spec) = endpoints.iter().find(|e| e.tls) else {
+        if !loops.tls.certs.is_empty() {
+            warn!("TLS certificates given, but no listener has ,tls: they serve nothing");
+        }
+        return Ok(None);
+    };
+    if let Some(admin) = endpoints
+        .iter()
+        .find(|e| e.tls && matches!(e.serve, Serve::Admin))
+    {
+        return Err(refuse(format!(
+            "{}: the admin endpoint serves plain HTTP; put TLS in front of it if it must \
+             cross a network",
+            admin.name
+        )));
+    }
+    let listener = match &spec.origin {
+        Origin::Bind(addr) => format!("{}={addr},tls", spec.name),
+        Origin::Inherited(_) => format!("{},tls (socket activation)", spec.name),
+    };
+    if loops.tls.certs.is_empty() {
+        return Err(refuse(crate::config::no_certificate(&listener)));
+    }
+    #[cfg(feature = "tls")]
+    {
+        let tls = crate::tls::Tls::load(&loops.tls).map_err(|e| refuse(e.to_string()))?;
+        for (i, summary) in tls.summaries().iter().enumerate() {
+            let role = if i == 0 { "default" } else { "by SNI" };
+            info!("TLS certificate ({role}): {summary}");
+        }
+        Ok(Some(tls))
+    }
+    #[cfg(not(feature = "tls"))]
+    Err(refuse(format!(
+        "{listener}: this build of loopd has no TLS (build it with the `tls` feature)"
+    )))
 }
 
 /// `n` sockets of `kind` for an endpoint, one for each loop: bound here, or duplicates of

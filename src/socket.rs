@@ -2,7 +2,9 @@
 //! Redis keeps its socket calls in `anet.c` beside the event loop in `ae.c`.
 //!
 //! * [`Socket`], the seam between a connection and its socket, and its implementation for
-//!   mio's `TcpStream`: reads, writes, our FIN, and an abortive close.
+//!   mio's `TcpStream`: reads, writes, our FIN, and an abortive close; and what a layer
+//!   under the connection adds to it (input it holds, output of its own, a
+//!   [`Handshake`]), which the TLS layer implements.
 //! * [`Want`], the one interest type of every registered socket (TCP connections and UDP
 //!   endpoints alike), with `register` and `follow`, which tell the poller about it and
 //!   re-register only when it changes.
@@ -29,13 +31,17 @@ use nix::sys::socket::{self as sock, ControlMessage, ControlMessageOwned, MsgFla
 use socket2::{Domain, Protocol, SockRef, Socket as RawSocket, TcpKeepalive, Type};
 
 use crate::config::StreamOptions;
+use crate::service::Negotiated;
+use crate::stats::HandshakeFailure;
 
 /// What a connection needs from its socket: the seam between the state machine and the
-/// bytes on the wire. Implemented for mio's `TcpStream` here, and by a scripted fake in the
-/// connection's tests; a layer under the state machine (TLS) implements it over a
-/// `TcpStream` of its own, and then the two provided methods matter.
+/// bytes on the wire. Implemented for mio's `TcpStream` here, by a scripted fake in the
+/// connection's tests, and by the TLS layer over a `TcpStream` of its own
+/// (`tls::socket::TlsSocket`, the `tls` feature); for a layer, the provided methods matter.
 pub trait Socket: Read + Write {
-    /// Sends FIN: shuts down the sending half.
+    /// Sends FIN: shuts down the sending half. A layer first sends what must precede it
+    /// (TLS's `close_notify`), and says `WouldBlock` while that waits for room: the FIN then
+    /// follows it out of [`Write::flush`] on the writable edge.
     fn shutdown_write(&mut self) -> io::Result<()>;
     /// Makes the coming close abortive (RST, `SO_LINGER` 0): for stalled writers and forced
     /// shutdown only.
@@ -46,12 +52,55 @@ pub trait Socket: Read + Write {
     fn holds_input(&self) -> bool {
         false
     }
-    /// Whether the socket has output of its own to send (a handshake message, an alert, a
-    /// `close_notify`), whatever the service wrote: WRITABLE is wanted while it waits,
-    /// [`Write::flush`] sends it, and our FIN waits for it. A plain socket has none.
-    fn has_pending_output(&self) -> bool {
-        false
+    /// Bytes the socket has to send of its own, whatever the service wrote: a handshake
+    /// message, an alert, a `close_notify`, records it encrypted that the kernel has not
+    /// taken yet. WRITABLE is wanted while any wait, [`Write::flush`] sends them, our FIN
+    /// waits for them, and they count against the connection's high watermark together
+    /// with its own output. A plain socket has none.
+    fn pending_output(&self) -> usize {
+        0
     }
+    /// Whether [`pending_output`](Socket::pending_output) is not zero.
+    fn has_pending_output(&self) -> bool {
+        self.pending_output() > 0
+    }
+    /// The layer's handshake, for the stage before serving that runs it (TLS): no byte is
+    /// the service's before it completes. A plain socket has none.
+    fn handshake(&mut self) -> Option<&mut dyn Handshake> {
+        None
+    }
+}
+
+/// A layer's handshake, as the stage before serving that waits for it sees it. Bytes still
+/// move through the [`Socket`]: a read drives the handshake on (and returns the plaintext
+/// that came after it), a flush sends its messages. This says when it is over, and how.
+pub trait Handshake {
+    /// Starts the layer. Until now reads and writes went to the socket below it, for a
+    /// stage under it (a PROXY header); `early` holds bytes such a stage read that belong to
+    /// the layer (the records that followed the header), and they are processed now — the
+    /// expensive step of a handshake may happen here, so the stage calls this within its
+    /// handshake budget. An error is the handshake's failure, which [`end`](Handshake::end)
+    /// then describes.
+    fn begin(&mut self, early: &[u8]) -> io::Result<()>;
+    /// How the handshake ended: `Some` once, the first time it is asked after it did.
+    fn end(&mut self) -> Option<HandshakeEnd>;
+    /// The deadline passed with the handshake under way: its end, as a timeout.
+    fn timed_out(&mut self) -> HandshakeEnd;
+}
+
+/// How a layer's handshake ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeEnd {
+    /// Completed: what it settled, for the service's [`ConnInfo`](crate::service::ConnInfo),
+    /// the log and the metrics.
+    Completed(Negotiated),
+    /// It did not complete: how (for the counters), and why in words (for the log line).
+    Failed {
+        /// The kind of failure.
+        how: HandshakeFailure,
+        /// What happened, for the log.
+        why: String,
+    },
 }
 
 impl Socket for TcpStream {

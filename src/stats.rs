@@ -35,6 +35,15 @@ pub enum CloseReason {
     /// Refused before its service existed: a PROXY protocol header that was missing,
     /// malformed, too long or too slow, or a source not allowed to send one.
     Proxy,
+    /// A TLS handshake that did not complete: refused by either side, not TLS at all, cut
+    /// short by the peer, or too slow ([`HandshakeFailure`] says which).
+    Handshake,
+    /// The TLS layer refused the peer's records after the handshake (a record that does not
+    /// decrypt, an unexpected message, an alert): the session cannot go on.
+    Tls,
+    /// The peer ended a TLS session with a TCP FIN but no `close_notify`: what it sent may
+    /// have been cut short, so this is not counted as a clean close.
+    Truncated,
 }
 
 impl CloseReason {
@@ -51,6 +60,9 @@ impl CloseReason {
             CloseReason::RequestTimeout => &stats.closed_request_timeout,
             CloseReason::Forced => &stats.closed_forced,
             CloseReason::Proxy => &stats.closed_proxy,
+            CloseReason::Handshake => &stats.closed_handshake,
+            CloseReason::Tls => &stats.closed_tls,
+            CloseReason::Truncated => &stats.closed_truncated,
         }
     }
 }
@@ -61,24 +73,30 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Stats {
             $( $(#[$doc])* pub(crate) $name: AtomicU64, )*
+            /// The TLS handshakes and session ends of a `,tls` listener.
+            pub(crate) tls: TlsStats,
         }
 
         /// A copy of every counter at one moment.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         pub struct Snapshot {
             $( $(#[$doc])* pub $name: u64, )*
+            /// TLS handshakes and session ends (`,tls` listeners only; not in the one-line
+            /// form).
+            pub tls: TlsSnapshot,
         }
 
         impl Stats {
             /// Reads every counter.
             pub fn snapshot(&self) -> Snapshot {
-                Snapshot { $( $name: self.$name.load(Relaxed), )* }
+                Snapshot { $( $name: self.$name.load(Relaxed), )* tls: self.tls.snapshot() }
             }
         }
 
         impl Snapshot {
             fn add_counts(&mut self, o: &Snapshot) {
                 $( self.$name += o.$name; )*
+                self.tls.add(&o.tls);
             }
 
             /// Every counter by name, in declaration order.
@@ -125,6 +143,12 @@ counters! {
     closed_forced,
     /// Refused for its PROXY protocol header (or for sending from an untrusted source).
     closed_proxy,
+    /// Closed because its TLS handshake did not complete.
+    closed_handshake,
+    /// Closed because the TLS layer refused the peer's records after the handshake.
+    closed_tls,
+    /// Ended by the peer's FIN without a TLS `close_notify`.
+    closed_truncated,
     /// Bytes read and handed to services (TCP and UDP).
     bytes_in,
     /// Bytes written, accepted by the kernel (TCP and UDP).
@@ -166,6 +190,157 @@ counters! {
     proxy_timeout,
     /// Connections closed by the peer before their PROXY protocol header was complete.
     proxy_truncated,
+}
+
+/// How a TLS handshake ended without completing, counted by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// We refused, with an alert: no common version, cipher suite, group or ALPN protocol; a
+    /// bad or missing client certificate; a name no certificate covers under strict SNI.
+    AlertSent,
+    /// The peer refused, with an alert (it does not trust our certificate, for one).
+    AlertReceived,
+    /// The first bytes were not TLS: a plaintext HTTP request, or a PROXY header at a
+    /// listener without `,proxy`.
+    NotTls,
+    /// The peer closed or reset first: a plain TCP health check, a client that gave up.
+    Closed,
+    /// Not completed within the handshake timeout.
+    Timeout,
+}
+
+impl HandshakeFailure {
+    /// Every kind, in the order the metrics list them.
+    pub const ALL: [HandshakeFailure; 5] = [
+        HandshakeFailure::AlertSent,
+        HandshakeFailure::AlertReceived,
+        HandshakeFailure::NotTls,
+        HandshakeFailure::Closed,
+        HandshakeFailure::Timeout,
+    ];
+
+    /// The metrics label: `alert_sent`, `alert_received`, `not_tls`, `closed`, `timeout`.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::AlertSent => "alert_sent",
+            HandshakeFailure::AlertReceived => "alert_received",
+            HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::Timeout => "timeout",
+        }
+    }
+}
+
+/// Upper bounds of the handshake-duration histogram's buckets, in microseconds: from a
+/// quarter of a millisecond (a resumed handshake over loopback) to the default handshake
+/// timeout, roughly 1-2.5-5 per decade as Prometheus's client libraries space them.
+pub const HANDSHAKE_BUCKETS_US: [u64; 15] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Slots of the histogram: one per bucket, and one for longer.
+const SLOTS: usize = HANDSHAKE_BUCKETS_US.len() + 1;
+
+/// A `,tls` listener's counters: handshakes by outcome, completed ones by version and kind
+/// with their durations, and how peers ended their sessions. Written by the loop only.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    completed: AtomicU64,
+    failed: [AtomicU64; HandshakeFailure::ALL.len()],
+    /// Completed handshakes by version (1.2, 1.3) and kind (full, resumed).
+    kinds: [[AtomicU64; 2]; 2],
+    /// Completed handshakes by duration (not cumulative: the exposition sums them).
+    durations: [AtomicU64; SLOTS],
+    duration_us: AtomicU64,
+    close_notify: AtomicU64,
+    truncated: AtomicU64,
+}
+
+/// A copy of a listener's TLS counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsSnapshot {
+    /// Handshakes completed.
+    pub completed: u64,
+    /// Handshakes failed, by [`HandshakeFailure::ALL`]'s order.
+    pub failed: [u64; HandshakeFailure::ALL.len()],
+    /// Completed handshakes: `[TLS 1.2, TLS 1.3]` × `[full, resumed]`.
+    pub kinds: [[u64; 2]; 2],
+    /// Completed handshakes per bucket of [`HANDSHAKE_BUCKETS_US`] (the last: longer).
+    pub durations: [u64; SLOTS],
+    /// Their total duration, in microseconds.
+    pub duration_us: u64,
+    /// Sessions the peer ended with `close_notify`.
+    pub close_notify: u64,
+    /// Sessions the peer ended with a FIN alone.
+    pub truncated: u64,
+}
+
+impl TlsStats {
+    fn snapshot(&self) -> TlsSnapshot {
+        let load = |a: &AtomicU64| a.load(Relaxed);
+        TlsSnapshot {
+            completed: load(&self.completed),
+            failed: self.failed.each_ref().map(load),
+            kinds: self.kinds.each_ref().map(|k| k.each_ref().map(load)),
+            durations: self.durations.each_ref().map(load),
+            duration_us: load(&self.duration_us),
+            close_notify: load(&self.close_notify),
+            truncated: load(&self.truncated),
+        }
+    }
+
+    /// A handshake completed after `micros`: TLS 1.3 or 1.2, resumed or full.
+    pub(crate) fn completed(&self, tls13: bool, resumed: bool, micros: u64) {
+        Stats::incr(&self.completed);
+        Stats::incr(&self.kinds[usize::from(tls13)][usize::from(resumed)]);
+        let slot = HANDSHAKE_BUCKETS_US.partition_point(|&bound| bound < micros);
+        Stats::incr(&self.durations[slot]);
+        Stats::add(&self.duration_us, micros);
+    }
+
+    /// A handshake failed.
+    pub(crate) fn failed(&self, how: HandshakeFailure) {
+        Stats::incr(&self.failed[how as usize]);
+    }
+
+    /// A peer ended its side of a session: with `close_notify`, or with a FIN alone.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn peer_ended(&self, close_notify: bool) {
+        Stats::incr(if close_notify {
+            &self.close_notify
+        } else {
+            &self.truncated
+        });
+    }
+}
+
+impl TlsSnapshot {
+    fn add(&mut self, o: &TlsSnapshot) {
+        self.completed += o.completed;
+        for (a, b) in self.failed.iter_mut().zip(o.failed) {
+            *a += b;
+        }
+        for (a, b) in self.kinds.iter_mut().flatten().zip(o.kinds.iter().flatten()) {
+            *a += b;
+        }
+        for (a, b) in self.durations.iter_mut().zip(o.durations) {
+            *a += b;
+        }
+        self.duration_us += o.duration_us;
+        self.close_notify += o.close_notify;
+        self.truncated += o.truncated;
+    }
+
+    /// Handshakes that failed this way.
+    pub fn failures(&self, how: HandshakeFailure) -> u64 {
+        self.failed[how as usize]
+    }
+
+    /// Completed handshakes of TLS 1.3 (or 1.2) that were resumed (or full).
+    pub fn of_kind(&self, tls13: bool, resumed: bool) -> u64 {
+        self.kinds[usize::from(tls13)][usize::from(resumed)]
+    }
 }
 
 impl Stats {
@@ -225,6 +400,9 @@ impl Snapshot {
             + self.closed_request_timeout
             + self.closed_forced
             + self.closed_proxy
+            + self.closed_handshake
+            + self.closed_tls
+            + self.closed_truncated
     }
 }
 
@@ -242,6 +420,27 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!((snap.accepted, snap.active, snap.closed_reset), (2, 1, 1));
         assert_eq!(snap.closed(), 1);
+    }
+
+    /// Handshake durations land in the first bucket whose bound they do not exceed; the
+    /// TLS counters add across loops.
+    #[test]
+    fn tls_counters() {
+        let (a, b) = (Stats::default(), Stats::default());
+        a.tls.completed(true, false, 250);
+        a.tls.completed(true, true, 251);
+        b.tls.completed(false, false, 20_000_000);
+        b.tls.failed(HandshakeFailure::Timeout);
+        b.tls.peer_ended(false);
+        let total: Snapshot = [a.snapshot(), b.snapshot()].into_iter().sum();
+        let t = total.tls;
+        assert_eq!(t.completed, 3);
+        assert_eq!((t.durations[0], t.durations[1], t.durations[SLOTS - 1]), (1, 1, 1));
+        assert_eq!((t.of_kind(true, false), t.of_kind(true, true)), (1, 1));
+        assert_eq!(t.of_kind(false, false), 1);
+        assert_eq!(t.failures(HandshakeFailure::Timeout), 1);
+        assert_eq!(t.duration_us, 20_000_501);
+        assert_eq!((t.close_notify, t.truncated), (0, 1));
     }
 
     /// Loops' counters add, except the peak, which is the largest.

@@ -7,7 +7,13 @@
 //!
 //! * **Signals.** SIGTERM or SIGINT turns `/readyz` to 503 at once, then asks every loop to
 //!   drain — after `--drain-delay`, if one is set, so that a load balancer watching `/readyz`
-//!   stops sending new clients first. Another one exits at once. SIGHUP logs the counters.
+//!   stops sending new clients first. Another one exits at once. SIGHUP reloads the TLS
+//!   certificates and logs the counters.
+//! * **Certificates** (`,tls` listeners) are read again on SIGHUP, and when the supervisor
+//!   sees that a certificate or key file changed: it looks every few seconds
+//!   (`--tls-cert-check`), because a rotated Kubernetes Secret sends no signal. New
+//!   handshakes use what loaded; established sessions are not touched; a reload that fails
+//!   keeps what is in force and says why.
 //! * **A loop that fails** — its `poll` fails, or a service panics — does not leave the
 //!   process half-alive: `/healthz` turns to 503, every other loop drains, and the server
 //!   ends with an error, so its own supervisor (systemd, Kubernetes) restarts it whole.
@@ -77,6 +83,19 @@ pub(crate) struct Supervisor {
     stopping: Stopping,
     watchdog: Option<Watchdog>,
     failure: Option<String>,
+    /// The TLS certificates to reload, and the watch on their files.
+    #[cfg(feature = "tls")]
+    certs: Option<Certs>,
+}
+
+/// The certificates of a server's `,tls` listeners, as the supervisor reloads them.
+#[cfg(feature = "tls")]
+struct Certs {
+    tls: crate::tls::Tls,
+    watch: crate::tls::Watch,
+    /// How often the files are looked at; `None`: only SIGHUP reloads.
+    every: Option<Duration>,
+    next: Instant,
 }
 
 impl Supervisor {
@@ -105,7 +124,28 @@ impl Supervisor {
             stopping: Stopping::No,
             watchdog: sd_notify::watchdog_enabled().map(Watchdog::new),
             failure: None,
+            #[cfg(feature = "tls")]
+            certs: None,
         })
+    }
+
+    /// Reloads `tls`'s certificates on SIGHUP, and when one of its files changed (looked at
+    /// every `every`, if given).
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_certificates(
+        mut self,
+        tls: crate::tls::Tls,
+        every: Option<Duration>,
+    ) -> Supervisor {
+        let watch = crate::tls::Watch::new(tls.files().to_vec());
+        let every = every.filter(|_| !watch.is_empty());
+        self.certs = Some(Certs {
+            tls,
+            watch,
+            every,
+            next: Instant::now() + every.unwrap_or_default(),
+        });
+        self
     }
 
     /// What loop `index`'s thread holds to report its end, by returning or by panicking.
@@ -205,7 +245,15 @@ impl Supervisor {
             Stopping::Delaying(until) => Some(until),
             _ => None,
         };
-        [delay, self.watchdog.as_ref().map(|w| w.next)]
+        #[cfg(feature = "tls")]
+        let certs = self
+            .certs
+            .as_ref()
+            .filter(|c| c.every.is_some())
+            .map(|c| c.next);
+        #[cfg(not(feature = "tls"))]
+        let certs = None;
+        [delay, self.watchdog.as_ref().map(|w| w.next), certs]
             .into_iter()
             .flatten()
             .min()
@@ -216,6 +264,13 @@ impl Supervisor {
     /// once. SIGHUP logs the counters.
     fn on_signal(&mut self, signal: i32) {
         if signal == signal_hook::consts::SIGHUP {
+            #[cfg(feature = "tls")]
+            if let Some(certs) = &mut self.certs {
+                // What is there now is what this reload reads: the watch need not reload it
+                // again.
+                certs.watch.refresh();
+                reload(&certs.tls, "SIGHUP");
+            }
             let counters = self.handle.stats();
             let fields = Fields {
                 named: &[],
@@ -226,8 +281,8 @@ impl Supervisor {
                 module_path!(),
                 &fields,
                 format_args!(
-                    "SIGHUP: nothing to reload (settings are fixed at start, logs go to \
-                     standard error);"
+                    "SIGHUP: TLS certificates reloaded if there are any; every other setting \
+                     is fixed at start, and logs go to standard error;"
                 ),
             );
             return;
@@ -286,8 +341,18 @@ impl Supervisor {
         }
     }
 
-    /// Timed work: the end of the drain delay, and the watchdog.
+    /// Timed work: the end of the drain delay, a look at the certificate files, and the
+    /// watchdog.
     fn on_time(&mut self, now: Instant) {
+        #[cfg(feature = "tls")]
+        if let Some(certs) = &mut self.certs {
+            if let Some(every) = certs.every.filter(|_| now >= certs.next) {
+                certs.next = now + every;
+                if certs.watch.changed() {
+                    reload(&certs.tls, "a certificate file changed");
+                }
+            }
+        }
         if let Stopping::Delaying(until) = self.stopping {
             if now >= until {
                 info!(
@@ -327,6 +392,21 @@ impl Supervisor {
             warn!("loops {stuck:?} did not answer the watchdog probe: not telling systemd we are alive");
         }
         w.probes = Some(loops.iter().map(Handle::ping).collect());
+    }
+}
+
+/// Reads the certificate files again, for `why`, and logs what is in force now, or why the
+/// old certificates stay.
+#[cfg(feature = "tls")]
+fn reload(tls: &crate::tls::Tls, why: &str) {
+    match tls.reload() {
+        Ok(summaries) => {
+            for (i, summary) in summaries.iter().enumerate() {
+                let role = if i == 0 { "default" } else { "by SNI" };
+                info!("{why}: TLS certificate reloaded ({role}): {summary}");
+            }
+        }
+        Err(e) => error!("{why}: TLS certificates not reloaded, the ones in force stay: {e}"),
     }
 }
 

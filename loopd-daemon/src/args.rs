@@ -3,14 +3,16 @@
 //! meaning is decided in one place, [`Args::into_config`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 use ipnet::IpNet;
 
 use loopd::config::{
-    self, nonzero, parse_cpu_list, parse_duration, parse_size, Config, Deployment, Limits,
-    ListenSpec, LoopConfig, StreamOptions, UdpLimits,
+    self, nonzero, parse_cpu_list, parse_duration, parse_size, CertSource, ClientAuth, Config,
+    ConfigError, Deployment, Limits, ListenSpec, LoopConfig, StreamOptions, TlsConfig,
+    TlsSettings, UdpLimits,
 };
 use loopd::proxy::TrustList;
 use loopd::service::ServiceOptions;
@@ -28,7 +30,8 @@ pub struct Args {
     /// Serve SERVICE on ADDR; repeatable. TCP: echo, discard, chargen, daytime, time, line,
     /// frame; UDP: udp-echo, udp-discard, udp-chargen, udp-daytime, udp-time. IPv6 as [::1]:7;
     /// [::] listens on IPv4 and IPv6. ADDR,proxy: every connection starts with a PROXY
-    /// protocol header (behind HAProxy or nginx). Default: loopback only, so a bare loopd
+    /// protocol header (behind HAProxy or nginx). ADDR,tls: every connection speaks TLS
+    /// (after the PROXY header with ,proxy,tls). Default: loopback only, so a bare loopd
     /// exposes nothing.
     #[arg(short, long = "listen", value_name = "SERVICE=ADDR", default_value = config::DEFAULT_LISTEN, env = "LOOPD_LISTEN", value_delimiter = ' ')]
     listen: Vec<ListenSpec>,
@@ -150,7 +153,7 @@ pub struct Args {
     /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on ADDR; off by default
     /// (anyone who can reach it can read the counters, so keep it on loopback or a private
     /// network).
-    #[arg(long, value_name = "ADDR", env = "LOOPD_ADMIN")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_admin, env = "LOOPD_ADMIN")]
     admin: Option<SocketAddr>,
 
     /// This server's name: the line service's SERVER reply, STATS and the exit line, so a load
@@ -168,6 +171,65 @@ pub struct Args {
     /// after accept; a proxy sends it at once.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "LOOPD_PROXY_TIMEOUT")]
     proxy_timeout: Duration,
+
+    /// TLS: a PEM certificate chain (end-entity first); repeatable, each with its --tls-key
+    /// in the same order. Several are chosen by SNI; the first is the default for clients
+    /// that name none (or a name none covers).
+    #[arg(long, value_name = "FILE", value_delimiter = ' ', env = "LOOPD_TLS_CERT")]
+    tls_cert: Vec<PathBuf>,
+
+    /// TLS: the PEM private key of the --tls-cert given in the same place (unencrypted:
+    /// loopd takes no passphrase).
+    #[arg(long, value_name = "FILE", value_delimiter = ' ', env = "LOOPD_TLS_KEY")]
+    tls_key: Vec<PathBuf>,
+
+    /// TLS: generate a self-signed certificate for NAME (repeatable: one certificate, every
+    /// name) at start-up, its SHA-256 fingerprint logged, after any --tls-cert; for a quick
+    /// start and tests, not for clients that check certificates.
+    #[arg(long, value_name = "NAME", value_delimiter = ' ', env = "LOOPD_TLS_SELF_SIGNED")]
+    tls_self_signed: Vec<String>,
+
+    /// TLS: refuse a client whose SNI names no certificate (or that sends none) instead of
+    /// answering with the default one. Off: health checks and clients that connect by
+    /// address send no name.
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = parse_switch, action = ArgAction::Set, env = "LOOPD_TLS_STRICT_SNI")]
+    tls_strict_sni: bool,
+
+    /// TLS: the oldest protocol version accepted. 1.2 by default: load balancers and older
+    /// clients still speak it to backends.
+    #[arg(long, value_name = "1.2|1.3", default_value = "1.2", value_parser = parse_tls_version, env = "LOOPD_TLS_MIN_VERSION")]
+    tls_min_version: TlsVersion,
+
+    /// TLS: ALPN protocols to offer, most preferred first, comma-separated (h2,http/1.1).
+    /// None by default: loopd's services speak no protocol a client would name.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', env = "LOOPD_TLS_ALPN")]
+    tls_alpn: Vec<String>,
+
+    /// TLS: key-exchange groups, most preferred first, comma-separated, from
+    /// X25519MLKEM768, X25519, secp256r1, secp384r1. All of them by default, the
+    /// post-quantum hybrid first.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', env = "LOOPD_TLS_GROUPS")]
+    tls_groups: Vec<String>,
+
+    /// TLS: ask clients for a certificate chaining to the CAs in this PEM file (see
+    /// --tls-client-auth).
+    #[arg(long, value_name = "FILE", env = "LOOPD_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// TLS, with --tls-client-ca: required refuses a client without a valid certificate;
+    /// optional serves one without, and refuses an invalid one.
+    #[arg(long, value_name = "required|optional", default_value = "required", value_parser = parse_client_auth, env = "LOOPD_TLS_CLIENT_AUTH")]
+    tls_client_auth: ClientAuthMode,
+
+    /// TLS: close a connection whose handshake has not completed this long after accept; a
+    /// client that never finishes would hold its slot.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "LOOPD_TLS_HANDSHAKE_TIMEOUT")]
+    tls_handshake_timeout: Duration,
+
+    /// TLS: look at the certificate and key files this often and reload when one changed (0
+    /// = SIGHUP only). A rotated Kubernetes Secret sends no signal; a look is a stat per file.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "LOOPD_TLS_CERT_CHECK")]
+    tls_cert_check: Duration,
 
     /// On SIGTERM, turn /readyz to 503 and keep serving this long before draining, so a load
     /// balancer stops sending new clients first (0 = drain at once).
@@ -192,6 +254,50 @@ pub struct Args {
     quiet: u8,
 }
 
+/// `--tls-min-version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsVersion {
+    V12,
+    V13,
+}
+
+fn parse_tls_version(s: &str) -> Result<TlsVersion, String> {
+    match s.trim_start_matches("TLSv").trim_start_matches("tlsv") {
+        "1.2" => Ok(TlsVersion::V12),
+        "1.3" => Ok(TlsVersion::V13),
+        _ => Err(format!("'{s}' is not a TLS version loopd speaks (1.2 or 1.3)")),
+    }
+}
+
+/// `--tls-client-auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuthMode {
+    Required,
+    Optional,
+}
+
+fn parse_client_auth(s: &str) -> Result<ClientAuthMode, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "required" => Ok(ClientAuthMode::Required),
+        "optional" => Ok(ClientAuthMode::Optional),
+        _ => Err(format!("'{s}' is not required or optional")),
+    }
+}
+
+/// `--admin ADDR`: an address, and a clear word for options a listener takes but the admin
+/// endpoint does not.
+fn parse_admin(s: &str) -> Result<SocketAddr, String> {
+    if let Some((_, options)) = s.split_once(',') {
+        return Err(format!(
+            "the admin endpoint takes no options (',{options}'): it serves plain HTTP to \
+             probes and scrapers; keep it on loopback or a private network, or put TLS in \
+             front of it"
+        ));
+    }
+    s.parse()
+        .map_err(|_| format!("'{s}' is not an IP:PORT address (IPv6 as [::1]:9107)"))
+}
+
 /// A parsed `--pin-cpus` (one value, many CPUs).
 #[derive(Debug, Clone)]
 struct CpuList(Vec<usize>);
@@ -212,12 +318,51 @@ fn parse_switch(s: &str) -> Result<bool, String> {
 }
 
 impl Args {
+    /// The TLS flags as settings: certificate pairs in order, then the self-signed one.
+    fn tls_config(&self) -> Result<TlsConfig, ConfigError> {
+        if self.tls_cert.len() != self.tls_key.len() {
+            return Err(ConfigError::UnpairedCertificate);
+        }
+        let mut certs: Vec<CertSource> = self
+            .tls_cert
+            .iter()
+            .zip(&self.tls_key)
+            .map(|(cert, key)| CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .collect();
+        if !self.tls_self_signed.is_empty() {
+            certs.push(CertSource::SelfSigned {
+                names: self.tls_self_signed.clone(),
+            });
+        }
+        let client_auth = match (&self.tls_client_ca, self.tls_client_auth) {
+            (None, _) => ClientAuth::Off,
+            (Some(ca), ClientAuthMode::Required) => ClientAuth::Required { ca: ca.clone() },
+            (Some(ca), ClientAuthMode::Optional) => ClientAuth::Optional { ca: ca.clone() },
+        };
+        Ok(TlsConfig {
+            certs,
+            strict_sni: self.tls_strict_sni,
+            settings: TlsSettings {
+                tls12: self.tls_min_version == TlsVersion::V12,
+                alpn: self.tls_alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                groups: self.tls_groups.clone(),
+                client_auth,
+                ..TlsSettings::default()
+            },
+            cert_check: nonzero(self.tls_cert_check),
+        })
+    }
+
     /// Raw flags to a validated configuration.
     pub fn into_config(self) -> Result<Config, config::ConfigError> {
         let threads = match self.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let tls = self.tls_config()?;
         let config = Config {
             listen: self.listen,
             admin: self.admin,
@@ -241,6 +386,7 @@ impl Args {
                     linger_timeout: self.linger_timeout,
                     request_timeout: nonzero(self.request_timeout),
                     proxy_timeout: self.proxy_timeout,
+                    handshake_timeout: self.tls_handshake_timeout,
                 },
                 stream: StreamOptions {
                     nodelay: self.tcp_nodelay,
@@ -256,6 +402,7 @@ impl Args {
                 },
                 server_id: self.server_id.unwrap_or_else(config::host_name),
                 proxy_from: TrustList::new(self.proxy_from),
+                tls,
             },
         };
         config.validate()?;
@@ -346,6 +493,53 @@ mod tests {
             section == table,
             "the README flags table is out of date; replace it with:\n{table}"
         );
+    }
+
+    /// The TLS flags become settings: pairs in order, the self-signed certificate after
+    /// them, the client CA with its mode, the minimum version; unpaired files are refused.
+    #[test]
+    fn tls_flags() {
+        let c = Args::parse_from([
+            "loopd",
+            "-l",
+            "echo=127.0.0.1:0,tls",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
+            "--tls-cert",
+            "b.pem",
+            "--tls-key",
+            "b.key",
+            "--tls-self-signed",
+            "localhost",
+            "--tls-alpn",
+            "h2,http/1.1",
+            "--tls-min-version",
+            "1.3",
+            "--tls-client-ca",
+            "ca.pem",
+            "--tls-client-auth",
+            "optional",
+            "--tls-cert-check",
+            "0",
+        ])
+        .into_config()
+        .unwrap();
+        let tls = &c.loops.tls;
+        assert_eq!(tls.certs.len(), 3);
+        assert!(matches!(&tls.certs[0], CertSource::Files { cert, .. } if cert.ends_with("a.pem")));
+        assert!(matches!(&tls.certs[2], CertSource::SelfSigned { names } if names == &["localhost"]));
+        assert_eq!(tls.settings.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(!tls.settings.tls12);
+        assert!(matches!(tls.settings.client_auth, ClientAuth::Optional { .. }));
+        assert_eq!(tls.cert_check, None);
+        let unpaired = Args::parse_from(["loopd", "--tls-cert", "a.pem"]).into_config();
+        assert_eq!(unpaired.unwrap_err(), ConfigError::UnpairedCertificate);
+        let no_cert = Args::parse_from(["loopd", "-l", "echo=127.0.0.1:0,tls"]).into_config();
+        assert!(matches!(no_cert, Err(ConfigError::NoCertificate(_))));
+        let admin = Args::try_parse_from(["loopd", "--admin", "127.0.0.1:9107,tls"]).unwrap_err();
+        assert!(admin.to_string().contains("takes no options"), "{admin}");
     }
 
     /// The clap definition is internally consistent.

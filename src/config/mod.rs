@@ -4,6 +4,7 @@
 //! decides whether a combination makes sense. Nothing here touches a socket.
 
 mod parse;
+mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,9 +15,13 @@ use crate::proxy::TrustList;
 use crate::service::ServiceOptions;
 
 pub(crate) use parse::write_listen;
+pub use tls::{
+    CertSource, ClientAuth, TlsConfig, TlsSettings, DEFAULT_CERT_CHECK, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_SESSION_CACHE,
+};
 pub use parse::{
     host_name, nonzero, parse_cpu_list, parse_duration, parse_size, service_and_options,
-    valid_server_id, ListenSpec,
+    valid_server_id, ListenOptions, ListenSpec,
 };
 
 /// Where `loopd` listens when no `--listen` is given. Loopback, so a bare `loopd` exposes
@@ -198,6 +203,9 @@ pub struct Limits {
     pub request_timeout: Option<Duration>,
     /// See [`DEFAULT_PROXY_TIMEOUT`]; counted from accept.
     pub proxy_timeout: Duration,
+    /// See [`DEFAULT_HANDSHAKE_TIMEOUT`]; counted from accept, for connections to `,tls`
+    /// listeners.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -211,6 +219,7 @@ impl Default for Limits {
             linger_timeout: DEFAULT_LINGER_TIMEOUT,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
             proxy_timeout: DEFAULT_PROXY_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -252,7 +261,7 @@ pub struct Deployment {
 
 /// What every event loop reads, all of it: the limits of its connections, their socket
 /// options, its listeners' backlog, how long its drain may take, its UDP defences, who may
-/// send a PROXY header, and the server's name.
+/// send a PROXY header, the server's name, and the TLS settings of its `,tls` listeners.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoopConfig {
     /// Per-connection limits.
@@ -271,6 +280,9 @@ pub struct LoopConfig {
     /// The sources allowed to send a PROXY protocol header to a `,proxy` listener
     /// (`--proxy-from`); loopback by default.
     pub proxy_from: TrustList,
+    /// Certificates and settings for `,tls` listeners (loaded once, when a server has one,
+    /// and shared by every loop).
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -306,6 +318,7 @@ impl Default for LoopConfig {
             udp: UdpLimits::default(),
             server_id: host_name(),
             proxy_from: TrustList::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -319,12 +332,14 @@ impl Config {
             origin: Origin::Bind(spec.addr),
             serve: Serve::Handler(spec.service.handler(self.services)),
             proxy: spec.proxy,
+            tls: spec.tls,
         });
         let admin = self.admin.map(|addr| EndpointSpec {
             name: "admin".into(),
             origin: Origin::Bind(addr),
             serve: Serve::Admin,
             proxy: false,
+            tls: false,
         });
         listen.chain(admin).collect()
     }
@@ -362,6 +377,10 @@ pub enum ConfigError {
         /// Loops.
         threads: usize,
     },
+    /// A `,tls` listener, and no certificate to serve it with.
+    NoCertificate(String),
+    /// A certificate file given without its key, or a key without its certificate.
+    UnpairedCertificate,
 }
 
 impl fmt::Display for ConfigError {
@@ -404,6 +423,11 @@ impl fmt::Display for ConfigError {
             ConfigError::PinCpus { cpus, threads } => write!(
                 f,
                 "--pin-cpus lists {cpus} CPUs for {threads} loops: give one per loop"
+            ),
+            ConfigError::NoCertificate(listener) => write!(f, "{}", no_certificate(listener)),
+            ConfigError::UnpairedCertificate => f.write_str(
+                "give --tls-cert and --tls-key in pairs: the n-th key belongs to the n-th \
+                 certificate",
             ),
         }
     }
@@ -459,6 +483,11 @@ impl Config {
                     cpus: cpus.len(),
                     threads: d.threads,
                 });
+            }
+        }
+        if let Some(spec) = self.listen.iter().find(|s| s.tls) {
+            if lc.tls.certs.is_empty() {
+                return Err(ConfigError::NoCertificate(spec.to_string()));
             }
         }
         if lc.backlog == 0 {
@@ -526,6 +555,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Why a `,tls` `listener` cannot start: no certificate was given.
+pub(crate) fn no_certificate(listener: &str) -> String {
+    format!(
+        "{listener} needs a certificate: give --tls-cert FILE --tls-key FILE, or \
+         --tls-self-signed NAME for a quick start"
+    )
 }
 
 /// Loop `index`'s share of `max_connections` over `threads` loops. The shares add up to the

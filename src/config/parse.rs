@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::MAX_SERVER_ID;
 use crate::service::Builtin;
 
-/// One `--listen SERVICE=ADDR[,proxy]`.
+/// One `--listen SERVICE=ADDR[,proxy][,tls]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenSpec {
     /// What to serve.
@@ -18,26 +18,51 @@ pub struct ListenSpec {
     pub addr: SocketAddr,
     /// Every connection starts with a PROXY protocol header (`,proxy`; TCP services only).
     pub proxy: bool,
+    /// Every connection speaks TLS (`,tls`; TCP services only), after the PROXY header if
+    /// there is one.
+    pub tls: bool,
 }
 
-/// Splits `SERVICE[,proxy]` (a `--listen` service, or a socket's `FileDescriptorName=`)
-/// into the service and whether it reads a PROXY protocol header.
-pub fn service_and_options(s: &str) -> Result<(Builtin, bool), String> {
+/// What a listener does below its service, from the options after its address: a PROXY
+/// header first, TLS, both (the header comes first on the wire, whichever order they are
+/// written in: a proxy sends it in front of the TLS it passes through), or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListenOptions {
+    /// `,proxy`.
+    pub proxy: bool,
+    /// `,tls`.
+    pub tls: bool,
+}
+
+/// Splits `SERVICE[,proxy][,tls]` (a `--listen` service, or a socket's
+/// `FileDescriptorName=`) into the service and its options.
+pub fn service_and_options(s: &str) -> Result<(Builtin, ListenOptions), String> {
     let mut parts = s.split(',');
     let service: Builtin = parts.next().unwrap_or_default().parse()?;
-    let mut proxy = false;
+    let mut options = ListenOptions::default();
     for option in parts {
-        match option {
-            "proxy" if service.is_datagram() => {
+        let set = match option {
+            "proxy" => &mut options.proxy,
+            "tls" => &mut options.tls,
+            other => {
                 return Err(format!(
-                    "{service} is a UDP service; the PROXY protocol is for TCP listeners"
+                    "unknown listener option '{other}' (known: proxy, tls)"
                 ))
             }
-            "proxy" => proxy = true,
-            other => return Err(format!("unknown listener option '{other}' (known: proxy)")),
+        };
+        if service.is_datagram() {
+            let what = if option == "tls" {
+                "TLS"
+            } else {
+                "the PROXY protocol"
+            };
+            return Err(format!(
+                "{service} is a UDP service; {what} is for TCP listeners"
+            ));
         }
+        *set = true;
     }
-    Ok((service, proxy))
+    Ok((service, options))
 }
 
 impl FromStr for ListenSpec {
@@ -47,7 +72,7 @@ impl FromStr for ListenSpec {
         let (service, rest) = s.split_once('=').ok_or_else(|| {
             format!("'{s}' is not SERVICE=ADDR (for example echo=127.0.0.1:7007)")
         })?;
-        // Options follow the address: echo=127.0.0.1:7007,proxy.
+        // Options follow the address: echo=127.0.0.1:7007,proxy,tls.
         let (addr, options) = match rest.split_once(',') {
             Some((addr, options)) => (addr, Some(options)),
             None => (rest, None),
@@ -56,34 +81,43 @@ impl FromStr for ListenSpec {
             Some(options) => format!("{service},{options}"),
             None => service.to_string(),
         };
-        let (service, proxy) = service_and_options(&named)?;
+        let (service, options) = service_and_options(&named)?;
         let addr = addr
             .parse()
             .map_err(|_| format!("'{addr}' is not an IP:PORT address (IPv6 as [::1]:7007)"))?;
         Ok(ListenSpec {
             service,
             addr,
-            proxy,
+            proxy: options.proxy,
+            tls: options.tls,
         })
     }
 }
 
 impl fmt::Display for ListenSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_listen(f, self.service.name(), self.addr, self.proxy)
+        let options = ListenOptions {
+            proxy: self.proxy,
+            tls: self.tls,
+        };
+        write_listen(f, self.service.name(), self.addr, options)
     }
 }
 
-/// An endpoint as `--listen` names it: `echo=127.0.0.1:7007`, `line=0.0.0.0:7100,proxy`.
+/// An endpoint as `--listen` names it: `echo=127.0.0.1:7007`, `line=0.0.0.0:7100,proxy`,
+/// `echo=0.0.0.0:7443,proxy,tls` (options in the order their bytes come on the wire).
 pub(crate) fn write_listen(
     f: &mut fmt::Formatter<'_>,
     service: &str,
     addr: SocketAddr,
-    proxy: bool,
+    options: ListenOptions,
 ) -> fmt::Result {
     write!(f, "{service}={addr}")?;
-    if proxy {
+    if options.proxy {
         f.write_str(",proxy")?;
+    }
+    if options.tls {
+        f.write_str(",tls")?;
     }
     Ok(())
 }

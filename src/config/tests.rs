@@ -33,11 +33,43 @@ fn listen_specs() {
         .parse::<ListenSpec>()
         .unwrap_err();
     assert!(udp.contains("for TCP listeners"), "{udp}");
-    let unknown = "echo=0.0.0.0:7,tls".parse::<ListenSpec>().unwrap_err();
+    let unknown = "echo=0.0.0.0:7,ssl".parse::<ListenSpec>().unwrap_err();
     assert!(
-        unknown.contains("unknown listener option 'tls'"),
+        unknown.contains("unknown listener option 'ssl' (known: proxy, tls)"),
         "{unknown}"
     );
+}
+
+/// `,tls` in either order with `,proxy`, written back with the PROXY header first (the order
+/// on the wire); refused on UDP services.
+#[test]
+fn tls_listen_specs() {
+    let tls: ListenSpec = "echo=127.0.0.1:7443,tls".parse().unwrap();
+    assert!(tls.tls && !tls.proxy);
+    assert_eq!(tls.to_string(), "echo=127.0.0.1:7443,tls");
+    for both in ["line=[::]:7443,proxy,tls", "line=[::]:7443,tls,proxy"] {
+        let spec: ListenSpec = both.parse().unwrap();
+        assert!(spec.tls && spec.proxy, "{both}");
+        assert_eq!(spec.to_string(), "line=[::]:7443,proxy,tls");
+    }
+    let udp = "udp-echo=0.0.0.0:7,tls".parse::<ListenSpec>().unwrap_err();
+    assert_eq!(udp, "udp-echo is a UDP service; TLS is for TCP listeners");
+}
+
+/// A `,tls` listener needs a certificate, said with the flags that give one.
+#[test]
+fn tls_listener_needs_a_certificate() {
+    let mut c = Config {
+        listen: vec!["echo=127.0.0.1:0,tls".parse().unwrap()],
+        ..Config::default()
+    };
+    let err = c.validate().unwrap_err();
+    assert!(matches!(err, ConfigError::NoCertificate(_)));
+    assert!(err.to_string().contains("--tls-self-signed NAME"), "{err}");
+    c.loops.tls.certs = vec![CertSource::SelfSigned {
+        names: vec!["localhost".into()],
+    }];
+    c.validate().unwrap();
 }
 
 /// A server id is one word of visible ASCII; the host name is the default.

@@ -6,8 +6,8 @@
 //! it ([`Turn`]). A connection lives in one of two phases, each in a room of its own:
 //!
 //! * **Before serving** (`preface.rs`): the stages a listener asks for before any byte
-//!   reaches a service — a PROXY protocol header (`header.rs`) today, a TLS handshake next.
-//!   Only a connection that has such a stage pays for it.
+//!   reaches a service — a PROXY protocol header (`header.rs`), then a socket layer's
+//!   handshake (`handshake.rs`: TLS). Only a connection that has such a stage pays for it.
 //! * **Serving** (`serving/`): the service exists; the state machine of `Open`,
 //!   `CloseWait`, `Closing`, `Lingering` and `Closed` reads, writes, holds backpressure and
 //!   closes without losing data. It starts the same way whatever came before it.
@@ -23,15 +23,18 @@
 //!
 //! The connection reads and writes through [`Socket`], implemented for mio's `TcpStream`
 //! and by a scripted fake in the tests. A layer under the state machine (TLS) implements it
-//! too, owning the TCP socket and its own session, and tells the connection the two things
-//! a plain socket never needs to: that it holds input already ([`Socket::holds_input`]: a
-//! short read then no longer proves the socket drained), and that it has output of its own
-//! to send ([`Socket::has_pending_output`]: WRITABLE is wanted, and a flush sends it, before
-//! our FIN too). For `TcpStream` both are `false`, and cost nothing.
+//! too, owning the TCP socket and its own session, and tells the connection the things a
+//! plain socket never needs to: that it holds input already ([`Socket::holds_input`]: a
+//! short read then no longer proves the socket drained), that it has output of its own to
+//! send ([`Socket::pending_output`]: WRITABLE is wanted, a flush sends it, before our FIN
+//! too, and it counts against the high watermark), and that it has a handshake to complete
+//! before anything is the service's ([`Socket::handshake`], a stage before serving). For
+//! `TcpStream` these are `false`, `0` and `None`, known at compile time, and cost nothing.
 //!
 //! Errors stay local: `WouldBlock` waits, `Interrupted` retries, a reset closes quietly, and
 //! anything else closes this connection with one log line.
 
+mod handshake;
 mod header;
 mod preface;
 mod serving;
@@ -48,7 +51,7 @@ use crate::stats::{CloseReason, Stats};
 use crate::timer::Time;
 
 pub use crate::socket::{Socket, Want};
-pub use preface::Unborn;
+pub use preface::{Stages, Unborn};
 pub use serving::State;
 
 use preface::{Preface, Step};
@@ -122,6 +125,12 @@ pub struct Context<'a> {
     pub(crate) out_borrowed: Option<Borrowed>,
     /// Counters.
     pub stats: &'a Stats,
+    /// Handshake steps the loop still allows in this turn, shared by every connection: a
+    /// connection in a handshake stage takes one for each turn that reads (one flight of the
+    /// client's), and yields to the next turn when none is left — so a burst of new TLS
+    /// clients cannot stall established connections. Zero while the loop dispatches
+    /// events: handshakes then run from the run queue, in the order they became ready.
+    pub handshakes: &'a mut usize,
 }
 
 /// The socket, and what is remembered of its readiness: the connection's in every phase.
@@ -238,9 +247,18 @@ impl<S: Socket> Io<S> {
     pub(crate) fn error(&self, op: &str, e: &io::Error, phase: &dyn fmt::Display) -> CloseReason {
         use io::ErrorKind::*;
         match e.kind() {
-            ConnectionReset | BrokenPipe | ConnectionAborted => {
+            // NotConnected: `shutdown` on a socket the peer has reset (a layer's FIN waits
+            // behind its goodbye, so it may come after the reset arrived).
+            ConnectionReset | BrokenPipe | ConnectionAborted | NotConnected => {
                 debug!("conn {}: {op}: peer reset ({e})", self.id);
                 CloseReason::Reset
+            }
+            InvalidData => {
+                // Only a layer (TLS) says this: it refused the peer's bytes, and the alert
+                // it owes the peer is on its way. Whoever knows the layer says why: the
+                // handshake stage, or the loop as the connection closes.
+                debug!("conn {}: {op} in state {phase}: {e}", self.id);
+                CloseReason::Tls
             }
             _ => {
                 warn!("conn {}: {op} failed in state {phase}: {e}", self.id);
@@ -278,9 +296,26 @@ impl<S: Socket> Connection<S> {
     /// A new connection that reads a PROXY protocol header before its service exists. Call
     /// [`Connection::open`] next.
     pub fn behind_proxy(socket: S, unborn: Unborn, id: u64, now: Time) -> Connection<S> {
+        let stages = Stages {
+            proxy_header: true,
+            handshake: false,
+        };
+        Connection::with_stages(socket, unborn, stages, id, now)
+    }
+
+    /// A new connection whose service exists only after `stages`: a PROXY header, then the
+    /// socket layer's handshake (TLS), in that order on the wire. Call [`Connection::open`]
+    /// next.
+    pub fn with_stages(
+        socket: S,
+        unborn: Unborn,
+        stages: Stages,
+        id: u64,
+        now: Time,
+    ) -> Connection<S> {
         Connection {
             io: Io::new(socket, id, now),
-            phase: Phase::Preface(Box::new(Preface::proxy_header(unborn, now))),
+            phase: Phase::Preface(Box::new(Preface::new(unborn, stages, now))),
         }
     }
 
@@ -297,12 +332,13 @@ impl<S: Socket> Connection<S> {
         }
     }
 
-    /// Bytes waiting for the kernel to accept them.
+    /// Bytes waiting for the kernel to accept them: the service's, and a layer's own.
     pub fn pending_output(&self) -> usize {
-        match &self.phase {
+        let own = match &self.phase {
             Phase::Serving(s) => s.pending_output(),
             Phase::Preface(_) => 0,
-        }
+        };
+        own + self.io.socket.pending_output()
     }
 
     /// Bytes read that the service has not consumed yet (a partial request, or input held
@@ -327,6 +363,11 @@ impl<S: Socket> Connection<S> {
     /// The socket, for the loop's registration.
     pub fn socket_mut(&mut self) -> &mut S {
         &mut self.io.socket
+    }
+
+    /// The socket, for what the loop asks of a layer as the connection closes.
+    pub fn socket(&self) -> &S {
+        &self.io.socket
     }
 
     /// Starts the connection: a served one greets its peer ([`Service::on_connect`]) and
@@ -400,7 +441,7 @@ impl<S: Socket> Connection<S> {
     pub fn on_deadline(&mut self, cx: &mut Context<'_>) -> Turn {
         match &mut self.phase {
             Phase::Serving(s) => s.on_deadline(&mut self.io, cx),
-            Phase::Preface(p) => match p.on_deadline(&self.io, cx) {
+            Phase::Preface(p) => match p.on_deadline(&mut self.io, cx) {
                 Some(reason) => Turn::Closed(reason),
                 None => Turn::Wait,
             },
@@ -413,7 +454,7 @@ impl<S: Socket> Connection<S> {
     pub fn want(&self) -> Want {
         match &self.phase {
             Phase::Serving(s) => s.want(&self.io),
-            Phase::Preface(p) => p.want(),
+            Phase::Preface(p) => p.want(&self.io),
         }
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! A listener may ask for stages that come before any byte reaches a service, in the order
 //! they come on the wire: a PROXY protocol header ([`header`](super::header): consumed, never
-//! seen by the service, and what it says is the service's [`ConnInfo`]), and next a TLS
-//! handshake. Each stage reads (and, for a handshake, writes) on the connection's socket,
-//! has its own deadline and its own ways to fail, and ends by handing over to the next
-//! stage or to the service. The serving state machine ([`super::serving`]) starts after the
+//! seen by the service, and what it says is the service's [`ConnInfo`]), then the socket
+//! layer's handshake ([`handshake`](super::handshake): TLS, whose outcome — SNI, ALPN,
+//! version — is the service's `ConnInfo` too). Each stage reads (and, for a handshake,
+//! writes) on the connection's socket, has its own deadline and its own ways to fail, and
+//! ends by handing over to the next stage or to the service. The serving state machine ([`super::serving`]) starts after the
 //! last one and does not know whether any came first; a plain connection has no preface at
 //! all and pays nothing for one (it is boxed, and only a connection that has one allocates
 //! it).
@@ -19,12 +20,13 @@ use std::sync::Arc;
 
 use log::debug;
 
+use super::handshake::{Handshake, Progress};
 use super::header::Header;
 use super::{Context, Io};
 use crate::buffer::Buffer;
 use crate::config::Limits;
 use crate::proxy::Origin;
-use crate::service::{ConnInfo, Service, ServiceFactory};
+use crate::service::{ConnInfo, Negotiated, Service, ServiceFactory};
 use crate::socket::{Socket, Want};
 use crate::stats::{CloseReason, Stats};
 use crate::timer::Time;
@@ -47,8 +49,9 @@ pub struct Unborn {
 }
 
 impl Unborn {
-    /// The service, for the client a PROXY header named (or the peer itself).
-    fn service(&self, origin: Origin) -> Box<dyn Service> {
+    /// The service, for the client a PROXY header named (or the peer itself), over the TLS
+    /// session a handshake settled (if there was one).
+    fn service(&self, origin: Origin, tls: Option<&Negotiated>) -> Box<dyn Service> {
         let proxied = match origin {
             Origin::Client(p) => Some(p),
             Origin::Proxy => None,
@@ -60,21 +63,35 @@ impl Unborn {
             loop_index: self.loop_index,
             server_id: &self.server_id,
             stats: &self.stats,
+            tls,
         })
     }
 }
 
-/// The stage a connection is in before serving. A TLS handshake comes after the header.
+/// Which stages a connection has before serving, in the order they come on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stages {
+    /// A PROXY protocol header.
+    pub proxy_header: bool,
+    /// The socket layer's handshake (TLS): the socket must have one
+    /// ([`Socket::handshake`]).
+    pub handshake: bool,
+}
+
+/// The stage a connection is in before serving.
 enum Stage {
     /// Reading a PROXY protocol header.
     Header(Header),
+    /// The socket layer's handshake.
+    Handshake(Handshake),
 }
 
 /// How a stage's turn ended.
 pub(crate) enum Step {
     /// Nothing more to do until the next readiness event or deadline.
     Wait,
-    /// The budget ran out with bytes left to read: run again next turn.
+    /// The budget ran out with bytes left to read, or a handshake waits for the loop's
+    /// handshake budget: run again next turn.
     Again,
     /// Refused, late, or cut short: the connection ends before any service saw a byte.
     Closed(CloseReason),
@@ -92,79 +109,129 @@ pub(crate) enum Step {
 pub(crate) struct Preface {
     unborn: Unborn,
     stage: Stage,
+    /// A handshake follows the header.
+    handshake_next: bool,
     /// When the connection was accepted: the stages' deadlines count from here.
     accepted: Time,
 }
 
 impl Preface {
-    /// A connection that reads a PROXY protocol header first.
-    pub(crate) fn proxy_header(unborn: Unborn, now: Time) -> Preface {
+    /// A connection with `stages` (at least one) before serving.
+    pub(crate) fn new(unborn: Unborn, stages: Stages, now: Time) -> Preface {
+        debug_assert!(stages.proxy_header || stages.handshake);
+        let stage = if stages.proxy_header {
+            Stage::Header(Header::default())
+        } else {
+            Stage::Handshake(Handshake::new(Origin::Proxy, Buffer::new()))
+        };
         Preface {
             unborn,
-            stage: Stage::Header(Header::default()),
+            stage,
+            handshake_next: stages.proxy_header && stages.handshake,
             accepted: now,
         }
     }
 
-    /// Heap bytes held (the header read so far).
+    /// Heap bytes held: the header read so far, or the handshake's bytes in waiting.
     pub(crate) fn buffered_capacity(&self) -> usize {
         match &self.stage {
             Stage::Header(h) => h.buffered_capacity(),
+            Stage::Handshake(h) => h.buffered_capacity(),
         }
     }
 
-    /// The readiness to register for: a header is only read.
-    pub(crate) fn want(&self) -> Want {
+    /// The readiness to register for: a header is only read; a handshake is read, and
+    /// written while the layer has a flight of its own waiting.
+    pub(crate) fn want<S: Socket>(&self, io: &Io<S>) -> Want {
         match self.stage {
             Stage::Header(_) => Want::READ,
+            Stage::Handshake(_) => Want {
+                read: true,
+                write: io.socket.has_pending_output(),
+            },
         }
     }
 
-    /// Runs the current stage for one turn, reading within `budget`.
+    /// Runs the stages for one turn, reading within `budget`: the header, then (in the same
+    /// turn, if the bytes are there) the handshake, then the service is born.
     pub(crate) fn turn<S: Socket>(
         &mut self,
         io: &mut Io<S>,
         cx: &mut Context<'_>,
         budget: &mut usize,
     ) -> Step {
-        let done = match &mut self.stage {
-            Stage::Header(h) => h.turn(io, cx, budget),
-        };
-        match done {
-            Ok(Some((origin, rest))) => Step::Serve {
-                service: self.unborn.service(origin),
-                input: rest,
-            },
-            Ok(None) if *budget == 0 && io.read_ready => Step::Again,
-            Ok(None) => Step::Wait,
-            Err(reason) => Step::Closed(reason),
+        loop {
+            let progress = match &mut self.stage {
+                Stage::Header(h) => match h.turn(io, cx, budget) {
+                    Ok(Some((origin, rest))) if self.handshake_next => {
+                        // What followed the header belongs to the layer: its first records.
+                        self.stage = Stage::Handshake(Handshake::new(origin, rest));
+                        continue;
+                    }
+                    Ok(Some((origin, rest))) => {
+                        return Step::Serve {
+                            service: self.unborn.service(origin, None),
+                            input: rest,
+                        };
+                    }
+                    Ok(None) if *budget == 0 && io.read_ready => return Step::Again,
+                    Ok(None) => return Step::Wait,
+                    Err(reason) => return Step::Closed(reason),
+                },
+                Stage::Handshake(h) => h.turn(io, cx, budget),
+            };
+            return match progress {
+                Progress::Done {
+                    origin,
+                    negotiated,
+                    input,
+                } => Step::Serve {
+                    service: self.unborn.service(origin, Some(&negotiated)),
+                    input,
+                },
+                Progress::Waiting => Step::Wait,
+                Progress::Yield => Step::Again,
+                Progress::Failed(reason) => Step::Closed(reason),
+            };
+        }
+    }
+
+    /// The current stage's deadline, counted from accept.
+    fn stage_deadline(&self, limits: &Limits) -> Time {
+        match self.stage {
+            Stage::Header(_) => self.accepted.after(limits.proxy_timeout),
+            Stage::Handshake(_) => self.accepted.after(limits.handshake_timeout),
         }
     }
 
     /// The next time the connection needs attention without an event: the stage's deadline,
     /// or the idle timeout if that comes first.
     pub(crate) fn deadline<S>(&self, io: &Io<S>, limits: &Limits) -> Option<Time> {
-        let stage = match self.stage {
-            Stage::Header(_) => self.accepted.after(limits.proxy_timeout),
-        };
+        let stage = self.stage_deadline(limits);
         let idle = limits.idle_timeout.map(|d| io.last_active.after(d));
         [Some(stage), idle].into_iter().flatten().min()
     }
 
     /// The loop's timer came due: closes the connection if the stage's deadline, or the idle
     /// timeout, has passed.
-    pub(crate) fn on_deadline<S>(&mut self, io: &Io<S>, cx: &Context<'_>) -> Option<CloseReason> {
-        let (now, limits) = (cx.now, cx.limits);
-        match &self.stage {
-            Stage::Header(h) if now >= self.accepted.after(limits.proxy_timeout) => {
-                h.timed_out(io, cx);
-                return Some(CloseReason::Proxy);
-            }
-            Stage::Header(_) => {}
+    pub(crate) fn on_deadline<S: Socket>(
+        &mut self,
+        io: &mut Io<S>,
+        cx: &Context<'_>,
+    ) -> Option<CloseReason> {
+        if cx.now >= self.stage_deadline(cx.limits) {
+            return Some(match &self.stage {
+                Stage::Header(h) => {
+                    h.timed_out(io, cx);
+                    CloseReason::Proxy
+                }
+                Stage::Handshake(h) => h.timed_out(io, cx),
+            });
         }
-        if limits
+        if cx
+            .limits
             .idle_timeout
-            .is_some_and(|d| now >= io.last_active.after(d))
+            .is_some_and(|d| cx.now >= io.last_active.after(d))
         {
             debug!("conn {}: idle timeout", io.id);
             return Some(CloseReason::Idle);

@@ -7,7 +7,9 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::time::Duration;
 
 use super::*;
-use crate::service::{Chargen, ConnInfo, Daytime, Echo, Output, ServiceFactory};
+use crate::service::{Chargen, ConnInfo, Daytime, Echo, Negotiated, Output, ServiceFactory};
+use crate::socket::{Handshake, HandshakeEnd};
+use crate::stats::HandshakeFailure;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +19,9 @@ enum Step {
     Data(Vec<u8>),
     Eof,
     Fail(ErrorKind),
+    /// A layer's handshake ends here: the data before it was the handshake's own (consumed
+    /// by the layer, never read as plaintext), the data after it is plaintext.
+    Shake(HandshakeEnd),
 }
 
 /// A socket whose reads follow a script (then `WouldBlock`) and whose writes accept at most
@@ -41,6 +46,44 @@ struct Fake {
     own_output: Vec<u8>,
     /// A layer's `shutdown_write` was called: FIN follows its own output.
     fin_wanted: bool,
+    /// A layer with a handshake (see [`Shake`]).
+    shake: Option<Shake>,
+}
+
+/// A scripted layer handshake: once begun, reads consume the script up to its
+/// [`Step::Shake`], which ends the handshake.
+#[derive(Debug, Default)]
+struct Shake {
+    begun: bool,
+    /// What `begin` was given.
+    early: Vec<u8>,
+    end: Option<HandshakeEnd>,
+    taken: bool,
+}
+
+impl Handshake for Shake {
+    fn begin(&mut self, early: &[u8]) -> io::Result<()> {
+        self.begun = true;
+        self.early = early.to_vec();
+        Ok(())
+    }
+
+    fn end(&mut self) -> Option<HandshakeEnd> {
+        if self.taken {
+            return None;
+        }
+        let end = self.end.clone()?;
+        self.taken = true;
+        Some(end)
+    }
+
+    fn timed_out(&mut self) -> HandshakeEnd {
+        self.taken = true;
+        HandshakeEnd::Failed {
+            how: HandshakeFailure::Timeout,
+            why: "handshake timed out".into(),
+        }
+    }
 }
 
 /// What a layer sends before its FIN.
@@ -65,7 +108,24 @@ impl Fake {
 impl Read for Fake {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reads += 1;
+        if let Some(shake) = self.shake.as_mut().filter(|s| s.begun && s.end.is_none()) {
+            // The handshake's own bytes: the layer takes them, up to the handshake's end.
+            while let Some(step) = self.script.pop_front() {
+                match step {
+                    Step::Data(_) => {}
+                    Step::Shake(end) => {
+                        shake.end = Some(end);
+                        break;
+                    }
+                    other => {
+                        self.script.push_front(other);
+                        break;
+                    }
+                }
+            }
+        }
         match self.script.pop_front() {
+            Some(Step::Shake(_)) => unreachable!("a handshake's end read before it began"),
             None => Err(ErrorKind::WouldBlock.into()),
             Some(Step::Eof) => {
                 self.script.push_front(Step::Eof);
@@ -125,8 +185,12 @@ impl Socket for Fake {
         self.layered && matches!(self.script.front(), Some(Step::Data(_)))
     }
 
-    fn has_pending_output(&self) -> bool {
-        !self.own_output.is_empty()
+    fn pending_output(&self) -> usize {
+        self.own_output.len()
+    }
+
+    fn handshake(&mut self) -> Option<&mut dyn Handshake> {
+        self.shake.as_mut().map(|s| s as &mut dyn Handshake)
     }
 }
 
@@ -138,6 +202,8 @@ struct Rig {
     out: Buffer,
     stats: Stats,
     now: Time,
+    /// The loop's handshake budget for the next turn.
+    handshakes: usize,
 }
 
 const BIG_WINDOW: usize = usize::MAX / 2;
@@ -153,6 +219,16 @@ impl Rig {
 
     /// A connection to a PROXY protocol listener whose service `factory` creates.
     fn behind_proxy(factory: Arc<dyn ServiceFactory>) -> Rig {
+        let stages = Stages {
+            proxy_header: true,
+            handshake: false,
+        };
+        Rig::with_stages(factory, stages)
+    }
+
+    /// A connection with `stages` before serving, whose service `factory` creates; its
+    /// socket is a layer with a scripted handshake if a handshake is one of the stages.
+    fn with_stages(factory: Arc<dyn ServiceFactory>, stages: Stages) -> Rig {
         let unborn = Unborn {
             factory,
             peer: "127.0.0.1:40000".parse().unwrap(),
@@ -162,7 +238,13 @@ impl Rig {
             stats: Arc::new(Stats::default()),
         };
         Rig::with_connection(
-            |fake| Connection::behind_proxy(fake, unborn, 1, Time(0)),
+            |mut fake| {
+                if stages.handshake {
+                    fake.layered = true;
+                    fake.shake = Some(Shake::default());
+                }
+                Connection::with_stages(fake, unborn, stages, 1, Time(0))
+            },
             small_limits(),
         )
     }
@@ -179,6 +261,7 @@ impl Rig {
             out: Buffer::new(),
             stats: Stats::default(),
             now: Time(0),
+            handshakes: usize::MAX,
         }
     }
 
@@ -190,6 +273,7 @@ impl Rig {
             out_scratch: &mut self.out,
             out_borrowed: None,
             stats: &self.stats,
+            handshakes: &mut self.handshakes,
         };
         (&mut self.conn, cx)
     }
@@ -276,6 +360,7 @@ fn small_limits() -> Limits {
         linger_timeout: Duration::from_secs(5),
         request_timeout: Some(Duration::from_secs(30)),
         proxy_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(10),
     }
 }
 
@@ -1115,6 +1200,7 @@ mod framing {
             loop_index: 0,
             server_id: &server_id,
             stats: &stats,
+            tls: None,
         };
         Box::new(Line::new(&conn, 200))
     }
@@ -1297,6 +1383,182 @@ mod behind_proxy {
     }
 }
 
+/// A layer's handshake as a stage before serving: the service is born after it, over what
+/// it settled; the loop's handshake budget paces it; its deadline and its failures close
+/// the connection, counted.
+mod handshake_stage {
+    use super::*;
+
+    const HEADER: &[u8] = b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 7007\r\n";
+
+    fn negotiated() -> Negotiated {
+        Negotiated {
+            version: "TLSv1.3",
+            cipher_suite: "TLS13_AES_128_GCM_SHA256",
+            group: Some("X25519"),
+            alpn: None,
+            sni: Some("a.test".into()),
+            resumed: false,
+            client_subject: None,
+        }
+    }
+
+    /// What the factory was told, per service created.
+    type Seen = Arc<Mutex<Vec<(SocketAddr, Option<Negotiated>)>>>;
+
+    fn recording(make: fn() -> Box<dyn Service>) -> (Arc<dyn ServiceFactory>, Seen) {
+        let seen: Seen = Arc::default();
+        let log = Arc::clone(&seen);
+        let factory = Arc::new(move |conn: &ConnInfo<'_>| {
+            log.lock().unwrap().push((conn.client(), conn.tls.cloned()));
+            make()
+        });
+        (factory, seen)
+    }
+
+    fn tls(factory: Arc<dyn ServiceFactory>) -> Rig {
+        let stages = Stages {
+            proxy_header: false,
+            handshake: true,
+        };
+        Rig::with_stages(factory, stages)
+    }
+
+    /// The handshake's own bytes never reach the service; it is created once the handshake
+    /// completes, over what it settled, and greets only then (no plaintext before the
+    /// keys); the plaintext that came behind the handshake is its first input.
+    #[test]
+    fn the_service_is_born_after_the_handshake() {
+        let (factory, seen) = recording(|| Box::new(Daytime));
+        let mut rig = tls(factory);
+        assert_eq!(rig.open(), Turn::Wait);
+        rig.send(b"client hello");
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert!(seen.lock().unwrap().is_empty());
+        assert!(rig.take_written().is_empty(), "nothing before the keys");
+        rig.send(b"client finished");
+        rig.sock()
+            .script
+            .push_back(Step::Shake(HandshakeEnd::Completed(negotiated())));
+        rig.readable();
+        assert_eq!(seen.lock().unwrap()[0].1, Some(negotiated()));
+        let written = rig.take_written();
+        assert!(written.ends_with(GOODBYE), "daytime finishes");
+        assert_eq!(written[..written.len() - GOODBYE.len()].last(), Some(&b'\n'));
+        let t = rig.stats.snapshot().tls;
+        assert_eq!((t.completed, t.of_kind(true, false)), (1, 1));
+
+        let (factory, _) = recording(|| Box::new(Echo));
+        let mut rig = tls(factory);
+        rig.open();
+        rig.send(b"hello");
+        rig.sock()
+            .script
+            .push_back(Step::Shake(HandshakeEnd::Completed(negotiated())));
+        rig.send(b"first bytes");
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.take_written(), b"first bytes");
+        assert_eq!(rig.stats.snapshot().bytes_in, 11, "handshake bytes are not input");
+    }
+
+    /// With the loop's handshake budget spent, a handshake waits for the next turn (the run
+    /// queue) without reading a byte, and goes on when given one; each turn that reads takes
+    /// one from the budget.
+    #[test]
+    fn the_loops_handshake_budget_paces_handshakes() {
+        let (factory, seen) = recording(|| Box::new(Echo));
+        let mut rig = tls(factory);
+        rig.open();
+        rig.send(b"client hello");
+        rig.sock()
+            .script
+            .push_back(Step::Shake(HandshakeEnd::Completed(negotiated())));
+        rig.handshakes = 0;
+        assert_eq!(rig.readable(), Turn::Again);
+        assert_eq!(rig.sock().reads, 0);
+        rig.handshakes = 2;
+        assert_eq!(rig.turn(Ready::NONE), Turn::Wait);
+        assert_eq!(rig.handshakes, 1);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    /// A handshake that never completes is closed at its deadline (from accept), counted as
+    /// a timeout; a failed one is closed at once, counted by how it failed. No service.
+    #[test]
+    fn late_and_failed_handshakes_close_counted() {
+        let (factory, seen) = recording(|| Box::new(Echo));
+        let mut rig = tls(Arc::clone(&factory));
+        rig.open();
+        rig.send(b"half a hello");
+        rig.readable();
+        assert_eq!(rig.conn.deadline(&rig.limits), Some(Time(10_000)));
+        rig.now = Time(9_999);
+        assert_eq!(rig.deadline(), Turn::Wait);
+        rig.now = Time(10_000);
+        assert_eq!(rig.deadline(), Turn::Closed(CloseReason::Handshake));
+        let t = rig.stats.snapshot().tls;
+        assert_eq!(t.failures(HandshakeFailure::Timeout), 1);
+
+        let mut rig = tls(factory);
+        rig.open();
+        rig.send(b"GET / HTTP/1.1");
+        rig.sock().script.push_back(Step::Shake(HandshakeEnd::Failed {
+            how: HandshakeFailure::NotTls,
+            why: "a plaintext HTTP request".into(),
+        }));
+        assert_eq!(rig.readable(), Turn::Closed(CloseReason::Handshake));
+        let t = rig.stats.snapshot().tls;
+        assert_eq!((t.failures(HandshakeFailure::NotTls), t.completed), (1, 0));
+        assert!(seen.lock().unwrap().is_empty());
+    }
+
+    /// A handshake flight the socket did not take is wanted WRITABLE and sent on the edge,
+    /// before anything else.
+    #[test]
+    fn a_flight_that_did_not_fit_waits_for_writable() {
+        let (factory, _) = recording(|| Box::new(Echo));
+        let mut rig = tls(factory);
+        rig.open();
+        rig.sock().window = 0;
+        rig.sock().own_output = b"server hello".to_vec();
+        rig.send(b"client hello");
+        rig.readable();
+        assert_eq!(rig.conn.want(), READ_WRITE);
+        rig.sock().window = BIG_WINDOW;
+        assert_eq!(rig.writable(), Turn::Wait);
+        assert_eq!(rig.take_written(), b"server hello");
+        assert_eq!(rig.conn.want(), READ_ONLY);
+    }
+
+    /// Behind a PROXY header, the layer begins after it with the bytes that followed the
+    /// header in the same read (its first records), and the service is born for the client
+    /// the header named, over the session the handshake settled.
+    #[test]
+    fn proxy_header_then_handshake() {
+        let (factory, seen) = recording(|| Box::new(Echo));
+        let stages = Stages {
+            proxy_header: true,
+            handshake: true,
+        };
+        let mut rig = Rig::with_stages(factory, stages);
+        rig.open();
+        let mut first = HEADER.to_vec();
+        first.extend(b"\x16\x03\x01 hello");
+        rig.send(&first);
+        assert_eq!(rig.readable(), Turn::Wait);
+        assert_eq!(rig.sock().shake.as_ref().unwrap().early, b"\x16\x03\x01 hello");
+        rig.send(b"client finished");
+        rig.sock()
+            .script
+            .push_back(Step::Shake(HandshakeEnd::Completed(negotiated())));
+        rig.readable();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].0, "192.0.2.7:56324".parse().unwrap());
+        assert_eq!(seen[0].1, Some(negotiated()));
+        assert_eq!(rig.stats.snapshot().proxy_proxied, 1);
+    }
+}
+
 /// The seam a layer under the state machine (TLS) plugs into: input it holds raises no edge,
 /// and output of its own is wanted, flushed, and sent before our FIN.
 mod socket_layer {
@@ -1358,7 +1620,7 @@ mod socket_layer {
         rig.sock().own_output = b"alert".to_vec();
         assert_eq!(rig.open(), Turn::Wait);
         assert_eq!(rig.conn.state(), State::Closing);
-        assert_eq!(rig.conn.pending_output(), 0);
+        assert_eq!(rig.conn.pending_output(), b"alert".len(), "the layer's only");
         assert!(!rig.sock().fin, "FIN before the layer's output");
         rig.sock().window = BIG_WINDOW;
         rig.writable();

@@ -15,10 +15,11 @@ use std::time::Duration;
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 
-use super::slot::Slot;
-use super::token::conn_token;
+#[cfg(feature = "tls")]
+use super::slot::TlsSocket;
+use super::slot::{token_of, Family, Slot};
 use super::EventLoop;
-use crate::connection::{Connection, Turn, Unborn};
+use crate::connection::{Connection, Stages, Turn, Unborn};
 use crate::listener::Accepted;
 use crate::logging::Throttle;
 use crate::service::ConnInfo;
@@ -147,8 +148,9 @@ impl EventLoop {
         }
     }
 
-    /// Sets up an accepted stream: options, service, greeting, registration, deadline. It
-    /// takes a slot of its listener's pool once it is in the slab.
+    /// Sets up an accepted stream: options, service (or the stages before it), greeting,
+    /// registration, deadline. It takes a slot of its listener's pool once it is in the slab:
+    /// the TLS slab for a `,tls` listener's connection, the plain one otherwise.
     fn add(&mut self, listener: usize, stream: TcpStream, peer: SocketAddr) {
         let peer = socket::canonical(peer);
         if let Err(e) = socket::configure_stream(&stream, &self.stream_options) {
@@ -164,27 +166,61 @@ impl EventLoop {
         let (endpoint, pool) = (l.endpoint(), l.pool);
         let stats = &self.kit.stats[endpoint];
         stats.opened();
-        let mut conn = if l.proxy {
-            if !self.proxy_from.trusts(peer.ip()) {
-                // Anyone who may send a header may claim any address: refused before a byte
-                // is read.
-                warn!(
-                    "conn {serial}: {peer} is not allowed to send a PROXY header (--proxy-from {}); closing",
-                    self.proxy_from
-                );
-                Stats::incr(&stats.proxy_untrusted);
-                stats.closed(CloseReason::Proxy);
-                return;
+        if l.proxy && !self.proxy_from.trusts(peer.ip()) {
+            // Anyone who may send a header may claim any address: refused before a byte is
+            // read.
+            warn!(
+                "conn {serial}: {peer} is not allowed to send a PROXY header (--proxy-from {}); closing",
+                self.proxy_from
+            );
+            Stats::incr(&stats.proxy_untrusted);
+            stats.closed(CloseReason::Proxy);
+            return;
+        }
+        let stages = Stages {
+            proxy_header: l.proxy,
+            handshake: l.tls,
+        };
+        let unborn = || Unborn {
+            factory: Arc::clone(l.factory()),
+            peer,
+            listener: l.local_addr(),
+            loop_index: self.index,
+            server_id: Arc::clone(&self.server_id),
+            stats: Arc::clone(stats),
+        };
+        debug!("conn {serial}: accepted from {peer}");
+        if stages.handshake {
+            #[cfg(feature = "tls")]
+            {
+                let socket = self
+                    .tls
+                    .as_ref()
+                    .ok_or_else(|| "no TLS configuration".to_string())
+                    .and_then(|config| {
+                        TlsSocket::new(Arc::clone(config), stream).map_err(|e| e.to_string())
+                    });
+                match socket {
+                    Ok(socket) => {
+                        let conn = Connection::with_stages(socket, unborn(), stages, serial, self.now);
+                        self.insert(conn, endpoint, pool);
+                    }
+                    Err(e) => {
+                        warn!("conn {serial}: cannot start TLS: {e}; closing");
+                        stats.closed(CloseReason::Error);
+                    }
+                }
             }
-            let unborn = Unborn {
-                factory: Arc::clone(l.factory()),
-                peer,
-                listener: l.local_addr(),
-                loop_index: self.index,
-                server_id: Arc::clone(&self.server_id),
-                stats: Arc::clone(stats),
-            };
-            Connection::behind_proxy(stream, unborn, serial, self.now)
+            #[cfg(not(feature = "tls"))]
+            {
+                // Refused at start-up (`Server::with_endpoints`): never here.
+                warn!("conn {serial}: a ,tls listener in a build without TLS; closing");
+                stats.closed(CloseReason::Error);
+            }
+            return;
+        }
+        let conn = if stages.proxy_header {
+            Connection::with_stages(stream, unborn(), stages, serial, self.now)
         } else {
             let service = l.factory().new_service(&ConnInfo {
                 peer,
@@ -193,31 +229,36 @@ impl EventLoop {
                 loop_index: self.index,
                 server_id: &self.server_id,
                 stats,
+                tls: None,
             });
             Connection::new(stream, service, serial, self.now)
         };
-        debug!("conn {serial}: accepted from {peer}");
+        self.insert(conn, endpoint, pool);
+    }
 
+    /// Opens a new connection of `endpoint`, registers it and puts it in its slab, counted
+    /// in `pool`.
+    fn insert<S: Family>(&mut self, mut conn: Connection<S>, endpoint: usize, pool: usize) {
         let turn = conn.open(&mut self.kit.cx(self.now, endpoint));
         if let Turn::Closed(reason) = turn {
             self.kit.stats[endpoint].closed(reason);
             return;
         }
-        let entry = self.conns.vacant_entry();
+        let entry = S::slab(&mut self.conns).vacant_entry();
         let key = entry.key();
-        let token = conn_token(key, serial);
+        let token = token_of(key, &conn);
         let wanted = conn.want();
         let registered =
             match socket::register(self.poll.registry(), conn.socket_mut(), token, wanted) {
                 Ok(registered) => registered,
                 Err(e) => {
-                    warn!("conn {serial}: register failed: {e}");
+                    warn!("conn {}: register failed: {e}", conn.id());
                     self.kit.stats[endpoint].closed(CloseReason::Error);
                     return;
                 }
             };
         entry.insert(Slot::new(conn, endpoint, pool, registered));
         self.pools[pool].open += 1;
-        self.after_turn(key, turn);
+        self.after_turn::<S>(key, turn);
     }
 }

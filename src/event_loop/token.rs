@@ -10,6 +10,11 @@
 //!
 //! Listener and endpoint tokens are looked up, never indexed: draining closes the listeners
 //! while later events of the same poll batch may still name them.
+//!
+//! A loop keeps its connections in two slabs, plain and TLS (so a plain connection carries
+//! nothing of TLS), and the top bit of a connection token's key says which: slab keys stay
+//! far below 2^31 (the connection cap is at most 2^24), and the loop's own tokens, which use
+//! that bit for UDP endpoints, have serial 0.
 
 use mio::Token;
 
@@ -20,16 +25,33 @@ pub(super) const WAKER_KEY: usize = u32::MAX as usize;
 /// Loop tokens from here up (below the waker key) are UDP endpoints.
 pub(super) const DATAGRAM_BASE: usize = 1 << 31;
 
+/// The bit of a connection token's key that names the TLS slab.
+const TLS_BIT: usize = 1 << 31;
+
+/// Which of a loop's slabs a connection is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Plain TCP.
+    Plain,
+    /// TLS over TCP.
+    Tls,
+}
+
 /// What a token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Target {
     Listener(usize),
     Datagram(usize),
     Waker,
-    Connection { key: usize, serial: u32 },
+    Connection { kind: Kind, key: usize, serial: u32 },
 }
 
-pub(super) fn conn_token(key: usize, serial: u64) -> Token {
+pub(super) fn conn_token(kind: Kind, key: usize, serial: u64) -> Token {
+    debug_assert!(key < TLS_BIT);
+    let key = match kind {
+        Kind::Plain => key,
+        Kind::Tls => key | TLS_BIT,
+    };
     Token(((serial as u32 as usize) << 32) | key)
 }
 
@@ -43,7 +65,16 @@ pub(super) fn decode(token: Token) -> Target {
         (0, WAKER_KEY) => Target::Waker,
         (0, i) if i >= DATAGRAM_BASE => Target::Datagram(i - DATAGRAM_BASE),
         (0, i) => Target::Listener(i),
-        (serial, key) => Target::Connection { key, serial },
+        (serial, key) if key & TLS_BIT != 0 => Target::Connection {
+            kind: Kind::Tls,
+            key: key & !TLS_BIT,
+            serial,
+        },
+        (serial, key) => Target::Connection {
+            kind: Kind::Plain,
+            key,
+            serial,
+        },
     }
 }
 
@@ -54,23 +85,34 @@ mod tests {
     /// Tokens round-trip, and loop tokens never collide with connection tokens.
     #[test]
     fn token_codec() {
-        let t = conn_token(42, 7);
-        assert_eq!(decode(t), Target::Connection { key: 42, serial: 7 });
+        let t = conn_token(Kind::Plain, 42, 7);
+        let plain = |key, serial| Target::Connection {
+            kind: Kind::Plain,
+            key,
+            serial,
+        };
+        assert_eq!(decode(t), plain(42, 7));
+        assert_eq!(
+            decode(conn_token(Kind::Tls, 42, 7)),
+            Target::Connection {
+                kind: Kind::Tls,
+                key: 42,
+                serial: 7
+            }
+        );
+        assert_ne!(conn_token(Kind::Tls, 42, 7), t);
         assert_eq!(decode(loop_token(3)), Target::Listener(3));
         assert_eq!(decode(loop_token(WAKER_KEY)), Target::Waker);
         assert_eq!(decode(loop_token(DATAGRAM_BASE + 2)), Target::Datagram(2));
         // Only the low 32 bits of the serial travel in the token.
-        assert_eq!(
-            decode(conn_token(1, (5u64 << 32) | 9)),
-            Target::Connection { key: 1, serial: 9 }
-        );
+        assert_eq!(decode(conn_token(Kind::Plain, 1, (5u64 << 32) | 9)), plain(1, 9));
     }
 
     /// A token for a slot's previous occupant does not match the new occupant.
     #[test]
     fn stale_token_is_rejected() {
-        let old = conn_token(0, 1);
-        let new = conn_token(0, 2);
+        let old = conn_token(Kind::Plain, 0, 1);
+        let new = conn_token(Kind::Plain, 0, 2);
         assert_ne!(old, new);
         let Target::Connection { serial, .. } = decode(old) else {
             panic!()

@@ -16,6 +16,7 @@
 //! | `WHOAMI` | the client's address: the one a PROXY protocol header named, or the peer's |
 //! | `SERVER` | `<server-id> <listener address> <loop>`: which backend, listener and loop answered |
 //! | `STATS` | the server id and the endpoint's counters in this loop, one line of `key=value` |
+//! | `TLS` | what the TLS handshake settled, one line of `key=value`: `version`, `cipher`, `group`, `alpn`, `sni`, `resumed`, `client` (the certificate's subject), `-` for what is absent; `not TLS: a plaintext connection` on a plain one |
 //! | `HELP` | the command list |
 //! | `QUIT` | `BYE`, then a graceful close |
 //! | anything else | `ERR unknown command '…'`; the connection stays open |
@@ -35,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{ConnInfo, Output, Service};
+use super::{ConnInfo, Negotiated, Output, Service};
 use crate::stats::Stats;
 
 /// Default for `--max-line`: far above any command this protocol has, small enough that
@@ -48,7 +49,12 @@ const QUOTE_LIMIT: usize = 32;
 /// The reply to a line the peer left without its ending when it finished sending.
 pub const INCOMPLETE: &str = "ERR incomplete line at end of input";
 
-const HELP: &str = "commands: PING [text], ECHO text, TIME, WHOAMI, SERVER, STATS, HELP, QUIT";
+const HELP: &str =
+    "commands: PING [text], ECHO text, TIME, WHOAMI, SERVER, STATS, TLS, HELP, QUIT";
+
+/// The `TLS` reply on a plain connection: not an error (the question has an answer), and
+/// never mistaken for a TLS one, whose reply starts with `version=`.
+const NOT_TLS: &[u8] = b"not TLS: a plaintext connection";
 
 /// The line service for one connection.
 pub struct Line {
@@ -65,6 +71,8 @@ pub struct Line {
     /// work.
     #[cfg(test)]
     examined: usize,
+    /// What the TLS handshake settled; boxed, so a plain connection carries one word.
+    tls: Option<Box<Negotiated>>,
 }
 
 impl Line {
@@ -81,6 +89,7 @@ impl Line {
             partial: 0,
             #[cfg(test)]
             examined: 0,
+            tls: conn.tls.map(|n| Box::new(n.clone())),
         }
     }
 
@@ -128,6 +137,11 @@ impl Line {
                     counters.as_bytes(),
                 ],
             );
+        } else if is("TLS") {
+            match &self.tls {
+                Some(negotiated) => reply(out, &[negotiated.to_string().as_bytes()]),
+                None => reply(out, &[NOT_TLS]),
+            }
         } else if is("HELP") {
             reply(out, &[HELP.as_bytes()]);
         } else if is("QUIT") {
@@ -246,6 +260,7 @@ mod tests {
             loop_index: 3,
             server_id: &server_id,
             stats: &stats,
+            tls: None,
         };
         Line::new(&conn, max_line)
     }
@@ -276,6 +291,30 @@ mod tests {
         assert!(!h.finished);
         assert_eq!(ask(&mut h, b"QUIT\n"), "BYE\r\n");
         assert!(h.finished);
+    }
+
+    /// `TLS` names what the handshake settled, one line of `key=value`, and says so plainly
+    /// on a plaintext connection.
+    #[test]
+    fn tls_command() {
+        let mut plain = line();
+        assert_eq!(ask(&mut plain, b"TLS\n"), "not TLS: a plaintext connection\r\n");
+        let mut h = line();
+        h.service.tls = Some(Box::new(Negotiated {
+            version: "TLSv1.3",
+            cipher_suite: "TLS13_AES_128_GCM_SHA256",
+            group: Some("X25519"),
+            alpn: Some("h2".into()),
+            sni: Some("a.test".into()),
+            resumed: true,
+            client_subject: None,
+        }));
+        assert_eq!(
+            ask(&mut h, b"tls\r\n"),
+            "version=TLSv1.3 cipher=TLS13_AES_128_GCM_SHA256 group=X25519 alpn=h2 \
+             sni=a.test resumed=yes client=-\r\n"
+        );
+        assert!(!h.finished);
     }
 
     /// Behind a proxy, WHOAMI names the client the PROXY header named, not the proxy.

@@ -123,6 +123,49 @@ pub struct ConnInfo<'a> {
     pub server_id: &'a Arc<str>,
     /// The counters of the endpoint serving the connection.
     pub stats: &'a Arc<Stats>,
+    /// On a `,tls` listener, what the TLS handshake settled (the service exists only once it
+    /// has completed); `None` on a plain connection.
+    pub tls: Option<&'a Negotiated>,
+}
+
+/// The parameters a completed TLS handshake settled, for logs, metrics and services (the
+/// `line` service's `TLS` command). Plain data, so that a service can be written and tested
+/// without the `tls` feature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: &'static str,
+    /// IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: &'static str,
+    /// Key-exchange group, e.g. `X25519MLKEM768` (none when a TLS 1.2 session was resumed).
+    pub group: Option<&'static str>,
+    /// The protocol chosen by ALPN.
+    pub alpn: Option<String>,
+    /// The name the client asked for (SNI).
+    pub sni: Option<String>,
+    /// Resumed from a ticket or the session cache.
+    pub resumed: bool,
+    /// The client certificate's subject (RFC 4514), when one was presented.
+    pub client_subject: Option<String>,
+}
+
+impl fmt::Display for Negotiated {
+    /// One line of `key=value` pairs: `version=TLSv1.3 cipher=… group=… alpn=- sni=- …`, a
+    /// `-` for what is absent.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+        write!(
+            f,
+            "version={} cipher={} group={} alpn={} sni={} resumed={} client={}",
+            self.version,
+            self.cipher_suite,
+            or_dash(self.group),
+            or_dash(self.alpn.as_deref()),
+            or_dash(self.sni.as_deref()),
+            if self.resumed { "yes" } else { "no" },
+            or_dash(self.client_subject.as_deref()),
+        )
+    }
 }
 
 impl ConnInfo<'_> {

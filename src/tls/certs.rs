@@ -49,33 +49,7 @@ use super::x509;
 /// into memory.
 pub const MAX_PEM_FILE: u64 = 16 << 20;
 
-/// Where one identity comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertSource {
-    /// A PEM certificate chain (end-entity first) and its PEM private key (PKCS#8, PKCS#1 or
-    /// SEC1). Read again on every reload.
-    Files {
-        /// The chain.
-        cert: PathBuf,
-        /// The key.
-        key: PathBuf,
-    },
-    /// A self-signed ECDSA P-256 certificate generated at start-up for these DNS names, for
-    /// a quick start. Kept as it is across reloads, so its fingerprint stays the one logged.
-    SelfSigned {
-        /// Subject alternative names (the first is also the common name).
-        names: Vec<String>,
-    },
-}
-
-impl fmt::Display for CertSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CertSource::Files { cert, .. } => write!(f, "{}", cert.display()),
-            CertSource::SelfSigned { names } => write!(f, "self-signed {}", names.join(",")),
-        }
-    }
-}
+pub use crate::config::CertSource;
 
 /// Why certificates could not be loaded. Every variant names the file or source at fault.
 #[derive(Debug)]

@@ -73,6 +73,7 @@ use std::sync::Arc;
 use rustls::{AlertDescription, HandshakeKind, ServerConfig, ServerConnection};
 
 use super::x509;
+pub use crate::service::Negotiated;
 
 /// Cap on rustls's queue of outgoing records (and on plaintext written before the handshake
 /// completes). 64 KiB is four full-size records: one `write` syscall carries as much as the
@@ -157,44 +158,6 @@ impl fmt::Display for HandshakeOutcome {
             HandshakeOutcome::Closed => f.write_str("peer closed during the handshake"),
             HandshakeOutcome::Timeout => f.write_str("handshake timed out"),
         }
-    }
-}
-
-/// The parameters a completed handshake settled, for logs, metrics and the `line`
-/// service's `TLS` command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Negotiated {
-    /// `TLSv1.3` or `TLSv1.2`.
-    pub version: &'static str,
-    /// IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
-    pub cipher_suite: &'static str,
-    /// Key-exchange group, e.g. `X25519MLKEM768` (none when a TLS 1.2 session was resumed).
-    pub group: Option<&'static str>,
-    /// The protocol chosen by ALPN.
-    pub alpn: Option<String>,
-    /// The name the client asked for (SNI).
-    pub sni: Option<String>,
-    /// Resumed from a ticket or the session cache.
-    pub resumed: bool,
-    /// The client certificate's subject (RFC 4514), when one was presented.
-    pub client_subject: Option<String>,
-}
-
-impl fmt::Display for Negotiated {
-    /// One line of `key=value` pairs: `version=TLSv1.3 cipher=… group=… alpn=- sni=- …`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
-        write!(
-            f,
-            "version={} cipher={} group={} alpn={} sni={} resumed={} client={}",
-            self.version,
-            self.cipher_suite,
-            or_dash(self.group),
-            or_dash(self.alpn.as_deref()),
-            or_dash(self.sni.as_deref()),
-            if self.resumed { "yes" } else { "no" },
-            or_dash(self.client_subject.as_deref()),
-        )
     }
 }
 
@@ -429,6 +392,34 @@ impl<S: Transport> TlsStream<S> {
         // An error here is `WouldBlock` (none held) or the end-of-stream states, which the
         // caller learns from `peer_close`: nothing to copy now either way.
         self.tls.reader().read(buf).unwrap_or_default()
+    }
+
+    /// Processes records that arrived before the layer began, read by a stage below it (the
+    /// bytes that followed a PROXY header), as if they had just come from the socket: the
+    /// handshake moves on, and what it wants to send is written at once. An error is the
+    /// handshake's failure, as from [`read`](Read::read).
+    pub fn receive(&mut self, mut early: &[u8]) -> io::Result<()> {
+        let result = loop {
+            if early.is_empty() {
+                break Ok(());
+            }
+            let mut probe = Probe {
+                io: &mut early,
+                short: false,
+                first: &mut self.first,
+                first_len: &mut self.first_len,
+            };
+            if let Err(e) = self.tls.read_tls(&mut probe) {
+                // More than rustls buffers before processing: not a TLS client's first flight.
+                self.outcome.get_or_insert(HandshakeOutcome::NotTls(NotTls::Other));
+                break Err(e);
+            }
+            if let Err(e) = self.process() {
+                break Err(e);
+            }
+        };
+        self.refresh();
+        result
     }
 
     /// Reads ciphertext once and processes it. Returns how the socket answered.

@@ -12,6 +12,10 @@
 //! 4. [`layer`] — [`TlsStream`](layer::TlsStream): a rustls server session over the TCP
 //!    socket, read and written as plaintext, keeping the edge-triggered rules where TLS
 //!    changes them (buffered plaintext, output of its own, bounds, closing).
+//! 5. [`socket`] — [`TlsSocket`](socket::TlsSocket): the layer at the connection's
+//!    [`Socket`](crate::socket::Socket) seam, over the loop's TCP socket; [`Tls`], a server's
+//!    certificates and shared configuration; [`Watch`], which notices a certificate file
+//!    that changed (a rotated Kubernetes Secret sends no signal).
 //!
 //! # The crypto provider, by measurement
 //!
@@ -48,4 +52,97 @@
 pub mod certs;
 pub mod layer;
 pub mod settings;
+pub mod socket;
+mod watch;
 pub mod x509;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+
+use crate::config::TlsConfig;
+use certs::{CertError, CertStore, CertSummary};
+use settings::SettingsError;
+pub use watch::Watch;
+
+/// A server's TLS: its certificates, reloadable, and the one rustls `ServerConfig` every
+/// connection of every loop shares (so a session resumes on whichever loop the client's next
+/// connection lands). Cloning shares it.
+#[derive(Clone)]
+pub struct Tls {
+    store: Arc<CertStore>,
+    config: Arc<ServerConfig>,
+    files: Arc<[PathBuf]>,
+}
+
+/// Why a server's TLS could not be set up.
+#[derive(Debug)]
+pub enum TlsError {
+    /// A certificate or key.
+    Certs(CertError),
+    /// The settings (a group name, the client CA).
+    Settings(SettingsError),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::Certs(e) => write!(f, "TLS certificate: {e}"),
+            TlsError::Settings(e) => write!(f, "TLS: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+impl Tls {
+    /// Loads the certificates `config` names (or generates the self-signed one) and builds
+    /// the shared `ServerConfig`. Every error names the file or setting at fault.
+    pub fn load(config: &TlsConfig) -> Result<Tls, TlsError> {
+        let provider = Arc::new(settings::provider());
+        let store = CertStore::load(config.certs.clone(), config.strict_sni, provider)
+            .map_err(TlsError::Certs)?;
+        let store = Arc::new(store);
+        let server = settings::server_config(&config.settings, Arc::clone(&store))
+            .map_err(TlsError::Settings)?;
+        Ok(Tls {
+            store,
+            config: server,
+            files: config.files().into(),
+        })
+    }
+
+    /// The rustls configuration every connection is served with.
+    pub fn server_config(&self) -> &Arc<ServerConfig> {
+        &self.config
+    }
+
+    /// What is in force, the default first: for the start-up and reload log lines.
+    pub fn summaries(&self) -> Vec<CertSummary> {
+        self.store.summaries()
+    }
+
+    /// Reads the certificate and key files again; see [`CertStore::reload`]. New handshakes
+    /// use what loaded, established sessions keep theirs, and a failure changes nothing.
+    pub fn reload(&self) -> Result<Vec<CertSummary>, CertError> {
+        self.store.reload()
+    }
+
+    /// The certificate and key files, for a [`Watch`] on them.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Whether `self` and `other` are the same context (clones of one load).
+    pub fn same(&self, other: &Tls) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls").field("store", &self.store).finish()
+    }
+}

@@ -1,4 +1,5 @@
-//! From TLS settings to one rustls `ServerConfig`, shared by every loop.
+//! From TLS settings ([`TlsSettings`], plain data in [`crate::config`]) to one rustls
+//! `ServerConfig`, shared by every loop.
 //!
 //! Everything a handshake needs that is not per connection lives in the `ServerConfig`: the
 //! protocol versions, the key-exchange groups, ALPN, the certificate store, the client
@@ -12,7 +13,6 @@
 //! do not do tickets resume by **session ID** from a server-side cache of bounded size.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
@@ -20,11 +20,7 @@ use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 
 use super::certs::{self, CertError, CertStore};
-
-/// Session-ID cache entries (TLS 1.2 clients without tickets). Each holds a master secret and
-/// the session's parameters, a few hundred bytes, so 4096 entries cost about a megabyte at
-/// most, shared by all loops — enough for every client of a busy minute to resume.
-pub const DEFAULT_SESSION_CACHE: usize = 4096;
+pub use crate::config::{ClientAuth, TlsSettings, DEFAULT_SESSION_CACHE};
 
 /// The key-exchange groups loopd knows by name, in rustls's order of preference.
 /// `X25519MLKEM768` (post-quantum hybrid) comes first as rustls offers it; clients that lack
@@ -45,56 +41,6 @@ pub const KX_GROUPS: &[(&str, &dyn SupportedKxGroup)] = &[
 /// in (the benchmark compares ring), rustls has no process default to fall back on.
 pub fn provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
-}
-
-/// Whether and how clients present certificates.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// Clients are not asked for a certificate.
-    #[default]
-    Off,
-    /// Clients are asked; one without a certificate is served, one with an invalid
-    /// certificate is refused.
-    Optional {
-        /// PEM file of the CAs that client certificates must chain to.
-        ca: PathBuf,
-    },
-    /// A client without a valid certificate is refused.
-    Required {
-        /// PEM file of the CAs that client certificates must chain to.
-        ca: PathBuf,
-    },
-}
-
-/// TLS settings for a listener, as validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// Accept TLS 1.2 as well as 1.3.
-    pub tls12: bool,
-    /// ALPN protocols, most preferred first; empty: no ALPN.
-    pub alpn: Vec<Vec<u8>>,
-    /// Key-exchange groups by name (see [`KX_GROUPS`]), most preferred first; empty: all
-    /// of them, in rustls's order.
-    pub groups: Vec<String>,
-    /// Session-ID cache entries; 0 turns the cache off.
-    pub session_cache: usize,
-    /// Issue session tickets.
-    pub tickets: bool,
-    /// Client certificates.
-    pub client_auth: ClientAuth,
-}
-
-impl Default for TlsSettings {
-    fn default() -> TlsSettings {
-        TlsSettings {
-            tls12: true,
-            alpn: Vec::new(),
-            groups: Vec::new(),
-            session_cache: DEFAULT_SESSION_CACHE,
-            tickets: true,
-            client_auth: ClientAuth::Off,
-        }
-    }
 }
 
 /// Why a `ServerConfig` could not be built.

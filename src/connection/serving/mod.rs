@@ -142,9 +142,13 @@ struct Cold {
 }
 
 impl Cold {
-    /// Nothing waits: the connection can give this back.
-    fn is_idle(&self, state: State) -> bool {
-        self.input.is_empty() && self.output.is_empty() && state != State::Lingering
+    /// Nothing waits — nor in a layer under the connection, whose output keeps the
+    /// write-stall clock here — so the connection can give this back.
+    fn is_idle(&self, state: State, layer_pending: bool) -> bool {
+        self.input.is_empty()
+            && self.output.is_empty()
+            && !layer_pending
+            && state != State::Lingering
     }
 }
 
@@ -241,7 +245,7 @@ impl Serving {
 
     /// The next time this connection needs attention without an event: the linger, write-stall
     /// or idle deadline, whichever is first.
-    pub(crate) fn deadline<S>(&self, io: &Io<S>, limits: &Limits) -> Option<Time> {
+    pub(crate) fn deadline<S: Socket>(&self, io: &Io<S>, limits: &Limits) -> Option<Time> {
         match self.state {
             State::Closed => None,
             State::Lingering => Some(self.lingering_since().after(limits.linger_timeout)),
@@ -249,7 +253,7 @@ impl Serving {
                 let idle = limits.idle_timeout.map(|d| io.last_active.after(d));
                 let stall = limits
                     .write_stall_timeout
-                    .zip(self.stalled_since())
+                    .zip(self.stalled_since(io))
                     .map(|(d, since)| since.after(d));
                 let request = self
                     .request_started()
@@ -270,12 +274,19 @@ impl Serving {
             .filter(|_| self.state == State::Open && !self.held_for_room)
     }
 
-    /// While output is pending: when the kernel last took some (the write-stall clock).
-    fn stalled_since(&self) -> Option<Time> {
+    /// While output is pending (ours, or a layer's): when the kernel last took some (the
+    /// write-stall clock).
+    fn stalled_since<S: Socket>(&self, io: &Io<S>) -> Option<Time> {
+        let layer = io.socket.has_pending_output();
         self.cold
             .as_ref()
-            .filter(|c| !c.output.is_empty())
+            .filter(|c| layer || !c.output.is_empty())
             .map(|c| c.last_progress)
+    }
+
+    /// Everything that waits to be sent: ours, and a layer's own.
+    fn waiting<S: Socket>(&self, io: &Io<S>) -> usize {
+        self.pending_output() + io.socket.pending_output()
     }
 
     /// When our FIN was sent (meaningful while `Lingering`).
@@ -306,13 +317,13 @@ impl Serving {
                 })
             }
             _ if self
-                .stalled_since()
+                .stalled_since(io)
                 .is_some_and(|since| expired(since, l.write_stall_timeout)) =>
             {
                 debug!(
                     "conn {}: {} bytes pending, none accepted for the write-stall timeout; aborting",
                     io.id,
-                    self.pending_output()
+                    self.waiting(io)
                 );
                 io.socket.set_abortive();
                 Some(CloseReason::WriteStall)
@@ -354,7 +365,7 @@ impl Serving {
             State::Closing | State::Lingering => true,
             State::CloseWait | State::Closed => false,
         };
-        let pending = self.pending_output() > 0 || io.socket.has_pending_output();
+        let pending = self.waiting(io) > 0;
         Want {
             read,
             write: pending && self.state != State::Closed,
@@ -382,7 +393,12 @@ impl Serving {
         flow: ControlFlow<CloseReason>,
         budget: usize,
     ) -> Turn {
-        if self.cold.as_ref().is_some_and(|c| c.is_idle(self.state)) {
+        let layer_pending = io.socket.has_pending_output();
+        if self
+            .cold
+            .as_ref()
+            .is_some_and(|c| c.is_idle(self.state, layer_pending))
+        {
             // The last waiting byte has gone: an idle connection owns nothing but its words.
             self.cold = None;
         }
@@ -402,11 +418,11 @@ impl Serving {
         self.held_for_room && !self.paused && self.state == State::Open
     }
 
-    fn may_produce<S>(&self, io: &Io<S>, limits: &Limits) -> bool {
+    fn may_produce<S: Socket>(&self, io: &Io<S>, limits: &Limits) -> bool {
         matches!(self.state, State::Open | State::CloseWait)
             && !self.finished
             && !io.write_blocked
-            && self.pending_output() < limits.low_watermark
+            && self.waiting(io) < limits.low_watermark
     }
 
     /// The greeting, then input that came before the service, then the usual turn.
@@ -484,10 +500,7 @@ impl Serving {
             // one read cannot push pending output past the high watermark. Input that is only
             // discarded (closing, lingering) needs no room.
             let room = match self.state {
-                State::Open => cx
-                    .limits
-                    .high_watermark
-                    .saturating_sub(self.pending_output()),
+                State::Open => cx.limits.high_watermark.saturating_sub(self.waiting(io)),
                 _ => usize::MAX,
             };
             let want = cx.scratch.len().min(*budget).min(room);

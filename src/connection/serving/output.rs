@@ -1,6 +1,7 @@
 //! How a service's output reaches the socket: the service is called, and what it wrote is
-//! flushed at once; what the kernel does not take waits in the connection's output buffer,
-//! whose size the watermarks hold between a pause and a resume of reading.
+//! flushed at once; what the kernel does not take waits in the connection's output buffer.
+//! The watermarks hold what waits — that buffer, and what a socket layer (TLS) holds of its
+//! own — between a pause and a resume of reading.
 
 use std::io;
 use std::ops::ControlFlow::{self, Break, Continue};
@@ -36,7 +37,11 @@ impl Serving {
             return Continue((R::default(), 0));
         }
         debug_assert!(cx.out_scratch.is_empty() && cx.out_borrowed.is_none());
-        let high_watermark = cx.limits.high_watermark;
+        // The service's room: what the watermark leaves beside what a layer already holds.
+        let high_watermark = cx
+            .limits
+            .high_watermark
+            .saturating_sub(io.socket.pending_output());
         let scratch: &[u8] = cx.scratch;
         // What waits already: held input, and pending output the reply must queue behind.
         let (held, pending) = match self.cold.as_deref_mut() {
@@ -84,13 +89,15 @@ impl Serving {
 
     /// Writes new output from the scratch buffer, or pending output after a writable edge,
     /// and the socket layer's own output if it has any. Keeps what the kernel did not
-    /// accept (in the cold part, allocated for it), and applies the watermarks.
+    /// accept (in the cold part, allocated for it), and applies the watermarks to all that
+    /// waits: the connection's output and the layer's (TLS records the kernel has not taken).
     pub(super) fn flush<S: Socket>(
         &mut self,
         io: &mut Io<S>,
         cx: &mut Context<'_>,
     ) -> ControlFlow<CloseReason> {
         let was_empty = self.pending_output() == 0;
+        let layer_before = io.socket.pending_output();
         let mut written = 0;
         if let Some(borrowed) = cx.out_borrowed.take() {
             // Written from where it lies; only what the kernel does not take is copied.
@@ -131,11 +138,17 @@ impl Serving {
             }
         }
 
-        let pending = self.pending_output();
-        if let Some(c) = self.cold.as_deref_mut().filter(|_| pending > 0) {
+        // What waits: ours, and what the layer holds (zero, known at compile time, for a
+        // plain socket).
+        let layer = io.socket.pending_output();
+        let pending = self.pending_output() + layer;
+        if pending > 0 {
             // The write-stall clock starts when output starts waiting, and restarts whenever
-            // the kernel takes some.
-            if was_empty || written > 0 {
+            // the kernel takes some (a layer's queue shrinking is the kernel taking some).
+            let progress = written > 0 || layer < layer_before;
+            let started = was_empty && layer_before == 0;
+            let c = self.cold();
+            if started || progress {
                 c.last_progress = cx.now;
             }
             // Not on the fast path: an atomic max per message would cost more than the echo.
