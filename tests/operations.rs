@@ -100,33 +100,6 @@ fn metrics_count_what_happened_and_pass_promtool() {
     promtool_accepts(&text);
 }
 
-/// Every sample of a scrape as `(family, labels)`, in order.
-fn series(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let sample = l.rsplit_once(' ').expect("a sample and its value").0;
-            match sample.split_once('{') {
-                Some((name, labels)) => (name.to_string(), labels.trim_end_matches('}').into()),
-                None => (sample.to_string(), String::new()),
-            }
-        })
-        .collect()
-}
-
-/// The families each listener exports, as sorted names.
-fn families_of(series: &[(String, String)], service: &str) -> Vec<String> {
-    let label = format!("service=\"{service}\"");
-    let mut names: Vec<String> = series
-        .iter()
-        .filter(|(_, labels)| labels.split(',').any(|l| l == label))
-        .map(|(name, _)| name.clone())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 /// Families only a TCP listener can move.
 const TCP_ONLY: &[&str] = &[
     "loopd_connections_accepted_total",
@@ -227,30 +200,6 @@ fn metrics_export_only_what_can_move_for_each_listener() {
     daemon.addrs();
     let restarted = series(&http_get(admin, "/metrics").body);
     assert_eq!(restarted, fresh, "a restart changed the set of series");
-}
-
-/// `promtool check metrics` passes `text` with nothing to say.
-fn promtool_accepts(text: &str) {
-    let promtool = require("promtool", "prometheus");
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}\n{text}"
-    );
 }
 
 /// A real Prometheus server scrapes loopd, and its query API returns loopd's accepted

@@ -13,6 +13,7 @@ use loopd::stats::Snapshot;
 use loopd::{Exit, Server, ServerHandle};
 
 pub mod daemon;
+pub mod pki;
 
 /// Generous bound for anything a test waits for; only reached when something is broken.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -33,6 +34,7 @@ impl TestServer {
                 service,
                 addr: "127.0.0.1:0".parse().unwrap(),
                 proxy: false,
+                tls: false,
             })
             .collect();
         let server = Server::new(&config).expect("bind");
@@ -235,6 +237,57 @@ pub fn parse_response(bytes: &[u8]) -> HttpResponse {
 pub fn metric(text: &str, sample: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Every sample of a scrape as `(family, labels)`, in order.
+pub fn series(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let sample = l.rsplit_once(' ').expect("a sample and its value").0;
+            match sample.split_once('{') {
+                Some((name, labels)) => (name.to_string(), labels.trim_end_matches('}').into()),
+                None => (sample.to_string(), String::new()),
+            }
+        })
+        .collect()
+}
+
+/// The families each listener exports, as sorted names.
+pub fn families_of(series: &[(String, String)], service: &str) -> Vec<String> {
+    let label = format!("service=\"{service}\"");
+    let mut names: Vec<String> = series
+        .iter()
+        .filter(|(_, labels)| labels.split(',').any(|l| l == label))
+        .map(|(name, _)| name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `promtool check metrics` passes `text` with nothing to say.
+pub fn promtool_accepts(text: &str) {
+    let promtool = require("promtool", "prometheus");
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
 }
 
 /// A scratch directory (for a proxy's configuration), removed when dropped.

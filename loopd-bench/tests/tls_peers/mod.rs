@@ -1,6 +1,6 @@
 //! TLS servers for loopd-bench's tests and its handshake benchmark: certificates generated at
-//! run time, `openssl s_server`, nginx's stream `ssl`, and a small TLS-terminating proxy
-//! written here that can corrupt or truncate what it forwards.
+//! run time (loopd's `tests/common/pki.rs`), `openssl s_server`, nginx's stream `ssl`, and a
+//! small TLS-terminating proxy written here that can corrupt or truncate what it forwards.
 
 #![allow(dead_code)]
 
@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+// The certificates are loopd's test helpers', shared rather than copied.
+#[path = "../../../tests/common/pki.rs"]
+mod pki;
+pub use pki::Pki;
 
 /// Bound on anything these helpers wait for; reached only when something is broken.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -56,94 +59,6 @@ pub fn wait_listening(addr: SocketAddr, what: &str) {
     wait_for(&format!("{what} listening on {addr}"), || {
         TcpStream::connect(addr).ok()
     });
-}
-
-/// Certificates and keys as PEM files in a directory of their own (removed when dropped):
-/// a CA, a server certificate for `localhost` and 127.0.0.1 that it signed (ECDSA P-256), a
-/// second CA for client certificates with a client certificate, and an unrelated CA.
-pub struct Pki {
-    pub dir: PathBuf,
-    /// The server's CA.
-    pub ca: PathBuf,
-    /// The server's certificate, then the CA's (a chain).
-    pub chain: PathBuf,
-    pub key: PathBuf,
-    /// Chain and key in one file, as HAProxy takes them.
-    pub combined: PathBuf,
-    /// The CA that signs client certificates.
-    pub client_ca: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-    /// A client certificate from a CA nobody trusts.
-    pub stranger_cert: PathBuf,
-    pub stranger_key: PathBuf,
-}
-
-fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    (params.self_signed(&key).unwrap(), key)
-}
-
-fn leaf(
-    names: &[&str],
-    cn: &str,
-    issuer: &(rcgen::Certificate, KeyPair),
-) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(names).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    (params.signed_by(&key, &issuer.0, &issuer.1).unwrap(), key)
-}
-
-impl Pki {
-    pub fn new(tag: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!(
-            "loopd-bench-pki-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, text: &str| {
-            let p = dir.join(name);
-            std::fs::write(&p, text).unwrap();
-            p
-        };
-        let server_ca = ca("loopd-bench test CA");
-        let server = leaf(&["localhost", "127.0.0.1"], "localhost", &server_ca);
-        let client_ca = ca("loopd-bench client CA");
-        let client = leaf(&["client.test"], "client.test", &client_ca);
-        let stranger_ca = ca("nobody's CA");
-        let stranger = leaf(&["stranger.test"], "stranger.test", &stranger_ca);
-        let chain = format!("{}{}", server.0.pem(), server_ca.0.pem());
-        let key = server.1.serialize_pem();
-        Pki {
-            ca: write("ca.pem", &server_ca.0.pem()),
-            chain: write("chain.pem", &chain),
-            key: write("key.pem", &key),
-            combined: write("combined.pem", &format!("{chain}{key}")),
-            client_ca: write("client-ca.pem", &client_ca.0.pem()),
-            client_cert: write("client.pem", &client.0.pem()),
-            client_key: write("client-key.pem", &client.1.serialize_pem()),
-            stranger_cert: write("stranger.pem", &stranger.0.pem()),
-            stranger_key: write("stranger-key.pem", &stranger.1.serialize_pem()),
-            dir,
-        }
-    }
-
-    pub fn path(p: &Path) -> &str {
-        p.to_str().unwrap()
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// `openssl s_server` on a port of its own, its standard output collected line by line
