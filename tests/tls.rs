@@ -10,6 +10,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use std::sync::Arc;
@@ -567,6 +568,48 @@ fn round_trip_tls(s: &mut Tls, msg: &[u8]) {
     assert_eq!(back, msg);
 }
 
+/// Client certificates through rustls's WebPKI verifier: required refuses a client without
+/// one (an alert, counted) and one from a CA it does not trust, and tells the service the
+/// subject of a good one; optional serves a client without one.
+#[test]
+fn client_certificates_required_and_optional() {
+    let pki = Pki::new("client-certs");
+    let ca = Pki::path(&pki.client_ca);
+    let d = daemon(
+        &pki,
+        &["line=127.0.0.1:0,tls"],
+        &["--tls-client-ca", ca],
+    );
+    let (line, admin) = (d.addr_of("line"), d.addr_of("admin"));
+    let with = |cert: &Path, key: &Path| {
+        s_client(
+            line,
+            &["-cert", Pki::path(cert), "-key", Pki::path(key)],
+            "TLS\nQUIT\n",
+        )
+    };
+    let good = with(&pki.client_cert, &pki.client_key);
+    assert!(good.contains(" client=CN=client.test"), "{good}");
+    let stranger = with(&pki.stranger_cert, &pki.stranger_key);
+    assert!(!stranger.contains("version="), "{stranger}");
+    let none = s_client(line, &[], "TLS\nQUIT\n");
+    assert!(!none.contains("version="), "{none}");
+    let sent = format!(
+        "loopd_tls_handshakes_total{{service=\"line\",listener=\"{line}\",outcome=\"alert_sent\"}}"
+    );
+    wait_until("both refusals counted", || {
+        (sample(admin, &sent) == 2.0).then_some(())
+    });
+
+    let optional = daemon(
+        &pki,
+        &["line=127.0.0.1:0,tls"],
+        &["--tls-client-ca", ca, "--tls-client-auth", "optional"],
+    );
+    let none = s_client(optional.addr_of("line"), &[], "TLS\nQUIT\n");
+    assert!(none.contains(" client=-"), "{none}");
+}
+
 /// What cannot work is refused at start-up, in one line that says why: `,tls` on a UDP
 /// service or on the admin endpoint (status 2, like any bad flag), a `,tls` listener without
 /// a certificate (2), an encrypted key and a key that is not the certificate's (1, like an
@@ -850,4 +893,218 @@ fn pump(s: Tls, data: &[u8]) -> Vec<u8> {
         }
     }
     got
+}
+
+/// Starts HAProxy with `listen` sections after the shared defaults; waits for `ports`.
+fn haproxy_with(listen: &str, ports: &[u16]) -> (Daemon, Scratch) {
+    let (proxy, dir) = haproxy(&format!("{HAPROXY_DEFAULTS}{listen}"));
+    for &port in ports {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_until(&format!("haproxy on {addr} ({:?})", proxy.log()), || {
+            TcpStream::connect(addr).ok()
+        });
+    }
+    (proxy, dir)
+}
+
+fn local(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+/// HAProxy terminating TLS in front of plain loopd (`send-proxy`): 10 MiB echoed byte-exact
+/// and the client's close carried through (a `close_notify` comes back after the last byte),
+/// and `WHOAMI` names this client, not the proxy.
+#[test]
+fn haproxy_terminates_tls_in_front_of_plain_loopd() {
+    let pki = Pki::new("ha-terminate");
+    let d = Daemon::start(&[
+        "-l",
+        "echo=127.0.0.1:0,proxy",
+        "-l",
+        "line=127.0.0.1:0,proxy",
+    ]);
+    let (echo, line) = (d.addr_of("echo"), d.addr_of("line"));
+    let (p_echo, p_line) = (free_port(), free_port());
+    let crt = pki.combined.display();
+    let (_proxy, _dir) = haproxy_with(
+        &format!(
+            "listen echo\n    bind 127.0.0.1:{p_echo} ssl crt {crt}\n    server loopd {echo} send-proxy\n\
+             listen line\n    bind 127.0.0.1:{p_line} ssl crt {crt}\n    server loopd {line} send-proxy\n"
+        ),
+        &[p_echo, p_line],
+    );
+    let config = tls13(&pki);
+    let data = pattern(31, 10 << 20);
+    let got = pump(tls_connect(local(p_echo), "localhost", &config), &data);
+    assert!(got == data, "10 MiB through HAProxy's TLS");
+    let mut s = tls_connect(local(p_line), "localhost", &config);
+    let me = s.sock.local_addr().unwrap().to_string();
+    assert_eq!(ask(&mut s, "WHOAMI"), me);
+    assert_eq!(ask(&mut s, "TLS"), "not TLS: a plaintext connection", "HAProxy decrypted");
+}
+
+/// HAProxy passing TCP through with `send-proxy` to a `,proxy,tls` loopd: the PROXY header
+/// first, then the client's own TLS, ended at loopd — which sees the client's SNI and its
+/// address, and echoes 10 MiB with the half-close carried.
+#[test]
+fn haproxy_passes_tls_through_to_proxy_tls_loopd() {
+    let pki = Pki::new("ha-passthrough");
+    let d = daemon(
+        &pki,
+        &["echo=127.0.0.1:0,proxy,tls", "line=127.0.0.1:0,tls,proxy"],
+        &[],
+    );
+    let (echo, line, admin) = (d.addr_of("echo"), d.addr_of("line"), d.addr_of("admin"));
+    let (p_echo, p_line) = (free_port(), free_port());
+    let (_proxy, _dir) = haproxy_with(
+        &format!(
+            "listen echo\n    bind 127.0.0.1:{p_echo}\n    server loopd {echo} send-proxy-v2\n\
+             listen line\n    bind 127.0.0.1:{p_line}\n    server loopd {line} send-proxy\n"
+        ),
+        &[p_echo, p_line],
+    );
+    let config = tls13(&pki);
+    let mut s = tls_connect(local(p_line), "localhost", &config);
+    let me = s.sock.local_addr().unwrap().to_string();
+    assert_eq!(ask(&mut s, "WHOAMI"), me, "the PROXY header, under TLS");
+    let tls = ask(&mut s, "TLS");
+    assert!(tls.starts_with("version=TLSv1.3 ") && tls.contains(" sni=localhost "), "{tls}");
+    let data = pattern(32, 10 << 20);
+    let got = pump(tls_connect(local(p_echo), "localhost", &config), &data);
+    assert!(got == data, "10 MiB passed through");
+    let proxied = format!(
+        "loopd_proxy_connections_total{{service=\"echo\",listener=\"{echo}\",outcome=\"proxied\"}}"
+    );
+    // The probe that waited for HAProxy to listen was passed through too.
+    assert!(sample(admin, &proxied) >= 1.0);
+}
+
+/// HAProxy re-encrypting to a TLS loopd backend with `ssl verify required`: HAProxy checks
+/// loopd's certificate against the CA and the name, and the backend session is what the
+/// `TLS` command reports. A backend whose certificate HAProxy cannot verify gets HAProxy's
+/// alert, which loopd counts as `alert_received`.
+#[test]
+fn haproxy_reencrypts_to_a_verified_tls_backend() {
+    let pki = Pki::new("ha-reencrypt");
+    let d = daemon(&pki, &["line=127.0.0.1:0,tls"], &[]);
+    let (line, admin) = (d.addr_of("line"), d.addr_of("admin"));
+    let (p_good, p_bad) = (free_port(), free_port());
+    let crt = pki.combined.display();
+    let ca = pki.ca.display();
+    let wrong_ca = pki.client_ca.display();
+    let (_proxy, _dir) = haproxy_with(
+        &format!(
+            "listen good\n    bind 127.0.0.1:{p_good} ssl crt {crt}\n    \
+             server loopd {line} ssl verify required ca-file {ca} sni str(localhost)\n\
+             listen bad\n    bind 127.0.0.1:{p_bad} ssl crt {crt}\n    \
+             server loopd {line} ssl verify required ca-file {wrong_ca} sni str(localhost)\n"
+        ),
+        &[p_good, p_bad],
+    );
+    let config = tls13(&pki);
+    let mut s = tls_connect(local(p_good), "localhost", &config);
+    assert_eq!(ask(&mut s, "PING re-encrypted"), "PONG re-encrypted");
+    let tls = ask(&mut s, "TLS");
+    assert!(tls.starts_with("version=TLSv1.3 ") && tls.contains(" sni=localhost "), "{tls}");
+
+    let mut refused = tls_connect(local(p_bad), "localhost", &config);
+    refused.write_all(b"PING\n").unwrap();
+    let mut buf = [0; 64];
+    assert!(
+        !matches!(refused.read(&mut buf), Ok(n) if n > 0),
+        "HAProxy refused the backend it could not verify"
+    );
+    let alert = format!(
+        "loopd_tls_handshakes_total{{service=\"line\",listener=\"{line}\",outcome=\"alert_received\"}}"
+    );
+    wait_until("HAProxy's alert counted", || {
+        (sample(admin, &alert) >= 1.0).then_some(())
+    });
+}
+
+/// nginx's stream module routing by SNI (`ssl_preread`) to two TLS loopd backends, each
+/// with a certificate of its own: the name decides which backend answers, and that backend
+/// presents its certificate and sees the name.
+#[test]
+fn nginx_routes_by_sni_to_two_tls_backends() {
+    let nginx = require("nginx", "nginx-light");
+    let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
+    assert!(
+        module.exists(),
+        "{} is missing: install Debian's libnginx-mod-stream (apt-get install -y libnginx-mod-stream; .ci/run does)",
+        module.display()
+    );
+    let pki = Pki::new("nginx-sni");
+    let backend = |name: &str| {
+        let (cert, key) = pki.issue(&[name], name);
+        let d = Daemon::start(&[
+            "-l",
+            "line=127.0.0.1:0,tls",
+            "--tls-cert",
+            Pki::path(&cert),
+            "--tls-key",
+            Pki::path(&key),
+            "--server-id",
+            name,
+        ]);
+        d.addr();
+        d
+    };
+    let (a, b) = (backend("a.test"), backend("b.test"));
+    let port = free_port();
+    let scratch = Scratch::new("nginx-sni");
+    let config = format!(
+        "load_module {module};
+daemon off;
+worker_processes 1;
+error_log stderr warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 64; }}
+stream {{
+    map $ssl_preread_server_name $backend {{
+        a.test {a};
+        b.test {b};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        ssl_preread on;
+        proxy_pass $backend;
+    }}
+}}
+",
+        module = module.display(),
+        dir = scratch.0.display(),
+        a = a.addr(),
+        b = b.addr(),
+    );
+    let path = scratch.write("nginx.conf", &config);
+    let mut cmd = Command::new(nginx);
+    cmd.arg("-p")
+        .arg(&scratch.0)
+        .arg("-c")
+        .arg(&path)
+        .arg("-e")
+        .arg("stderr");
+    let proxy = Nginx(Daemon::spawn(cmd));
+    wait_until(&format!("nginx ({:?})", proxy.0.log()), || {
+        TcpStream::connect(local(port)).ok()
+    });
+    let tls = tls13(&pki);
+    for name in ["a.test", "b.test", "a.test"] {
+        let mut s = tls_connect(local(port), name, &tls);
+        assert_eq!(server_subject(&s), format!("CN={name}"));
+        let server = ask(&mut s, "SERVER");
+        assert!(server.starts_with(&format!("{name} ")), "{server}");
+        assert!(ask(&mut s, "TLS").contains(&format!(" sni={name} ")));
+    }
+}
+
+/// nginx's master, stopped with SIGTERM so that it takes its worker with it.
+struct Nginx(Daemon);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.0.signal(libc::SIGTERM);
+        self.0.wait_exit();
+    }
 }

@@ -517,3 +517,87 @@ fn compare_with_tls_targets() {
         "{text}"
     );
 }
+
+/// Against TLS loopd (two loops sharing the session keys): `-m handshake --tls-resume 50`,
+/// TLS 1.3 then 1.2, and loopd-bench's counts of full and resumed handshakes equal loopd's
+/// own (`loopd_tls_handshakes_completed_total`, summed over the loops); an echo run over
+/// TLS verifies every byte, and a line run reads what the session settled.
+#[test]
+fn resumption_matches_loopds_own_metrics() {
+    let pki = Pki::new("loopd");
+    let loopd = common::daemon::Daemon::start(&[
+        "-l",
+        "echo=127.0.0.1:0,tls",
+        "-l",
+        "line=127.0.0.1:0,tls",
+        "--tls-cert",
+        pki.chain.to_str().unwrap(),
+        "--tls-key",
+        pki.key.to_str().unwrap(),
+        "--admin",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+    ]);
+    let (echo, line, admin) = (
+        loopd.addr_of("echo"),
+        loopd.addr_of("line"),
+        loopd.addr_of("admin"),
+    );
+    let ca = pki.ca.to_str().unwrap();
+    let counted = |version: &str, kind: &str| -> u64 {
+        let text = common::http_get(admin, "/metrics").body;
+        (0..2)
+            .map(|i| {
+                let s = format!(
+                    "loopd_tls_handshakes_completed_total{{service=\"echo\",listener=\"{echo}\",\
+                     loop=\"{i}\",version=\"{version}\",handshake=\"{kind}\"}}"
+                );
+                common::metric(&text, &s).unwrap_or_else(|| panic!("no {s} in\n{text}")) as u64
+            })
+            .sum()
+    };
+    for (version, name) in [("1.3", "TLSv1.3"), ("1.2", "TLSv1.2")] {
+        let (code, r, text) = run(
+            echo,
+            &[
+                "-m",
+                "handshake",
+                "-c",
+                "4",
+                "-d",
+                "500ms",
+                "--cacert",
+                ca,
+                "--tls-sni",
+                "localhost",
+                "--tls-version",
+                version,
+                "--tls-resume",
+                "50",
+            ],
+        );
+        assert_clean(code, &r, &text);
+        let (full, resumed) = all_handshakes(&r);
+        assert!(resumed > 0 && full > 0, "{text}");
+        common::wait_until("loopd to count every handshake", || {
+            (counted(name, "full") + counted(name, "resumed") >= full + resumed).then_some(())
+        });
+        assert_eq!(
+            (counted(name, "full"), counted(name, "resumed")),
+            (full, resumed),
+            "{name}: {text}"
+        );
+    }
+    let tls = ["--tls", "--cacert", ca, "--tls-sni", "localhost"];
+    let mut args = vec!["-m", "echo", "-c", "4", "-d", "500ms", "-s", "16KiB"];
+    args.extend_from_slice(&tls);
+    let (code, r, text) = run(echo, &args);
+    assert_clean(code, &r, &text);
+    assert!(n(&r["messages"]) > 0, "{text}");
+    let mut args = vec!["-m", "echo", "--protocol", "line", "-c", "2", "-d", "300ms"];
+    args.extend_from_slice(&tls);
+    let (code, r, text) = run(line, &args);
+    assert_clean(code, &r, &text);
+    assert_eq!(r["tls"]["negotiated"][0]["version"], "TLSv1.3", "{text}");
+}
