@@ -96,6 +96,18 @@ pub fn server_config(
     store: Arc<CertStore>,
 ) -> Result<Arc<ServerConfig>, SettingsError> {
     let mut provider = provider();
+    // Suites whose key schedule hashes with SHA-256 first, chosen by the server: a full
+    // ECDSA handshake then costs 11% less CPU here (96 against 108 µs, `tls_server` bench),
+    // as aws-lc's SHA-384 has no fast path on this machine's CPU and a handshake runs its
+    // key schedule, transcript and two tickets through it. AES-128-GCM is the first choice
+    // of Mozilla's recommended configurations too. What it gives up: a client without AES
+    // instructions that prefers ChaCha20 still gets AES-GCM if it offers it.
+    provider.cipher_suites.sort_by_key(|suite| {
+        suite
+            .suite()
+            .as_str()
+            .is_some_and(|n| n.ends_with("SHA384"))
+    });
     if !settings.groups.is_empty() {
         provider.kx_groups = kx_groups(&settings.groups)?;
     }
@@ -130,6 +142,7 @@ pub fn server_config(
         }
     };
     let mut config = builder.with_cert_resolver(store);
+    config.ignore_client_order = true;
     config.alpn_protocols = settings.alpn.clone();
     config.session_storage = if settings.session_cache > 0 {
         ServerSessionMemoryCache::new(settings.session_cache)
