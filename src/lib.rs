@@ -43,28 +43,35 @@
 //!    server reads, the [`LoopConfig`](config::LoopConfig) every loop reads.
 //! 6. [`socket`] — the socket glue, as Redis keeps `anet.c` beside `ae.c`: binding a socket
 //!    per loop, the options of an accepted connection, UDP control messages, the
-//!    connection's [`Socket`](socket::Socket) seam, and [`Want`](socket::Want), the one
-//!    interest type, with its re-registration (readable includes urgent data, where the
+//!    connection's [`Socket`](socket::Socket) seam (with what a layer under the connection
+//!    adds: input it holds, output of its own, a handshake), and [`Want`](socket::Want), the
+//!    one interest type, with its re-registration (readable includes urgent data, where the
 //!    poller reports it).
-//! 7. [`listener`] — what each `accept()` error means; [`udp`] — a UDP socket with a bounded
+//! 7. `tls` (the `tls` feature) — rustls under the connection at the `Socket` seam: the
+//!    layer that keeps the edge-triggered rules where TLS changes them, certificates chosen
+//!    by SNI and reloaded at run time, the one configuration every loop shares
+//!    (`docs/08-tls.md`).
+//! 8. [`listener`] — what each `accept()` error means; [`udp`] — a UDP socket with a bounded
 //!    reply queue, answering from the address each request was sent to, behind a
 //!    [`guard`](udp::guard) against loops and reflection (forged sources).
-//! 8. [`connection`] — one connection's life in two rooms: the stages before serving (a
-//!    PROXY header today, a TLS handshake next), then the serving state machine (`Open`,
+//! 9. [`connection`] — one connection's life in two rooms: the stages before serving (a
+//!    PROXY header, then a TLS handshake), then the serving state machine (`Open`,
 //!    `CloseWait`, `Closing`, `Lingering`, `Closed`): partial reads and writes (and when a
 //!    short read proves the socket drained: [`SHORT_READ_DRAINS`](connection::SHORT_READ_DRAINS)),
 //!    backpressure, half-close, lingering close. Tested without sockets.
-//! 9. [`control`] — what other threads see of a running loop: its [`Handle`], its
-//!    endpoints and counters, how it ended ([`Exit`]), and the server's health.
-//! 10. [`event_loop`] — `Poll`, tokens, the slab, the run queue, accepting, deadlines, the
-//!     drain. With [`socket`], [`listener`], [`udp`], [`control`]'s waker and the
-//!     supervisor's poll, the only code that touches mio.
-//! 11. Operating it: [`metrics`] — the Prometheus text; [`admin`] — `/metrics`, `/healthz`
+//! 10. [`control`] — what other threads see of a running loop: its [`Handle`], its
+//!     endpoints and counters, how it ended ([`Exit`]), and the server's health.
+//! 11. [`event_loop`] — `Poll`, tokens, the slabs (plain and TLS connections apart), the run
+//!     queue and its handshake budget, accepting, deadlines, the drain. With [`socket`],
+//!     [`listener`], [`udp`], [`control`]'s waker and the supervisor's poll, the only code
+//!     that touches mio.
+//! 12. Operating it: [`metrics`] — the Prometheus text; [`admin`] — `/metrics`, `/healthz`
 //!     and `/readyz` as one more service on the loop.
-//! 12. [`supervisor`] — signals, the drain delay, the watchdog and `sd_notify`, a loop that
-//!     fails; [`server`] — the one construction path from configuration to bound endpoints,
-//!     and several loops on their own threads, shared-nothing (`SO_REUSEPORT`).
-//! 13. [`systemd`] — socket activation: sockets handed over by the service manager.
+//! 13. [`supervisor`] — signals, the drain delay, the watchdog and `sd_notify`, certificate
+//!     reloads, a loop that fails; [`server`] — the one construction path from configuration
+//!     to bound endpoints, and several loops on their own threads, shared-nothing
+//!     (`SO_REUSEPORT`).
+//! 14. [`systemd`] — socket activation: sockets handed over by the service manager.
 //!
 //! Last, hidden and compiled only for the tests and with the `fuzzing` feature,
 //! `fuzzing` holds the entry points of the fuzz targets in `fuzz/`, which drive these modules

@@ -358,16 +358,17 @@ pub fn write_endpoints(e: &mut Exposition, samples: &[EndpointSample<'_>]) {
 
 /// The TLS families, for `,tls` listeners only: handshakes by outcome, completed ones by
 /// version and kind, their durations (a histogram), and how peers ended their sessions.
-fn write_tls(
-    e: &mut Exposition,
-    samples: &[EndpointSample<'_>],
-    labels: &[Vec<(&str, String)>],
-) {
+fn write_tls(e: &mut Exposition, samples: &[EndpointSample<'_>], labels: &[Vec<(&str, String)>]) {
     let tls: Vec<(&TlsSnapshot, Vec<(&str, &str)>)> = samples
         .iter()
         .zip(labels)
         .filter(|(s, _)| s.endpoint.tls)
-        .map(|(s, l)| (&s.snapshot.tls, l.iter().map(|(k, v)| (*k, v.as_str())).collect()))
+        .map(|(s, l)| {
+            (
+                &s.snapshot.tls,
+                l.iter().map(|(k, v)| (*k, v.as_str())).collect(),
+            )
+        })
         .collect();
     if tls.is_empty() {
         return;

@@ -321,7 +321,12 @@ impl TlsSnapshot {
         for (a, b) in self.failed.iter_mut().zip(o.failed) {
             *a += b;
         }
-        for (a, b) in self.kinds.iter_mut().flatten().zip(o.kinds.iter().flatten()) {
+        for (a, b) in self
+            .kinds
+            .iter_mut()
+            .flatten()
+            .zip(o.kinds.iter().flatten())
+        {
             *a += b;
         }
         for (a, b) in self.durations.iter_mut().zip(o.durations) {
@@ -435,7 +440,10 @@ mod tests {
         let total: Snapshot = [a.snapshot(), b.snapshot()].into_iter().sum();
         let t = total.tls;
         assert_eq!(t.completed, 3);
-        assert_eq!((t.durations[0], t.durations[1], t.durations[SLOTS - 1]), (1, 1, 1));
+        assert_eq!(
+            (t.durations[0], t.durations[1], t.durations[SLOTS - 1]),
+            (1, 1, 1)
+        );
         assert_eq!((t.of_kind(true, false), t.of_kind(true, true)), (1, 1));
         assert_eq!(t.of_kind(false, false), 1);
         assert_eq!(t.failures(HandshakeFailure::Timeout), 1);

@@ -24,9 +24,7 @@ use crate::service::ServiceOptions;
 
 /// The endpoints the service manager handed over, or `None` when loopd was not socket
 /// activated. An error names the descriptor and what is wrong with it.
-pub fn activated_endpoints(
-    services: ServiceOptions,
-) -> Result<Option<Vec<EndpointSpec>>, String> {
+pub fn activated_endpoints(services: ServiceOptions) -> Result<Option<Vec<EndpointSpec>>, String> {
     let fds = sd_notify::listen_fds_with_names().map_err(|e| format!("socket activation: {e}"))?;
     if fds.len() == 0 {
         return Ok(None);

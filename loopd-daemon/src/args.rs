@@ -11,8 +11,8 @@ use ipnet::IpNet;
 
 use loopd::config::{
     self, nonzero, parse_cpu_list, parse_duration, parse_size, CertSource, ClientAuth, Config,
-    ConfigError, Deployment, Limits, ListenSpec, LoopConfig, StreamOptions, TlsConfig,
-    TlsSettings, UdpLimits,
+    ConfigError, Deployment, Limits, ListenSpec, LoopConfig, StreamOptions, TlsConfig, TlsSettings,
+    UdpLimits,
 };
 use loopd::proxy::TrustList;
 use loopd::service::ServiceOptions;
@@ -175,18 +175,33 @@ pub struct Args {
     /// TLS: a PEM certificate chain (end-entity first); repeatable, each with its --tls-key
     /// in the same order. Several are chosen by SNI; the first is the default for clients
     /// that name none (or a name none covers).
-    #[arg(long, value_name = "FILE", value_delimiter = ' ', env = "LOOPD_TLS_CERT")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        value_delimiter = ' ',
+        env = "LOOPD_TLS_CERT"
+    )]
     tls_cert: Vec<PathBuf>,
 
     /// TLS: the PEM private key of the --tls-cert given in the same place (unencrypted:
     /// loopd takes no passphrase).
-    #[arg(long, value_name = "FILE", value_delimiter = ' ', env = "LOOPD_TLS_KEY")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        value_delimiter = ' ',
+        env = "LOOPD_TLS_KEY"
+    )]
     tls_key: Vec<PathBuf>,
 
     /// TLS: generate a self-signed certificate for NAME (repeatable: one certificate, every
     /// name) at start-up, its SHA-256 fingerprint logged, after any --tls-cert; for a quick
     /// start and tests, not for clients that check certificates.
-    #[arg(long, value_name = "NAME", value_delimiter = ' ', env = "LOOPD_TLS_SELF_SIGNED")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_delimiter = ' ',
+        env = "LOOPD_TLS_SELF_SIGNED"
+    )]
     tls_self_signed: Vec<String>,
 
     /// TLS: refuse a client whose SNI names no certificate (or that sends none) instead of
@@ -202,13 +217,23 @@ pub struct Args {
 
     /// TLS: ALPN protocols to offer, most preferred first, comma-separated (h2,http/1.1).
     /// None by default: loopd's services speak no protocol a client would name.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', env = "LOOPD_TLS_ALPN")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        env = "LOOPD_TLS_ALPN"
+    )]
     tls_alpn: Vec<String>,
 
     /// TLS: key-exchange groups, most preferred first, comma-separated, from
     /// X25519MLKEM768, X25519, secp256r1, secp384r1. All of them by default, the
     /// post-quantum hybrid first.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', env = "LOOPD_TLS_GROUPS")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        env = "LOOPD_TLS_GROUPS"
+    )]
     tls_groups: Vec<String>,
 
     /// TLS: ask clients for a certificate chaining to the CAs in this PEM file (see
@@ -225,6 +250,17 @@ pub struct Args {
     /// client that never finishes would hold its slot.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "LOOPD_TLS_HANDSHAKE_TIMEOUT")]
     tls_handshake_timeout: Duration,
+
+    /// TLS: handshake steps a loop runs per turn, after the events of established
+    /// connections, so a burst of new clients cannot stall them (a full ECDSA handshake is
+    /// about 110 µs of CPU).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "4",
+        env = "LOOPD_TLS_HANDSHAKE_BUDGET"
+    )]
+    tls_handshake_budget: usize,
 
     /// TLS: look at the certificate and key files this often and reload when one changed (0
     /// = SIGHUP only). A rotated Kubernetes Secret sends no signal; a look is a stat per file.
@@ -265,7 +301,9 @@ fn parse_tls_version(s: &str) -> Result<TlsVersion, String> {
     match s.trim_start_matches("TLSv").trim_start_matches("tlsv") {
         "1.2" => Ok(TlsVersion::V12),
         "1.3" => Ok(TlsVersion::V13),
-        _ => Err(format!("'{s}' is not a TLS version loopd speaks (1.2 or 1.3)")),
+        _ => Err(format!(
+            "'{s}' is not a TLS version loopd speaks (1.2 or 1.3)"
+        )),
     }
 }
 
@@ -347,7 +385,11 @@ impl Args {
             strict_sni: self.tls_strict_sni,
             settings: TlsSettings {
                 tls12: self.tls_min_version == TlsVersion::V12,
-                alpn: self.tls_alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                alpn: self
+                    .tls_alpn
+                    .iter()
+                    .map(|p| p.as_bytes().to_vec())
+                    .collect(),
                 groups: self.tls_groups.clone(),
                 client_auth,
                 ..TlsSettings::default()
@@ -403,6 +445,7 @@ impl Args {
                 server_id: self.server_id.unwrap_or_else(config::host_name),
                 proxy_from: TrustList::new(self.proxy_from),
                 tls,
+                handshake_budget: self.tls_handshake_budget,
             },
         };
         config.validate()?;
@@ -529,10 +572,18 @@ mod tests {
         let tls = &c.loops.tls;
         assert_eq!(tls.certs.len(), 3);
         assert!(matches!(&tls.certs[0], CertSource::Files { cert, .. } if cert.ends_with("a.pem")));
-        assert!(matches!(&tls.certs[2], CertSource::SelfSigned { names } if names == &["localhost"]));
-        assert_eq!(tls.settings.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(
+            matches!(&tls.certs[2], CertSource::SelfSigned { names } if names == &["localhost"])
+        );
+        assert_eq!(
+            tls.settings.alpn,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         assert!(!tls.settings.tls12);
-        assert!(matches!(tls.settings.client_auth, ClientAuth::Optional { .. }));
+        assert!(matches!(
+            tls.settings.client_auth,
+            ClientAuth::Optional { .. }
+        ));
         assert_eq!(tls.cert_check, None);
         let unpaired = Args::parse_from(["loopd", "--tls-cert", "a.pem"]).into_config();
         assert_eq!(unpaired.unwrap_err(), ConfigError::UnpairedCertificate);

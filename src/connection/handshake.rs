@@ -115,7 +115,10 @@ impl Handshake {
             self.begun = true;
             let early = std::mem::take(&mut self.early);
             let Some(layer) = io.socket.handshake() else {
-                warn!("conn {}: a handshake stage, and no layer to shake hands", io.id);
+                warn!(
+                    "conn {}: a handshake stage, and no layer to shake hands",
+                    io.id
+                );
                 return Progress::Failed(CloseReason::Error);
             };
             let begun = layer.begin(early.as_slice());
@@ -201,4 +204,3 @@ impl Handshake {
         Progress::Failed(CloseReason::Handshake)
     }
 }
-

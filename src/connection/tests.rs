@@ -1444,7 +1444,10 @@ mod handshake_stage {
         assert_eq!(seen.lock().unwrap()[0].1, Some(negotiated()));
         let written = rig.take_written();
         assert!(written.ends_with(GOODBYE), "daytime finishes");
-        assert_eq!(written[..written.len() - GOODBYE.len()].last(), Some(&b'\n'));
+        assert_eq!(
+            written[..written.len() - GOODBYE.len()].last(),
+            Some(&b'\n')
+        );
         let t = rig.stats.snapshot().tls;
         assert_eq!((t.completed, t.of_kind(true, false)), (1, 1));
 
@@ -1458,7 +1461,11 @@ mod handshake_stage {
         rig.send(b"first bytes");
         assert_eq!(rig.readable(), Turn::Wait);
         assert_eq!(rig.take_written(), b"first bytes");
-        assert_eq!(rig.stats.snapshot().bytes_in, 11, "handshake bytes are not input");
+        assert_eq!(
+            rig.stats.snapshot().bytes_in,
+            11,
+            "handshake bytes are not input"
+        );
     }
 
     /// With the loop's handshake budget spent, a handshake waits for the next turn (the run
@@ -1502,10 +1509,12 @@ mod handshake_stage {
         let mut rig = tls(factory);
         rig.open();
         rig.send(b"GET / HTTP/1.1");
-        rig.sock().script.push_back(Step::Shake(HandshakeEnd::Failed {
-            how: HandshakeFailure::NotTls,
-            why: "a plaintext HTTP request".into(),
-        }));
+        rig.sock()
+            .script
+            .push_back(Step::Shake(HandshakeEnd::Failed {
+                how: HandshakeFailure::NotTls,
+                why: "a plaintext HTTP request".into(),
+            }));
         assert_eq!(rig.readable(), Turn::Closed(CloseReason::Handshake));
         let t = rig.stats.snapshot().tls;
         assert_eq!((t.failures(HandshakeFailure::NotTls), t.completed), (1, 0));
@@ -1546,7 +1555,10 @@ mod handshake_stage {
         first.extend(b"\x16\x03\x01 hello");
         rig.send(&first);
         assert_eq!(rig.readable(), Turn::Wait);
-        assert_eq!(rig.sock().shake.as_ref().unwrap().early, b"\x16\x03\x01 hello");
+        assert_eq!(
+            rig.sock().shake.as_ref().unwrap().early,
+            b"\x16\x03\x01 hello"
+        );
         rig.send(b"client finished");
         rig.sock()
             .script
@@ -1620,7 +1632,11 @@ mod socket_layer {
         rig.sock().own_output = b"alert".to_vec();
         assert_eq!(rig.open(), Turn::Wait);
         assert_eq!(rig.conn.state(), State::Closing);
-        assert_eq!(rig.conn.pending_output(), b"alert".len(), "the layer's only");
+        assert_eq!(
+            rig.conn.pending_output(),
+            b"alert".len(),
+            "the layer's only"
+        );
         assert!(!rig.sock().fin, "FIN before the layer's output");
         rig.sock().window = BIG_WINDOW;
         rig.writable();

@@ -202,7 +202,8 @@ impl EventLoop {
                     });
                 match socket {
                     Ok(socket) => {
-                        let conn = Connection::with_stages(socket, unborn(), stages, serial, self.now);
+                        let conn =
+                            Connection::with_stages(socket, unborn(), stages, serial, self.now);
                         self.insert(conn, endpoint, pool);
                     }
                     Err(e) => {

@@ -61,14 +61,6 @@ use slot::TlsSocket;
 use slot::{lookup, token_of, Conns, Family, TurnKit, MAX_POOLS};
 use token::{decode, loop_token, Kind, Target, DATAGRAM_BASE, WAKER_KEY};
 
-/// Handshake steps (turns of a connection in its handshake stage that read: one flight of
-/// the client's) per turn of the loop. The costly one, a full handshake's key exchange and
-/// signature, takes about 100 µs of CPU with ECDSA P-256 and 300 µs with RSA-2048 (chapter
-/// 13 has the measurements): four of them keep the time established connections wait for a
-/// burst of new clients near a millisecond in the worst case, while a poll every four
-/// handshakes costs the handshakes nothing measurable.
-pub const HANDSHAKE_BUDGET: usize = 4;
-
 /// Runs `$self.$method::<S>(args)` with `S` the socket type of the slab `$kind` names.
 macro_rules! by_kind {
     ($kind:expr, $self:ident . $method:ident ( $($arg:expr),* )) => {
@@ -122,6 +114,8 @@ pub(crate) struct EventLoop {
     shared: Arc<Shared>,
     /// Shutdown requests through the handle already acted on.
     handled_requests: u32,
+    /// See [`LoopConfig::handshake_budget`].
+    handshake_budget: usize,
     /// The TLS configuration of its `,tls` listeners, shared by every loop.
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -246,6 +240,7 @@ impl EventLoop {
             draining: None,
             shared,
             handled_requests: 0,
+            handshake_budget: config.handshake_budget,
             #[cfg(feature = "tls")]
             tls: None,
         })
@@ -383,7 +378,10 @@ impl EventLoop {
 
     /// Starts a graceful close of every connection of `S`'s slab.
     fn shut_down_all<S: Family>(&mut self) {
-        let keys: Vec<usize> = S::slab(&mut self.conns).iter().map(|(key, _)| key).collect();
+        let keys: Vec<usize> = S::slab(&mut self.conns)
+            .iter()
+            .map(|(key, _)| key)
+            .collect();
         for key in keys {
             let slot = &mut S::slab(&mut self.conns)[key];
             let turn = slot
@@ -485,12 +483,12 @@ impl EventLoop {
     /// this pass run now; one that queues itself again waits for the next turn, after the
     /// next poll, so it cannot starve the others.
     ///
-    /// Handshakes run here only ([`HANDSHAKE_BUDGET`] of them): a connection in its
+    /// Handshakes run here only (the handshake budget's worth): a connection in its
     /// handshake stage that becomes ready during the dispatch queues itself, so handshakes
     /// are served in the order they became ready, after the events of established
     /// connections.
     fn run_queued(&mut self) {
-        self.kit.handshakes = HANDSHAKE_BUDGET;
+        self.kit.handshakes = self.handshake_budget;
         for _ in 0..self.run_queue.len() {
             let Some(token) = self.run_queue.pop_front() else {
                 break;

@@ -46,7 +46,12 @@ pub(super) const MAX_POOLS: usize = u8::MAX as usize + 1;
 
 impl<S> Slot<S> {
     /// A newly registered connection of `endpoint`, counted in `pool` (below [`MAX_POOLS`]).
-    pub(super) fn new(conn: Connection<S>, endpoint: usize, pool: usize, registered: Want) -> Slot<S> {
+    pub(super) fn new(
+        conn: Connection<S>,
+        endpoint: usize,
+        pool: usize,
+        registered: Want,
+    ) -> Slot<S> {
         debug_assert!(pool < MAX_POOLS && u32::try_from(endpoint).is_ok());
         Slot {
             conn,

@@ -105,7 +105,10 @@ mod tests {
         assert_eq!(decode(loop_token(WAKER_KEY)), Target::Waker);
         assert_eq!(decode(loop_token(DATAGRAM_BASE + 2)), Target::Datagram(2));
         // Only the low 32 bits of the serial travel in the token.
-        assert_eq!(decode(conn_token(Kind::Plain, 1, (5u64 << 32) | 9)), plain(1, 9));
+        assert_eq!(
+            decode(conn_token(Kind::Plain, 1, (5u64 << 32) | 9)),
+            plain(1, 9)
+        );
     }
 
     /// A token for a slot's previous occupant does not match the new occupant.

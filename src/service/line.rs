@@ -298,7 +298,10 @@ mod tests {
     #[test]
     fn tls_command() {
         let mut plain = line();
-        assert_eq!(ask(&mut plain, b"TLS\n"), "not TLS: a plaintext connection\r\n");
+        assert_eq!(
+            ask(&mut plain, b"TLS\n"),
+            "not TLS: a plaintext connection\r\n"
+        );
         let mut h = line();
         h.service.tls = Some(Box::new(Negotiated {
             version: "TLSv1.3",

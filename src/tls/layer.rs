@@ -411,7 +411,8 @@ impl<S: Transport> TlsStream<S> {
             };
             if let Err(e) = self.tls.read_tls(&mut probe) {
                 // More than rustls buffers before processing: not a TLS client's first flight.
-                self.outcome.get_or_insert(HandshakeOutcome::NotTls(NotTls::Other));
+                self.outcome
+                    .get_or_insert(HandshakeOutcome::NotTls(NotTls::Other));
                 break Err(e);
             }
             if let Err(e) = self.process() {

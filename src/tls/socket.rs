@@ -177,7 +177,12 @@ impl TlsSocket {
 
 /// Registered with the poller as the TCP socket it is.
 impl Source for TlsSocket {
-    fn register(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
         self.stream.get_mut().register(registry, token, interest)
     }
 
