@@ -272,6 +272,7 @@ const OUTSIDE_NAMES: &[&str] = &[
     "proxy_pass",
     "reset_timedout_connection",
     "stub_status",
+    "sha512_block_data_order_nohw",
 ];
 
 /// The tests of a source file: the function after each `#[test]` (property tests included).

@@ -150,7 +150,8 @@ fn daemon(pki: &Pki, listen: &[&str], extra: &[&str]) -> Daemon {
 }
 
 /// What `openssl s_client` sees of versions, ALPN and SNI, and what reached the service
-/// (the `line` service's `TLS` command): TLS 1.3 and 1.2 each as asked; the certificate
+/// (the `line` service's `TLS` command): TLS 1.3 and 1.2 each as asked, with loopd's choice
+/// of cipher suite (AES-128-GCM, whatever OpenSSL prefers); the certificate
 /// chosen by SNI; the default one for no name or an unknown one; the ALPN protocol chosen;
 /// `close_notify` received from loopd and sent to it.
 #[test]
@@ -189,11 +190,15 @@ fn s_client_versions_alpn_sni_and_close_notify() {
         "TLS\nQUIT\n",
     );
     assert!(out.contains("New, TLSv1.3"), "{out}");
-    assert!(out.contains("subject=CN = b.test"), "the SNI certificate: {out}");
+    assert!(
+        out.contains("subject=CN = b.test"),
+        "the SNI certificate: {out}"
+    );
     assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
     assert!(out.contains("ALPN protocol: h2"), "{out}");
+    // OpenSSL offers AES-256-GCM first; loopd chooses AES-128-GCM (SHA-256), its order.
     assert!(
-        out.contains("version=TLSv1.3 cipher=TLS13_")
+        out.contains("version=TLSv1.3 cipher=TLS13_AES_128_GCM_SHA256 ")
             && out.contains(" alpn=h2 sni=x.b.test resumed=no client=-"),
         "{out}"
     );
@@ -205,14 +210,20 @@ fn s_client_versions_alpn_sni_and_close_notify() {
 
     let out = s_client(addr, &["-tls1_2", "-CAfile", ca], "TLS\nQUIT\n");
     assert!(out.contains("New, TLSv1.2"), "{out}");
-    assert!(out.contains("subject=CN = a.test"), "no SNI: the default: {out}");
     assert!(
-        out.contains("version=TLSv1.2 cipher=TLS_ECDHE_ECDSA_WITH_")
+        out.contains("subject=CN = a.test"),
+        "no SNI: the default: {out}"
+    );
+    assert!(
+        out.contains("version=TLSv1.2 cipher=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 ")
             && out.contains(" alpn=- sni=- resumed=no"),
         "{out}"
     );
     let out = s_client(addr, &["-servername", "unknown.test"], "TLS\nQUIT\n");
-    assert!(out.contains("subject=CN = a.test"), "an unknown name: {out}");
+    assert!(
+        out.contains("subject=CN = a.test"),
+        "an unknown name: {out}"
+    );
     assert!(out.contains(" sni=unknown.test "), "{out}");
 }
 
@@ -247,10 +258,18 @@ fn resumption_with_sess_out_and_sess_in() {
     for (version, flag) in [("TLSv1.3", "-tls1_3"), ("TLSv1.2", "-tls1_2")] {
         let session = pki.dir.join(format!("session-{flag}"));
         let session = session.to_str().unwrap();
-        let first = s_client(addr, &[flag, "-CAfile", ca, "-sess_out", session], "TLS\nQUIT\n");
+        let first = s_client(
+            addr,
+            &[flag, "-CAfile", ca, "-sess_out", session],
+            "TLS\nQUIT\n",
+        );
         assert!(first.contains(&format!("New, {version}")), "{first}");
         assert!(first.contains("resumed=no"), "{first}");
-        let second = s_client(addr, &[flag, "-CAfile", ca, "-sess_in", session], "TLS\nQUIT\n");
+        let second = s_client(
+            addr,
+            &[flag, "-CAfile", ca, "-sess_in", session],
+            "TLS\nQUIT\n",
+        );
         assert!(second.contains(&format!("Reused, {version}")), "{second}");
         assert!(second.contains("resumed=yes"), "{second}");
         for kind in ["full", "resumed"] {
@@ -262,7 +281,11 @@ fn resumption_with_sess_out_and_sess_in() {
                 "loopd_tls_handshakes_completed_total{{service=\"line\",listener=\"{addr}\",\
                  loop=\"1\",version=\"{version}\",handshake=\"{kind}\"}}"
             );
-            assert_eq!(sample(admin, &s) + sample(admin, &t), 1.0, "{kind} {version}");
+            assert_eq!(
+                sample(admin, &s) + sample(admin, &t),
+                1.0,
+                "{kind} {version}"
+            );
         }
     }
 }
@@ -303,7 +326,10 @@ fn tls12_close_and_a_truncation() {
     let (addr, admin) = (d.addr_of("echo"), d.addr_of("admin"));
     let tls12 = client_config(&pki, &[&rustls::version::TLS12]);
     let mut s = tls_connect(addr, "localhost", &tls12);
-    assert_eq!(s.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(
+        s.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
     s.write_all(b"hello 1.2").unwrap();
     let mut back = [0; 9];
     s.read_exact(&mut back).unwrap();
@@ -315,7 +341,10 @@ fn tls12_close_and_a_truncation() {
     t.write_all(b"x").unwrap();
     t.read_exact(&mut [0; 1]).unwrap();
     t.sock.shutdown(std::net::Shutdown::Write).unwrap(); // no close_notify
-    assert!(read_to_close_notify(&mut t).is_empty(), "loopd still says goodbye");
+    assert!(
+        read_to_close_notify(&mut t).is_empty(),
+        "loopd still says goodbye"
+    );
 
     let labels = format!("service=\"echo\",listener=\"{addr}\"");
     let closed = |reason: &str| {
@@ -360,12 +389,21 @@ fn a_peer_that_never_reads_stays_within_the_bound() {
     loop {
         let (n, blocked) = c.write(&data[sent..]);
         sent += n;
-        assert!(sent < data.len(), "64 MiB taken by a server that should have paused");
-        if blocked && !c.wait(std::time::Duration::from_millis(200)) && sample(admin, &pauses) >= 1.0 {
+        assert!(
+            sent < data.len(),
+            "64 MiB taken by a server that should have paused"
+        );
+        if blocked
+            && !c.wait(std::time::Duration::from_millis(200))
+            && sample(admin, &pauses) >= 1.0
+        {
             break;
         }
     }
-    let peak = sample(admin, &format!("loopd_pending_output_peak_bytes{{{labels}}}"));
+    let peak = sample(
+        admin,
+        &format!("loopd_pending_output_peak_bytes{{{labels}}}"),
+    );
     // Records add 22 bytes to each 16 KiB of plaintext: the bound holds in ciphertext too.
     assert!(
         peak > 0.0 && peak <= (high + 1024) as f64,
@@ -381,15 +419,21 @@ fn a_peer_that_never_reads_stays_within_the_bound() {
         }
     }
     assert!(got == data[..sent], "echoed bytes differ");
-    let peak_after = sample(admin, &format!("loopd_pending_output_peak_bytes{{{labels}}}"));
+    let peak_after = sample(
+        admin,
+        &format!("loopd_pending_output_peak_bytes{{{labels}}}"),
+    );
     assert!(peak_after <= (high + 1024) as f64, "{peak_after}");
 }
 
 /// A burst of new TLS clients does not stall an established connection on the same loop:
-/// 64 ClientHellos arrive just before one echo message, and the loop answers the message
-/// before most of the handshakes (it runs at most a handshake budget of them a turn, after
-/// the events of established connections); then every handshake completes. Arrival order is
+/// 64 ClientHellos arrive, and once the loop is busy with them (the first ServerHello is
+/// back) an echo message arrives on an established connection. The loop answers it before
+/// most of the handshakes — it runs at most a handshake budget of them per turn, after the
+/// events of established connections — and then every handshake completes. Arrival order is
 /// read from one poll over every socket, which keeps the order the kernel readied them in.
+/// (With `--tls-handshake-budget` set beyond the burst, the loop finishes every handshake
+/// first and this test fails.)
 #[test]
 fn a_burst_of_handshakes_waits_behind_an_established_connection() {
     use mio::{Events, Interest, Poll, Token};
@@ -410,7 +454,10 @@ fn a_burst_of_handshakes_waits_behind_an_established_connection() {
                 .register(&mut tcp, Token(i + 1), Interest::READABLE)
                 .unwrap();
             let name = ServerName::try_from("localhost").unwrap();
-            (ClientConnection::new(Arc::clone(&config), name).unwrap(), tcp)
+            (
+                ClientConnection::new(Arc::clone(&config), name).unwrap(),
+                tcp,
+            )
         })
         .collect();
     established
@@ -431,12 +478,13 @@ fn a_burst_of_handshakes_waits_behind_an_established_connection() {
         tls.write_tls(&mut hello).unwrap();
         tcp.write_all(&hello).unwrap();
     }
-    assert!(established.write(b"ping").0 == 4 && !established.write(b"").1);
 
     let mut events = Events::with_capacity(BURST + 1);
     let mut answered_first = 0;
     let mut echoed = Vec::new();
     let mut done = vec![false; BURST];
+    let mut answered = vec![false; BURST];
+    let mut pinged = false;
     while done.iter().any(|d| !d) || echoed.len() < 4 {
         poll.poll(&mut events, Some(PATIENCE)).unwrap();
         assert!(!events.is_empty(), "stalled");
@@ -446,7 +494,14 @@ fn a_burst_of_handshakes_waits_behind_an_established_connection() {
                     established.read(&mut echoed);
                 }
                 Token(i) => {
-                    if echoed.len() < 4 {
+                    if !pinged {
+                        // The loop is in the middle of the burst: now the established
+                        // connection speaks.
+                        assert!(established.write(b"ping") == (4, false));
+                        pinged = true;
+                    }
+                    if echoed.len() < 4 && !answered[i - 1] {
+                        answered[i - 1] = true;
                         answered_first += 1;
                     }
                     let (tls, tcp) = &mut clients[i - 1];
@@ -471,6 +526,35 @@ fn a_burst_of_handshakes_waits_behind_an_established_connection() {
     wait_until("every handshake completed", || {
         (sample(admin, &ok) == (BURST + 1) as f64).then_some(())
     });
+}
+
+/// A record that does not decrypt, after the handshake: the layer refuses it, the alert it
+/// owes goes out, and the connection closes as `tls` — one connection, every other one
+/// untouched.
+#[test]
+fn a_corrupt_record_after_the_handshake_closes_as_tls() {
+    let pki = Pki::new("corrupt");
+    let d = daemon(&pki, &["echo=127.0.0.1:0,tls"], &[]);
+    let (addr, admin) = (d.addr_of("echo"), d.addr_of("admin"));
+    let config = tls13(&pki);
+    let mut bystander = tls_connect(addr, "localhost", &config);
+    let mut s = tls_connect(addr, "localhost", &config);
+    round_trip_tls(&mut s, b"fine so far");
+    // An application-data record of 32 bytes that no key sealed.
+    let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    forged.extend(pattern(5, 32));
+    s.sock.write_all(&forged).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.sock.read_to_end(&mut rest);
+    assert!(!rest.is_empty(), "an alert before the close");
+    let closed = format!(
+        "loopd_connections_closed_total{{service=\"echo\",listener=\"{addr}\",reason=\"tls\"}}"
+    );
+    wait_until("the refused session counted", || {
+        (sample(admin, &closed) == 1.0).then_some(())
+    });
+    d.wait_log("TLS: ");
+    round_trip_tls(&mut bystander, b"untouched");
 }
 
 /// SIGHUP reloads the certificate files with connections open: new handshakes get the new
@@ -575,11 +659,7 @@ fn round_trip_tls(s: &mut Tls, msg: &[u8]) {
 fn client_certificates_required_and_optional() {
     let pki = Pki::new("client-certs");
     let ca = Pki::path(&pki.client_ca);
-    let d = daemon(
-        &pki,
-        &["line=127.0.0.1:0,tls"],
-        &["--tls-client-ca", ca],
-    );
+    let d = daemon(&pki, &["line=127.0.0.1:0,tls"], &["--tls-client-ca", ca]);
     let (line, admin) = (d.addr_of("line"), d.addr_of("admin"));
     let with = |cert: &Path, key: &Path| {
         s_client(
@@ -619,7 +699,12 @@ fn tls_misconfigurations_are_start_up_errors() {
     let pki = Pki::new("misconfigured");
     let exits = |args: &[&str], status: i32, says: &str| {
         let mut d = Daemon::start(args);
-        assert_eq!(d.wait_exit().code(), Some(status), "{args:?}: {:?}", d.log());
+        assert_eq!(
+            d.wait_exit().code(),
+            Some(status),
+            "{args:?}: {:?}",
+            d.log()
+        );
         d.wait_log(says);
     };
     exits(
@@ -684,7 +769,9 @@ fn tls_metrics_on_tls_listeners_only() {
     let mut s = tls_connect(echo, "localhost", &tls13(&pki));
     round_trip_tls(&mut s, b"counted");
     let mut plain = connect(echo);
-    plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     assert!(read_to_eof(&mut plain).len() < 64, "an alert at most");
     let mut plain_line = connect(line);
     assert_eq!(
@@ -695,7 +782,12 @@ fn tls_metrics_on_tls_listeners_only() {
         "not TLS: a plaintext connection\r\n"
     );
     let labels = format!("service=\"echo\",listener=\"{echo}\"");
-    let outcome = |o: &str| sample(admin, &format!("loopd_tls_handshakes_total{{{labels},outcome=\"{o}\"}}"));
+    let outcome = |o: &str| {
+        sample(
+            admin,
+            &format!("loopd_tls_handshakes_total{{{labels},outcome=\"{o}\"}}"),
+        )
+    };
     wait_until("the plaintext client counted", || {
         (outcome("not_tls") == 1.0).then_some(())
     });
@@ -720,9 +812,15 @@ fn tls_metrics_on_tls_listeners_only() {
     let line_label = format!("service=\"line\",listener=\"{line}\"");
     for reason in ["handshake", "tls", "truncated"] {
         let plain_close = format!("{line_label},reason=\"{reason}\"");
-        assert!(!all.iter().any(|(_, l)| *l == plain_close), "line has {reason}");
+        assert!(
+            !all.iter().any(|(_, l)| *l == plain_close),
+            "line has {reason}"
+        );
         let tls_close = format!("{labels},reason=\"{reason}\"");
-        assert!(all.iter().any(|(_, l)| *l == tls_close), "echo lacks {reason}");
+        assert!(
+            all.iter().any(|(_, l)| *l == tls_close),
+            "echo lacks {reason}"
+        );
     }
     assert!(
         text.contains(&format!(
@@ -834,7 +932,10 @@ impl Client {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Err(e) => panic!("read after {} bytes: {e}", got.len()),
             };
-            let state = self.tls.process_new_packets().expect("the server's records");
+            let state = self
+                .tls
+                .process_new_packets()
+                .expect("the server's records");
             loop {
                 match self.tls.reader().read(&mut buf) {
                     Ok(0) => break,
@@ -889,7 +990,11 @@ fn pump(s: Tls, data: &[u8]) -> Vec<u8> {
     while !ended {
         ended = c.read(&mut got);
         if !ended {
-            assert!(c.wait(PATIENCE), "stalled after close_notify: {} back", got.len());
+            assert!(
+                c.wait(PATIENCE),
+                "stalled after close_notify: {} back",
+                got.len()
+            );
         }
     }
     got
@@ -940,7 +1045,11 @@ fn haproxy_terminates_tls_in_front_of_plain_loopd() {
     let mut s = tls_connect(local(p_line), "localhost", &config);
     let me = s.sock.local_addr().unwrap().to_string();
     assert_eq!(ask(&mut s, "WHOAMI"), me);
-    assert_eq!(ask(&mut s, "TLS"), "not TLS: a plaintext connection", "HAProxy decrypted");
+    assert_eq!(
+        ask(&mut s, "TLS"),
+        "not TLS: a plaintext connection",
+        "HAProxy decrypted"
+    );
 }
 
 /// HAProxy passing TCP through with `send-proxy` to a `,proxy,tls` loopd: the PROXY header
@@ -968,7 +1077,10 @@ fn haproxy_passes_tls_through_to_proxy_tls_loopd() {
     let me = s.sock.local_addr().unwrap().to_string();
     assert_eq!(ask(&mut s, "WHOAMI"), me, "the PROXY header, under TLS");
     let tls = ask(&mut s, "TLS");
-    assert!(tls.starts_with("version=TLSv1.3 ") && tls.contains(" sni=localhost "), "{tls}");
+    assert!(
+        tls.starts_with("version=TLSv1.3 ") && tls.contains(" sni=localhost "),
+        "{tls}"
+    );
     let data = pattern(32, 10 << 20);
     let got = pump(tls_connect(local(p_echo), "localhost", &config), &data);
     assert!(got == data, "10 MiB passed through");
@@ -1005,7 +1117,10 @@ fn haproxy_reencrypts_to_a_verified_tls_backend() {
     let mut s = tls_connect(local(p_good), "localhost", &config);
     assert_eq!(ask(&mut s, "PING re-encrypted"), "PONG re-encrypted");
     let tls = ask(&mut s, "TLS");
-    assert!(tls.starts_with("version=TLSv1.3 ") && tls.contains(" sni=localhost "), "{tls}");
+    assert!(
+        tls.starts_with("version=TLSv1.3 ") && tls.contains(" sni=localhost "),
+        "{tls}"
+    );
 
     let mut refused = tls_connect(local(p_bad), "localhost", &config);
     refused.write_all(b"PING\n").unwrap();

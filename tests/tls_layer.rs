@@ -667,7 +667,10 @@ fn a_full_queue_and_an_empty_socket_is_not_would_block() {
         "queue full, socket full"
     );
     pair.wire.borrow_mut().send_room = None; // the peer read everything
-    let n = pair.server.write(&chunk).expect("room in the socket: not WouldBlock");
+    let n = pair
+        .server
+        .write(&chunk)
+        .expect("room in the socket: not WouldBlock");
     assert!(n > 0);
 }
 

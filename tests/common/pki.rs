@@ -18,6 +18,8 @@ pub struct Pki {
     pub dir: PathBuf,
     /// The server's CA.
     pub ca: PathBuf,
+    /// Its private key (to sign more with other tools: an RSA certificate by openssl).
+    pub ca_key: PathBuf,
     /// The server's certificate, then the CA's (a chain).
     pub chain: PathBuf,
     pub key: PathBuf,
@@ -74,6 +76,7 @@ impl Pki {
         let key = server.1.serialize_pem();
         Pki {
             ca: write("ca.pem", &server_ca.0.pem()),
+            ca_key: write("ca-key.pem", &server_ca.1.serialize_pem()),
             chain: write("chain.pem", &chain),
             key: write("key.pem", &key),
             combined: write("combined.pem", &format!("{chain}{key}")),
