@@ -12,14 +12,21 @@
 //!   and the server's — so socket, file and dentry objects count twice per connection;
 //!   only the epoll registration (`eventpoll_*`) is the server's alone. Reading
 //!   `/proc/slabinfo` needs root; without it that part says so.
+//!
+//! `FOOTPRINT_BASELINE=/path/to/loopd` measures another build's user-space figure beside this
+//! one, in the same run, taking turns: before and after a change. (Idle TLS connections are
+//! measured by `--bench tls_server`.)
 
 mod support;
 
 use std::collections::HashMap;
 
-use support::start_loopd;
+use support::{start_loopd, started, Server};
 
 const IDLE_CONNECTIONS: usize = 10_000;
+
+/// Rounds per build when a baseline is measured beside this tree; the median is printed.
+const BASELINE_ROUNDS: usize = 2;
 
 /// The kernel's memory, as far as it can be read from `/proc`.
 #[derive(Default)]
@@ -93,6 +100,17 @@ fn merged_caches() -> HashMap<String, Vec<String>> {
     merged
 }
 
+/// Bytes of resident memory per idle connection of the `loopd` at `binary`.
+fn idle_footprint_of(binary: &std::path::Path) -> f64 {
+    let server = started(Server::start_program(
+        None,
+        binary,
+        &["--listen", "echo=127.0.0.1:0", "--max-connections", "20000"],
+        &[],
+    ));
+    support::idle_footprint(&server, IDLE_CONNECTIONS)
+}
+
 fn main() {
     loopd::rlimit::raise_nofile_limit().expect("raise the open-files limit");
     let server = start_loopd(None, &["--max-connections", "20000"]);
@@ -103,8 +121,28 @@ fn main() {
         || before = Kernel::read(),
         || after = Kernel::read(),
     );
+    drop(server);
     println!("resident memory per idle connection ({IDLE_CONNECTIONS} echo connections, one round trip each)");
-    println!("  loopd: {per:.0} bytes per connection (target <= 128)");
+    match std::env::var_os("FOOTPRINT_BASELINE").map(std::path::PathBuf::from) {
+        None => println!("  loopd: {per:.0} bytes per connection (target <= 128)"),
+        Some(baseline) => {
+            let this = support::loopd_release();
+            let (mut ours, mut theirs) = (vec![per], Vec::new());
+            for round in 0..BASELINE_ROUNDS {
+                theirs.push(idle_footprint_of(&baseline));
+                if round + 1 < BASELINE_ROUNDS {
+                    ours.push(idle_footprint_of(&this));
+                }
+            }
+            for (name, binary, results) in [("this tree", &this, ours), ("baseline", &baseline, theirs)] {
+                println!(
+                    "  {name} ({}): {:.0} bytes per connection {results:.0?} (target <= 128)",
+                    binary.display(),
+                    support::median(results.clone())
+                );
+            }
+        }
+    }
     println!(
         "  in-process: Connection is {} bytes; idle buffers own 0 bytes",
         std::mem::size_of::<loopd::connection::Connection<mio::net::TcpStream>>()

@@ -74,12 +74,26 @@ pub struct SServer {
 impl SServer {
     /// Starts `openssl s_server` with the server certificate of `pki` and `extra` options.
     pub fn start(pki: &Pki, extra: &[&str]) -> SServer {
+        SServer::start_with(&pki.chain, &pki.key, extra, None)
+    }
+
+    /// Starts `openssl s_server` with the certificate chain `chain` and its `key`, and
+    /// `extra` options, pinned to `cpu` if given.
+    pub fn start_with(chain: &Path, key: &Path, extra: &[&str], cpu: Option<usize>) -> SServer {
         let openssl = require("openssl", "openssl");
         let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut child = Command::new(openssl)
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(openssl);
+                c
+            }
+            None => Command::new(openssl),
+        };
+        let mut child = cmd
             .args(["s_server", "-accept", &addr.to_string()])
-            .args(["-cert", Pki::path(&pki.chain), "-key", Pki::path(&pki.key)])
+            .args(["-cert", Pki::path(chain), "-key", Pki::path(key)])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -151,6 +165,12 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(pki: &Pki, ssl: &str, cpu: Option<usize>) -> Nginx {
+        Nginx::start_with(pki, &pki.chain, &pki.key, ssl, cpu)
+    }
+
+    /// As [`Nginx::start`], with the certificate chain `chain` and its `key` (a directory of
+    /// `pki`'s for the configuration and the log).
+    pub fn start_with(pki: &Pki, chain: &Path, key: &Path, ssl: &str, cpu: Option<usize>) -> Nginx {
         let nginx = require("nginx", "nginx-light");
         let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
         assert!(
@@ -189,8 +209,8 @@ stream {{
 ",
             module = module.display(),
             dir = dir.display(),
-            chain = pki.chain.display(),
-            key = pki.key.display(),
+            chain = chain.display(),
+            key = key.display(),
             log = log.display(),
         );
         let conf = dir.join("nginx.conf");
