@@ -482,8 +482,8 @@ fn a_burst_of_handshakes_waits_behind_an_established_connection() {
     let mut events = Events::with_capacity(BURST + 1);
     let mut answered_first = 0;
     let mut echoed = Vec::new();
-    let mut done = vec![false; BURST];
-    let mut answered = vec![false; BURST];
+    let mut done = [false; BURST];
+    let mut answered = [false; BURST];
     let mut pinged = false;
     while done.iter().any(|d| !d) || echoed.len() < 4 {
         poll.poll(&mut events, Some(PATIENCE)).unwrap();

@@ -22,6 +22,9 @@
 //! Tunables: `TLS_BENCH_SECS` (default 5) per run, `TLS_BENCH_ROUNDS` (default 3),
 //! `TLS_BENCH_CONNECTIONS` (loopd-bench's `-c`, default 16).
 
+// loopd's test helpers (its certificates), as `tls_peers` expects them.
+#[path = "../../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/tls_peers/mod.rs"]
 mod tls_peers;
 

@@ -32,6 +32,9 @@ mod support;
 #[path = "../tests/tls_peers/mod.rs"]
 mod tls_peers;
 
+// loopd's test helpers, through the benchmarks' support, as `tls_peers` expects them.
+use support::common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

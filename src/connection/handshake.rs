@@ -37,15 +37,8 @@ const STAGE: &str = "HANDSHAKE";
 
 /// How a turn of the stage ended.
 pub(crate) enum Progress {
-    /// Completed: serve, over what it settled, offering `input` first.
-    Done {
-        /// What a PROXY header said (or the peer's own connection).
-        origin: Origin,
-        /// What the handshake settled.
-        negotiated: Negotiated,
-        /// Plaintext that arrived with the handshake's end.
-        input: Buffer,
-    },
+    /// Completed: serve (boxed: the other ends are a word).
+    Done(Box<Handover>),
     /// Nothing more now: wait for the next event or the deadline.
     Waiting,
     /// Out of budget (the turn's reads, or the loop's handshakes) with work left: run again
@@ -53,6 +46,16 @@ pub(crate) enum Progress {
     Yield,
     /// The handshake failed (counted and logged) or the socket did.
     Failed(CloseReason),
+}
+
+/// What a completed handshake hands to the service it creates.
+pub(crate) struct Handover {
+    /// What a PROXY header said (or the peer's own connection).
+    pub(crate) origin: Origin,
+    /// What the handshake settled.
+    pub(crate) negotiated: Negotiated,
+    /// Plaintext that arrived with the handshake's end, offered to the service first.
+    pub(crate) input: Buffer,
 }
 
 /// A handshake under way.
@@ -180,11 +183,11 @@ impl Handshake {
                 let tls13 = negotiated.version == "TLSv1.3";
                 cx.stats.tls.completed(tls13, negotiated.resumed, micros);
                 debug!("conn {}: TLS handshake in {micros} µs: {negotiated}", io.id);
-                Some(Progress::Done {
+                Some(Progress::Done(Box::new(Handover {
                     origin: self.origin,
                     negotiated,
                     input: std::mem::take(&mut self.input),
-                })
+                })))
             }
             failed => Some(self.failed(io, cx, failed)),
         }

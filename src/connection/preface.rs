@@ -181,13 +181,11 @@ impl Preface {
                 Stage::Handshake(h) => h.turn(io, cx, budget),
             };
             return match progress {
-                Progress::Done {
-                    origin,
-                    negotiated,
-                    input,
-                } => Step::Serve {
-                    service: self.unborn.service(origin, Some(&negotiated)),
-                    input,
+                Progress::Done(handover) => Step::Serve {
+                    service: self
+                        .unborn
+                        .service(handover.origin, Some(&handover.negotiated)),
+                    input: handover.input,
                 },
                 Progress::Waiting => Step::Wait,
                 Progress::Yield => Step::Again,

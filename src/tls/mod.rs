@@ -5,7 +5,7 @@
 //!    certificate a session presented).
 //! 2. [`certs`] — certificate chains and keys from PEM files (with clear errors for the usual
 //!    mistakes), a generated self-signed certificate for a quick start, and the
-//!    [`CertStore`](certs::CertStore): several certificates chosen by SNI with a default,
+//!    [`CertStore`]: several certificates chosen by SNI with a default,
 //!    optionally strict, reloadable at run time without touching established sessions.
 //! 3. [`settings`] — TLS settings (versions, ALPN, key-exchange groups by name, session
 //!    resumption, client certificates) into the one rustls `ServerConfig` every loop shares.

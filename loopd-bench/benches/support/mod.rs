@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 // The server-as-a-process helper of the tests, shared rather than copied.
 #[path = "../../../tests/common/mod.rs"]
-mod common;
+pub mod common;
 
 pub use common::daemon::Daemon as Server;
 

@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-// The certificates are loopd's test helpers', shared rather than copied.
-#[path = "../../../tests/common/pki.rs"]
-mod pki;
-pub use pki::Pki;
+// The certificates are loopd's test helpers', shared rather than copied: every includer
+// has them as `common` (loopd's `tests/common`).
+pub use super::common::pki::Pki;
 
 /// Bound on anything these helpers wait for; reached only when something is broken.
 const PATIENCE: Duration = Duration::from_secs(30);
