@@ -149,6 +149,8 @@ pub(crate) struct Conversation {
     limits: Limits,
     scratch: Vec<u8>,
     out: Buffer,
+    /// The loop's handshake budget: unlimited, as a plain connection has no handshake.
+    handshakes: usize,
     stats: Stats,
     bounds: Bounds,
     /// The interest registered with the (simulated) poller.
@@ -180,6 +182,7 @@ impl Conversation {
             limits,
             scratch: vec![0; scratch],
             out: Buffer::new(),
+            handshakes: usize::MAX,
             stats: Stats::default(),
             bounds,
             registered: None,
@@ -261,6 +264,7 @@ impl Conversation {
                 out_scratch: &mut self.out,
                 out_borrowed: None,
                 stats: &self.stats,
+                handshakes: &mut self.handshakes,
             };
             self.conn.open(&mut cx)
         };
@@ -360,6 +364,7 @@ impl Conversation {
                     out_scratch: &mut self.out,
                     out_borrowed: None,
                     stats: &self.stats,
+                    handshakes: &mut self.handshakes,
                 };
                 self.conn.turn(&mut cx, ready)
             };

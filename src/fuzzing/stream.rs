@@ -102,13 +102,19 @@ impl Info {
     }
 
     fn conn(&self) -> ConnInfo<'_> {
+        Info::conn_of(&self.server_id, &self.stats)
+    }
+
+    /// A connection from a fixed peer to a fixed listener, of the server `server_id`.
+    fn conn_of<'a>(server_id: &'a Arc<str>, stats: &'a Arc<Stats>) -> ConnInfo<'a> {
         ConnInfo {
             peer: SocketAddr::from(([192, 0, 2, 7], 40000)),
             proxied: None,
             listener: SocketAddr::from(([127, 0, 0, 1], 7000)),
             loop_index: 0,
-            server_id: &self.server_id,
-            stats: &self.stats,
+            server_id,
+            stats,
+            tls: None,
         }
     }
 }
@@ -170,9 +176,7 @@ pub fn server_reply(server_id: &str, listener: SocketAddr, loop_index: usize) ->
     let conn = ConnInfo {
         listener,
         loop_index,
-        server_id: &server_id,
-        stats: &stats,
-        ..Info::new().conn()
+        ..Info::conn_of(&server_id, &stats)
     };
     let (mut target, mut finished) = (Buffer::new(), false);
     let mut out = Output::new(&mut target, usize::MAX, &mut finished);
