@@ -134,7 +134,9 @@ fn main() {
                     ours.push(idle_footprint_of(&this));
                 }
             }
-            for (name, binary, results) in [("this tree", &this, ours), ("baseline", &baseline, theirs)] {
+            for (name, binary, results) in
+                [("this tree", &this, ours), ("baseline", &baseline, theirs)]
+            {
                 println!(
                     "  {name} ({}): {:.0} bytes per connection {results:.0?} (target <= 128)",
                     binary.display(),

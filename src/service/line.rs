@@ -49,8 +49,7 @@ const QUOTE_LIMIT: usize = 32;
 /// The reply to a line the peer left without its ending when it finished sending.
 pub const INCOMPLETE: &str = "ERR incomplete line at end of input";
 
-const HELP: &str =
-    "commands: PING [text], ECHO text, TIME, WHOAMI, SERVER, STATS, TLS, HELP, QUIT";
+const HELP: &str = "commands: PING [text], ECHO text, TIME, WHOAMI, SERVER, STATS, TLS, HELP, QUIT";
 
 /// The `TLS` reply on a plain connection: not an error (the question has an answer), and
 /// never mistaken for a TLS one, whose reply starts with `version=`.
