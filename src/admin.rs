@@ -13,10 +13,12 @@
 //! | `/readyz` | 200 while the server accepts; 503 from the moment a shutdown begins (before any drain delay), or once a loop has failed |
 //!
 //! Anything else is refused, with the connection kept: 404 for an unknown path, 405 for a
-//! method other than `GET` or `HEAD`. A request that cannot be parsed, or that carries a body,
-//! gets 400 and the connection is closed (after the reply); one whose head exceeds 8 KiB or 32
-//! headers gets 431 and a close. Slow requests meet the request timeout like any other
-//! service's.
+//! method other than `GET` or `HEAD`. The head is read as the `http` service reads it
+//! ([`head`]): a head that cannot be parsed, that could be framed two ways, or that announces
+//! a body gets 400 (501 for a transfer coding other than chunked) and the connection is
+//! closed after the reply; one whose head exceeds 8 KiB or 64 headers gets 431 and a close.
+//! Unlike the `http` service, a request without `Host` is answered: probes leave it out. Slow
+//! requests meet the request timeout like any other service's.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -24,13 +26,11 @@ use std::time::SystemTime;
 
 use crate::control::{Health, ServerHandle};
 use crate::metrics::{self, EndpointSample, Exposition, Kind};
+use crate::service::http::head::{self, Body, Head, Parsed};
 use crate::service::{ConnInfo, Output, Service, ServiceFactory};
 
-/// The largest request head accepted: far above any probe or scrape request, small enough
-/// that a client cannot make the server hold much.
-pub const MAX_REQUEST: usize = 8 * 1024;
-/// The most headers in one request.
-const MAX_HEADERS: usize = 32;
+/// The largest request head accepted: the `http` service's default.
+pub const MAX_REQUEST: usize = head::MAX_HEAD;
 
 /// What the admin endpoint reports on, shared by the server and every admin connection: the
 /// server's loops (their endpoints and counters), its health as the supervisor sets it, and
@@ -138,49 +138,21 @@ impl Response {
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
-}
-
 impl Admin {
     /// The answer to a complete, well-formed request head, and whether the connection may
     /// stay open after it.
-    fn answer(&self, req: &httparse::Request<'_, '_>) -> (Response, bool) {
-        let keep_alive = {
-            let connection = header(req, "connection").unwrap_or_default();
-            let said = |token: &str| {
-                connection
-                    .split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            };
-            match req.version {
-                Some(1) => !said("close"),
-                _ => said("keep-alive"),
-            }
-        };
-        let has_body = header(req, "content-length").is_some_and(|v| v.trim() != "0")
-            || header(req, "transfer-encoding").is_some();
-        if has_body {
-            // GET and HEAD carry no body here; rather than guess where it ends, refuse.
+    fn answer(&self, req: &Head<'_>) -> (Response, bool) {
+        let keep_alive = req.keep_alive;
+        if req.body != Body::Length(0) {
+            // GET and HEAD carry no body here; rather than read one, refuse.
             return (Response::text(400, "a request body is not accepted"), false);
         }
-        let method = req.method.unwrap_or_default();
-        if method != "GET" && method != "HEAD" {
+        if req.method != "GET" && req.method != "HEAD" {
             let mut r = Response::text(405, "only GET and HEAD");
             r.extra = "Allow: GET, HEAD\r\n";
             return (r, keep_alive);
         }
-        let path = req.path.unwrap_or_default();
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let response = match path {
+        let response = match req.path() {
             "/metrics" => Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -197,20 +169,13 @@ impl Admin {
     }
 }
 
-fn header<'a>(req: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a str> {
-    req.headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-}
-
 fn write(out: &mut Output<'_>, r: &Response, head_only: bool, close: bool) {
     let connection = if close { "Connection: close\r\n" } else { "" };
     out.write(
         format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{connection}{}\r\n",
             r.status,
-            reason(r.status),
+            crate::service::http::response::reason(r.status),
             r.content_type,
             r.body.len(),
             r.extra
@@ -227,32 +192,21 @@ impl Service for Admin {
         let mut used = 0;
         // The output contract: one answer at a time, only while output has room.
         while used < input.len() && out.room() > 0 {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            // Only the first MAX_REQUEST bytes are parsed, so that the answer is the same
-            // however the request arrived: a head that has not ended by then is too large,
-            // whatever follows (a malformed byte beyond the limit included).
-            let head = &input[used..input.len().min(used + MAX_REQUEST)];
-            let (response, keep) = match req.parse(head) {
-                Ok(httparse::Status::Partial) if input.len() - used <= MAX_REQUEST => break,
-                Ok(httparse::Status::Partial) => (Response::text(431, "request too large"), false),
-                Ok(httparse::Status::Complete(n)) => {
+            // head::parse reads only the first MAX_REQUEST bytes, so that the answer is the
+            // same however the request arrived.
+            let (response, keep) = match head::parse(&input[used..], MAX_REQUEST) {
+                Parsed::Partial => break,
+                Parsed::Complete(req) => {
                     let (response, keep) = self.answer(&req);
-                    write(out, &response, req.method == Some("HEAD"), !keep);
-                    used += n;
+                    write(out, &response, req.is_head(), !keep);
+                    used += req.len;
                     if keep {
                         continue;
                     }
                     out.finish();
                     return input.len();
                 }
-                Err(httparse::Error::TooManyHeaders) => {
-                    (Response::text(431, "too many headers"), false)
-                }
-                Err(e) => (
-                    Response::text(400, &format!("malformed request: {e}")),
-                    false,
-                ),
+                Parsed::Refused(refusal) => (Response::text(refusal.status, refusal.reason), false),
             };
             write(out, &response, false, !keep);
             out.finish();

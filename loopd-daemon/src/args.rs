@@ -15,12 +15,13 @@ use loopd::config::{
     UdpLimits,
 };
 use loopd::proxy::TrustList;
+use loopd::service::http::HttpLimits;
 use loopd::service::ServiceOptions;
 
 use crate::logger::LogFormat;
 
-/// An edge-triggered event-loop server: echo, discard, chargen, daytime, time, line and frame
-/// over TCP, and echo, discard, chargen, daytime and time over UDP.
+/// An edge-triggered event-loop server: echo, discard, chargen, daytime, time, line, frame and
+/// http over TCP, and echo, discard, chargen, daytime and time over UDP.
 ///
 /// Sizes take units (256KiB, 1MiB); durations take units (30s, 5m, 250ms); 0 turns a
 /// timeout off. RUST_LOG overrides -v/-q.
@@ -28,7 +29,7 @@ use crate::logger::LogFormat;
 #[command(name = "loopd", version, about, max_term_width = 100)]
 pub struct Args {
     /// Serve SERVICE on ADDR; repeatable. TCP: echo, discard, chargen, daytime, time, line,
-    /// frame; UDP: udp-echo, udp-discard, udp-chargen, udp-daytime, udp-time. IPv6 as [::1]:7;
+    /// frame, http; UDP: udp-echo, udp-discard, udp-chargen, udp-daytime, udp-time. IPv6 as [::1]:7;
     /// [::] listens on IPv4 and IPv6. ADDR,proxy: every connection starts with a PROXY
     /// protocol header (behind HAProxy or nginx). ADDR,tls: every connection speaks TLS
     /// (after the PROXY header with ,proxy,tls). Default: loopback only, so a bare loopd
@@ -71,9 +72,9 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "LOOPD_LINGER_TIMEOUT")]
     linger_timeout: Duration,
 
-    /// line and frame services: reset a connection whose partial request has been arriving
-    /// for this long, so slow clients cannot hold every slot (no lingering: nothing is owed
-    /// to them).
+    /// line, frame and http services: end a connection whose partial request has been
+    /// arriving for this long, so slow clients cannot hold every slot (line and frame reset
+    /// it: nothing is owed; http answers 408 and closes).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "LOOPD_REQUEST_TIMEOUT")]
     request_timeout: Duration,
 
@@ -126,6 +127,11 @@ pub struct Args {
     /// after earlier replies, and bounds what one partial frame can make the server hold.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size, env = "LOOPD_MAX_FRAME")]
     max_frame: usize,
+
+    /// http service: the largest request body (and generated ?size= body); a larger one gets
+    /// 413 and a close. Bodies are streamed, never held: this bounds work, not memory.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size, env = "LOOPD_MAX_BODY")]
+    max_body: usize,
 
     /// udp-chargen, udp-daytime, udp-time: answer one source (an address; an IPv6 /64) at
     /// most N times a second, after a burst of N (0 = off). Their answers outgrow the
@@ -411,6 +417,10 @@ impl Args {
             services: ServiceOptions {
                 max_line: self.max_line,
                 max_frame: self.max_frame,
+                http: HttpLimits {
+                    max_body: self.max_body as u64,
+                    ..HttpLimits::default()
+                },
             },
             deployment: Deployment {
                 threads,

@@ -515,6 +515,9 @@ impl Config {
         if self.services.max_frame == 0 {
             return Err(ConfigError::Zero("max frame"));
         }
+        if self.services.http.max_body == 0 {
+            return Err(ConfigError::Zero("max body"));
+        }
         if lc.udp.rate_limit == Some(0) || lc.udp.echo_rate_limit == Some(0) {
             // Off is `None`; a limit of zero would answer nobody.
             return Err(ConfigError::Zero("a UDP rate limit"));
@@ -531,6 +534,11 @@ impl Config {
                 MAX_SIZE_SETTING,
             ),
             ("--max-frame", self.services.max_frame, frame_max),
+            (
+                "--max-body",
+                usize::try_from(self.services.http.max_body).unwrap_or(usize::MAX),
+                MAX_SIZE_SETTING,
+            ),
             (
                 "--max-connections",
                 d.max_connections,

@@ -13,6 +13,7 @@
 //! | [`on_input`](Service::on_input) | bytes were read | parse requests, write replies |
 //! | [`on_peer_finished`](Service::on_peer_finished) | the peer shut down its sending half | flush a final reply |
 //! | [`on_drained`](Service::on_drained) | pending output fell below the low watermark | stream more (chargen) |
+//! | [`on_request_timeout`](Service::on_request_timeout) | a partial request outlived the request timeout | answer it (HTTP's 408) |
 //!
 //! A service ends its side of the conversation with [`Output::finish`]: the loop flushes every
 //! byte already written, sends FIN, and closes without losing data (lingering close).
@@ -46,6 +47,7 @@ mod daytime;
 mod discard;
 mod echo;
 pub mod frame;
+pub mod http;
 pub mod line;
 pub mod time;
 
@@ -55,6 +57,7 @@ pub use daytime::{Daytime, UdpDaytime};
 pub use discard::Discard;
 pub use echo::Echo;
 pub use frame::Frame;
+pub use http::Http;
 pub use line::Line;
 pub use time::{Time, UdpTime};
 
@@ -94,6 +97,15 @@ pub trait Service: Send {
     /// Pending output fell below the low watermark: a streaming service may write up to
     /// [`Output::room`] more bytes. Default: nothing.
     fn on_drained(&mut self, out: &mut Output<'_>) {
+        let _ = out;
+    }
+
+    /// The partial request the connection holds has been arriving for longer than the
+    /// request timeout. A service that answers it (HTTP's 408) writes the answer and calls
+    /// [`Output::finish`]: the connection then closes gracefully, the answer first. Default:
+    /// nothing, and the connection is reset — nothing is owed to a client too slow to send
+    /// a request.
+    fn on_request_timeout(&mut self, out: &mut Output<'_>) {
         let _ = out;
     }
 
@@ -390,6 +402,8 @@ pub enum Builtin {
     Line,
     /// Length-prefixed frames, echoed ([`Frame`]).
     Frame,
+    /// HTTP/1.1, a test backend with agnhost's endpoints ([`Http`]).
+    Http,
     /// RFC 862 over UDP ([`UdpEcho`]).
     UdpEcho,
     /// RFC 863 over UDP ([`UdpDiscard`]).
@@ -430,6 +444,8 @@ pub struct ServiceOptions {
     pub max_line: usize,
     /// The largest payload of the `frame` service.
     pub max_frame: usize,
+    /// The `http` service's limits.
+    pub http: http::HttpLimits,
 }
 
 impl Default for ServiceOptions {
@@ -437,13 +453,14 @@ impl Default for ServiceOptions {
         ServiceOptions {
             max_line: line::DEFAULT_MAX_LINE,
             max_frame: frame::DEFAULT_MAX_FRAME,
+            http: http::HttpLimits::default(),
         }
     }
 }
 
 impl Builtin {
     /// Every built-in, in help order.
-    pub const ALL: [Builtin; 12] = [
+    pub const ALL: [Builtin; 13] = [
         Builtin::Echo,
         Builtin::Discard,
         Builtin::Chargen,
@@ -451,6 +468,7 @@ impl Builtin {
         Builtin::Time,
         Builtin::Line,
         Builtin::Frame,
+        Builtin::Http,
         Builtin::UdpEcho,
         Builtin::UdpDiscard,
         Builtin::UdpChargen,
@@ -468,6 +486,7 @@ impl Builtin {
             Builtin::Time => "time",
             Builtin::Line => "line",
             Builtin::Frame => "frame",
+            Builtin::Http => "http",
             Builtin::UdpEcho => "udp-echo",
             Builtin::UdpDiscard => "udp-discard",
             Builtin::UdpChargen => "udp-chargen",
@@ -510,6 +529,7 @@ impl Builtin {
             Builtin::Time => stream(|_| Box::new(Time)),
             Builtin::Line => stream(move |conn| Box::new(Line::new(conn, options.max_line))),
             Builtin::Frame => stream(move |_| Box::new(Frame::new(options.max_frame))),
+            Builtin::Http => stream(move |conn| Box::new(Http::new(conn, options.http))),
             Builtin::UdpEcho => datagram(|| Box::new(UdpEcho)),
             Builtin::UdpDiscard => datagram(|| Box::new(UdpDiscard)),
             Builtin::UdpChargen => datagram(|| Box::new(UdpChargen::new(seed()))),
@@ -614,7 +634,7 @@ mod tests {
         assert_eq!("chargen".parse::<Builtin>(), Ok(Builtin::Chargen));
         let err = "gopher".parse::<Builtin>().unwrap_err();
         assert!(
-            err.contains("echo, discard, chargen, daytime, time, line, frame, udp-echo"),
+            err.contains("echo, discard, chargen, daytime, time, line, frame, http, udp-echo"),
             "{err}"
         );
     }

@@ -332,6 +332,25 @@ impl Serving {
                 .request_started()
                 .is_some_and(|since| expired(since, l.request_timeout)) =>
             {
+                // A service may answer the late request (HTTP's 408). Then the answer is
+                // flushed and the connection closes gracefully, as after any last reply.
+                let answered = self.call(io, cx, Offer::Nothing, |service, _, out| {
+                    service.on_request_timeout(out)
+                });
+                if self.finished || answered.is_break() {
+                    // Counted by how the close ends, like any close the server begins.
+                    info!(
+                        "conn {}: request incomplete after {:?}; answered, closing",
+                        io.id,
+                        l.request_timeout.unwrap_or_default(),
+                    );
+                    let mut budget = cx.limits.read_budget;
+                    let flow = match answered {
+                        Break(reason) => Break(reason),
+                        Continue(_) => self.work(io, cx, &mut budget),
+                    };
+                    return self.end_turn(io, cx, flow, budget);
+                }
                 // Nothing here for a lingering close to protect: the request was never
                 // answered, and the replies to earlier ones left at least the request timeout
                 // ago. Lingering would keep the slot while the peer goes on trickling — the
