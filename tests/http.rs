@@ -313,3 +313,32 @@ fn clientip_behind_proxy() {
     let answer = parse_response(&read_to_eof(&mut c));
     assert_eq!(answer.body, "192.0.2.9:4711");
 }
+
+/// A response that closes the connection (`close`) after a generated body larger than the
+/// watermark, with another request pipelined behind it: the answer arrives whole, then our
+/// FIN, and the connection ends at the peer's FIN, not at the linger timeout. (The case
+/// where the body ends in `on_drained` with the request still held, which once stopped the
+/// connection from reading, is the `http` fuzz target's corpus input `knobs`.)
+#[test]
+fn close_after_a_generated_body_with_a_request_held() {
+    let mut config = Config::default();
+    config.loops.limits.linger_timeout = Duration::from_secs(120);
+    let server = http_server(config);
+    let mut c = connect(server.addr());
+    c.write_all(b"GET /?size=1000000&close HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let answer = read_to_eof(&mut c);
+    let head = b"Content-Length: 1000000\r\nConnection: close\r\n\r\n";
+    let at = answer
+        .windows(head.len())
+        .position(|w| w == head)
+        .expect("the head");
+    assert_eq!(
+        answer.len() - at - head.len(),
+        1_000_000,
+        "the whole body, nothing after"
+    );
+    drop(c);
+    let s = server.wait_stats("closed at the peer's FIN", |s| s.active == 0);
+    assert_eq!(s.closed_linger_timeout, 0, "{s}");
+}

@@ -13,6 +13,9 @@
 //! | [`line`] | the `line` service in a connection, any cuts, any reading pace | `line` |
 //! | [`frame`] | the `frame` service, the same way | `frame` |
 //! | [`admin`] | the admin endpoint's HTTP request handling, the same way | `admin` |
+//! | [`http`] | the `http` service in a connection, the same way | `http` |
+//! | [`http_head`] | the HTTP request head parser, on every prefix | `http_head` |
+//! | [`chunked`] | the chunked body decoder, in any cuts | `chunked` |
 //! | [`udp`] | the UDP services behind their guard, datagrams from any source | `udp` |
 //! | `x509` | the client certificate's subject reader (`tls` feature) | `x509` |
 
@@ -20,12 +23,14 @@ use std::path::{Path, PathBuf};
 
 mod conversation;
 mod datagram;
+mod http;
 mod input;
 mod stream;
 
 pub use datagram::udp;
+pub use http::{chunked, http_head};
 pub use input::{Input, Rng};
-pub use stream::{admin, frame, line, proxy, server_reply, SETUP};
+pub use stream::{admin, frame, http, line, proxy, server_reply, SETUP};
 
 /// A fuzz target: the fuzzer's bytes in, a panic if a property is broken.
 pub type Target = fn(&[u8]);
@@ -33,11 +38,14 @@ pub type Target = fn(&[u8]);
 /// Every target of this library, by its name in `fuzz/` (its binary, and its directories
 /// under `fuzz/corpus/` and `fuzz/artifacts/`).
 pub fn targets() -> Vec<(&'static str, Target)> {
-    let plain: [(&'static str, Target); 5] = [
+    let plain: [(&'static str, Target); 8] = [
         ("proxy", proxy),
         ("line", line),
         ("frame", frame),
         ("admin", admin),
+        ("http", http),
+        ("http_head", http_head),
+        ("chunked", chunked),
         ("udp", udp),
     ];
     #[cfg(feature = "tls")]

@@ -17,6 +17,7 @@ use crate::buffer::Buffer;
 use crate::config::{Config, Limits};
 use crate::connection::{Connection, Unborn};
 use crate::proxy::{self, Parse, V1_MAX, V2_MAX};
+use crate::service::http::{head::MAX_HEAD, Http, HttpLimits};
 use crate::service::{ConnInfo, Echo, Frame, Line, Output, Service, ServiceOptions};
 use crate::stats::{CloseReason, Stats};
 use crate::timer::Time;
@@ -291,6 +292,53 @@ pub fn admin(data: &[u8]) {
         a == b,
         "the answers depend on how the requests were cut:\n whole: {a:?}\n split: {b:?}"
     );
+}
+
+/// The `http` service: requests in any cuts (after [`SETUP`], four bytes say where to insert
+/// how long a run of which byte, and two how large a body may be). Pending output stays
+/// within the high watermark plus one response head and one `msg` (every body is written
+/// only as far as the room goes), held input within the head limit plus one read; the
+/// connection always closes gracefully; and the status lines are the same whatever the cuts
+/// — unless a chunked body is echoed, whose chunks follow the reads, so that a status line
+/// inside the echoed bytes may be cut apart in one run and not the other.
+pub fn http(data: &[u8]) {
+    let mut input = Input::new(data);
+    let Some(setup) = Setup::read(&mut input) else {
+        return;
+    };
+    let (pad, at, fill) = (
+        usize::from(input.u16()) % (3 * MAX_HEAD),
+        usize::from(input.byte()),
+        input.byte(),
+    );
+    let limits = HttpLimits {
+        max_body: 1 + u64::from(input.u16()),
+        ..HttpLimits::default()
+    };
+    let rest = input.rest();
+    let at = at * rest.len() / 256;
+    let stream = [&rest[..at], &vec![fill; pad], &rest[at..]].concat();
+    let info = Info::new();
+    // The same seed for both runs: the knobs' choices do not depend on the cuts.
+    let make = || Box::new(Http::with_seed(&info.conn(), limits, 7)) as Box<dyn Service>;
+    let bounds = Bounds {
+        // A 100 Continue, a head with `header` knobs, a `msg` body: each under the head.
+        pending: setup.limits.high_watermark + 2 * MAX_HEAD + 1024,
+        held: MAX_HEAD + 1 + setup.scratch,
+    };
+    let (whole, split) = setup.both(make, &stream, bounds);
+    graceful(&whole);
+    graceful(&split);
+    let chunked_echo = stream
+        .windows(7)
+        .any(|w| w.eq_ignore_ascii_case(b"chunked"));
+    if !chunked_echo {
+        let (a, b) = (status_lines(&whole.written), status_lines(&split.written));
+        assert!(
+            a == b,
+            "the answers depend on how the requests were cut:\n whole: {a:?}\n split: {b:?}"
+        );
+    }
 }
 
 /// The status line of every response in `written`, in order.

@@ -82,6 +82,20 @@ impl Serving {
         cx.out_borrowed = out.take_borrowed();
         if self.finished && self.state == State::Open {
             self.set_state(io, State::Closing, cx.now);
+            // Input held for room will never be offered now: it is discarded like any input
+            // after the service is done, and reading goes on, to see the peer's FIN. (A
+            // service that finishes while producing — HTTP's `close` after a generated body
+            // — with a pipelined request held would otherwise wait for room it no longer
+            // needs, and never read again.) Input that was offered is the caller's to
+            // account for.
+            if self.held_for_room && matches!(offer, Offer::Nothing) {
+                self.held_for_room = false;
+                if let Some(c) = self.cold.as_deref_mut() {
+                    Stats::add(&cx.stats.bytes_discarded, c.input.len() as u64);
+                    c.input.release();
+                    c.partial_since = None;
+                }
+            }
         }
         self.flush(io, cx)?;
         Continue((answer, produced))

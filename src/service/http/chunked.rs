@@ -241,8 +241,10 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Decodes `input` whole, however it is cut, for tests and the fuzz target: the data, and
-/// whether the body ended (with the bytes after it), or the error.
+/// Decodes `input`, cut at `cuts` into the pieces a connection would offer (what it holds,
+/// followed by the new bytes): the data, and whether the body ended (with how many bytes
+/// followed it), or the error. For the tests and the fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn decode_all(input: &[u8], cuts: &[usize]) -> Result<(Vec<u8>, Option<usize>), ChunkError> {
     let mut decoder = Decoder::new();
     let mut data = Vec::new();

@@ -169,6 +169,12 @@ enum ReplyBody {
 impl Http {
     /// An `http` service for the connection `conn` describes.
     pub fn new(conn: &ConnInfo<'_>, limits: HttpLimits) -> Http {
+        let seed = super::seed() ^ u64::from(conn.client().port()).rotate_left(32);
+        Http::with_seed(conn, limits, seed)
+    }
+
+    /// The same, with the knobs' choices drawn from `seed`: a run that must repeat them.
+    pub fn with_seed(conn: &ConnInfo<'_>, limits: HttpLimits, seed: u64) -> Http {
         let ident = format!(
             "loopd-server: {} {} {}\r\n",
             conn.server_id, conn.listener, conn.loop_index
@@ -180,7 +186,7 @@ impl Http {
             ident: ident.into_bytes().into_boxed_slice(),
             limits,
             current: None,
-            rng: Rng::new(super::seed() ^ u64::from(peer.port()).rotate_left(32)),
+            rng: Rng::new(seed),
             body: Vec::new(),
             extra: Vec::new(),
         }
