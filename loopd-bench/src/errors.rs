@@ -48,11 +48,21 @@ pub enum ErrorKind {
     /// TLS: any other protocol failure (no common version or cipher suite, a record that
     /// does not decrypt, bytes that are not TLS).
     TlsProtocol,
+    /// HTTP: a response with a status the run does not expect (not 2xx, or not one of
+    /// `--expect-status`). The response is read on; the connection goes on.
+    HttpStatus,
+    /// HTTP: a response head that is not HTTP/1.x, or too long.
+    HttpHead,
+    /// HTTP: a response whose length cannot be known (neither `Content-Length` nor chunked,
+    /// or two lengths), or whose echoed body is not as long as the body sent.
+    HttpLength,
+    /// HTTP: a malformed chunked response body.
+    HttpChunked,
 }
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectTimeout,
         ErrorKind::ConnectReset,
@@ -70,6 +80,10 @@ impl ErrorKind {
         ErrorKind::TlsHandshakeTimeout,
         ErrorKind::TlsTruncated,
         ErrorKind::TlsProtocol,
+        ErrorKind::HttpStatus,
+        ErrorKind::HttpHead,
+        ErrorKind::HttpLength,
+        ErrorKind::HttpChunked,
     ];
 
     /// The name in reports and JSON.
@@ -92,6 +106,10 @@ impl ErrorKind {
             ErrorKind::TlsHandshakeTimeout => "tls_handshake_timeout",
             ErrorKind::TlsTruncated => "tls_truncated",
             ErrorKind::TlsProtocol => "tls_protocol",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::HttpHead => "http_head",
+            ErrorKind::HttpLength => "http_length",
+            ErrorKind::HttpChunked => "http_chunked",
         }
     }
 

@@ -14,6 +14,7 @@
 //! | [`replies`] | the verification of every reply: stream, datagram, chargen |
 //! | [`merge_json`] | `merge` of JSON reports |
 //! | [`merge_hlog`] | `merge` of HdrHistogram interval logs |
+//! | [`http_response`] | `--protocol http`: the response stream, in any cuts |
 
 use std::collections::VecDeque;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -39,6 +40,7 @@ pub fn targets() -> Vec<(&'static str, Target)> {
         ("replies", replies),
         ("merge_json", merge_json),
         ("merge_hlog", merge_hlog),
+        ("http_response", http_response),
     ]
 }
 
@@ -335,4 +337,60 @@ mod tests {
     fn targets_are_fuzz_binaries() {
         assert_eq!(not_built(&fuzz_dir(), &targets()), Vec::<&str>::new());
     }
+}
+
+/// `--protocol http`'s response parser ([`crate::http`]): any bytes as a response stream,
+/// whole and cut where the first four bytes' seed says. The same responses (status, backend,
+/// body) and the same error come out however the stream is cut; a body is never longer than
+/// the stream; a stream of well-formed responses built from the fuzzer's bytes parses back
+/// to exactly them.
+pub fn http_response(data: &[u8]) {
+    use crate::http::parse_all;
+    let mut input = Input::new(data);
+    let mut rng = Rng::new(u64::from(input.u32()));
+    let stream = input.rest();
+    let whole = parse_all(stream, &[]);
+    let cuts: Vec<usize> = (0..rng.below(8))
+        .map(|_| rng.below(stream.len() + 1))
+        .collect();
+    let split = parse_all(stream, &cuts);
+    assert_eq!(whole, split, "cut at {cuts:?}");
+    let body: usize = whole.0.iter().map(|r| r.2.len()).sum();
+    assert!(body <= stream.len());
+    // Well-formed responses, one per 16 bytes of the stream, as length or chunked framing.
+    let mut built = Vec::new();
+    let mut expected = Vec::new();
+    for (i, piece) in stream.chunks(16).enumerate() {
+        let status = 200 + (i as u16 % 400);
+        let server = format!("s{}", piece.len());
+        built.extend_from_slice(
+            format!("HTTP/1.1 {status} X\r\nloopd-server: {server} 127.0.0.1:1 0\r\n").as_bytes(),
+        );
+        if i % 2 == 0 {
+            built.extend_from_slice(format!("Content-Length: {}\r\n\r\n", piece.len()).as_bytes());
+            built.extend_from_slice(piece);
+        } else {
+            built.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            if !piece.is_empty() {
+                built.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                built.extend_from_slice(piece);
+                built.extend_from_slice(b"\r\n");
+            }
+            built.extend_from_slice(b"0\r\n\r\n");
+        }
+        let body = if status == 204 || status == 304 {
+            Vec::new()
+        } else {
+            piece.to_vec()
+        };
+        expected.push((status, Some(server), body));
+    }
+    // 204 and 304 carry no body: their pieces would be read as the next response's head.
+    if expected.iter().any(|r| r.0 == 204 || r.0 == 304) {
+        return;
+    }
+    let cuts: Vec<usize> = (0..rng.below(8))
+        .map(|_| rng.below(built.len() + 1))
+        .collect();
+    assert_eq!(parse_all(&built, &cuts), (expected, None));
 }

@@ -18,7 +18,8 @@
 //! 2. [`net`] — socket helpers: resolving, source binding, `WouldBlock` as a value.
 //! 3. [`payload`] — what is sent: every message is a function of its connection id and
 //!    sequence number, generated on the fly and checked with `memcmp`; `raw`, `line` or
-//!    `frame` framing.
+//!    `frame` framing; [`http`] — the HTTP/1.1 requests of `--protocol http` and an
+//!    incremental parser of the responses.
 //! 4. [`cpu`] — what a message costs the client, the server and the machine; [`clock`] —
 //!    the wall clock: whether the kernel keeps it synchronised, and waiting for a shared
 //!    start.
@@ -54,6 +55,7 @@
 
 // Declared in the reading order above (blank lines keep rustfmt from sorting them).
 pub mod errors;
+pub mod http;
 pub mod net;
 pub mod payload;
 

@@ -17,8 +17,9 @@ use loopd_bench::compare::{compare, Target};
 use loopd_bench::config as bench_config;
 use loopd_bench::config::start::parse_start_at;
 use loopd_bench::config::tls::list as tls_list;
-use loopd_bench::config::{TlsSettings, TlsVersions, Trust};
+use loopd_bench::config::{HttpSettings, TlsSettings, TlsVersions, Trust};
 use loopd_bench::cpu::{CpuSources, MetricsUrl, ServerCpu};
+use loopd_bench::http::Method;
 use loopd_bench::net::resolve;
 use loopd_bench::repeat::{self, Confidence, Repeat, EXIT_NOT_CONFIDENT};
 use loopd_bench::report::{files, plot, Second};
@@ -114,8 +115,9 @@ struct RunArgs {
     #[arg(short, long, value_enum, default_value = "echo")]
     mode: ModeArg,
 
-    /// Request framing in echo mode: raw bytes, `ECHO <payload>` lines, or 4-byte
-    /// length-prefixed frames (loopd's line and frame services).
+    /// Request framing in echo mode: raw bytes, `ECHO <payload>` lines, 4-byte
+    /// length-prefixed frames (loopd's line and frame services), or HTTP/1.1 requests (also
+    /// in connect mode: a new connection per request), every response checked.
     #[arg(long, value_enum, default_value = "raw")]
     protocol: ProtocolArg,
 
@@ -185,9 +187,28 @@ struct RunArgs {
 
     /// Behind a load balancer: each connection first asks its server which backend it is
     /// (the line service's SERVER), and the results are also given per backend, with how
-    /// evenly connections spread. Needs --protocol line.
+    /// evenly connections spread. Needs --protocol line; with --protocol http, each
+    /// response's loopd-server header names its backend.
     #[arg(long)]
     per_backend: bool,
+
+    /// http: the request method; POST sends a body of -s bytes.
+    #[arg(long, value_enum, default_value = "post")]
+    http_method: MethodArg,
+
+    /// http: the request path. /echo (with POST) checks every response body against the body
+    /// sent; other paths check status and framing.
+    #[arg(long, value_name = "PATH", default_value = "/echo")]
+    http_path: String,
+
+    /// http: an extra request header, NAME: VALUE; repeatable.
+    #[arg(long, value_name = "HEADER")]
+    http_header: Vec<String>,
+
+    /// http: the statuses that are not errors (repeatable, or a comma list); by default any
+    /// 2xx. Every status is counted and shown.
+    #[arg(long, value_name = "CODE", value_delimiter = ',')]
+    expect_status: Vec<u16>,
 
     /// Also report the server's CPU time per message, from the process_cpu_seconds_total
     /// counter at URL (loopd's --admin /metrics, or any Prometheus client library's), read
@@ -361,6 +382,13 @@ enum ProtocolArg {
     Raw,
     Line,
     Frame,
+    Http,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum MethodArg {
+    Get,
+    Post,
 }
 
 fn main() -> ExitCode {
@@ -542,6 +570,16 @@ fn config(target: &str, a: &RunArgs) -> Result<BenchConfig, String> {
         ProtocolArg::Raw => Protocol::Raw,
         ProtocolArg::Line => Protocol::Line,
         ProtocolArg::Frame => Protocol::Frame,
+        ProtocolArg::Http => Protocol::Http,
+    };
+    cfg.http = HttpSettings {
+        method: match a.http_method {
+            MethodArg::Get => Method::Get,
+            MethodArg::Post => Method::Post,
+        },
+        path: a.http_path.clone(),
+        headers: a.http_header.clone(),
+        expect_status: a.expect_status.clone(),
     };
     cfg.connections = a.connections;
     cfg.threads = a.threads;

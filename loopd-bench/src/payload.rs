@@ -36,11 +36,19 @@ pub enum Protocol {
     Line,
     /// A 4-byte big-endian length, then the payload; the reply is the same frame.
     Frame,
+    /// An HTTP/1.1 request whose body is the payload ([`crate::http`]); the reply is a
+    /// response, read by the HTTP wire, whose body, for `POST /echo`, is the payload.
+    Http,
 }
 
 impl Protocol {
     /// Every protocol, in the order `--help` lists them.
-    pub const ALL: [Protocol; 3] = [Protocol::Raw, Protocol::Line, Protocol::Frame];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Raw,
+        Protocol::Line,
+        Protocol::Frame,
+        Protocol::Http,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -48,6 +56,7 @@ impl Protocol {
             Protocol::Raw => "raw",
             Protocol::Line => "line",
             Protocol::Frame => "frame",
+            Protocol::Http => "http",
         }
     }
 }
@@ -142,6 +151,8 @@ pub struct Codec {
     /// The RFC 864 ring repeated to `size + 95` bytes: every body is one slice of it.
     ring: Box<[u8]>,
     frame_prefix: [u8; 4],
+    /// HTTP: the request head before each body.
+    request_head: Box<[u8]>,
 }
 
 impl Codec {
@@ -158,6 +169,16 @@ impl Codec {
             size,
             ring,
             frame_prefix: u32::try_from(size).unwrap_or(u32::MAX).to_be_bytes(),
+            request_head: Box::new([]),
+        }
+    }
+
+    /// A codec for HTTP requests: `head` (the same for every message, [`crate::http`]), then
+    /// a body of `body` payload bytes (0 for `GET`). A reply is the body echoed.
+    pub fn http(head: Vec<u8>, body: usize) -> Codec {
+        Codec {
+            request_head: head.into_boxed_slice(),
+            ..Codec::new(Protocol::Http, body)
         }
     }
 
@@ -173,7 +194,8 @@ impl Codec {
 
     fn prefix(&self, dir: Dir) -> &[u8] {
         match (self.protocol, dir) {
-            (Protocol::Raw, _) | (Protocol::Line, Dir::Reply) => b"",
+            (Protocol::Http, Dir::Request) => &self.request_head,
+            (Protocol::Raw | Protocol::Http, _) | (Protocol::Line, Dir::Reply) => b"",
             (Protocol::Line, Dir::Request) => b"ECHO ",
             (Protocol::Frame, _) => &self.frame_prefix,
         }
@@ -181,7 +203,7 @@ impl Codec {
 
     fn suffix(&self, dir: Dir) -> &'static [u8] {
         match (self.protocol, dir) {
-            (Protocol::Raw | Protocol::Frame, _) => b"",
+            (Protocol::Raw | Protocol::Frame | Protocol::Http, _) => b"",
             (Protocol::Line, Dir::Request) => b"\n",
             (Protocol::Line, Dir::Reply) => b"\r\n",
         }

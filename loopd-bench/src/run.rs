@@ -18,7 +18,7 @@ use crate::clock;
 use crate::config::start::check_start;
 use crate::config::{BenchConfig, ConfigError, RecordedConfig, Stop};
 use crate::cpu::{self, CpuSample};
-use crate::payload::Codec;
+use crate::payload::{Codec, Protocol};
 use crate::record::intervals::IntervalCollector;
 use crate::record::live::{Live, Moved};
 use crate::record::{Second, Tally};
@@ -159,7 +159,13 @@ impl Coordinator {
         };
         let cfg = Arc::new(cfg.clone());
         // One codec for every worker: the ring it generates bodies from is read-only.
-        let codec = Arc::new(Codec::new(cfg.protocol, cfg.size));
+        let codec = Arc::new(match cfg.protocol {
+            Protocol::Http => Codec::http(
+                cfg.http.request_head(cfg.target, cfg.size),
+                cfg.http.body(cfg.size),
+            ),
+            p => Codec::new(p, cfg.size),
+        });
         let clock_synchronised = clock::synchronised();
         let t0 = match cfg.start_at {
             Some(at) => {

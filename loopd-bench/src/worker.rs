@@ -37,9 +37,10 @@ use mio::{Events, Poll, Token};
 use crate::alarm::Alarm;
 use crate::config::{BenchConfig, Load, Transport};
 use crate::flow::datagram::Datagrams;
+use crate::flow::http::Http;
 use crate::flow::stream::Bytes;
 use crate::flow::{Ctx, Flow, Readiness, Wire, DRAIN_GRACE, RECV_BUDGET};
-use crate::payload::Codec;
+use crate::payload::{Codec, Protocol};
 use crate::record::intervals::{IntervalHistogram, IntervalRecorder};
 use crate::record::live::Live;
 use crate::record::{Recorder, Tally};
@@ -111,7 +112,12 @@ impl Worker {
 
     /// Runs until every flow has finished or failed.
     pub fn run(self) -> io::Result<Outcome> {
+        let http = self.cfg.protocol == Protocol::Http;
         match (self.cfg.mode.transport(), self.tls.clone()) {
+            (Transport::Tcp, None) if http => self.drive::<Http<TcpStream>>(Box::new(Tcp)),
+            (Transport::Tcp, Some(tls)) if http => {
+                self.drive::<Http<TlsStream<TcpStream>>>(Box::new(tls.dial(Tcp)))
+            }
             (Transport::Tcp, None) => self.drive::<Bytes<TcpStream>>(Box::new(Tcp)),
             (Transport::Tcp, Some(tls)) => {
                 self.drive::<Bytes<TlsStream<TcpStream>>>(Box::new(tls.dial(Tcp)))

@@ -39,8 +39,12 @@ pub enum ConfigError {
     Ramp,
     /// `--protocol` other than raw outside echo mode.
     ProtocolOutsideEcho(Protocol),
-    /// `--per-backend` without echo over the line protocol.
+    /// `--per-backend` without echo over the line protocol, or HTTP.
     PerBackend,
+    /// `--protocol http` in a mode other than echo or connect.
+    HttpOutsideRoundTrips(Mode),
+    /// `--protocol http` settings that cannot make a request.
+    Http(super::http::HttpError),
     /// `--expect` outside recv mode.
     ExpectOutsideRecv,
     /// `-s 0` where messages are sent.
@@ -119,9 +123,16 @@ impl fmt::Display for ConfigError {
             ),
             PerBackend => write!(
                 f,
-                "--per-backend asks each connection's server SERVER: use it with --mode echo \
-                 --protocol line"
+                "--per-backend asks each connection's server SERVER, or reads each HTTP \
+                 response's loopd-server header: use it with --mode echo --protocol line, or \
+                 --protocol http"
             ),
+            HttpOutsideRoundTrips(m) => write!(
+                f,
+                "--protocol http sends requests and reads responses: use it with --mode echo or \
+                 --mode connect, not {m}"
+            ),
+            Http(e) => write!(f, "{e}"),
             ExpectOutsideRecv => write!(
                 f,
                 "--expect checks what recv mode receives: use it with --mode recv"

@@ -3,6 +3,7 @@
 //!
 //! * [`mode`] — the [`Mode`]: six kinds of run, each a transport and a load policy.
 //! * [`tls`] — `--tls` and its flags.
+//! * [`http`] — `--protocol http`: the requests and the statuses expected.
 //! * [`sources`] — `--source`, local addresses bound round-robin.
 //! * [`series`] — `--iterations` and `--confidence`.
 //! * [`segment`] — `--segment I/N`: this process's part of a run made by several.
@@ -11,6 +12,7 @@
 //! * [`recorded`] — the settings as the JSON report records them.
 
 pub mod error;
+pub mod http;
 pub mod mode;
 pub mod recorded;
 pub mod segment;
@@ -27,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::CpuSources;
 use crate::payload::{Protocol, HEADER_LEN};
 pub use error::ConfigError;
+pub use http::HttpSettings;
 pub use mode::{Load, Mode, Transport};
 pub use recorded::RecordedConfig;
 pub use segment::Segment;
@@ -100,6 +103,8 @@ pub struct BenchConfig {
     pub intervals: bool,
     /// `--tls`: every stream connection speaks TLS, with these settings.
     pub tls: Option<TlsSettings>,
+    /// `--protocol http`: the requests and the statuses expected.
+    pub http: HttpSettings,
 }
 
 impl BenchConfig {
@@ -128,6 +133,7 @@ impl BenchConfig {
             cpu: CpuSources::default(),
             intervals: false,
             tls: None,
+            http: HttpSettings::default(),
         }
     }
 
@@ -167,11 +173,26 @@ impl BenchConfig {
                 return Err(Ramp);
             }
         }
-        if self.protocol != Protocol::Raw && self.mode != Mode::Echo {
-            return Err(ProtocolOutsideEcho(self.protocol));
+        // HTTP runs round trips on kept-alive connections (echo), or one request per
+        // connection (connect).
+        let http_modes = [Mode::Echo, Mode::Connect];
+        match self.protocol {
+            Protocol::Raw => {}
+            Protocol::Http if http_modes.contains(&self.mode) => {}
+            Protocol::Http => return Err(HttpOutsideRoundTrips(self.mode)),
+            p if self.mode != Mode::Echo => return Err(ProtocolOutsideEcho(p)),
+            _ => {}
         }
-        if self.per_backend && (self.mode != Mode::Echo || self.protocol != Protocol::Line) {
+        let per_backend_ok = match self.protocol {
+            Protocol::Line => self.mode == Mode::Echo,
+            Protocol::Http => true,
+            _ => false,
+        };
+        if self.per_backend && !per_backend_ok {
             return Err(PerBackend);
+        }
+        if self.protocol == Protocol::Http {
+            self.http.validate().map_err(Http)?;
         }
         if self.expect.is_some() && self.mode != Mode::Recv {
             return Err(ExpectOutsideRecv);

@@ -39,6 +39,7 @@ impl<D: Datagram> Wire for Datagrams<D> {
     type State = DatagramState;
     const HANDSHAKE: bool = false;
     const LOSSY: bool = true;
+    const ASKS_BACKEND: bool = true;
 
     fn handshake(_: &mut D) -> Handshake {
         Handshake::Done

@@ -50,11 +50,12 @@
 //!
 //! Files, one concern each: [`state`] (the states and their one choke point), [`load`] (the
 //! load policies), [`wire`] (the established connection and the [`Wire`] seam), [`stream`]
-//! and [`datagram`] (the two disciplines), [`backend`] (which server answers,
+//! and [`datagram`] (the two disciplines), [`http`] (HTTP/1.1 over any stream), [`backend`] (which server answers,
 //! `--per-backend`).
 
 pub mod backend;
 pub mod datagram;
+pub mod http;
 pub mod load;
 pub mod state;
 pub mod stream;

@@ -189,7 +189,7 @@ impl<W: Wire> Flow<W> {
         };
         let tcp = connected.unwrap_or(now);
         let (id, index, seq) = (self.id, self.token.0, self.next_seq);
-        let backend = Backend::new(cx.cfg.per_backend);
+        let backend = Backend::new(cx.cfg.per_backend && W::ASKS_BACKEND);
         self.set_state(cx, now, |old| match old {
             State::Connecting { socket, .. } => {
                 State::Established(Conn::new(id, index, socket, seq, backend))
@@ -200,7 +200,7 @@ impl<W: Wire> Flow<W> {
     }
 
     fn new_conn(&self, cx: &Ctx<W::Socket>, socket: W::Socket) -> Conn<W> {
-        let backend = Backend::new(cx.cfg.per_backend);
+        let backend = Backend::new(cx.cfg.per_backend && W::ASKS_BACKEND);
         Conn::new(self.id, self.token.0, socket, self.next_seq, backend)
     }
 

@@ -37,6 +37,9 @@ pub trait Wire: Sized {
     /// Whether what the server leaves unanswered is loss, counted against `--max-loss`,
     /// rather than an error (and a socket that got nothing back is not also `unserved`).
     const LOSSY: bool;
+    /// Whether `--per-backend` asks each new connection's server who it is (`SERVER`, before
+    /// any message) rather than reading it from every answer (HTTP's `loopd-server`).
+    const ASKS_BACKEND: bool;
 
     /// Whether the handshake the dial started is done; asked while connecting.
     fn handshake(socket: &mut Self::Socket) -> Handshake;

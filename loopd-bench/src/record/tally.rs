@@ -141,6 +141,8 @@ pub struct Tally {
     pub backends: Vec<BackendTally>,
     /// TLS handshakes and failures (`--tls`).
     pub tls: TlsTally,
+    /// HTTP: measured responses by status code.
+    pub http_status: BTreeMap<u16, u64>,
 }
 
 impl Tally {
@@ -165,6 +167,7 @@ impl Tally {
             udp: UdpCounts::default(),
             backends: Vec::new(),
             tls: TlsTally::new(),
+            http_status: BTreeMap::new(),
         }
     }
 
@@ -227,6 +230,9 @@ impl Tally {
             self.backends[i].absorb(b);
         }
         self.tls.absorb(&o.tls);
+        for (status, n) in o.http_status {
+            *self.http_status.entry(status).or_default() += n;
+        }
     }
 }
 

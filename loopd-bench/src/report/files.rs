@@ -222,6 +222,7 @@ pub fn read_hlog(text: &str) -> Result<Report, String> {
         backends: None,
         cpu: None,
         tls: None,
+        http_status: None,
     });
     report.window = start.map(|t| Window::new(t, duration_secs));
     Ok(report)

@@ -70,6 +70,7 @@ impl Report {
         let mut lead_in: Vec<Second> = Vec::new();
         let mut lead_in_secs: f64 = 0.0;
         let mut tls: Option<TlsTally> = None;
+        let mut http_status: Option<BTreeMap<u16, u64>> = None;
         for r in reports {
             if r.mode() != first.mode() {
                 return Err("cannot merge runs of different modes".into());
@@ -158,6 +159,12 @@ impl Report {
                 }
                 total.unavailable.extend(c.unavailable.iter().cloned());
             }
+            if let Some(statuses) = &r.http_status {
+                let total = http_status.get_or_insert_with(BTreeMap::new);
+                for (&status, &n) in statuses {
+                    *total.entry(status).or_default() += n;
+                }
+            }
             if let Some(t) = &r.tls {
                 let part = TlsTally::try_from(t)?;
                 tls.get_or_insert_with(TlsTally::new).absorb(&part);
@@ -187,6 +194,7 @@ impl Report {
             timeline,
             backends,
             tls,
+            http_status,
             cpu: cpu.map(|c| {
                 let per = |c: Option<Cost>| {
                     c.map(|c| {

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Mode, RecordedConfig};
 use crate::cpu::CpuCosts;
 use crate::errors::ErrorKind;
+use crate::payload::Protocol;
 use crate::record::intervals::Interval;
 use crate::record::tls::TlsTally;
 pub use crate::record::Second;
@@ -186,6 +187,9 @@ pub struct Report {
     /// `--tls`: handshakes by kind, their latency, what was negotiated, alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsReport>,
+    /// `--protocol http`: measured responses by status code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<BTreeMap<u16, u64>>,
     /// When the measurement began (for `--hlog`).
     #[serde(skip)]
     pub started: Option<SystemTime>,
@@ -223,6 +227,8 @@ impl Report {
         let open_loop = config.rate.is_some();
         let per_backend = config.per_backend;
         let tls = config.tls.is_some().then(|| tally.tls.clone());
+        let http_status =
+            (config.protocol == Protocol::Http.name()).then(|| tally.http_status.clone());
         Report::assemble(Parts {
             runs: vec![config],
             duration_secs,
@@ -241,6 +247,7 @@ impl Report {
             backends: per_backend.then(|| tally.backends.clone()),
             cpu: None,
             tls,
+            http_status,
         })
     }
 
@@ -274,6 +281,7 @@ impl Report {
             spread,
             cpu: p.cpu,
             tls,
+            http_status: p.http_status,
             iterations: None,
             lead_in: Vec::new(),
             lead_in_secs: 0.0,
@@ -356,4 +364,5 @@ pub(crate) struct Parts<'a> {
     pub backends: Option<Vec<BackendTally>>,
     pub cpu: Option<CpuCosts>,
     pub tls: Option<TlsTally>,
+    pub http_status: Option<BTreeMap<u16, u64>>,
 }

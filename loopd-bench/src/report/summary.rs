@@ -272,6 +272,15 @@ impl fmt::Display for Report {
         if let Some(t) = &self.tls {
             self.tls_lines(f, t)?;
         }
+        if let Some(statuses) = &self.http_status {
+            let shown: Vec<String> = statuses.iter().map(|(s, n)| format!("{s} x{n}")).collect();
+            let shown = if shown.is_empty() {
+                "none".to_string()
+            } else {
+                shown.join(", ")
+            };
+            writeln!(f, "  {:<12} {shown}", "http status")?;
+        }
         if let Some(u) = &self.udp {
             writeln!(
                 f,
