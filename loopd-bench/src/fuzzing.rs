@@ -314,31 +314,6 @@ fn merged(mut reports: Vec<Report>) {
     let _ = Report::merge(&[back.clone(), back]);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use loopd::fuzzing::{not_built, replay};
-    use std::path::{Path, PathBuf};
-
-    fn fuzz_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-    }
-
-    /// Every input of every target's committed corpus, and every crash the fuzzer ever
-    /// found (`fuzz/artifacts/`), passes its target on a stable build.
-    #[test]
-    fn corpus_and_crashes_replay() {
-        let failed = replay(&fuzz_dir(), &targets());
-        assert!(failed.is_empty(), "fuzz inputs that fail: {failed:#?}");
-    }
-
-    /// Every target here is a binary of the fuzz crate, so `cargo fuzz` runs it.
-    #[test]
-    fn targets_are_fuzz_binaries() {
-        assert_eq!(not_built(&fuzz_dir(), &targets()), Vec::<&str>::new());
-    }
-}
-
 /// `--protocol http`'s response parser ([`crate::http`]): any bytes as a response stream,
 /// whole and cut where the first four bytes' seed says. The same responses (status, backend,
 /// body) and the same error come out however the stream is cut; a body is never longer than
@@ -393,4 +368,29 @@ pub fn http_response(data: &[u8]) {
         .map(|_| rng.below(built.len() + 1))
         .collect();
     assert_eq!(parse_all(&built, &cuts), (expected, None));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loopd::fuzzing::{not_built, replay};
+    use std::path::{Path, PathBuf};
+
+    fn fuzz_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    }
+
+    /// Every input of every target's committed corpus, and every crash the fuzzer ever
+    /// found (`fuzz/artifacts/`), passes its target on a stable build.
+    #[test]
+    fn corpus_and_crashes_replay() {
+        let failed = replay(&fuzz_dir(), &targets());
+        assert!(failed.is_empty(), "fuzz inputs that fail: {failed:#?}");
+    }
+
+    /// Every target here is a binary of the fuzz crate, so `cargo fuzz` runs it.
+    #[test]
+    fn targets_are_fuzz_binaries() {
+        assert_eq!(not_built(&fuzz_dir(), &targets()), Vec::<&str>::new());
+    }
 }
