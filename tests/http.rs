@@ -342,3 +342,59 @@ fn close_after_a_generated_body_with_a_request_held() {
     let s = server.wait_stats("closed at the peer's FIN", |s| s.active == 0);
     assert_eq!(s.closed_linger_timeout, 0, "{s}");
 }
+
+/// HTTPS: the same service on a `,tls` listener, through curl: a request, and a chunked
+/// upload echoed whole over TLS.
+#[test]
+fn curl_over_https() {
+    let pki = common::pki::Pki::new("http");
+    let daemon = Daemon::start(&[
+        "-l",
+        "http=127.0.0.1:0,tls",
+        "--tls-cert",
+        common::pki::Pki::path(&pki.chain),
+        "--tls-key",
+        common::pki::Pki::path(&pki.key),
+        "--server-id",
+        "tls-1",
+    ]);
+    let base = format!("https://localhost:{}", daemon.addr().port());
+    let resolve = format!("localhost:{}:127.0.0.1", daemon.addr().port());
+    let ca = common::pki::Pki::path(&pki.ca);
+    let (out, _) = run(
+        "curl",
+        "curl",
+        &[
+            "-sS",
+            "--cacert",
+            ca,
+            "--resolve",
+            &resolve,
+            &format!("{base}/hostname"),
+        ],
+    );
+    assert_eq!(out, "tls-1");
+    let dir = Scratch::new("http-tls");
+    let upload = dir.write("upload", &"0123456789abcdef".repeat(20_000));
+    let (out, _) = run(
+        "curl",
+        "curl",
+        &[
+            "-sS",
+            "-f",
+            "--cacert",
+            ca,
+            "--resolve",
+            &resolve,
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-T",
+            upload.to_str().unwrap(),
+            &format!("{base}/echo"),
+        ],
+    );
+    assert!(
+        out == "0123456789abcdef".repeat(20_000),
+        "the upload echoed whole over TLS"
+    );
+}

@@ -195,6 +195,42 @@ fn a_wrong_echo_is_found_and_located() {
     );
 }
 
+/// HTTPS through the TLS transport: POST /echo over `--tls` to loopd's http service on a
+/// `,tls` listener, every body checked, kept alive.
+#[test]
+fn https_to_loopd() {
+    let pki = common::pki::Pki::new("bench-http");
+    let daemon = Daemon::start(&[
+        "-l",
+        "http=127.0.0.1:0,tls",
+        "--tls-cert",
+        common::pki::Pki::path(&pki.chain),
+        "--tls-key",
+        common::pki::Pki::path(&pki.key),
+    ]);
+    let (code, report, stderr) = bench_json(
+        daemon.addr(),
+        &[
+            "--tls",
+            "--cacert",
+            common::pki::Pki::path(&pki.ca),
+            "--tls-sni",
+            "localhost",
+            "-n",
+            "1000",
+            "-c",
+            "2",
+            "--pipeline",
+            "4",
+            "-s",
+            "2000",
+        ],
+    );
+    assert_clean(code, &report, &stderr);
+    assert_eq!(status(&report, 200), 1000);
+    assert_eq!(report["connections"]["established"], 2);
+}
+
 /// nginx's master, stopped with SIGTERM so that it takes its worker with it.
 struct Nginx(Daemon);
 
