@@ -1,0 +1,301 @@
+//! HTTP/1.1 side by side in one run: loopd's `http` service against nginx, and loopd-bench
+//! against wrk, each server pinned to CPU 0 and each client to CPU 1.
+//!
+//! ```sh
+//! cargo bench -p loopd-bench --bench http
+//! ```
+//!
+//! 1. **Server.** wrk (`-t1 -c50`, keep-alive) against loopd `http` (`GET /healthz`: 200,
+//!    body `ok`) and against nginx (one worker, `return 200 'ok'`, access log off): requests
+//!    per second and the server's CPU per request (`/proc/PID/stat` over the run, nginx's
+//!    worker). Target: loopd's CPU per request at most 0.9× nginx's.
+//! 2. **Client.** wrk and loopd-bench (`--protocol http --http-method get -c50`, one thread,
+//!    every response parsed and checked, latency in HdrHistograms) against the same nginx:
+//!    requests per second per client core (the client's own CPU time, from
+//!    `getrusage(RUSAGE_CHILDREN)` around each run). Target: loopd-bench at least 1.0× wrk.
+//!
+//! Rounds alternate between the contenders; medians are printed. Tunables:
+//! `HTTP_BENCH_SECS` (default 4) per run, `HTTP_BENCH_ROUNDS` (3).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use support::common::{free_port, require, wait_until, Scratch};
+use support::{loopd_release, median, release_binary, start_loopd, Server};
+
+/// Connections each client keeps open: enough to keep one server core busy.
+const CONNECTIONS: usize = 50;
+/// The server's core and the client's.
+const SERVER_CPU: usize = 0;
+const CLIENT_CPU: usize = 1;
+
+fn tunable(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// nginx with one worker pinned to the server's core, answering `return 200 'ok'` on every
+/// path, access log off; stopped (master and worker) when dropped.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    _dir: Scratch,
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let nginx = require("nginx", "nginx-light");
+        let dir = Scratch::new("bench-nginx-http");
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let config = format!(
+            "daemon off;
+worker_processes 1;
+worker_cpu_affinity {affinity:b};
+error_log stderr warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000000;
+    client_body_temp_path {dir};
+    server {{
+        listen {addr};
+        location / {{ return 200 'ok'; }}
+    }}
+}}
+",
+            affinity = 1u64 << SERVER_CPU,
+            dir = dir.0.display(),
+        );
+        let conf = dir.write("nginx.conf", &config);
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg("stderr")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        wait_until("nginx listening", || {
+            std::net::TcpStream::connect(addr).ok()
+        });
+        Nginx {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// The worker's pid (the master's only child).
+    fn worker(&self) -> u32 {
+        let master = self.child.id();
+        wait_until("nginx's worker", || {
+            let children =
+                std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).ok()?;
+            children.split_whitespace().next()?.parse().ok()
+        })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM to the master takes the worker with it.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds process `pid` has used.
+fn cpu_of(pid: u32) -> f64 {
+    loopd::metrics::process_cpu_seconds(&pid.to_string()).expect("/proc/PID/stat")
+}
+
+/// CPU seconds used by this process's children that have been waited for.
+fn children_cpu() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(usage.user_time()) + secs(usage.system_time())
+}
+
+/// A client run: requests per second, and the client's CPU seconds per second of run.
+struct ClientRun {
+    rate: f64,
+    cores: f64,
+}
+
+/// wrk on the client's core: `-t1 -c50` for `secs`, against `url`.
+fn wrk(url: &str, secs: u64) -> ClientRun {
+    let wrk = require("wrk", "wrk");
+    let before = children_cpu();
+    let out = Command::new("taskset")
+        .args(["-c", &CLIENT_CPU.to_string()])
+        .arg(wrk)
+        .args([
+            "-t1",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{secs}s"),
+            url,
+        ])
+        .output()
+        .expect("run wrk");
+    let cpu = children_cpu() - before;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("Non-2xx") && !text.contains("Socket errors"),
+        "wrk: {text}"
+    );
+    let rate = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate from wrk: {text}"));
+    ClientRun {
+        rate,
+        cores: cpu / secs as f64,
+    }
+}
+
+/// loopd-bench on the client's core: `GET path`, one thread, 50 connections, `secs`
+/// measured after a 1-second warm-up (so its CPU is spread over `secs + 1`).
+fn loopd_bench(bench: &Path, addr: SocketAddr, path: &str, secs: u64) -> ClientRun {
+    let before = children_cpu();
+    let out = Command::new("taskset")
+        .args(["-c", &CLIENT_CPU.to_string()])
+        .arg(bench)
+        .arg(addr.to_string())
+        .args([
+            "--protocol",
+            "http",
+            "--http-method",
+            "get",
+            "--http-path",
+            path,
+        ])
+        .args([
+            "-t",
+            "1",
+            "-c",
+            &CONNECTIONS.to_string(),
+            "-d",
+            &format!("{secs}s"),
+        ])
+        .args(["--warmup", "1s", "--json", "-"])
+        .output()
+        .expect("run loopd-bench");
+    let cpu = children_cpu() - before;
+    assert!(
+        out.status.success(),
+        "loopd-bench: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    ClientRun {
+        rate: report["rates"]["messages_per_sec"]
+            .as_f64()
+            .expect("a rate"),
+        cores: cpu / (secs + 1) as f64,
+    }
+}
+
+/// Runs `f` and returns its result with the CPU seconds `pid` used meanwhile.
+fn with_cpu<T>(pid: u32, f: impl FnOnce() -> T) -> (T, f64) {
+    let before = cpu_of(pid);
+    let result = f();
+    (result, cpu_of(pid) - before)
+}
+
+fn main() {
+    let secs = tunable("HTTP_BENCH_SECS", 4);
+    let rounds = tunable("HTTP_BENCH_ROUNDS", 3) as usize;
+    let _ = loopd_release();
+    let bench: PathBuf = release_binary("loopd-bench", "loopd-bench");
+    let loopd: Server = start_loopd(Some(SERVER_CPU), &["--listen", "http=127.0.0.1:0", "-q"]);
+    let loopd_addr = loopd.addr_of("http");
+    let nginx = Nginx::start();
+    let nginx_worker = nginx.worker();
+    let loopd_url = format!("http://{loopd_addr}/healthz");
+    let nginx_url = format!("http://{}/", nginx.addr);
+
+    // 1. The servers under wrk.
+    let (mut l_rate, mut l_us, mut n_rate, mut n_us) = (vec![], vec![], vec![], vec![]);
+    for round in 1..=rounds {
+        let (run, cpu) = with_cpu(loopd.pid() as u32, || wrk(&loopd_url, secs));
+        l_rate.push(run.rate);
+        l_us.push(cpu * 1e6 / (run.rate * secs as f64));
+        let (run, cpu) = with_cpu(nginx_worker, || wrk(&nginx_url, secs));
+        n_rate.push(run.rate);
+        n_us.push(cpu * 1e6 / (run.rate * secs as f64));
+        println!(
+            "  round {round}: loopd {:.0} req/s {:.2} µs/req; nginx {:.0} req/s {:.2} µs/req",
+            l_rate[round - 1],
+            l_us[round - 1],
+            n_rate[round - 1],
+            n_us[round - 1]
+        );
+    }
+    let (l_us, n_us) = (median(l_us), median(n_us));
+    println!(
+        "HTTP/1.1 servers under wrk -t1 -c{CONNECTIONS} (keep-alive, GET, 2-byte body), server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}, {secs} s x {rounds}"
+    );
+    println!("| server | requests/s | server CPU µs/request | ÷ nginx |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| loopd http (GET /healthz) | {:.0} | {l_us:.2} | {:.2} |",
+        median(l_rate),
+        l_us / n_us
+    );
+    println!(
+        "| nginx 1 worker (return 200) | {:.0} | {n_us:.2} | 1.00 |",
+        median(n_rate)
+    );
+    println!(
+        "server CPU per request, loopd ÷ nginx: {:.2} (target ≤ 0.90)",
+        l_us / n_us
+    );
+
+    // 2. The clients against nginx.
+    let (mut w_rate, mut w_per_core, mut b_rate, mut b_per_core) = (vec![], vec![], vec![], vec![]);
+    for round in 1..=rounds {
+        let w = wrk(&nginx_url, secs);
+        let b = loopd_bench(&bench, nginx.addr, "/", secs);
+        println!(
+            "  round {round}: wrk {:.0} req/s on {:.2} cores; loopd-bench {:.0} req/s on {:.2} cores",
+            w.rate, w.cores, b.rate, b.cores
+        );
+        w_rate.push(w.rate);
+        w_per_core.push(w.rate / w.cores);
+        b_rate.push(b.rate);
+        b_per_core.push(b.rate / b.cores);
+    }
+    let (w, b) = (median(w_per_core), median(b_per_core));
+    println!(
+        "HTTP/1.1 clients against nginx (1 worker on CPU {SERVER_CPU}), client on CPU {CLIENT_CPU}, -c{CONNECTIONS}, one thread, {secs} s x {rounds}"
+    );
+    println!("| client | requests/s | requests/s per client core | ÷ wrk |");
+    println!("|---|---:|---:|---:|");
+    println!("| wrk | {:.0} | {w:.0} | 1.00 |", median(w_rate));
+    println!(
+        "| loopd-bench (every response checked, HdrHistogram) | {:.0} | {b:.0} | {:.2} |",
+        median(b_rate),
+        b / w
+    );
+    println!(
+        "requests per client core, loopd-bench ÷ wrk: {:.2} (target ≥ 1.00)",
+        b / w
+    );
+    drop(nginx);
+    drop(loopd);
+}
