@@ -35,8 +35,9 @@
 //!    exists, parsed so that the answer never depends on how the bytes were split, and who
 //!    may send one.
 //! 4. [`service`] — the public traits a protocol implements, and the built-ins: echo,
-//!    discard, chargen, daytime, time, the framed line and frame services, and their UDP
-//!    counterparts. Pure bytes in, bytes out: no sockets.
+//!    discard, chargen, daytime, time, the framed line and frame services, HTTP/1.1
+//!    ([`service::http`]: the request head the admin endpoint shares, the chunked decoder),
+//!    and their UDP counterparts. Pure bytes in, bytes out: no sockets.
 //! 5. [`endpoint`] — what a server serves and where each socket comes from (bound here, or
 //!    handed over by systemd); [`config`] — every tunable with its default and its reason,
 //!    split by who reads it: what to serve, the [`Deployment`](config::Deployment) the

@@ -5,7 +5,7 @@
 //! * **Requests** are the codec's messages: the run's request head, then for `POST` a body
 //!   of `-s` payload bytes ([`Codec::http`](crate::payload::Codec::http)), generated as they
 //!   are written, `--pipeline` of them in flight. The write path is the stream discipline's
-//!   own ([`Requests`]).
+//!   own (`Requests`, in [`super::stream`]).
 //! * **Responses** complete the oldest request in flight, in order (HTTP/1.1 answers in
 //!   order). Each is checked: its status against what the run expects (a status not
 //!   expected is counted, `http_status`, and the run goes on: the response itself is

@@ -10,7 +10,7 @@
 //! | `/healthz` | `ok` |
 //! | anything else | 404 |
 //!
-//! On any path, the [knobs](knobs) `status`, `size`, `close` and `header` change the answer.
+//! On any path, the [`knobs`] `status`, `size`, `close` and `header` change the answer.
 //! Every response carries `loopd-server: ID LISTENER LOOP`, the line service's `SERVER`
 //! answer, so a load client behind a balancer can tell which backend, listener and loop
 //! answered.
