@@ -112,6 +112,16 @@ fn against_loopd_http() {
     );
     assert_clean(code, &report, &stderr);
     assert_eq!(status(&report, 200), 100);
+
+    // Open loop: latency from each request's intended send time, beside the uncorrected.
+    let (code, report, stderr) =
+        bench_json(server.addr(), &["--rate", "2000", "-d", "1s", "-c", "4"]);
+    assert_clean(code, &report, &stderr);
+    assert!(status(&report, 200) > 1000, "{}", report["http_status"]);
+    assert!(
+        report["uncorrected_latency"].is_object(),
+        "open loop: {report}"
+    );
 }
 
 /// A status that is not 2xx is an error unless expected; it is counted either way.
