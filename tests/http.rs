@@ -398,3 +398,21 @@ fn curl_over_https() {
         "the upload echoed whole over TLS"
     );
 }
+
+/// With a watermark smaller than a generated body, the body is finished by the loop's
+/// producing step (`on_drained`) while the next pipelined request waits for room: that
+/// request is still answered, with no new event to announce its room. (It waited forever
+/// until the loop ran such a connection again; found by the `http` fuzz target.)
+#[test]
+fn a_request_held_behind_a_generated_body_is_answered() {
+    let mut config = Config::default();
+    config.loops.limits.high_watermark = 64;
+    config.loops.limits.low_watermark = 16;
+    let server = http_server(config);
+    let mut c = connect(server.addr());
+    c.write_all(b"GET /?size=2000 HTTP/1.1\r\nHost: x\r\n\r\nGET /echo?msg=second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&read_to_eof(&mut c)).into_owned();
+    assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answer}");
+    assert!(answer.ends_with("\r\n\r\nsecond"), "{answer}");
+}

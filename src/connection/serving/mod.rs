@@ -424,6 +424,10 @@ impl Serving {
         match flow {
             Break(reason) => self.close(io, reason, cx.now),
             Continue(()) if budget == 0 && self.has_more_work(io, cx.limits) => Turn::Again,
+            // Held input got its room back after this turn's read: a producer finished the
+            // reply the held requests queued behind (HTTP's generated body, ended in
+            // `on_drained`). No event will announce that, so the next turn offers it.
+            Continue(()) if self.may_offer() => Turn::Again,
             Continue(()) => Turn::Wait,
         }
     }
