@@ -7,7 +7,8 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::time::Duration;
 
 use super::*;
-use crate::service::{Chargen, ConnInfo, Daytime, Echo, Negotiated, Output, ServiceFactory};
+use crate::service::http::HttpLimits;
+use crate::service::{Chargen, ConnInfo, Daytime, Echo, Http, Negotiated, Output, ServiceFactory};
 use crate::socket::{Handshake, HandshakeEnd};
 use crate::stats::HandshakeFailure;
 use std::net::SocketAddr;
@@ -1018,6 +1019,80 @@ mod output_contract {
         assert_eq!(turn, Turn::Wait);
         assert_eq!(rig.take_written().len(), 160);
         assert!(turns > 1, "the budget never ended a turn");
+    }
+
+    /// An `http` service, as a listener's factory makes it for a client at 192.0.2.7.
+    fn http() -> Box<dyn Service> {
+        let (server_id, stats): (Arc<str>, _) = (Arc::from("web-1"), Arc::new(Stats::default()));
+        let conn = ConnInfo {
+            peer: "192.0.2.7:4242".parse().unwrap(),
+            proxied: None,
+            listener: "127.0.0.1:7100".parse().unwrap(),
+            loop_index: 0,
+            server_id: &server_id,
+            stats: &stats,
+            tls: None,
+        };
+        Box::new(Http::new(&conn, HttpLimits::default()))
+    }
+
+    /// A keep-alive request answered whole, with nothing held, ends its turn waiting for the
+    /// next event: a turn that asked to run again would cost every request a run-queue turn
+    /// and a zero-timeout poll. Only held input whose room came back runs again.
+    #[test]
+    fn an_answered_request_waits_and_a_held_one_runs_again() {
+        let mut rig = Rig::with_limits(http(), Limits::default());
+        assert_eq!(rig.open(), Turn::Wait);
+        rig.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(rig.readable(), Turn::Wait, "one request, nothing held");
+        let reply = String::from_utf8(rig.take_written()).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply:?}");
+        assert!(reply.ends_with("\r\n\r\nok"), "{reply:?}");
+        // Pipelined requests in one read, and one cut across reads: still nothing to rerun.
+        rig.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHo");
+        assert_eq!(
+            rig.readable(),
+            Turn::Wait,
+            "a partial request waits for bytes"
+        );
+        rig.send(b"st: a\r\n\r\n");
+        assert_eq!(
+            rig.readable(),
+            Turn::Wait,
+            "the rest answered, nothing held"
+        );
+        let replies = String::from_utf8(rig.take_written()).unwrap();
+        assert_eq!(replies.matches("HTTP/1.1 200 OK").count(), 2, "{replies:?}");
+        assert_eq!(rig.conn.held_input(), 0);
+
+        // The other side of the line: a request held behind a generated body whose end comes
+        // in the producing step, under a watermark smaller than that body, runs again.
+        let limits = Limits {
+            high_watermark: 64,
+            low_watermark: 16,
+            ..Limits::default()
+        };
+        let mut rig = Rig::with_limits(http(), limits);
+        rig.scratch = vec![0; 64 * 1024]; // both requests in one read, as the fuzzer sent them
+        assert_eq!(rig.open(), Turn::Wait);
+        rig.send(
+            b"GET /?size=100 HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
+        );
+        let mut turn = rig.readable();
+        let mut again = 0;
+        while turn == Turn::Again {
+            again += 1;
+            assert!(again < 20, "never settles");
+            turn = rig.turn(Ready::NONE);
+        }
+        assert_eq!(turn, Turn::Wait);
+        assert!(
+            again > 0,
+            "the held request waited for an event no peer sends"
+        );
+        let replies = String::from_utf8(rig.take_written()).unwrap();
+        assert_eq!(replies.matches("HTTP/1.1 200 OK").count(), 2, "{replies:?}");
+        assert!(replies.ends_with("\r\n\r\nok"), "{replies:?}");
     }
 }
 
