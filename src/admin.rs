@@ -24,7 +24,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use crate::control::{Health, ServerHandle};
+use crate::control::{Endpoint, Health, ServerHandle};
+use crate::fault::{FaultSpec, Switch};
 use crate::metrics::{self, EndpointSample, Exposition, Kind};
 use crate::service::http::head::{self, Body, Head, Parsed};
 use crate::service::{ConnInfo, Output, Service, ServiceFactory};
@@ -39,6 +40,8 @@ pub struct AdminState {
     server: OnceLock<ServerHandle>,
     health: Arc<Health>,
     started: SystemTime,
+    /// `POST /faults?…` may change faults (`--fault-admin`).
+    fault_changes: bool,
 }
 
 impl AdminState {
@@ -48,11 +51,18 @@ impl AdminState {
             server: OnceLock::new(),
             health,
             started: SystemTime::now(),
+            fault_changes: false,
         }
     }
 
     /// Connects the state to the server whose loops it reports on (set once, when the loops
     /// exist).
+    /// Allows `POST /faults?…` (`--fault-admin`); off by default.
+    pub fn with_fault_changes(mut self, allowed: bool) -> AdminState {
+        self.fault_changes = allowed;
+        self
+    }
+
     pub(crate) fn attach(&self, server: ServerHandle) {
         let _ = self.server.set(server);
     }
@@ -60,6 +70,78 @@ impl AdminState {
     /// The health `/readyz` and `/healthz` answer with.
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// Every endpoint's fault switch, once (loop 0's endpoints: the switches are shared).
+    fn switches(&self, server: &ServerHandle) -> Vec<(Endpoint, Arc<Switch>)> {
+        let Some(first) = server.loops().first() else {
+            return Vec::new();
+        };
+        first
+            .endpoints()
+            .iter()
+            .filter_map(|e| Some((e.clone(), Arc::clone(e.faults.as_ref()?))))
+            .collect()
+    }
+
+    /// `GET /faults`: each faulted listener as a spec, with what it injected so far.
+    pub fn faults(&self) -> String {
+        let switches = self
+            .server
+            .get()
+            .map(|s| self.switches(s))
+            .unwrap_or_default();
+        let mut text = String::new();
+        for (_, switch) in &switches {
+            text.push_str(&format!("{switch}\n"));
+            for kind in switch.kinds() {
+                text.push_str(&format!("  {kind} injected {}\n", switch.injected(kind)));
+            }
+        }
+        if switches.is_empty() {
+            text.push_str("no faults\n");
+        }
+        text.push_str(if self.fault_changes {
+            "changes: allowed (POST /faults?LISTENER=FAULT;...)"
+        } else {
+            "changes: off (--fault-admin allows POST /faults)"
+        });
+        text
+    }
+
+    /// `POST /faults?LISTENER=FAULT[;FAULT…]`: replaces the faults of the listeners the spec
+    /// names (`LISTENER=` or `LISTENER=none` clears them). The spec is the query string,
+    /// percent-decoded, so the endpoint still takes no request body.
+    fn change_faults(&self, path: &str) -> Response {
+        if !self.fault_changes {
+            return Response::text(403, "fault changes are off; start loopd with --fault-admin");
+        }
+        let Some((_, query)) = path.split_once('?') else {
+            return Response::text(400, "give the spec as the query: POST /faults?echo@7007=delay:2ms");
+        };
+        let spec: FaultSpec = match percent_decode(query).and_then(|q| q.parse()) {
+            Ok(spec) => spec,
+            Err(e) => return Response::text(400, &e),
+        };
+        let switches = self
+            .server
+            .get()
+            .map(|s| self.switches(s))
+            .unwrap_or_default();
+        let mut changed = Vec::new();
+        for (endpoint, switch) in &switches {
+            if spec.listener.matches(&endpoint.service, None, endpoint.addr) {
+                if let Err(e) = switch.set(spec.faults.clone()) {
+                    return Response::text(400, &e);
+                }
+                log::warn!("faults changed through the admin endpoint: {switch}");
+                changed.push(switch.to_string());
+            }
+        }
+        if changed.is_empty() {
+            return Response::text(404, &format!("no listener is {}", spec.listener));
+        }
+        Response::text(200, &changed.join("\n"))
     }
 
     /// The whole `/metrics` text.
@@ -99,6 +181,9 @@ impl AdminState {
             &[("version", env!("CARGO_PKG_VERSION"))],
             1,
         );
+        if let Some(server) = self.server.get() {
+            metrics::write_faults(&mut e, &self.switches(server));
+        }
         metrics::write_process(&mut e, self.started);
         e.finish()
     }
@@ -147,6 +232,9 @@ impl Admin {
             // GET and HEAD carry no body here; rather than read one, refuse.
             return (Response::text(400, "a request body is not accepted"), false);
         }
+        if req.method == "POST" && req.path() == "/faults" {
+            return (self.state.change_faults(req.target), keep_alive);
+        }
         if req.method != "GET" && req.method != "HEAD" {
             let mut r = Response::text(405, "only GET and HEAD");
             r.extra = "Allow: GET, HEAD\r\n";
@@ -163,6 +251,7 @@ impl Admin {
             "/healthz" => Response::text(503, "a loop has failed"),
             "/readyz" if self.state.health.is_ready() => Response::text(200, "ready"),
             "/readyz" => Response::text(503, "shutting down"),
+            "/faults" => Response::text(200, &self.state.faults()),
             _ => Response::text(404, "not found: try /metrics, /healthz or /readyz"),
         };
         (response, keep_alive)
@@ -218,6 +307,35 @@ impl Service for Admin {
     fn input_limit(&self) -> Option<usize> {
         Some(MAX_REQUEST + 1)
     }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space) in a query string.
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad escape in the query at byte {i}"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the query is not UTF-8".to_string())
 }
 
 /// Where the admin endpoint listens, for logs.

@@ -54,6 +54,20 @@ impl Buffer {
         &self.bytes[self.start..]
     }
 
+    /// The unconsumed bytes, to change in place (a fault that corrupts a reply).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..]
+    }
+
+    /// Keeps the first `len` unconsumed bytes and forgets the rest (a reply cut short).
+    /// Releases the memory if nothing is left.
+    pub fn truncate(&mut self, len: usize) {
+        self.bytes.truncate(self.start + len);
+        if self.start == self.bytes.len() {
+            self.release();
+        }
+    }
+
     /// Appends `data` at the back.
     pub fn extend(&mut self, data: &[u8]) {
         if data.is_empty() {
@@ -103,6 +117,20 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Truncating keeps the oldest bytes, and gives the memory back when none are left.
+    #[test]
+    fn truncate_keeps_the_front() {
+        let mut buf = Buffer::new();
+        buf.extend(b"hello world");
+        buf.consume(2);
+        buf.truncate(3);
+        assert_eq!(buf.as_slice(), b"llo");
+        buf.as_mut_slice()[0] = b'L';
+        assert_eq!(buf.as_slice(), b"Llo");
+        buf.truncate(0);
+        assert_eq!(buf.capacity(), 0);
+    }
 
     /// A new buffer owns no heap memory.
     #[test]

@@ -21,6 +21,7 @@ use log::warn;
 use mio::Waker;
 
 use crate::config::{write_listen, ListenOptions};
+use crate::fault::Switch;
 use crate::stats::{Snapshot, Stats};
 
 /// How a loop's run ended.
@@ -87,6 +88,9 @@ pub struct Endpoint {
     pub tls: bool,
     /// Its counters: connections accepted and closed on it, bytes and datagrams through it.
     pub stats: Arc<Stats>,
+    /// Its faults (`--fault`), if it has any or they may be set at run time; the same for
+    /// every loop.
+    pub faults: Option<Arc<Switch>>,
 }
 
 impl fmt::Display for Endpoint {

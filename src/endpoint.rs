@@ -8,6 +8,9 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
+use crate::fault::Switch;
 use crate::service::Handler;
 
 /// One endpoint to serve: its service's name (for logs and metrics), its socket, and what
@@ -82,4 +85,6 @@ pub(crate) struct Bound {
     /// Connections count against an allowance of this many of their own instead of the
     /// clients' cap (TCP only): the admin endpoint's.
     pub(crate) allowance: Option<usize>,
+    /// Its faults, shared with the other loops and the admin endpoint.
+    pub(crate) faults: Option<Arc<Switch>>,
 }

@@ -38,41 +38,44 @@
 //!    discard, chargen, daytime, time, the framed line and frame services, HTTP/1.1
 //!    ([`service::http`]: the request head the admin endpoint shares, the chunked decoder),
 //!    and their UDP counterparts. Pure bytes in, bytes out: no sockets.
-//! 5. [`endpoint`] — what a server serves and where each socket comes from (bound here, or
+//! 5. [`fault`] — faults on purpose: the `--fault` spec, the seeded choices, the schedule of
+//!    held output ([`Hold`](fault::Hold)) and what each connection's faults decide; the
+//!    connection and the loop consult it at their decision points.
+//! 6. [`endpoint`] — what a server serves and where each socket comes from (bound here, or
 //!    handed over by systemd); [`config`] — every tunable with its default and its reason,
 //!    split by who reads it: what to serve, the [`Deployment`](config::Deployment) the
 //!    server reads, the [`LoopConfig`](config::LoopConfig) every loop reads.
-//! 6. [`socket`] — the socket glue, as Redis keeps `anet.c` beside `ae.c`: binding a socket
+//! 7. [`socket`] — the socket glue, as Redis keeps `anet.c` beside `ae.c`: binding a socket
 //!    per loop, the options of an accepted connection, UDP control messages, the
 //!    connection's [`Socket`](socket::Socket) seam (with what a layer under the connection
 //!    adds: input it holds, output of its own, a handshake), and [`Want`](socket::Want), the
 //!    one interest type, with its re-registration (readable includes urgent data, where the
 //!    poller reports it).
-//! 7. `tls` (the `tls` feature) — rustls under the connection at the `Socket` seam: the
+//! 8. `tls` (the `tls` feature) — rustls under the connection at the `Socket` seam: the
 //!    layer that keeps the edge-triggered rules where TLS changes them, certificates chosen
 //!    by SNI and reloaded at run time, the one configuration every loop shares
 //!    (`docs/08-tls.md`).
-//! 8. [`listener`] — what each `accept()` error means; [`udp`] — a UDP socket with a bounded
+//! 9. [`listener`] — what each `accept()` error means; [`udp`] — a UDP socket with a bounded
 //!    reply queue, answering from the address each request was sent to, behind a
 //!    [`guard`](udp::guard) against loops and reflection (forged sources).
-//! 9. [`connection`] — one connection's life in two rooms: the stages before serving (a
-//!    PROXY header, then a TLS handshake), then the serving state machine (`Open`,
-//!    `CloseWait`, `Closing`, `Lingering`, `Closed`): partial reads and writes (and when a
-//!    short read proves the socket drained: [`SHORT_READ_DRAINS`](connection::SHORT_READ_DRAINS)),
-//!    backpressure, half-close, lingering close. Tested without sockets.
-//! 10. [`control`] — what other threads see of a running loop: its [`Handle`], its
+//! 10. [`connection`] — one connection's life in two rooms: the stages before serving (a
+//!     PROXY header, then a TLS handshake), then the serving state machine (`Open`,
+//!     `CloseWait`, `Closing`, `Lingering`, `Closed`): partial reads and writes (and when a
+//!     short read proves the socket drained: [`SHORT_READ_DRAINS`](connection::SHORT_READ_DRAINS)),
+//!     backpressure, half-close, lingering close. Tested without sockets.
+//! 11. [`control`] — what other threads see of a running loop: its [`Handle`], its
 //!     endpoints and counters, how it ended ([`Exit`]), and the server's health.
-//! 11. [`event_loop`] — `Poll`, tokens, the slabs (plain and TLS connections apart), the run
+//! 12. [`event_loop`] — `Poll`, tokens, the slabs (plain and TLS connections apart), the run
 //!     queue and its handshake budget, accepting, deadlines, the drain. With [`socket`],
 //!     [`listener`], [`udp`], [`control`]'s waker and the supervisor's poll, the only code
 //!     that touches mio.
-//! 12. Operating it: [`metrics`] — the Prometheus text; [`admin`] — `/metrics`, `/healthz`
+//! 13. Operating it: [`metrics`] — the Prometheus text; [`admin`] — `/metrics`, `/healthz`
 //!     and `/readyz` as one more service on the loop.
-//! 13. [`supervisor`] — signals, the drain delay, the watchdog and `sd_notify`, certificate
+//! 14. [`supervisor`] — signals, the drain delay, the watchdog and `sd_notify`, certificate
 //!     reloads, a loop that fails; [`server`] — the one construction path from configuration
 //!     to bound endpoints, and several loops on their own threads, shared-nothing
 //!     (`SO_REUSEPORT`).
-//! 14. [`systemd`] — socket activation: sockets handed over by the service manager.
+//! 15. [`systemd`] — socket activation: sockets handed over by the service manager.
 //!
 //! Last, hidden and compiled only for the tests and with the `fuzzing` feature,
 //! `fuzzing` holds the entry points of the fuzz targets in `fuzz/`, which drive these modules
@@ -143,6 +146,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod endpoint;
+pub mod fault;
 pub mod event_loop;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

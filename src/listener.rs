@@ -23,6 +23,7 @@ use std::sync::Arc;
 use mio::net::{TcpListener, TcpStream};
 use socket2::{Socket, Type};
 
+use crate::fault::Local;
 use crate::service::ServiceFactory;
 use crate::socket::{bind_group, configure_listener};
 
@@ -52,6 +53,11 @@ pub struct Listener {
     pub(crate) tls: bool,
     /// A readable edge was seen and the backlog may not be empty yet.
     pub(crate) ready: bool,
+    /// Its faults (`--fault`), if any.
+    pub(crate) faults: Option<Local>,
+    /// Accepting is held by a fault (stop-accept, refuse): `ready` alone does not make the
+    /// loop poll again at once.
+    pub(crate) held: bool,
     /// Which of the loop's connection allowances its connections count against (0, the
     /// clients' cap, unless the loop gave it one of its own).
     pub(crate) pool: usize,
@@ -93,6 +99,8 @@ impl Listener {
             // checking once costs one accept() and makes no assumption about that.
             ready: true,
             pool: 0,
+            faults: None,
+            held: false,
         })
     }
 
@@ -114,6 +122,22 @@ impl Listener {
     /// The mio source, for registration.
     pub(crate) fn source(&mut self) -> &mut TcpListener {
         &mut self.socket
+    }
+
+    /// Stops listening (the `refuse` fault): the kernel refuses connects with RST and resets
+    /// the connections waiting in the backlog. The descriptor stays, so systemd's socket and
+    /// the poller's registration survive; [`Listener::listen_again`] undoes it.
+    pub(crate) fn refuse(&self) -> io::Result<()> {
+        socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Read)
+    }
+
+    /// Listens again after [`Listener::refuse`]. Linux releases a port the kernel chose
+    /// (`:0`) when a listener shuts down, so it is bound again first; a port given
+    /// explicitly stays bound and that bind fails harmlessly.
+    pub(crate) fn listen_again(&self, backlog: u32) -> io::Result<()> {
+        let socket = socket2::SockRef::from(&self.socket);
+        let _ = socket.bind(&self.local.into());
+        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))
     }
 
     /// Accepts one connection and classifies the outcome.

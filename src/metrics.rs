@@ -25,9 +25,12 @@
 use std::fmt::{self, Display, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use nix::unistd::SysconfVar;
 
 use crate::control::{Endpoint, Transport};
+use crate::fault::Switch;
 use crate::rlimit;
 use crate::stats::{HandshakeFailure, Snapshot, TlsSnapshot, HANDSHAKE_BUCKETS_US};
 
@@ -247,6 +250,7 @@ const CLOSE_REASONS: &[(&str, Field)] = &[
     ("handshake", |s| s.closed_handshake),
     ("tls", |s| s.closed_tls),
     ("truncated", |s| s.closed_truncated),
+    ("fault", |s| s.closed_fault),
 ];
 
 /// The close reasons only a TLS listener has.
@@ -336,6 +340,8 @@ pub fn write_endpoints(e: &mut Exposition, samples: &[EndpointSample<'_>]) {
                 // listener closes one for TLS.
                 .filter(|(reason, _)| *reason != "proxy" || endpoint.proxy)
                 .filter(|(reason, _)| !TLS_CLOSES.contains(reason) || endpoint.tls)
+                // Only a listener with faults closes a connection for one.
+                .filter(|(reason, _)| *reason != "fault" || endpoint.faults.is_some())
                 .map(|&(reason, field)| (Some(("reason", reason)), field))
                 .collect()
         },
@@ -447,6 +453,36 @@ fn with<'a>(more: &[(&'a str, &'a str)], labels: &[(&'a str, &'a str)]) -> Vec<(
     let mut all = labels.to_vec();
     all.extend_from_slice(more);
     all
+}
+
+/// `loopd_faults_injected_total{service,listener,fault}`: for each listener with faults, each
+/// kind it has (or injected under an earlier plan), summed over the loops.
+pub fn write_faults(e: &mut Exposition, switches: &[(Endpoint, Arc<Switch>)]) {
+    let mut announced = false;
+    for (endpoint, switch) in switches {
+        for kind in switch.kinds() {
+            if !announced {
+                e.family(
+                    "loopd_faults_injected_total",
+                    "Faults injected on purpose (--fault), by listener and kind: replies held, \
+                     cut or corrupted, connections closed or reset, datagrams dropped, \
+                     duplicated or reordered.",
+                    Kind::Counter,
+                );
+                announced = true;
+            }
+            let listener = endpoint.addr.to_string();
+            e.sample(
+                "loopd_faults_injected_total",
+                &[
+                    ("service", endpoint.service.as_str()),
+                    ("listener", listener.as_str()),
+                    ("fault", kind.name()),
+                ],
+                switch.injected(kind),
+            );
+        }
+    }
 }
 
 /// The samples one endpoint has in a family: each with its extra label, if the family has

@@ -43,6 +43,7 @@ use crate::config::{connection_share, Config, Deployment, LoopConfig, ADMIN_CONN
 use crate::control::{Endpoint, Exit, Health, ServerHandle};
 use crate::endpoint::{Bound, EndpointSpec, Origin, Serve};
 use crate::event_loop::EventLoop;
+use crate::fault::{FaultConfig, Rng, Switch};
 use crate::logging::{log_with_fields, Fields};
 use crate::service::Handler;
 use crate::socket::bind_group;
@@ -92,10 +93,15 @@ impl Server {
     ) -> io::Result<Server> {
         let n = deployment.threads.max(1);
         let health = Arc::new(Health::default());
-        let admin = Arc::new(AdminState::new(Arc::clone(&health)));
+        let admin = Arc::new(
+            AdminState::new(Arc::clone(&health))
+                .with_fault_changes(deployment.faults.runtime_changes),
+        );
         let tls = tls_for(&endpoints, loops)?;
         let mut per_loop: Vec<Vec<Bound>> = (0..n).map(|_| Vec::new()).collect();
+        let mut faults = FaultMatcher::new(&deployment.faults);
         for spec in endpoints {
+            let is_admin = matches!(spec.serve, Serve::Admin);
             let (handler, copies, allowance) = match spec.serve {
                 Serve::Handler(handler) => (handler, n, None),
                 Serve::Admin => (
@@ -104,7 +110,17 @@ impl Server {
                     Some(ADMIN_CONNECTIONS),
                 ),
             };
+            let configured = match &spec.origin {
+                Origin::Bind(addr) => Some(*addr),
+                Origin::Inherited(_) => None,
+            };
+            let datagram = handler.socket_type() == socket2::Type::DGRAM;
             let sockets = sockets(spec.origin, handler.socket_type(), copies)?;
+            let bound = sockets[0].local_addr()?.as_socket();
+            let switch = match bound {
+                Some(bound) if !is_admin => faults.switch(&spec.name, configured, bound, datagram)?,
+                _ => None,
+            };
             for (loop_sockets, socket) in per_loop.iter_mut().zip(sockets) {
                 loop_sockets.push(Bound {
                     socket,
@@ -113,16 +129,18 @@ impl Server {
                     proxy: spec.proxy,
                     tls: spec.tls,
                     allowance,
+                    faults: switch.clone(),
                 });
             }
         }
+        let seed = faults.finish()?;
         let event_loops = per_loop
             .into_iter()
             .enumerate()
             .map(|(i, bound)| {
                 let cap = connection_share(deployment.max_connections, n, i);
                 #[allow(unused_mut)] // without TLS, nothing more to set
-                let mut event_loop = EventLoop::new(loops, i, cap, bound)?;
+                let mut event_loop = EventLoop::new(loops, i, cap, bound, seed)?;
                 #[cfg(feature = "tls")]
                 if let Some(tls) = &tls {
                     event_loop.set_tls(Arc::clone(tls.server_config()));
@@ -316,6 +334,79 @@ fn tls_for(endpoints: &[EndpointSpec], loops: &LoopConfig) -> io::Result<Option<
 
 /// `n` sockets of `kind` for an endpoint, one for each loop: bound here, or duplicates of
 /// the one the service manager handed over (the loops then share its accept queue).
+/// Matches `--fault` specs to endpoints as they are bound, and checks that each names one.
+struct FaultMatcher<'a> {
+    config: &'a FaultConfig,
+    /// Whether each spec matched an endpoint.
+    used: Vec<bool>,
+    /// Some endpoint has faults (or may get them): the seed is logged.
+    any: bool,
+}
+
+impl<'a> FaultMatcher<'a> {
+    fn new(config: &'a FaultConfig) -> FaultMatcher<'a> {
+        FaultMatcher {
+            config,
+            used: vec![false; config.specs.len()],
+            any: false,
+        }
+    }
+
+    /// The switch of endpoint `name`, given as `configured` and bound at `bound`: with the
+    /// last spec that names it, or empty if faults may be set at run time; `None` otherwise.
+    fn switch(
+        &mut self,
+        name: &str,
+        configured: Option<SocketAddr>,
+        bound: SocketAddr,
+        datagram: bool,
+    ) -> io::Result<Option<Arc<Switch>>> {
+        let mut chosen = None;
+        for (i, spec) in self.config.specs.iter().enumerate() {
+            if spec.listener.matches(name, configured, bound) {
+                self.used[i] = true;
+                chosen = Some(spec.faults.clone());
+            }
+        }
+        if chosen.is_none() && !self.config.runtime_changes {
+            return Ok(None);
+        }
+        let service = name.split(',').next().unwrap_or(name);
+        let framed = matches!(service, "line" | "frame");
+        let faults = chosen.unwrap_or_default();
+        let switch = Switch::new(format!("{service}@{bound}"), datagram, framed, faults)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--fault {e}")))?;
+        if !switch.plan().faults.is_empty() {
+            info!("faults: {switch}");
+        }
+        self.any = true;
+        Ok(Some(Arc::new(switch)))
+    }
+
+    /// Checks that every spec named an endpoint, and returns the seed of the loops' choices.
+    fn finish(self) -> io::Result<u64> {
+        if let Some(i) = self.used.iter().position(|used| !used) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--fault {}: no listener is {}",
+                    self.config.specs[i], self.config.specs[i].listener
+                ),
+            ));
+        }
+        let seed = self.config.seed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Rng::new(t.as_nanos() as u64 ^ u64::from(std::process::id())).next_u64()
+        });
+        if self.any {
+            info!("fault seed {seed} (repeat these choices with --fault-seed {seed} and the same --threads)");
+        }
+        Ok(seed)
+    }
+}
+
 fn sockets(origin: Origin, kind: socket2::Type, n: usize) -> io::Result<Vec<socket2::Socket>> {
     match origin {
         Origin::Bind(addr) => bind_group(addr, kind, n),

@@ -32,6 +32,8 @@ pub enum CloseReason {
     RequestTimeout,
     /// Still open at the end of the drain timeout on shutdown; aborted.
     Forced,
+    /// Ended by an injected fault (`--fault`): reset, or closed before or instead of a reply.
+    Fault,
     /// Refused before its service existed: a PROXY protocol header that was missing,
     /// malformed, too long or too slow, or a source not allowed to send one.
     Proxy,
@@ -63,6 +65,7 @@ impl CloseReason {
             CloseReason::Handshake => &stats.closed_handshake,
             CloseReason::Tls => &stats.closed_tls,
             CloseReason::Truncated => &stats.closed_truncated,
+            CloseReason::Fault => &stats.closed_fault,
         }
     }
 }
@@ -149,6 +152,8 @@ counters! {
     closed_tls,
     /// Ended by the peer's FIN without a TLS `close_notify`.
     closed_truncated,
+    /// Ended by an injected fault (`--fault`).
+    closed_fault,
     /// Bytes read and handed to services (TCP and UDP).
     bytes_in,
     /// Bytes written, accepted by the kernel (TCP and UDP).
@@ -408,6 +413,7 @@ impl Snapshot {
             + self.closed_handshake
             + self.closed_tls
             + self.closed_truncated
+            + self.closed_fault
     }
 }
 

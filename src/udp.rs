@@ -27,6 +27,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use log::debug;
 use mio::net::UdpSocket;
@@ -37,6 +38,7 @@ pub mod guard;
 use crate::config::UdpLimits;
 use crate::service::datagram::Reply;
 use crate::service::DatagramService;
+use crate::fault::{since_start, Kind as FaultKind, Local as FaultLocal, Rng, Value as FaultValue};
 use crate::socket::{self, DatagramSocket, Local, PktinfoSocket, Want};
 use crate::stats::Stats;
 use crate::timer::Time;
@@ -85,7 +87,26 @@ pub struct UdpEndpoint<S = PktinfoSocket> {
     endpoint: usize,
     /// The interest registered with the poller.
     pub(crate) registered: Want,
+    /// Its faults (`--fault`), if any: drop, duplicate, reorder, delay, corrupt, fail-first.
+    faults: Option<Box<DatagramFaults>>,
 }
+
+/// A UDP endpoint's faults: its switch, its own random stream, and the replies they hold.
+/// What is held counts against [`QUEUE_BYTES`] with the reply queue, so a delay cannot make
+/// the endpoint hold more than a full send buffer would.
+struct DatagramFaults {
+    local: FaultLocal,
+    rng: Rng,
+    /// Replies held by `delay`, with the time each may leave.
+    delayed: VecDeque<(Time, Queued)>,
+    /// A reply held by `reorder`, sent after the next one (or at this time, if none comes).
+    reordered: Option<(Time, Queued)>,
+}
+
+/// How long a reordered reply waits for another to overtake it before it leaves anyway: long
+/// enough for a client sending a stream of requests to send the next, short enough that a
+/// client sending one at a time sees its reply late, not lost.
+const REORDER_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl UdpEndpoint {
     /// Binds `addr` exclusively; an unspecified IPv6 address is dual-stack, as for TCP. Its
@@ -139,7 +160,156 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
             read_ready: true,
             endpoint: 0,
             registered: Want::READ,
+            faults: None,
         }
+    }
+
+    /// Gives the endpoint its faults, with the seed of its random choices.
+    pub(crate) fn set_faults(&mut self, local: Option<FaultLocal>, seed: u64) {
+        self.faults = local.map(|local| {
+            Box::new(DatagramFaults {
+                local,
+                rng: Rng::new(seed),
+                delayed: VecDeque::new(),
+                reordered: None,
+            })
+        });
+    }
+
+    /// When a held reply may next leave.
+    pub fn next_release(&self) -> Option<Time> {
+        let f = self.faults.as_deref()?;
+        let delayed = f.delayed.iter().map(|(t, _)| *t).min();
+        [delayed, f.reordered.as_ref().map(|(t, _)| *t)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether a held reply may leave at `now`.
+    pub fn release_due(&self, now: Time) -> bool {
+        self.next_release().is_some_and(|t| t <= now)
+    }
+
+    /// Sends the held replies whose time has come.
+    fn release(&mut self, now: Time, stats: &Stats) {
+        let Some(f) = self.faults.as_deref_mut() else {
+            return;
+        };
+        let mut due = Vec::new();
+        while let Some(i) = f.delayed.iter().position(|(t, _)| *t <= now) {
+            if let Some((_, q)) = f.delayed.remove(i) {
+                due.push(q);
+            }
+        }
+        if f.reordered.as_ref().is_some_and(|(t, _)| *t <= now) {
+            due.extend(f.reordered.take().map(|(_, q)| q));
+        }
+        for (peer, local, data) in due {
+            self.queued_bytes -= queue_cost(data.len());
+            self.send_or_queue(peer, local, &data, stats);
+        }
+    }
+
+    /// Answers with the reply the service wrote, through the endpoint's faults if it has
+    /// any: each datagram draws its own choices.
+    fn answer(&mut self, peer: SocketAddr, local: Option<Local>, stats: &Stats, now: Time) {
+        let reply = std::mem::take(&mut self.reply);
+        let data = reply.datagram().unwrap_or_default();
+        match self.faults.is_some() {
+            false => self.send_or_queue(peer, local, data, stats),
+            true => self.answer_faulted(peer, local, data.to_vec(), stats, now),
+        }
+        self.reply = reply;
+    }
+
+    fn answer_faulted(
+        &mut self,
+        peer: SocketAddr,
+        local: Option<Local>,
+        mut data: Vec<u8>,
+        stats: &Stats,
+        now: Time,
+    ) {
+        let Some(f) = self.faults.as_deref_mut() else {
+            return;
+        };
+        let plan = Arc::clone(f.local.plan());
+        let (mut copies, mut hold, mut reorder) = (1, None, false);
+        for fault in &plan.faults {
+            if !fault.in_window(since_start(now)) || !f.rng.chance(fault.ppm) {
+                continue;
+            }
+            let switch = &f.local.switch;
+            match (fault.kind, fault.value) {
+                (FaultKind::Drop, _) => {
+                    switch.note(FaultKind::Drop);
+                    return;
+                }
+                (FaultKind::FailFirst, FaultValue::Count(n)) if plan.fails_first(n) => {
+                    switch.note(FaultKind::FailFirst);
+                    return;
+                }
+                (FaultKind::Corrupt, _) if !data.is_empty() => {
+                    let at = f.rng.below(data.len() as u64) as usize;
+                    data[at] ^= 0xFF;
+                    switch.note(FaultKind::Corrupt);
+                }
+                (FaultKind::Duplicate, _) => {
+                    copies = 2;
+                    switch.note(FaultKind::Duplicate);
+                }
+                (FaultKind::Reorder, _) => {
+                    reorder = true;
+                    switch.note(FaultKind::Reorder);
+                }
+                (FaultKind::Delay, FaultValue::Duration(d)) => {
+                    let j = fault.jitter.as_millis() as u64;
+                    let ms = (d.as_millis() as u64 + f.rng.below(2 * j + 1)).saturating_sub(j);
+                    hold = Some(now.after(std::time::Duration::from_millis(ms)));
+                    switch.note(FaultKind::Delay);
+                }
+                _ => {}
+            }
+        }
+        for _ in 0..copies {
+            let held = match (hold, reorder) {
+                (Some(t), _) => Some((t, false)),
+                (None, true) => Some((now.after(REORDER_WAIT), true)),
+                (None, false) => None,
+            };
+            let Some((at, reordered)) = held else {
+                self.send_or_queue(peer, local, &data, stats);
+                self.send_reordered(stats);
+                continue;
+            };
+            let cost = queue_cost(data.len());
+            if self.queued_bytes + cost > QUEUE_BYTES {
+                Stats::incr(&stats.datagrams_dropped);
+                continue;
+            }
+            self.queued_bytes += cost;
+            let Some(f) = self.faults.as_deref_mut() else {
+                return;
+            };
+            let q: Queued = (peer, local, data.clone().into());
+            if reordered && f.reordered.is_none() {
+                f.reordered = Some((at, q));
+                // The next reply overtakes it.
+                reorder = false;
+            } else {
+                f.delayed.push_back((at, q));
+            }
+        }
+    }
+
+    /// Sends a reordered reply after the one that overtook it.
+    fn send_reordered(&mut self, stats: &Stats) {
+        let Some((_, (peer, local, data))) = self.faults.as_deref_mut().and_then(|f| f.reordered.take()) else {
+            return;
+        };
+        self.queued_bytes -= queue_cost(data.len());
+        self.send_or_queue(peer, local, &data, stats);
     }
 
     /// The loop's number for this endpoint.
@@ -184,6 +354,7 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
         if writable {
             self.flush(stats);
         }
+        self.release(now, stats);
         for _ in 0..DATAGRAM_BUDGET {
             if !self.read_ready {
                 return UdpTurn::Wait;
@@ -204,7 +375,7 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
                     if self.reply.datagram().is_some()
                         && self.guard.may_answer(shown, self.local, now, stats)
                     {
-                        self.send_or_queue(peer, local, stats);
+                        self.answer(peer, local, stats, now);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_ready = false,
@@ -223,8 +394,13 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
 
     /// Sends the reply at once if nothing is queued ahead of it; otherwise queues it, or drops
     /// it when the queue is full.
-    fn send_or_queue(&mut self, peer: SocketAddr, local: Option<Local>, stats: &Stats) {
-        let reply = self.reply.datagram().unwrap_or_default();
+    fn send_or_queue(
+        &mut self,
+        peer: SocketAddr,
+        local: Option<Local>,
+        reply: &[u8],
+        stats: &Stats,
+    ) {
         if self.queue.is_empty() {
             match self.socket.send_to(reply, peer, local) {
                 Ok(_) => {

@@ -14,6 +14,7 @@ use loopd::config::{
     ConfigError, Deployment, Limits, ListenSpec, LoopConfig, StreamOptions, TlsConfig, TlsSettings,
     UdpLimits,
 };
+use loopd::fault::{FaultConfig, FaultSpec};
 use loopd::proxy::TrustList;
 use loopd::service::http::HttpLimits;
 use loopd::service::ServiceOptions;
@@ -278,6 +279,22 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration, env = "LOOPD_DRAIN_DELAY")]
     drain_delay: Duration,
 
+    /// Inject faults on a listener on purpose, to test clients and load balancers against a
+    /// failing backend; repeatable. LISTENER is SERVICE@PORT, SERVICE@ADDR:PORT or a socket's
+    /// name; FAULT is KIND[:VALUE][,p:PERCENT,per:conn|msg,after:DUR,for:DUR]: delay,
+    /// first-byte-delay, bandwidth, slice, close-after, idle-close, reset-after,
+    /// close-before-reply, blackhole, slow-close, stop-accept, refuse, corrupt; UDP: drop,
+    /// duplicate, reorder, delay (docs/F-fault-injection.md). None by default.
+    #[arg(long = "fault", value_name = "LISTENER=FAULT;...", env = "LOOPD_FAULT", value_delimiter = ' ')]
+    fault: Vec<FaultSpec>,
+    /// Seed of the faults' random choices: the same seed and --threads repeat a run's choices.
+    /// Default: a new seed each start, logged.
+    #[arg(long, value_name = "N", env = "LOOPD_FAULT_SEED")]
+    fault_seed: Option<u64>,
+    /// Let POST /faults?LISTENER=FAULT;... on the admin endpoint change faults at run time.
+    /// Off: anyone who reaches the admin address could make the server fail.
+    #[arg(long, env = "LOOPD_FAULT_ADMIN")]
+    fault_admin: bool,
     /// Log format: text for people, json for log shippers (one object per line).
     #[arg(
         long,
@@ -427,6 +444,11 @@ impl Args {
                 pin_cpus: self.pin_cpus.map(|CpuList(cpus)| cpus),
                 max_connections: self.max_connections,
                 drain_delay: self.drain_delay,
+                faults: FaultConfig {
+                    specs: self.fault,
+                    seed: self.fault_seed,
+                    runtime_changes: self.fault_admin,
+                },
             },
             loops: LoopConfig {
                 limits: Limits {

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::endpoint::{EndpointSpec, Origin, Serve};
+use crate::fault::FaultConfig;
 use crate::proxy::TrustList;
 use crate::service::ServiceOptions;
 
@@ -266,6 +267,9 @@ pub struct Deployment {
     pub max_connections: usize,
     /// See [`DEFAULT_DRAIN_DELAY`].
     pub drain_delay: Duration,
+    /// Faults injected on purpose (`--fault`), matched to the endpoints when the server binds
+    /// them; none by default.
+    pub faults: FaultConfig,
 }
 
 /// What every event loop reads, all of it: the limits of its connections, their socket
@@ -315,6 +319,7 @@ impl Default for Deployment {
             pin_cpus: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_delay: DEFAULT_DRAIN_DELAY,
+            faults: FaultConfig::default(),
         }
     }
 }

@@ -46,6 +46,7 @@ use log::{debug, warn};
 
 use crate::buffer::Buffer;
 use crate::config::Limits;
+use crate::fault::ConnFaults;
 use crate::service::{Borrowed, Service};
 use crate::stats::{CloseReason, Stats};
 use crate::timer::Time;
@@ -319,6 +320,15 @@ impl<S: Socket> Connection<S> {
         }
     }
 
+    /// Gives the connection its faults (chosen at accept by its listener's): they act on what
+    /// the service says, after any stage before serving (a PROXY header).
+    pub(crate) fn set_faults(&mut self, faults: Box<ConnFaults>) {
+        match &mut self.phase {
+            Phase::Serving(s) => s.set_faults(faults),
+            Phase::Preface(p) => p.faults = Some(faults),
+        }
+    }
+
     /// The serial number given at creation (unique per loop, never reused).
     pub fn id(&self) -> u64 {
         self.io.id
@@ -396,6 +406,11 @@ impl<S: Socket> Connection<S> {
                 // The stages are done: the service takes over, in the same turn, with what is
                 // left of its budget.
                 let mut serving = Serving::new(service, input);
+                if let Phase::Preface(p) = &mut self.phase {
+                    if let Some(faults) = p.faults.take() {
+                        serving.set_faults(faults);
+                    }
+                }
                 let turn = serving.open(&mut self.io, cx, budget);
                 self.phase = Phase::Serving(serving);
                 turn

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use log::debug;
 
 use super::handshake::{Handshake, Progress};
+use crate::fault::ConnFaults;
 use super::header::Header;
 use super::{Context, Io};
 use crate::buffer::Buffer;
@@ -107,6 +108,9 @@ pub(crate) enum Step {
 
 /// What a connection does before serving. See the [module documentation](self).
 pub(crate) struct Preface {
+    /// The connection's faults, handed to serving when it begins (faults act after the
+    /// stages: on what the service says).
+    pub(crate) faults: Option<Box<ConnFaults>>,
     unborn: Unborn,
     stage: Stage,
     /// A handshake follows the header.
@@ -125,6 +129,7 @@ impl Preface {
             Stage::Handshake(Handshake::new(Origin::Proxy, Buffer::new()))
         };
         Preface {
+            faults: None,
             unborn,
             stage,
             handshake_next: stages.proxy_header && stages.handshake,

@@ -20,6 +20,7 @@ use super::slot::TlsSocket;
 use super::slot::{token_of, Family, Slot};
 use super::EventLoop;
 use crate::connection::{Connection, Stages, Turn, Unborn};
+use crate::fault::{Accept, ConnFaults, Kind as FaultKind};
 use crate::listener::Accepted;
 use crate::logging::Throttle;
 use crate::service::ConnInfo;
@@ -101,7 +102,11 @@ impl EventLoop {
             self.accept_pause.until = None;
             self.listeners.iter_mut().for_each(|l| l.ready = true);
         }
+        self.listener_faults_next = None;
         for i in 0..self.listeners.len() {
+            if self.listeners[i].faults.is_some() && !self.listener_faults(i) {
+                continue;
+            }
             let mut budget = ACCEPT_BUDGET;
             let pool = self.listeners[i].pool;
             while self.listeners[i].ready && budget > 0 {
@@ -120,8 +125,22 @@ impl EventLoop {
                 }
                 budget -= 1;
                 match self.listeners[i].accept() {
-                    Accepted::Stream(stream, peer) => self.add(i, stream, peer),
-                    Accepted::Drained => self.listeners[i].ready = false,
+                    Accepted::Stream(stream, peer) => {
+                        if let Some(f) = self.listeners[i].faults.as_mut() {
+                            if f.backlog_waited {
+                                // It waited in the backlog through a stop-accept window.
+                                f.switch.note(FaultKind::StopAccept);
+                            }
+                        }
+                        self.add(i, stream, peer)
+                    }
+                    Accepted::Drained => {
+                        let l = &mut self.listeners[i];
+                        l.ready = false;
+                        if let Some(f) = l.faults.as_mut() {
+                            f.backlog_waited = false;
+                        }
+                    }
                     Accepted::Skip(e) => debug!("accept: connection lost before accept: {e}"),
                     Accepted::Exhausted(e) => {
                         self.pause_accept(i, &e);
@@ -134,6 +153,56 @@ impl EventLoop {
             p.full = false;
             debug!("below the {} limit; accepting again", p.name);
         }
+    }
+
+    /// Applies listener `i`'s own faults at this turn's time: `refuse` shuts the listening
+    /// socket for its window (and listens again after it), `stop-accept` leaves connections in
+    /// the backlog for its window. Returns whether the listener may accept now, and notes
+    /// when the next window begins or ends (the loop's poll wakes then).
+    fn listener_faults(&mut self, i: usize) -> bool {
+        let (now, backlog) = (self.now, self.backlog);
+        let l = &mut self.listeners[i];
+        let addr = l.local_addr();
+        let Some(f) = l.faults.as_mut() else {
+            return true;
+        };
+        let (refuse, refuse_next) = f.window(FaultKind::Refuse, now);
+        let (stop, stop_next) = f.window(FaultKind::StopAccept, now);
+        let next = [refuse_next, stop_next, self.listener_faults_next];
+        self.listener_faults_next = next.into_iter().flatten().min();
+        let refusing = refuse && !f.refused;
+        let refused_over = !refuse && f.refused;
+        f.refused = refuse;
+        if refusing {
+            f.switch.note(FaultKind::Refuse);
+        }
+        let stop_over = !stop && f.stopped;
+        if stop && !f.stopped {
+            info!("fault stop-accept: {addr} stops accepting");
+        }
+        f.stopped = stop;
+        if stop_over {
+            f.backlog_waited = true;
+            info!("fault stop-accept over: {addr} accepts again");
+        }
+        if refusing {
+            info!("fault refuse: {addr} stops listening");
+            if let Err(e) = l.refuse() {
+                warn!("fault refuse: {addr}: {e}");
+            }
+        }
+        if refused_over {
+            info!("fault refuse over: {addr} listens again");
+            if let Err(e) = l.listen_again(backlog) {
+                warn!("fault refuse: cannot listen on {addr} again: {e}");
+            }
+        }
+        if refused_over || stop_over {
+            // Edge-triggered: connections that waited raise no new edge.
+            l.ready = true;
+        }
+        l.held = refuse || stop;
+        !l.held
     }
 
     fn pause_accept(&mut self, listener: usize, e: &io::Error) {
@@ -162,10 +231,15 @@ impl EventLoop {
             self.next_serial += 1;
         }
         let serial = self.next_serial;
+        let (endpoint, pool) = (self.listeners[listener].endpoint(), self.listeners[listener].pool);
+        self.kit.stats[endpoint].opened();
+        // Faults are chosen before the service exists: a connection that fails first is
+        // reset without one.
+        let Some(faults) = self.choose_faults(listener, serial, &stream, endpoint) else {
+            return;
+        };
         let l = &self.listeners[listener];
-        let (endpoint, pool) = (l.endpoint(), l.pool);
         let stats = &self.kit.stats[endpoint];
-        stats.opened();
         if l.proxy && !self.proxy_from.trusts(peer.ip()) {
             // Anyone who may send a header may claim any address: refused before a byte is
             // read.
@@ -204,7 +278,7 @@ impl EventLoop {
                     Ok(socket) => {
                         let conn =
                             Connection::with_stages(socket, unborn(), stages, serial, self.now);
-                        self.insert(conn, endpoint, pool);
+                        self.insert(conn, endpoint, pool, faults);
                     }
                     Err(e) => {
                         warn!("conn {serial}: cannot start TLS: {e}; closing");
@@ -234,12 +308,48 @@ impl EventLoop {
             });
             Connection::new(stream, service, serial, self.now)
         };
-        self.insert(conn, endpoint, pool);
+        self.insert(conn, endpoint, pool, faults);
+    }
+
+    /// The faults of a new connection of `listener`: `None` inside if it has none, `None`
+    /// if it was reset at once (`fail-first` on a raw stream).
+    fn choose_faults(
+        &mut self,
+        listener: usize,
+        serial: u64,
+        stream: &TcpStream,
+        endpoint: usize,
+    ) -> Option<Option<Box<ConnFaults>>> {
+        let Some(f) = self.listeners[listener].faults.as_mut() else {
+            return Some(None);
+        };
+        let plan = Arc::clone(f.plan());
+        let seed = self.fault_rng.next_u64();
+        match ConnFaults::accept(&f.switch, &plan, seed, self.now) {
+            Accept::Serve(faults) => Some(Some(faults)),
+            Accept::Reset => {
+                debug!("conn {serial}: fault fail-first: reset at accept");
+                if let Err(e) = socket::set_abortive_close(stream) {
+                    debug!("conn {serial}: SO_LINGER: {e}");
+                }
+                self.kit.stats[endpoint].closed(CloseReason::Fault);
+                None
+            }
+        }
     }
 
     /// Opens a new connection of `endpoint`, registers it and puts it in its slab, counted
     /// in `pool`.
-    fn insert<S: Family>(&mut self, mut conn: Connection<S>, endpoint: usize, pool: usize) {
+    fn insert<S: Family>(
+        &mut self,
+        mut conn: Connection<S>,
+        endpoint: usize,
+        pool: usize,
+        faults: Option<Box<ConnFaults>>,
+    ) {
+        if let Some(faults) = faults {
+            conn.set_faults(faults);
+        }
         let turn = conn.open(&mut self.kit.cx(self.now, endpoint));
         if let Turn::Closed(reason) = turn {
             self.kit.stats[endpoint].closed(reason);

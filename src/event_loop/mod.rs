@@ -46,6 +46,7 @@ use crate::config::{LoopConfig, StreamOptions};
 use crate::connection::{Ready, Turn};
 use crate::control::{Endpoint, Exit, Handle, Shared, Transport};
 use crate::endpoint::Bound;
+use crate::fault::{Local, Rng};
 use crate::listener::Listener;
 use crate::proxy::TrustList;
 use crate::service::Handler;
@@ -119,6 +120,13 @@ pub(crate) struct EventLoop {
     /// The TLS configuration of its `,tls` listeners, shared by every loop.
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The random choices of faults (`--fault-seed`, this loop's stream): each faulted
+    /// connection and datagram endpoint draws its own seed from it.
+    fault_rng: Rng,
+    /// `--backlog`, to listen again after a `refuse` fault.
+    backlog: u32,
+    /// The next time a listener's own fault (stop-accept, refuse) begins or ends.
+    listener_faults_next: Option<Time>,
 }
 
 impl EventLoop {
@@ -130,7 +138,9 @@ impl EventLoop {
         index: usize,
         max_connections: usize,
         endpoints: Vec<Bound>,
+        fault_seed: u64,
     ) -> io::Result<EventLoop> {
+        let mut fault_rng = Rng::for_loop(fault_seed, index);
         let poll = Poll::new()?;
         let (mut listeners, mut datagrams, mut local_addrs) = (Vec::new(), Vec::new(), Vec::new());
         let mut described = Vec::new();
@@ -151,6 +161,7 @@ impl EventLoop {
             proxy,
             tls,
             allowance,
+            faults,
         } in endpoints
         {
             let endpoint = described.len();
@@ -163,6 +174,7 @@ impl EventLoop {
                     let mut l = Listener::from_socket(socket, config.backlog, factory, endpoint)?;
                     l.proxy = proxy;
                     l.tls = tls;
+                    l.faults = faults.clone().map(Local::new);
                     if let Some(limit) = allowance {
                         if pools.len() == MAX_POOLS {
                             return Err(io::Error::new(
@@ -187,6 +199,7 @@ impl EventLoop {
                     let service = factory.new_service();
                     let guard = Guard::new(service.replies(), &config.udp, own_ports.clone());
                     let mut u = UdpEndpoint::from_socket(socket, service, endpoint, guard)?;
+                    u.set_faults(faults.clone().map(Local::new), fault_rng.next_u64());
                     let token = loop_token(DATAGRAM_BASE + datagrams.len());
                     let wanted = u.want();
                     u.registered = socket::register(poll.registry(), u.source(), token, wanted)?;
@@ -203,6 +216,7 @@ impl EventLoop {
                 proxy,
                 tls,
                 stats: Arc::new(Stats::default()),
+                faults,
             });
         }
         let stats = described.iter().map(|e| Arc::clone(&e.stats)).collect();
@@ -243,6 +257,9 @@ impl EventLoop {
             handshake_budget: config.handshake_budget,
             #[cfg(feature = "tls")]
             tls: None,
+            fault_rng,
+            backlog: config.backlog,
+            listener_faults_next: None,
         })
     }
 
@@ -297,15 +314,18 @@ impl EventLoop {
                 && self
                     .listeners
                     .iter()
-                    .any(|l| l.ready && self.pools[l.pool].has_room())
+                    .any(|l| l.ready && !l.held && self.pools[l.pool].has_room())
             || self.datagrams.iter().any(UdpEndpoint::has_work)
         {
             return Some(Duration::ZERO);
         }
+        let datagram_release = self.datagrams.iter().filter_map(UdpEndpoint::next_release).min();
         let next = [
             self.timers.next_deadline(),
             self.accept_pause.until,
             self.draining,
+            self.listener_faults_next,
+            datagram_release,
         ]
         .into_iter()
         .flatten()
@@ -535,7 +555,7 @@ impl EventLoop {
     /// UDP endpoints that stopped at their budget run again.
     fn run_datagrams(&mut self) {
         for i in 0..self.datagrams.len() {
-            if self.datagrams[i].has_work() {
+            if self.datagrams[i].has_work() || self.datagrams[i].release_due(self.now) {
                 self.datagram_turn(i, false, false);
             }
         }

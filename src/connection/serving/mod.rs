@@ -33,6 +33,7 @@ use log::{debug, info, trace, warn};
 use super::{Context, Io, Read, Turn};
 use crate::buffer::Buffer;
 use crate::config::Limits;
+use crate::fault::{Blackhole, ConnFaults, Due, Kind as FaultKind};
 use crate::service::{Output, Service};
 use crate::socket::{Socket, Want};
 use crate::stats::{CloseReason, Stats};
@@ -139,6 +140,9 @@ struct Cold {
     partial_since: Option<Time>,
     /// When our FIN was sent: the linger clock.
     lingering_since: Time,
+    /// The connection's faults, if its listener has any: kept for its whole life, so a
+    /// faulted connection always has its cold part (see [`crate::fault`]).
+    faults: Option<Box<ConnFaults>>,
 }
 
 impl Cold {
@@ -149,6 +153,7 @@ impl Cold {
             && self.output.is_empty()
             && !layer_pending
             && state != State::Lingering
+            && self.faults.is_none()
     }
 }
 
@@ -170,6 +175,24 @@ impl Serving {
             held_for_room: false,
             finished: false,
         }
+    }
+
+    /// Gives the connection its faults (its listener's, chosen at accept). A blackholed
+    /// connection's service is replaced before it can say a word.
+    pub(crate) fn set_faults(&mut self, faults: Box<ConnFaults>) {
+        if faults.blackhole {
+            self.service = Box::new(Blackhole);
+        }
+        self.cold().faults = Some(faults);
+    }
+
+    /// The connection's faults, if it has any.
+    fn faults(&self) -> Option<&ConnFaults> {
+        self.cold.as_ref()?.faults.as_deref()
+    }
+
+    fn faults_mut(&mut self) -> Option<&mut ConnFaults> {
+        self.cold.as_mut()?.faults.as_deref_mut()
     }
 
     /// A connection whose service finished before it began (see [`Finished`]).
@@ -259,7 +282,10 @@ impl Serving {
                     .request_started()
                     .zip(limits.request_timeout)
                     .map(|(since, d)| since.after(d));
-                [idle, stall, request].into_iter().flatten().min()
+                let fault = self
+                    .faults()
+                    .and_then(|f| f.deadline(io.last_active, self.state == State::Open));
+                [idle, stall, request, fault].into_iter().flatten().min()
             }
         }
     }
@@ -303,6 +329,9 @@ impl Serving {
     /// stopped reading, or is too slow to send, and no reply is owed); the idle timeout closes
     /// with FIN (a quiet peer has nothing unread to be reset over).
     pub(crate) fn on_deadline<S: Socket>(&mut self, io: &mut Io<S>, cx: &mut Context<'_>) -> Turn {
+        if let Some(turn) = self.on_fault_deadline(io, cx) {
+            return turn;
+        }
         let (now, l) = (cx.now, cx.limits);
         let expired = |since: Time, d: Option<Duration>| d.is_some_and(|d| now >= since.after(d));
         let reason = match self.state {
@@ -375,6 +404,36 @@ impl Serving {
         }
     }
 
+    /// A fault's deadline came due: RST (`reset-after:DUR`), a graceful close
+    /// (`idle-close`), or a turn that releases held output or a held FIN. `None` if no
+    /// fault's time has come.
+    fn on_fault_deadline<S: Socket>(&mut self, io: &mut Io<S>, cx: &mut Context<'_>) -> Option<Turn> {
+        if matches!(self.state, State::Closed | State::Lingering) {
+            return None;
+        }
+        let (open, waiting) = (self.state == State::Open, self.pending_output() > 0);
+        let due = self.faults()?.due(cx.now, io.last_active, open, waiting)?;
+        let faults = self.faults()?;
+        match due {
+            Due::Reset => {
+                faults.note(FaultKind::ResetAfter);
+                debug!("conn {}: fault reset-after: resetting", io.id);
+                io.socket.set_abortive();
+                return Some(self.close(io, CloseReason::Fault, cx.now));
+            }
+            Due::IdleClose => {
+                faults.note(FaultKind::IdleClose);
+                debug!("conn {}: fault idle-close: closing", io.id);
+                self.finished = true;
+                self.set_state(io, State::Closing, cx.now);
+            }
+            Due::Work => {}
+        }
+        let mut budget = cx.limits.read_budget;
+        let flow = self.work(io, cx, &mut budget);
+        Some(self.end_turn(io, cx, flow, budget))
+    }
+
     /// The readiness to register for, derived from the state: READABLE while the state reads
     /// (and output is below the high watermark), WRITABLE while output is pending — ours, or
     /// the socket layer's own.
@@ -384,7 +443,14 @@ impl Serving {
             State::Closing | State::Lingering => true,
             State::CloseWait | State::Closed => false,
         };
-        let pending = self.waiting(io) > 0;
+        // Output a fault holds waits for its deadline, not for the socket: WRITABLE only once
+        // the kernel has refused some (a layer's own output is wanted as before).
+        let held = self.faults().is_some() && !io.write_blocked;
+        let pending = if held {
+            io.socket.has_pending_output()
+        } else {
+            self.waiting(io) > 0
+        };
         Want {
             read,
             write: pending && self.state != State::Closed,
@@ -493,7 +559,10 @@ impl Serving {
                 service.on_drained(out)
             })?;
             if produced == 0 {
-                if self.state == State::CloseWait && !self.finished {
+                // A blackholed connection never finishes: a hung backend keeps its half open
+                // until the idle timeout.
+                let blackhole = self.faults().is_some_and(|f| f.blackhole);
+                if self.state == State::CloseWait && !self.finished && !blackhole {
                     // The peer is gone and the service has nothing more to say: without this
                     // the connection would wait for an event that never comes.
                     self.finished = true;
@@ -659,6 +728,10 @@ impl Serving {
         }
         match self.state {
             State::CloseWait if self.finished => {
+                if self.faults_mut().is_some_and(|f| f.hold_fin(cx.now)) {
+                    // slow-close: our FIN waits for its deadline.
+                    return Continue(());
+                }
                 io.send_fin();
                 if io.socket.has_pending_output() {
                     // A layer's goodbye (and the FIN behind it) waits for room: closing now

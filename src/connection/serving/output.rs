@@ -6,9 +6,11 @@
 use std::io;
 use std::ops::ControlFlow::{self, Break, Continue};
 
-use log::trace;
+use log::{debug, trace};
 
-use super::{Offer, Serving, State};
+
+use super::{Cold, Offer, Serving, State};
+use crate::fault::How;
 use crate::connection::{Context, Io};
 use crate::service::{Output, Service};
 use crate::socket::Socket;
@@ -78,8 +80,11 @@ impl Serving {
             }
         };
         let answer = hook(self.service.as_mut(), input, &mut out);
-        let produced = out.pending() - before;
+        let mut produced = out.pending() - before;
         cx.out_borrowed = out.take_borrowed();
+        if produced > 0 && self.faults().is_some() {
+            produced = self.fault_reply(io, cx, produced)?;
+        }
         if self.finished && self.state == State::Open {
             self.set_state(io, State::Closing, cx.now);
             // Input held for room will never be offered now: it is discarded like any input
@@ -99,6 +104,42 @@ impl Serving {
         }
         self.flush(io, cx)?;
         Continue((answer, produced))
+    }
+
+    /// Hands a reply of `produced` bytes to the connection's faults: it moves into the output
+    /// buffer (where the watermarks see it while it is held), and may be dropped, corrupted,
+    /// cut, held, or end the connection. Returns the bytes kept.
+    fn fault_reply<S: Socket>(
+        &mut self,
+        io: &mut Io<S>,
+        cx: &mut Context<'_>,
+        produced: usize,
+    ) -> ControlFlow<CloseReason, usize> {
+        let borrowed = cx.out_borrowed.take();
+        let cold = self.cold();
+        // The reply lies in the output buffer (queued behind pending bytes), or in the loop's
+        // scratch buffers: moved behind the rest.
+        let in_scratch = borrowed.is_some() || !cx.out_scratch.is_empty();
+        let start = cold.output.len() - if in_scratch { 0 } else { produced };
+        if let Some(b) = borrowed {
+            cold.output.extend(b.bytes(cx.scratch));
+        }
+        cold.output.extend(cx.out_scratch.as_slice());
+        cx.out_scratch.clear();
+        let Some(faults) = cold.faults.as_deref_mut() else {
+            return Continue(produced);
+        };
+        let reply = faults.on_reply(&mut cold.output, start, produced, cx.now);
+        if reply.reset {
+            debug!("conn {}: fault: reset instead of a reply", io.id);
+            io.socket.set_abortive();
+            return Break(CloseReason::Fault);
+        }
+        if reply.finish {
+            debug!("conn {}: fault: closing after this reply", io.id);
+            self.finished = true;
+        }
+        Continue(reply.kept)
     }
 
     /// Writes new output from the scratch buffer, or pending output after a writable edge,
@@ -140,8 +181,19 @@ impl Serving {
         } else if !was_empty && !io.write_blocked {
             let state = self.state;
             let cold = self.cold();
-            written = write_some(io, cx.now, cx.stats, cold.output.as_slice(), state)?;
-            cold.output.consume(written);
+            if cold.faults.is_some() {
+                written = write_held(io, cx.now, cx.stats, cold, state)?;
+            } else {
+                written = write_some(io, cx.now, cx.stats, cold.output.as_slice(), state)?;
+                cold.output.consume(written);
+            }
+        }
+        if let Some(faults) = self.faults_mut() {
+            if faults.after_flush(cx.now) == Some(How::Rst) {
+                debug!("conn {}: fault: resetting after the bytes it allowed", io.id);
+                io.socket.set_abortive();
+                return Break(CloseReason::Fault);
+            }
         }
         if io.socket.has_pending_output() && !io.write_blocked {
             // A layer under us (TLS) has records of its own to send: they go out with ours.
@@ -184,6 +236,39 @@ impl Serving {
         }
         Continue(())
     }
+}
+
+/// Writes the output a fault holds, as far as its [`Hold`](crate::fault::Hold) allows now:
+/// in as many writes as its pace asks (a slice per write). While everything waiting is held,
+/// the write-stall clock does not run: the wait is ours, not the peer's.
+fn write_held<S: Socket>(
+    io: &mut Io<S>,
+    now: Time,
+    stats: &Stats,
+    cold: &mut Cold,
+    state: State,
+) -> ControlFlow<CloseReason, usize> {
+    let Some(faults) = cold.faults.as_deref_mut() else {
+        return Continue(0);
+    };
+    let mut written = 0;
+    loop {
+        let allowed = (faults.hold.sendable(now) as usize).min(cold.output.len());
+        if allowed == 0 {
+            if !cold.output.is_empty() && written == 0 {
+                cold.last_progress = now;
+            }
+            break;
+        }
+        let n = write_some(io, now, stats, &cold.output.as_slice()[..allowed], state)?;
+        cold.output.consume(n);
+        faults.hold.sent(n as u64, now);
+        written += n;
+        if n < allowed || io.write_blocked {
+            break;
+        }
+    }
+    Continue(written)
 }
 
 /// Writes `data` until it is gone or the kernel takes less than offered (then the socket is

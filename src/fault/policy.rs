@@ -1,0 +1,312 @@
+//! One connection's faults: what was chosen at accept, and what happens to each reply.
+//!
+//! The connection consults a [`ConnFaults`] at its decision points (see the table in
+//! [`crate::fault`]); all of the schedule of its held output is the [`Hold`]'s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::hold::{Hold, Pace};
+use super::rng::Rng;
+use super::spec::{Fault, How, Kind, Per, Value};
+use super::{since_start, Plan, Switch};
+use crate::buffer::Buffer;
+use crate::timer::Time;
+
+/// What accept decides for a new connection of a faulted listener.
+pub(crate) enum Accept {
+    /// Reset it at once (`fail-first` on a raw stream).
+    Reset,
+    /// Serve it, with these faults.
+    Serve(Box<ConnFaults>),
+}
+
+/// What a fault wants when one of its deadlines comes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// `reset-after:DUR` ran out: RST now.
+    Reset,
+    /// `idle-close`: idle long enough; FIN.
+    IdleClose,
+    /// Held output may go, or a held FIN: run a turn.
+    Work,
+}
+
+/// What a reply became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Reply {
+    /// Bytes of it kept (the rest was cut or dropped).
+    pub(crate) kept: usize,
+    /// The connection ends after it: FIN once flushed.
+    pub(crate) finish: bool,
+    /// The connection ends now, with RST.
+    pub(crate) reset: bool,
+}
+
+/// The faults of one connection. Kept in the connection's cold part for its whole life.
+#[derive(Debug)]
+pub(crate) struct ConnFaults {
+    switch: Arc<Switch>,
+    plan: Arc<Plan>,
+    rng: Rng,
+    /// Which of the plan's faults were chosen at accept (bit `i` for fault `i`).
+    chosen: u32,
+    /// The schedule of held output.
+    pub(crate) hold: Hold,
+    /// When more held output may leave (worked out after every flush).
+    next_release: Option<Time>,
+    /// Replies produced so far.
+    replies: u64,
+    /// `reset-after:DUR`: when.
+    reset_at: Option<Time>,
+    /// `idle-close`: after how long.
+    idle_close: Option<Duration>,
+    /// `slow-close`: how long our FIN waits after the peer's, and when it may go once known.
+    slow_close: Option<Duration>,
+    fin_at: Option<Time>,
+    /// The kind whose ending the hold carries (counted when it happens).
+    ending: Option<Kind>,
+    /// Accept and read, never answer: the connection's service is replaced.
+    pub(crate) blackhole: bool,
+}
+
+impl ConnFaults {
+    /// Decides the per-connection faults of a connection accepted at `now`, with a
+    /// generator seeded from its loop's.
+    pub(crate) fn accept(switch: &Arc<Switch>, plan: &Arc<Plan>, seed: u64, now: Time) -> Accept {
+        let mut rng = Rng::new(seed);
+        let mut chosen = 0u32;
+        let mut pace = Pace::Free;
+        let mut blackhole = false;
+        let (mut reset_at, mut idle_close, mut slow_close) = (None, None, None);
+        let mut ending = None;
+        for (i, f) in plan.faults.iter().enumerate() {
+            if f.per != Per::Conn || !f.in_window(since_start(now)) || !rng.chance(f.ppm) {
+                continue;
+            }
+            chosen |= 1 << i;
+            match (f.kind, f.value) {
+                (Kind::FailFirst, Value::Count(n)) if !switch.framed() => {
+                    if plan.fails_first(n) {
+                        switch.note(Kind::FailFirst);
+                        return Accept::Reset;
+                    }
+                }
+                (Kind::Blackhole, _) => blackhole = true,
+                (Kind::Bandwidth, Value::Bytes(rate)) => pace = Pace::Rate(rate),
+                (Kind::Slice, Value::Bytes(size)) => pace = Pace::Slice { size, gap: f.gap },
+                (Kind::ResetAfter, Value::Duration(d)) => reset_at = Some(now.after(d)),
+                (Kind::IdleClose, Value::Duration(d)) => idle_close = Some(d),
+                (Kind::SlowClose, Value::Duration(d)) => slow_close = Some(d),
+                (Kind::CloseAfter, Value::Bytes(n)) => ending = Some((n, How::Fin, f.kind)),
+                (Kind::ResetAfter, Value::Bytes(n)) => ending = Some((n, How::Rst, f.kind)),
+                _ => {}
+            }
+        }
+        if blackhole {
+            switch.note(Kind::Blackhole);
+        }
+        for kind in [Kind::Bandwidth, Kind::Slice] {
+            if plan.faults.iter().enumerate().any(|(i, f)| f.kind == kind && chosen & (1 << i) != 0) {
+                // Counted once per connection it paces.
+                switch.note(kind);
+            }
+        }
+        let mut hold = Hold::new(pace, now);
+        if let Some((n, how, _)) = ending {
+            hold.end_at(n, how);
+        }
+        Accept::Serve(Box::new(ConnFaults {
+                switch: Arc::clone(switch),
+                plan: Arc::clone(plan),
+                rng,
+                chosen,
+                hold,
+                next_release: None,
+                replies: 0,
+                reset_at,
+                idle_close,
+                slow_close,
+                fin_at: None,
+                ending: ending.map(|(_, _, kind)| kind),
+                blackhole,
+        }))
+    }
+
+    /// Whether fault `i` of the plan acts on this message: chosen at accept, or chosen now.
+    fn applies(&mut self, i: usize, f: &Fault, now: Time) -> bool {
+        match f.per {
+            Per::Conn => self.chosen & (1 << i) != 0,
+            Per::Msg => f.in_window(since_start(now)) && self.rng.chance(f.ppm),
+        }
+    }
+
+    /// A reply of `len` bytes was just appended to `output` (it starts at `start`): drops,
+    /// corrupts, cuts or holds it, and says whether the connection ends after it.
+    pub(crate) fn on_reply(&mut self, output: &mut Buffer, start: usize, len: usize, now: Time) -> Reply {
+        let mut reply = Reply {
+            kept: len,
+            ..Reply::default()
+        };
+        if len == 0 {
+            return reply;
+        }
+        let plan = Arc::clone(&self.plan);
+        let mut hold_until: Option<Time> = None;
+        let mut end_after: Option<(How, Kind)> = None;
+        for (i, f) in plan.faults.iter().enumerate() {
+            if !matches!(
+                f.kind,
+                Kind::FailFirst
+                    | Kind::CloseBeforeReply
+                    | Kind::Blackhole
+                    | Kind::Corrupt
+                    | Kind::Delay
+                    | Kind::FirstByteDelay
+                    | Kind::CloseAfter
+                    | Kind::ResetAfter
+            ) || !self.applies(i, f, now)
+            {
+                continue;
+            }
+            match (f.kind, f.value) {
+                (Kind::FailFirst, Value::Count(n)) if self.switch.framed() => {
+                    if plan.fails_first(n) {
+                        self.switch.note(Kind::FailFirst);
+                        return self.drop_reply(output, start, f.how);
+                    }
+                }
+                (Kind::CloseBeforeReply, _) => {
+                    self.switch.note(Kind::CloseBeforeReply);
+                    return self.drop_reply(output, start, f.how);
+                }
+                (Kind::Blackhole, _) if f.per == Per::Msg => {
+                    // This reply is never sent; the connection goes on.
+                    self.switch.note(Kind::Blackhole);
+                    output.truncate(start);
+                    reply.kept = 0;
+                    return reply;
+                }
+                (Kind::Corrupt, _) => {
+                    let at = start + self.rng.below(len as u64) as usize;
+                    output.as_mut_slice()[at] ^= 0xFF;
+                    self.switch.note(Kind::Corrupt);
+                }
+                (Kind::Delay, Value::Duration(d)) => {
+                    let d = self.jittered(d, f.jitter);
+                    hold_until = hold_until.max(Some(now.after(d)));
+                    self.switch.note(Kind::Delay);
+                }
+                (Kind::FirstByteDelay, Value::Duration(d)) if self.replies == 0 => {
+                    hold_until = hold_until.max(Some(now.after(d)));
+                    self.switch.note(Kind::FirstByteDelay);
+                }
+                (Kind::CloseAfter | Kind::ResetAfter, Value::Count(n)) if self.replies + 1 == n => {
+                    let how = if f.kind == Kind::CloseAfter { How::Fin } else { How::Rst };
+                    end_after = Some((how, f.kind));
+                }
+                _ => {}
+            }
+        }
+        let kept = self.hold.add(len as u64, hold_until) as usize;
+        if kept < len {
+            output.truncate(start + kept);
+        }
+        reply.kept = kept;
+        self.replies += 1;
+        if let Some((how, kind)) = end_after {
+            self.hold.end_at(self.hold.produced(), how);
+            self.ending = Some(kind);
+        }
+        if self.hold.ending_reached() == Some(How::Fin) {
+            // Every byte before a FIN ending is produced: the connection finishes, flushing
+            // them first (its usual graceful close).
+            reply.finish = true;
+            if let Some(kind) = self.ending.take() {
+                self.switch.note(kind);
+            }
+        }
+        self.next_release = self.hold.next_release(now);
+        reply
+    }
+
+    /// A reply that is never sent, and the connection's end: FIN or RST.
+    fn drop_reply(&mut self, output: &mut Buffer, start: usize, how: How) -> Reply {
+        output.truncate(start);
+        Reply {
+            kept: 0,
+            finish: how == How::Fin,
+            reset: how == How::Rst,
+        }
+    }
+
+    /// `d` moved by up to `jitter` either way, never below zero.
+    fn jittered(&mut self, d: Duration, jitter: Duration) -> Duration {
+        let j = jitter.as_millis() as u64;
+        if j == 0 {
+            return d;
+        }
+        let offset = self.rng.below(2 * j + 1);
+        let ms = (d.as_millis() as u64 + offset).saturating_sub(j);
+        Duration::from_millis(ms)
+    }
+
+    /// After a flush at `now`: works out when held output may next leave, and whether an RST
+    /// ending is due (counted here, when it happens).
+    pub(crate) fn after_flush(&mut self, now: Time) -> Option<How> {
+        self.next_release = self.hold.next_release(now);
+        let due = self.hold.ending_due().filter(|&how| how == How::Rst);
+        if due.is_some() {
+            if let Some(kind) = self.ending.take() {
+                self.switch.note(kind);
+            }
+        }
+        due
+    }
+
+    /// The next time a fault needs the connection, given its last activity; `open` while
+    /// both directions are open (idle-close applies only then).
+    pub(crate) fn deadline(&self, last_active: Time, open: bool) -> Option<Time> {
+        let idle = self.idle_close.filter(|_| open).map(|d| last_active.after(d));
+        [self.reset_at, idle, self.next_release, self.fin_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// What is due at `now`.
+    pub(crate) fn due(&self, now: Time, last_active: Time, open: bool, waiting: bool) -> Option<Due> {
+        if self.reset_at.is_some_and(|t| now >= t) {
+            return Some(Due::Reset);
+        }
+        let idle = self.idle_close.filter(|_| open && !waiting);
+        if idle.is_some_and(|d| now >= last_active.after(d)) {
+            return Some(Due::IdleClose);
+        }
+        let release = [self.next_release, self.fin_at].into_iter().flatten().min();
+        release.filter(|&t| now >= t).map(|_| Due::Work)
+    }
+
+    /// Counts the fault that fired from a deadline.
+    pub(crate) fn note(&self, kind: Kind) {
+        self.switch.note(kind);
+    }
+
+    /// `slow-close`: whether our FIN, due now that the peer finished, must wait; the first
+    /// call starts the wait.
+    pub(crate) fn hold_fin(&mut self, now: Time) -> bool {
+        let Some(d) = self.slow_close else {
+            return false;
+        };
+        let at = *self.fin_at.get_or_insert_with(|| {
+            self.switch.note(Kind::SlowClose);
+            now.after(d)
+        });
+        if now >= at {
+            self.slow_close = None;
+            self.fin_at = None;
+            return false;
+        }
+        true
+    }
+}
