@@ -117,7 +117,10 @@ impl AdminState {
             return Response::text(403, "fault changes are off; start loopd with --fault-admin");
         }
         let Some((_, query)) = path.split_once('?') else {
-            return Response::text(400, "give the spec as the query: POST /faults?echo@7007=delay:2ms");
+            return Response::text(
+                400,
+                "give the spec as the query: POST /faults?echo@7007=delay:2ms",
+            );
         };
         let spec: FaultSpec = match percent_decode(query).and_then(|q| q.parse()) {
             Ok(spec) => spec,
@@ -130,7 +133,10 @@ impl AdminState {
             .unwrap_or_default();
         let mut changed = Vec::new();
         for (endpoint, switch) in &switches {
-            if spec.listener.matches(&endpoint.service, None, endpoint.addr) {
+            if spec
+                .listener
+                .matches(&endpoint.service, None, endpoint.addr)
+            {
                 if let Err(e) = switch.set(spec.faults.clone()) {
                     return Response::text(400, &e);
                 }

@@ -146,8 +146,8 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod endpoint;
-pub mod fault;
 pub mod event_loop;
+pub mod fault;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

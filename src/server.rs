@@ -118,7 +118,9 @@ impl Server {
             let sockets = sockets(spec.origin, handler.socket_type(), copies)?;
             let bound = sockets[0].local_addr()?.as_socket();
             let switch = match bound {
-                Some(bound) if !is_admin => faults.switch(&spec.name, configured, bound, datagram)?,
+                Some(bound) if !is_admin => {
+                    faults.switch(&spec.name, configured, bound, datagram)?
+                }
                 _ => None,
             };
             for (loop_sockets, socket) in per_loop.iter_mut().zip(sockets) {

@@ -36,9 +36,11 @@ use socket2::Type;
 pub mod guard;
 
 use crate::config::UdpLimits;
+use crate::fault::{
+    not_before, since_start, Kind as FaultKind, Local as FaultLocal, Rng, Value as FaultValue,
+};
 use crate::service::datagram::Reply;
 use crate::service::DatagramService;
-use crate::fault::{since_start, Kind as FaultKind, Local as FaultLocal, Rng, Value as FaultValue};
 use crate::socket::{self, DatagramSocket, Local, PktinfoSocket, Want};
 use crate::stats::Stats;
 use crate::timer::Time;
@@ -266,7 +268,7 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
                 (FaultKind::Delay, FaultValue::Duration(d)) => {
                     let j = fault.jitter.as_millis() as u64;
                     let ms = (d.as_millis() as u64 + f.rng.below(2 * j + 1)).saturating_sub(j);
-                    hold = Some(now.after(std::time::Duration::from_millis(ms)));
+                    hold = Some(not_before(now, std::time::Duration::from_millis(ms)));
                     switch.note(FaultKind::Delay);
                 }
                 _ => {}
@@ -305,7 +307,9 @@ impl<S: DatagramSocket> UdpEndpoint<S> {
 
     /// Sends a reordered reply after the one that overtook it.
     fn send_reordered(&mut self, stats: &Stats) {
-        let Some((_, (peer, local, data))) = self.faults.as_deref_mut().and_then(|f| f.reordered.take()) else {
+        let Some((_, (peer, local, data))) =
+            self.faults.as_deref_mut().and_then(|f| f.reordered.take())
+        else {
             return;
         };
         self.queued_bytes -= queue_cost(data.len());

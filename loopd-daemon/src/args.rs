@@ -285,7 +285,12 @@ pub struct Args {
     /// first-byte-delay, bandwidth, slice, close-after, idle-close, reset-after,
     /// close-before-reply, blackhole, slow-close, stop-accept, refuse, corrupt; UDP: drop,
     /// duplicate, reorder, delay (docs/F-fault-injection.md). None by default.
-    #[arg(long = "fault", value_name = "LISTENER=FAULT;...", env = "LOOPD_FAULT", value_delimiter = ' ')]
+    #[arg(
+        long = "fault",
+        value_name = "LISTENER=FAULT;...",
+        env = "LOOPD_FAULT",
+        value_delimiter = ' '
+    )]
     fault: Vec<FaultSpec>,
     /// Seed of the faults' random choices: the same seed and --threads repeat a run's choices.
     /// Default: a new seed each start, logged.

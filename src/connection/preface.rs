@@ -21,11 +21,11 @@ use std::sync::Arc;
 use log::debug;
 
 use super::handshake::{Handshake, Progress};
-use crate::fault::ConnFaults;
 use super::header::Header;
 use super::{Context, Io};
 use crate::buffer::Buffer;
 use crate::config::Limits;
+use crate::fault::ConnFaults;
 use crate::proxy::Origin;
 use crate::service::{ConnInfo, Negotiated, Service, ServiceFactory};
 use crate::socket::{Socket, Want};

@@ -231,7 +231,10 @@ impl EventLoop {
             self.next_serial += 1;
         }
         let serial = self.next_serial;
-        let (endpoint, pool) = (self.listeners[listener].endpoint(), self.listeners[listener].pool);
+        let (endpoint, pool) = (
+            self.listeners[listener].endpoint(),
+            self.listeners[listener].pool,
+        );
         self.kit.stats[endpoint].opened();
         // Faults are chosen before the service exists: a connection that fails first is
         // reset without one.

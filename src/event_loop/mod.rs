@@ -319,7 +319,11 @@ impl EventLoop {
         {
             return Some(Duration::ZERO);
         }
-        let datagram_release = self.datagrams.iter().filter_map(UdpEndpoint::next_release).min();
+        let datagram_release = self
+            .datagrams
+            .iter()
+            .filter_map(UdpEndpoint::next_release)
+            .min();
         let next = [
             self.timers.next_deadline(),
             self.accept_pause.until,

@@ -216,11 +216,7 @@ impl Hold {
         }
         let released = self.released(now);
         if released <= self.sent {
-            return self
-                .releases
-                .iter()
-                .map(|&(_, at)| at)
-                .find(|&at| at > now);
+            return self.releases.iter().map(|&(_, at)| at).find(|&at| at > now);
         }
         match self.pace {
             Pace::Free => None,
@@ -233,6 +229,14 @@ impl Hold {
             _ => None,
         }
     }
+}
+
+/// The first instant at which `d` has surely passed since `now`. The loop's clock counts
+/// whole milliseconds rounded up, so `now` may be up to a millisecond later than the real
+/// instant it stands for, and so may the time the deadline is checked against: one more
+/// millisecond makes sure a hold never ends early.
+pub fn not_before(now: Time, d: Duration) -> Time {
+    now.after(d).after(Duration::from_millis(1))
 }
 
 fn burst(rate: u64) -> u64 {
@@ -282,12 +286,17 @@ mod tests {
             let n = h.sendable(now);
             h.sent(n, now);
             if h.waiting() > 0 {
-                now = h.next_release(now).expect("waiting bytes have a release time");
+                now = h
+                    .next_release(now)
+                    .expect("waiting bytes have a release time");
                 ticks += 1;
             }
         }
         // 20 bytes of burst at once, 80 more at 1 byte/ms.
-        assert!((75..=85).contains(&now.0), "done at {now:?} after {ticks} ticks");
+        assert!(
+            (75..=85).contains(&now.0),
+            "done at {now:?} after {ticks} ticks"
+        );
     }
 
     /// Slices are written one at a time, a gap apart.

@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use hold::{Hold, Pace};
+pub use hold::{not_before, Hold, Pace};
 pub(crate) use policy::{Accept, ConnFaults, Due};
 pub use rng::Rng;
 pub use spec::{Fault, FaultSpec, How, Kind, Per, Selector, Value, KINDS};
@@ -128,7 +128,12 @@ impl Plan {
 impl Switch {
     /// The switch of listener `name` (UDP if `datagram`; a request/response service if
     /// `framed`), starting with `faults`, each checked against the transport.
-    pub fn new(name: String, datagram: bool, framed: bool, faults: Vec<Fault>) -> Result<Switch, String> {
+    pub fn new(
+        name: String,
+        datagram: bool,
+        framed: bool,
+        faults: Vec<Fault>,
+    ) -> Result<Switch, String> {
         check(&name, datagram, &faults)?;
         Ok(Switch {
             name,
@@ -270,7 +275,11 @@ impl Local {
     }
 
     /// Whether a listener fault of `kind` applies at `now`, and the next time that changes.
-    pub(crate) fn window(&mut self, kind: Kind, now: crate::timer::Time) -> (bool, Option<crate::timer::Time>) {
+    pub(crate) fn window(
+        &mut self,
+        kind: Kind,
+        now: crate::timer::Time,
+    ) -> (bool, Option<crate::timer::Time>) {
         let t = since_start(now);
         let Some((from, to)) = self.plan().listener_window(kind) else {
             return (false, None);

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::hold::{Hold, Pace};
+use super::hold::{not_before, Hold, Pace};
 use super::rng::Rng;
 use super::spec::{Fault, How, Kind, Per, Value};
 use super::{since_start, Plan, Switch};
@@ -95,7 +95,7 @@ impl ConnFaults {
                 (Kind::Blackhole, _) => blackhole = true,
                 (Kind::Bandwidth, Value::Bytes(rate)) => pace = Pace::Rate(rate),
                 (Kind::Slice, Value::Bytes(size)) => pace = Pace::Slice { size, gap: f.gap },
-                (Kind::ResetAfter, Value::Duration(d)) => reset_at = Some(now.after(d)),
+                (Kind::ResetAfter, Value::Duration(d)) => reset_at = Some(not_before(now, d)),
                 (Kind::IdleClose, Value::Duration(d)) => idle_close = Some(d),
                 (Kind::SlowClose, Value::Duration(d)) => slow_close = Some(d),
                 (Kind::CloseAfter, Value::Bytes(n)) => ending = Some((n, How::Fin, f.kind)),
@@ -107,7 +107,12 @@ impl ConnFaults {
             switch.note(Kind::Blackhole);
         }
         for kind in [Kind::Bandwidth, Kind::Slice] {
-            if plan.faults.iter().enumerate().any(|(i, f)| f.kind == kind && chosen & (1 << i) != 0) {
+            if plan
+                .faults
+                .iter()
+                .enumerate()
+                .any(|(i, f)| f.kind == kind && chosen & (1 << i) != 0)
+            {
                 // Counted once per connection it paces.
                 switch.note(kind);
             }
@@ -117,19 +122,19 @@ impl ConnFaults {
             hold.end_at(n, how);
         }
         Accept::Serve(Box::new(ConnFaults {
-                switch: Arc::clone(switch),
-                plan: Arc::clone(plan),
-                rng,
-                chosen,
-                hold,
-                next_release: None,
-                replies: 0,
-                reset_at,
-                idle_close,
-                slow_close,
-                fin_at: None,
-                ending: ending.map(|(_, _, kind)| kind),
-                blackhole,
+            switch: Arc::clone(switch),
+            plan: Arc::clone(plan),
+            rng,
+            chosen,
+            hold,
+            next_release: None,
+            replies: 0,
+            reset_at,
+            idle_close,
+            slow_close,
+            fin_at: None,
+            ending: ending.map(|(_, _, kind)| kind),
+            blackhole,
         }))
     }
 
@@ -143,7 +148,13 @@ impl ConnFaults {
 
     /// A reply of `len` bytes was just appended to `output` (it starts at `start`): drops,
     /// corrupts, cuts or holds it, and says whether the connection ends after it.
-    pub(crate) fn on_reply(&mut self, output: &mut Buffer, start: usize, len: usize, now: Time) -> Reply {
+    pub(crate) fn on_reply(
+        &mut self,
+        output: &mut Buffer,
+        start: usize,
+        len: usize,
+        now: Time,
+    ) -> Reply {
         let mut reply = Reply {
             kept: len,
             ..Reply::default()
@@ -194,15 +205,19 @@ impl ConnFaults {
                 }
                 (Kind::Delay, Value::Duration(d)) => {
                     let d = self.jittered(d, f.jitter);
-                    hold_until = hold_until.max(Some(now.after(d)));
+                    hold_until = hold_until.max(Some(not_before(now, d)));
                     self.switch.note(Kind::Delay);
                 }
                 (Kind::FirstByteDelay, Value::Duration(d)) if self.replies == 0 => {
-                    hold_until = hold_until.max(Some(now.after(d)));
+                    hold_until = hold_until.max(Some(not_before(now, d)));
                     self.switch.note(Kind::FirstByteDelay);
                 }
                 (Kind::CloseAfter | Kind::ResetAfter, Value::Count(n)) if self.replies + 1 == n => {
-                    let how = if f.kind == Kind::CloseAfter { How::Fin } else { How::Rst };
+                    let how = if f.kind == Kind::CloseAfter {
+                        How::Fin
+                    } else {
+                        How::Rst
+                    };
                     end_after = Some((how, f.kind));
                 }
                 _ => {}
@@ -264,10 +279,19 @@ impl ConnFaults {
         due
     }
 
+    /// Whether output waits for a time or a pace (rather than for the socket).
+    pub(crate) fn holding(&self) -> bool {
+        self.next_release.is_some()
+    }
+
     /// The next time a fault needs the connection, given its last activity; `open` while
-    /// both directions are open (idle-close applies only then).
+    /// both directions are open and nothing waits (idle-close applies only then: with output
+    /// waiting its deadline would come due and find nothing to do, again and again).
     pub(crate) fn deadline(&self, last_active: Time, open: bool) -> Option<Time> {
-        let idle = self.idle_close.filter(|_| open).map(|d| last_active.after(d));
+        let idle = self
+            .idle_close
+            .filter(|_| open)
+            .map(|d| not_before(last_active, d));
         [self.reset_at, idle, self.next_release, self.fin_at]
             .into_iter()
             .flatten()
@@ -275,12 +299,18 @@ impl ConnFaults {
     }
 
     /// What is due at `now`.
-    pub(crate) fn due(&self, now: Time, last_active: Time, open: bool, waiting: bool) -> Option<Due> {
+    pub(crate) fn due(
+        &self,
+        now: Time,
+        last_active: Time,
+        open: bool,
+        waiting: bool,
+    ) -> Option<Due> {
         if self.reset_at.is_some_and(|t| now >= t) {
             return Some(Due::Reset);
         }
         let idle = self.idle_close.filter(|_| open && !waiting);
-        if idle.is_some_and(|d| now >= last_active.after(d)) {
+        if idle.is_some_and(|d| now >= not_before(last_active, d)) {
             return Some(Due::IdleClose);
         }
         let release = [self.next_release, self.fin_at].into_iter().flatten().min();
@@ -300,7 +330,7 @@ impl ConnFaults {
         };
         let at = *self.fin_at.get_or_insert_with(|| {
             self.switch.note(Kind::SlowClose);
-            now.after(d)
+            not_before(now, d)
         });
         if now >= at {
             self.slow_close = None;

@@ -57,14 +57,18 @@ mod tests {
     /// The same seed gives the same stream; different loops, different ones.
     #[test]
     fn seeded_streams_repeat() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = Rng::for_loop(7, 0);
-            move |_| r.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..4).map({
-            let mut r = Rng::for_loop(7, 0);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::for_loop(7, 0);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::for_loop(7, 0);
+                move |_| r.next_u64()
+            })
+            .collect();
         let c = Rng::for_loop(7, 1).next_u64();
         assert_eq!(a, b);
         assert_ne!(a[0], c);

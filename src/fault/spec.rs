@@ -182,10 +182,14 @@ impl FromStr for Kind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Kind, String> {
-        KINDS.iter().copied().find(|k| k.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
-            format!("unknown fault '{s}' (known: {})", names.join(", "))
-        })
+        KINDS
+            .iter()
+            .copied()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
+                format!("unknown fault '{s}' (known: {})", names.join(", "))
+            })
     }
 }
 
@@ -554,7 +558,9 @@ impl FromStr for Fault {
             ));
         }
         if kind.on() == On::Udp && fault.per == Per::Conn && per_given {
-            return Err(format!("{kind} is chosen for each datagram; per:conn means nothing"));
+            return Err(format!(
+                "{kind} is chosen for each datagram; per:conn means nothing"
+            ));
         }
         if kind.on_listener() && (fault.ppm != CERTAIN || per_given) {
             return Err(format!(
@@ -587,7 +593,9 @@ fn parse_value(kind: Kind, v: Option<&str>) -> Result<Value, String> {
     let zero = matches!(value, Value::Bytes(0) | Value::Count(0))
         || (value == Value::Duration(Duration::ZERO) && kind != Kind::Delay);
     if zero && !matches!(kind, Kind::FailFirst) {
-        return Err(format!("{kind}:{v} would do nothing or everything at once; give more than 0"));
+        return Err(format!(
+            "{kind}:{v} would do nothing or everything at once; give more than 0"
+        ));
     }
     Ok(value)
 }
@@ -628,7 +636,9 @@ fn duration(v: &str) -> Result<Duration, String> {
             .map_err(|e| format!("'{v}' is not a duration like 250ms or 2s ({e})"))?
     };
     if d > MAX_DURATION {
-        return Err(format!("'{v}' is longer than a day, the longest a fault takes"));
+        return Err(format!(
+            "'{v}' is longer than a day, the longest a fault takes"
+        ));
     }
     Ok(d)
 }
@@ -638,13 +648,17 @@ pub const MAX_BYTES: u64 = 1 << 30;
 
 fn size(v: &str) -> Result<u64, String> {
     if !is_size(v) {
-        return Err(format!("'{v}' is not a size: give a unit, like 512B or 64KiB"));
+        return Err(format!(
+            "'{v}' is not a size: give a unit, like 512B or 64KiB"
+        ));
     }
     let s: bytesize::ByteSize = v
         .parse()
         .map_err(|e| format!("'{v}' is not a size like 512B or 64KiB ({e})"))?;
     if s.as_u64() > MAX_BYTES {
-        return Err(format!("'{v}' is more than 1GiB, the largest a fault takes"));
+        return Err(format!(
+            "'{v}' is more than 1GiB, the largest a fault takes"
+        ));
     }
     Ok(s.as_u64())
 }
@@ -697,7 +711,10 @@ mod tests {
             )
         );
         let r = &s.faults[1];
-        assert_eq!((r.kind, r.value, r.ppm), (Kind::ResetAfter, Value::Bytes(1 << 20), 50_000));
+        assert_eq!(
+            (r.kind, r.value, r.ppm),
+            (Kind::ResetAfter, Value::Bytes(1 << 20), 50_000)
+        );
     }
 
     /// Every kind parses with an example value.
@@ -706,7 +723,14 @@ mod tests {
         for kind in KINDS {
             let text = match kind.takes() {
                 Takes::Nothing | Takes::MaybeDuration => kind.name().to_string(),
-                _ => format!("{kind}:{}", example(kind).split(' ').next().unwrap().trim_end_matches(',')),
+                _ => format!(
+                    "{kind}:{}",
+                    example(kind)
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .trim_end_matches(',')
+                ),
             };
             let f: Fault = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(f.kind, kind);
@@ -736,11 +760,21 @@ mod tests {
         assert_eq!((s.service.as_str(), s.port), ("echo,proxy", None));
         let bound: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let configured: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        assert!(spec("echo@0=corrupt").listener.matches("echo", Some(configured), bound));
-        assert!(spec("echo@40000=corrupt").listener.matches("echo", None, bound));
-        assert!(spec("echo=corrupt").listener.matches("echo,proxy", None, bound));
-        assert!(!spec("line@40000=corrupt").listener.matches("echo", None, bound));
-        assert!(!spec("echo@7=corrupt").listener.matches("echo", Some(configured), bound));
+        assert!(spec("echo@0=corrupt")
+            .listener
+            .matches("echo", Some(configured), bound));
+        assert!(spec("echo@40000=corrupt")
+            .listener
+            .matches("echo", None, bound));
+        assert!(spec("echo=corrupt")
+            .listener
+            .matches("echo,proxy", None, bound));
+        assert!(!spec("line@40000=corrupt")
+            .listener
+            .matches("echo", None, bound));
+        assert!(!spec("echo@7=corrupt")
+            .listener
+            .matches("echo", Some(configured), bound));
     }
 
     /// Bad specs get one clear error each.

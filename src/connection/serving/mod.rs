@@ -282,9 +282,10 @@ impl Serving {
                     .request_started()
                     .zip(limits.request_timeout)
                     .map(|(since, d)| since.after(d));
+                let (open, waiting) = (self.state == State::Open, self.pending_output() > 0);
                 let fault = self
                     .faults()
-                    .and_then(|f| f.deadline(io.last_active, self.state == State::Open));
+                    .and_then(|f| f.deadline(io.last_active, open && !waiting));
                 [idle, stall, request, fault].into_iter().flatten().min()
             }
         }
@@ -301,12 +302,14 @@ impl Serving {
     }
 
     /// While output is pending (ours, or a layer's): when the kernel last took some (the
-    /// write-stall clock).
+    /// write-stall clock). Output a fault holds back is not stalled: the wait is ours, not
+    /// the peer's.
     fn stalled_since<S: Socket>(&self, io: &Io<S>) -> Option<Time> {
         let layer = io.socket.has_pending_output();
         self.cold
             .as_ref()
             .filter(|c| layer || !c.output.is_empty())
+            .filter(|c| layer || !c.faults.as_ref().is_some_and(|f| f.holding()))
             .map(|c| c.last_progress)
     }
 
@@ -407,7 +410,11 @@ impl Serving {
     /// A fault's deadline came due: RST (`reset-after:DUR`), a graceful close
     /// (`idle-close`), or a turn that releases held output or a held FIN. `None` if no
     /// fault's time has come.
-    fn on_fault_deadline<S: Socket>(&mut self, io: &mut Io<S>, cx: &mut Context<'_>) -> Option<Turn> {
+    fn on_fault_deadline<S: Socket>(
+        &mut self,
+        io: &mut Io<S>,
+        cx: &mut Context<'_>,
+    ) -> Option<Turn> {
         if matches!(self.state, State::Closed | State::Lingering) {
             return None;
         }

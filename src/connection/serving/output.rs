@@ -8,10 +8,9 @@ use std::ops::ControlFlow::{self, Break, Continue};
 
 use log::{debug, trace};
 
-
 use super::{Cold, Offer, Serving, State};
-use crate::fault::How;
 use crate::connection::{Context, Io};
+use crate::fault::How;
 use crate::service::{Output, Service};
 use crate::socket::Socket;
 use crate::stats::{CloseReason, Stats};
@@ -190,7 +189,10 @@ impl Serving {
         }
         if let Some(faults) = self.faults_mut() {
             if faults.after_flush(cx.now) == Some(How::Rst) {
-                debug!("conn {}: fault: resetting after the bytes it allowed", io.id);
+                debug!(
+                    "conn {}: fault: resetting after the bytes it allowed",
+                    io.id
+                );
                 io.socket.set_abortive();
                 return Break(CloseReason::Fault);
             }
