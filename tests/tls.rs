@@ -1223,3 +1223,32 @@ impl Drop for Nginx {
         self.0.wait_exit();
     }
 }
+
+/// Faults act on the plaintext, after the handshake: a corrupted reply decrypts (the record
+/// layer's integrity check passes) with exactly one byte of the plaintext flipped, and the
+/// held first reply leaves after its delay; the session goes on.
+#[test]
+fn faults_act_on_the_plaintext() {
+    let pki = Pki::new("faults");
+    let d = daemon(
+        &pki,
+        &["echo=127.0.0.1:0,tls"],
+        &["--fault", "echo=corrupt;first-byte-delay:200ms", "--fault-seed", "3"],
+    );
+    assert!(d.logged("faults: echo@"), "faults are logged at start-up");
+    let mut s = tls_connect(d.addr_of("echo"), "localhost", &tls13(&pki));
+    let data = pattern(1, 500);
+    let t = std::time::Instant::now();
+    s.write_all(&data).unwrap();
+    let mut got = vec![0; 500];
+    s.read_exact(&mut got).unwrap();
+    let took = t.elapsed();
+    let flipped: Vec<usize> = (0..500).filter(|&i| got[i] != data[i]).collect();
+    assert_eq!(flipped.len(), 1, "one plaintext byte");
+    assert_eq!(got[flipped[0]], data[flipped[0]] ^ 0xFF);
+    s.write_all(b"again").unwrap();
+    let mut again = [0; 5];
+    s.read_exact(&mut again).unwrap();
+    assert_eq!(again.iter().zip(b"again").filter(|(a, b)| a != b).count(), 1);
+    assert!(took >= std::time::Duration::from_millis(200), "first reply after {took:?}: {}", http_get(d.addr_of("admin"), "/faults").body);
+}
