@@ -141,7 +141,7 @@ impl MetricsUrl {
     }
 
     /// `GET` the page, over a fresh connection.
-    fn get(&self) -> Result<String, String> {
+    pub(crate) fn get(&self) -> Result<String, String> {
         let mut c =
             TcpStream::connect_timeout(&self.addr, SCRAPE_TIMEOUT).map_err(|e| e.to_string())?;
         c.set_read_timeout(Some(SCRAPE_TIMEOUT))

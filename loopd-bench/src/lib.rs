@@ -61,6 +61,8 @@ pub mod payload;
 
 pub mod cpu;
 
+pub mod faults;
+
 pub mod clock;
 
 pub mod config;

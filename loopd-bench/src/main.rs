@@ -212,9 +212,12 @@ struct RunArgs {
 
     /// Also report the server's CPU time per message, from the process_cpu_seconds_total
     /// counter at URL (loopd's --admin /metrics, or any Prometheus client library's), read
-    /// at both ends of the measured window.
+    /// at both ends of the measured window; and reconcile the errors seen with the faults
+    /// each loopd says it injected during the run (loopd_faults_injected_total): errors its
+    /// faults explain do not fail the run. Repeatable, one URL per backend (CPU time is the
+    /// first's).
     #[arg(long, value_name = "URL", value_parser = MetricsUrl::parse, conflicts_with = "server_pid")]
-    server_metrics: Option<MetricsUrl>,
+    server_metrics: Vec<MetricsUrl>,
 
     /// Also report the server's CPU time per message, from /proc/PID/stat: for a server on
     /// this machine that has no metrics endpoint.
@@ -474,7 +477,7 @@ fn main() -> ExitCode {
 fn compare_command(targets: &[String], run: &RunArgs, out: &OutputArgs) -> ExitCode {
     let usage =
         |e: &dyn std::fmt::Display| fail(&format!("{e} (see loopd-bench compare --help)"), 2);
-    if run.server_metrics.is_some() || run.server_pid.is_some() {
+    if !run.server_metrics.is_empty() || run.server_pid.is_some() {
         return usage(&"give each target's CPU source in the target: NAME=HOST:PORT@URL or @pid:N");
     }
     if out.hgrm.is_some() || out.hlog.is_some() || run.per_backend {
@@ -599,13 +602,14 @@ fn config(target: &str, a: &RunArgs) -> Result<BenchConfig, String> {
     cfg.expect = a.expect.map(|ExpectArg::Chargen| Expect::Chargen);
     cfg.per_backend = a.per_backend;
     cfg.cpu = CpuSources {
-        server: match (&a.server_metrics, a.server_pid) {
+        server: match (a.server_metrics.first(), a.server_pid) {
             (Some(url), _) => Some(ServerCpu::Metrics(url.clone())),
             (None, Some(pid)) => Some(ServerCpu::Pid(pid)),
             (None, None) => None,
         },
         system: a.system_cpu,
     };
+    cfg.fault_metrics = a.server_metrics.clone();
     cfg.tls = a.tls.settings(cfg.mode, given)?;
     Ok(cfg) // validated by the run, which reports a bad combination as exit status 2
 }

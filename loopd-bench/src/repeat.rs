@@ -7,6 +7,7 @@
 //! each series whether it is done.
 
 use crate::config::BenchConfig;
+use crate::faults::Reconciliation;
 pub use crate::config::{Confidence, Repeat};
 use crate::record::Second;
 use crate::report::iterations::{interval, Interval, Iteration, Iterations};
@@ -74,6 +75,16 @@ impl Series {
             met: repeat.target.map(|_| self.met(repeat)),
         };
         let mut report = Report::sequence(&self.reports)?;
+        if self.reports.iter().any(|r| r.faults.is_some()) {
+            // What the servers injected over every iteration, against every error.
+            let injected = self
+                .reports
+                .iter()
+                .filter_map(|r| r.faults.as_ref())
+                .flat_map(|f| f.injected.iter().cloned())
+                .collect();
+            report.faults = Some(Reconciliation::new(injected, &report.reconciled_errors()));
+        }
         if repeat.is_series() {
             report.iterations = Some(iterations);
         }

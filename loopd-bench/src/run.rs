@@ -18,6 +18,7 @@ use crate::clock;
 use crate::config::start::check_start;
 use crate::config::{BenchConfig, ConfigError, RecordedConfig, Stop};
 use crate::cpu::{self, CpuSample};
+use crate::faults::{self, Reconciliation};
 use crate::payload::{Codec, Protocol};
 use crate::record::intervals::IntervalCollector;
 use crate::record::live::{Live, Moved};
@@ -115,6 +116,8 @@ pub struct Coordinator {
     /// The CPU counters as the window opened and as it closed (or as the run ended).
     cpu_start: Option<CpuSample>,
     cpu_end: Option<CpuSample>,
+    /// The servers' fault counters before the workers started (`--server-metrics`).
+    faults_before: Vec<faults::Counters>,
     /// When the measurement began, on the wall clock.
     started: Option<SystemTime>,
     /// Whether the kernel said the clock was synchronised as the run started.
@@ -150,6 +153,10 @@ impl Coordinator {
                 BenchError::ServerCpu(format!("server CPU ({}): {e}", server.describe()))
             })?;
         }
+        // The faults' counters, before anything starts: the reconciliation covers the whole
+        // run, as the error counts do.
+        let faults_before = faults::scrape(&cfg.fault_metrics)
+            .map_err(|e| BenchError::ServerCpu(format!("server metrics: {e}")))?;
         // Trust store, certificates and names, once: a bad one is a bad setting (exit 2).
         let tls = match &cfg.tls {
             Some(settings) => Some(Arc::new(
@@ -240,6 +247,7 @@ impl Coordinator {
             next: from + Duration::from_secs(1),
             cpu_start: None,
             cpu_end: None,
+            faults_before,
             started: None,
             clock_synchronised,
             ended: t0,
@@ -396,6 +404,13 @@ impl Coordinator {
         });
         if let Some(c) = self.collector.take() {
             report.intervals = c.finish(Duration::from_secs_f64(duration));
+        }
+        if !self.cfg.fault_metrics.is_empty() {
+            // After every worker has finished: what each server injected during the run.
+            let after = faults::scrape(&self.cfg.fault_metrics)
+                .map_err(|e| BenchError::ServerCpu(format!("server metrics: {e}")))?;
+            let injected = faults::injected(&self.cfg.fault_metrics, &self.faults_before, &after);
+            report.faults = Some(Reconciliation::new(injected, &report.reconciled_errors()));
         }
         Ok(report)
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::CpuSources;
+use crate::cpu::{CpuSources, MetricsUrl};
 use crate::payload::{Protocol, HEADER_LEN};
 pub use error::ConfigError;
 pub use http::HttpSettings;
@@ -99,6 +99,9 @@ pub struct BenchConfig {
     pub per_backend: bool,
     /// CPU counters to read at both ends of the window besides the client's own.
     pub cpu: CpuSources,
+    /// `--server-metrics`: every server whose injected faults are reconciled with the errors
+    /// seen (see [`crate::faults`]).
+    pub fault_metrics: Vec<MetricsUrl>,
     /// Keep a latency histogram per second as well (`--hlog`).
     pub intervals: bool,
     /// `--tls`: every stream connection speaks TLS, with these settings.
@@ -131,6 +134,7 @@ impl BenchConfig {
             expect: None,
             per_backend: false,
             cpu: CpuSources::default(),
+            fault_metrics: Vec::new(),
             intervals: false,
             tls: None,
             http: HttpSettings::default(),

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Mode, RecordedConfig};
 use crate::cpu::CpuCosts;
 use crate::errors::ErrorKind;
+use crate::faults::Reconciliation;
 use crate::payload::Protocol;
 use crate::record::intervals::Interval;
 use crate::record::tls::TlsTally;
@@ -190,6 +191,9 @@ pub struct Report {
     /// `--protocol http`: measured responses by status code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<BTreeMap<u16, u64>>,
+    /// `--server-metrics`: the errors reconciled with the faults the servers injected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<Reconciliation>,
     /// When the measurement began (for `--hlog`).
     #[serde(skip)]
     pub started: Option<SystemTime>,
@@ -283,6 +287,7 @@ impl Report {
             tls,
             http_status: p.http_status,
             iterations: None,
+            faults: None,
             lead_in: Vec::new(),
             lead_in_secs: 0.0,
             window: None,
@@ -342,6 +347,32 @@ impl Report {
     /// All errors, of every kind.
     pub fn error_total(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// What the reconciliation with the servers' faults looks at: every error kind counted,
+    /// and for UDP the datagrams lost and the replies late (or twice).
+    pub fn reconciled_errors(&self) -> BTreeMap<String, u64> {
+        let mut errors = self.errors.clone();
+        if let Some(u) = &self.udp {
+            errors.insert("loss".into(), u.lost);
+            errors.insert("late".into(), u.late);
+        }
+        errors
+    }
+
+    /// The errors that fail the run: all of them, or with a reconciliation those nothing
+    /// explains.
+    pub fn failing_errors(&self) -> BTreeMap<String, u64> {
+        match &self.faults {
+            Some(r) => {
+                let mut left = r.unexplained();
+                // Loss and late replies are judged by --max-loss, not as errors.
+                left.remove("loss");
+                left.remove("late");
+                left
+            }
+            None => self.errors.clone(),
+        }
     }
 }
 

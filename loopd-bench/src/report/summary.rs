@@ -383,6 +383,9 @@ impl fmt::Display for Report {
                 writeln!(f, "    {e}")?;
             }
         }
+        if let Some(r) = &self.faults {
+            write!(f, "{r}")?;
+        }
         Ok(())
     }
 }
@@ -446,12 +449,20 @@ impl Report {
             };
             return Err(format!("{what}{why}"));
         }
-        if !kinds.is_empty() {
-            return Err(format!(
-                "{} errors: {}",
-                self.error_total(),
-                kinds.join(", ")
-            ));
+        let failing: Vec<String> = self
+            .failing_errors()
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        if !failing.is_empty() {
+            let total: u64 = self.failing_errors().values().sum();
+            let what = if self.faults.is_some() {
+                "errors the servers' faults do not explain"
+            } else {
+                "errors"
+            };
+            return Err(format!("{total} {what}: {}", failing.join(", ")));
         }
         if let Some(why) = self.cpu.as_ref().and_then(|c| c.unavailable.first()) {
             return Err(format!("a CPU figure that was asked for is missing: {why}"));
