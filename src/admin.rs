@@ -188,7 +188,9 @@ impl AdminState {
             1,
         );
         if let Some(server) = self.server.get() {
-            metrics::write_faults(&mut e, &self.switches(server));
+            let switches = self.switches(server);
+            metrics::write_faults(&mut e, &switches);
+            metrics::write_fault_windows(&mut e, &switches);
         }
         metrics::write_process(&mut e, self.started);
         e.finish()

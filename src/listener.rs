@@ -140,6 +140,31 @@ impl Listener {
         socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))
     }
 
+    /// Connections waiting in the accept queue now: what Linux reports for a listening
+    /// socket in `TCP_INFO` (`tcpi_unacked` holds the accept backlog's length there). `None`
+    /// elsewhere, or if the call fails.
+    pub(crate) fn backlog(&self) -> Option<u32> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: `info` is a plain C struct the kernel fills, of the size passed.
+            let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = unsafe {
+                libc::getsockopt(
+                    self.socket.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    (&mut info as *mut libc::tcp_info).cast(),
+                    &mut len,
+                )
+            };
+            (rc == 0).then_some(info.tcpi_unacked)
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
     /// Accepts one connection and classifies the outcome.
     pub fn accept(&self) -> Accepted {
         loop {

@@ -485,6 +485,34 @@ pub fn write_faults(e: &mut Exposition, switches: &[(Endpoint, Arc<Switch>)]) {
     }
 }
 
+/// `loopd_faults_active{service,listener,fault}`: 1 while the window of a listener fault
+/// (stop-accept, refuse) is open, for each listener that has one.
+pub fn write_fault_windows(e: &mut Exposition, switches: &[(Endpoint, Arc<Switch>)]) {
+    let mut announced = false;
+    for (endpoint, switch) in switches {
+        for kind in switch.kinds().into_iter().filter(|k| k.on_listener()) {
+            if !announced {
+                e.family(
+                    "loopd_faults_active",
+                    "1 while a listener fault's window (stop-accept, refuse) is open.",
+                    Kind::Gauge,
+                );
+                announced = true;
+            }
+            let listener = endpoint.addr.to_string();
+            e.sample(
+                "loopd_faults_active",
+                &[
+                    ("service", endpoint.service.as_str()),
+                    ("listener", listener.as_str()),
+                    ("fault", kind.name()),
+                ],
+                u8::from(switch.is_active(kind)),
+            );
+        }
+    }
+}
+
 /// The samples one endpoint has in a family: each with its extra label, if the family has
 /// one, and its counter.
 type Values = Vec<(Option<(&'static str, &'static str)>, Field)>;

@@ -1233,7 +1233,12 @@ fn faults_act_on_the_plaintext() {
     let d = daemon(
         &pki,
         &["echo=127.0.0.1:0,tls"],
-        &["--fault", "echo=corrupt;first-byte-delay:200ms", "--fault-seed", "3"],
+        &[
+            "--fault",
+            "echo=corrupt;first-byte-delay:200ms",
+            "--fault-seed",
+            "3",
+        ],
     );
     assert!(d.logged("faults: echo@"), "faults are logged at start-up");
     let mut s = tls_connect(d.addr_of("echo"), "localhost", &tls13(&pki));
@@ -1249,7 +1254,10 @@ fn faults_act_on_the_plaintext() {
     s.write_all(b"again").unwrap();
     let mut again = [0; 5];
     s.read_exact(&mut again).unwrap();
-    assert_eq!(again.iter().zip(b"again").filter(|(a, b)| a != b).count(), 1);
+    assert_eq!(
+        again.iter().zip(b"again").filter(|(a, b)| a != b).count(),
+        1
+    );
     // The hold counts from the loop's time for the turn that read the request, and a turn
     // that completed the handshake (slow in a debug build) read it too: up to that turn's
     // length early by the client's clock.

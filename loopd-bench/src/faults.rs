@@ -28,26 +28,66 @@ use crate::cpu::MetricsUrl;
 /// The metric family loopd exports its injections in.
 pub const FAMILY: &str = "loopd_faults_injected_total";
 
+/// The gauge that says a listener fault's window is open.
+pub const ACTIVE: &str = "loopd_faults_active";
+
 /// Which faults can explain which errors: an error kind (as the report names it, or `loss`
 /// and `late` for UDP), and the fault kinds that can cause it.
 pub const EXPLAINS: &[(&str, &[&str])] = &[
     ("connect_refused", &["refuse"]),
     ("connect_timeout", &["stop-accept"]),
     ("connect_reset", &["fail-first", "refuse"]),
-    ("reset", &["reset-after", "fail-first", "close-before-reply"]),
+    (
+        "reset",
+        &["reset-after", "fail-first", "close-before-reply"],
+    ),
     ("io", &["reset-after", "fail-first", "close-before-reply"]),
-    ("unexpected_close", &["close-after", "idle-close", "close-before-reply"]),
-    ("short_echo", &["close-after", "reset-after", "close-before-reply"]),
+    // A proxy between client and backend (HAProxy in TCP mode) relays a backend's RST to the
+    // client as its own FIN: resets can arrive as closes.
+    (
+        "unexpected_close",
+        &[
+            "close-after",
+            "idle-close",
+            "close-before-reply",
+            "reset-after",
+            "fail-first",
+        ],
+    ),
+    (
+        "short_echo",
+        &[
+            "close-after",
+            "reset-after",
+            "close-before-reply",
+            "fail-first",
+        ],
+    ),
     ("mismatch", &["corrupt"]),
     (
         "unanswered",
-        &["blackhole", "delay", "first-byte-delay", "bandwidth", "slice", "stop-accept"],
+        &[
+            "blackhole",
+            "delay",
+            "first-byte-delay",
+            "bandwidth",
+            "slice",
+            "stop-accept",
+        ],
     ),
-    ("unserved", &["blackhole", "stop-accept", "first-byte-delay", "delay"]),
+    (
+        "unserved",
+        &["blackhole", "stop-accept", "first-byte-delay", "delay"],
+    ),
     ("stalled", &["blackhole", "delay", "bandwidth", "slice"]),
     ("loss", &["drop", "fail-first", "delay"]),
     ("late", &["duplicate", "reorder", "delay"]),
 ];
+
+/// Errors that one injection causes *besides* the one it is matched with: a corrupted UDP
+/// reply fails verification (a mismatch) and leaves its datagram unanswered (a loss). Each
+/// such pair has a capacity of its own, equal to the fault's count.
+pub const ALSO: &[(&str, &str)] = &[("corrupt", "loss")];
 
 /// Faults whose count is a window, not a count of connections affected (see the module
 /// documentation).
@@ -96,7 +136,15 @@ pub type Counters = BTreeMap<(String, String), u64>;
 pub fn parse(page: &str) -> Counters {
     let mut out = Counters::new();
     for line in page.lines() {
-        let Some(rest) = line.strip_prefix(FAMILY).and_then(|r| r.strip_prefix('{')) else {
+        // A window open at a scrape (the gauge) counts as one injection of its kind, under
+        // its own key, so it explains what the window caused even if it opened before the
+        // run (its counter did not move during it).
+        let (rest, suffix) = match (line.strip_prefix(FAMILY), line.strip_prefix(ACTIVE)) {
+            (Some(r), _) => (r, ""),
+            (None, Some(r)) => (r, " (open window)"),
+            _ => continue,
+        };
+        let Some(rest) = rest.strip_prefix('{') else {
             continue;
         };
         let Some((labels, value)) = rest.split_once("} ") else {
@@ -108,12 +156,15 @@ pub fn parse(page: &str) -> Counters {
                 (k == name).then(|| v.trim_matches('"').to_string())
             })
         };
-        let value = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok());
+        let value = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok());
         if let (Some(service), Some(listener), Some(fault), Some(v)) =
             (label("service"), label("listener"), label("fault"), value)
         {
             if v.is_finite() && v >= 0.0 {
-                out.insert((format!("{service}@{listener}"), fault), v as u64);
+                out.insert((format!("{service}@{listener}{suffix}"), fault), v as u64);
             }
         }
     }
@@ -123,7 +174,11 @@ pub fn parse(page: &str) -> Counters {
 /// Scrapes every URL's counters, in order.
 pub fn scrape(urls: &[MetricsUrl]) -> Result<Vec<Counters>, String> {
     urls.iter()
-        .map(|u| u.get().map(|page| parse(&page)).map_err(|e| format!("{}: {e}", u.url)))
+        .map(|u| {
+            u.get()
+                .map(|page| parse(&page))
+                .map_err(|e| format!("{}: {e}", u.url))
+        })
         .collect()
 }
 
@@ -132,7 +187,13 @@ pub fn injected(urls: &[MetricsUrl], before: &[Counters], after: &[Counters]) ->
     let mut out = Vec::new();
     for ((url, a), b) in urls.iter().zip(before).zip(after) {
         for ((listener, fault), &n) in b {
-            let count = n.saturating_sub(a.get(&(listener.clone(), fault.clone())).copied().unwrap_or(0));
+            let key = (listener.clone(), fault.clone());
+            let count = if listener.ends_with("(open window)") {
+                // Open at either end of the run.
+                n.max(a.get(&key).copied().unwrap_or(0))
+            } else {
+                n.saturating_sub(a.get(&key).copied().unwrap_or(0))
+            };
             out.push(Injected {
                 backend: url.url.clone(),
                 listener: listener.clone(),
@@ -173,11 +234,17 @@ impl Reconciliation {
             .collect();
         let faults: Vec<(String, u64)> = by_fault.into_iter().collect();
         let flows = assign(&errors, &faults);
+        // The second error of one injection, each with its own capacity.
+        let also: Vec<(String, u64)> = faults
+            .iter()
+            .filter(|(f, _)| ALSO.iter().any(|(a, _)| a == f))
+            .cloned()
+            .collect();
         let rows = errors
             .iter()
             .enumerate()
             .map(|(e, (error, seen))| {
-                let explained_by: BTreeMap<String, u64> = faults
+                let mut explained_by: BTreeMap<String, u64> = faults
                     .iter()
                     .enumerate()
                     .filter_map(|(f, (fault, _))| {
@@ -185,6 +252,14 @@ impl Reconciliation {
                         (n > 0).then(|| (fault.clone(), n))
                     })
                     .collect();
+                let mut left = seen - explained_by.values().sum::<u64>();
+                for (fault, count) in &also {
+                    if ALSO.contains(&(fault.as_str(), error.as_str())) && left > 0 {
+                        let n = left.min(*count);
+                        *explained_by.entry(fault.clone()).or_default() += n;
+                        left -= n;
+                    }
+                }
                 let explained: u64 = explained_by.values().sum();
                 Row {
                     error: error.clone(),
@@ -276,7 +351,11 @@ fn assign(errors: &[(String, u64)], faults: &[(String, u64)]) -> Vec<Vec<u64>> {
         }
     }
     (0..ne)
-        .map(|e| (0..nf).map(|f| flow[fault_node(f)][error_node(e)]).collect())
+        .map(|e| {
+            (0..nf)
+                .map(|f| flow[fault_node(f)][error_node(e)])
+                .collect()
+        })
         .collect()
 }
 
@@ -309,7 +388,11 @@ impl fmt::Display for Reconciliation {
             "error", "seen", "explained", "unexplained"
         )?;
         for r in &self.rows {
-            let by: Vec<String> = r.explained_by.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let by: Vec<String> = r
+                .explained_by
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
             writeln!(
                 f,
                 "  {:<18} {:>8} {:>10} {:>12}  {}",
@@ -317,7 +400,11 @@ impl fmt::Display for Reconciliation {
                 r.seen,
                 r.seen - r.unexplained,
                 r.unexplained,
-                if by.is_empty() { "-".to_string() } else { by.join(", ") }
+                if by.is_empty() {
+                    "-".to_string()
+                } else {
+                    by.join(", ")
+                }
             )?;
         }
         Ok(())
@@ -351,7 +438,10 @@ mod tests {
                     loopd_faults_injected_total{service=\"echo\",listener=\"127.0.0.1:7007\",fault=\"delay\"} 12\n\
                     loopd_connections_active 3\n";
         let c = parse(page);
-        assert_eq!(c.get(&("echo@127.0.0.1:7007".into(), "reset-after".into())), Some(&5));
+        assert_eq!(
+            c.get(&("echo@127.0.0.1:7007".into(), "reset-after".into())),
+            Some(&5)
+        );
         assert_eq!(c.len(), 2);
     }
 
@@ -376,6 +466,21 @@ mod tests {
         assert!(r.unexplained().is_empty(), "{r}");
     }
 
+    /// A corrupted datagram is both a mismatch and a loss: one injection explains one of each.
+    #[test]
+    fn a_corrupted_datagram_is_a_mismatch_and_a_loss() {
+        let r = Reconciliation::new(
+            inj(&[("corrupt", 3)]),
+            &errors(&[("mismatch", 3), ("loss", 3)]),
+        );
+        assert!(r.unexplained().is_empty(), "{r}");
+        let r = Reconciliation::new(
+            inj(&[("corrupt", 3)]),
+            &errors(&[("mismatch", 3), ("loss", 4)]),
+        );
+        assert_eq!(r.unexplained(), errors(&[("loss", 1)]));
+    }
+
     /// An error no fault kind can explain stays unexplained, whatever was injected.
     #[test]
     fn unrelated_faults_explain_nothing() {
@@ -387,19 +492,28 @@ mod tests {
     /// which only makes a close slower (loopd-bench closes first and waits for nothing).
     #[test]
     fn every_fault_kind_explains_something() {
-        for kind in loopd::fault::KINDS.into_iter().filter(|k| k.name() != "slow-close") {
+        for kind in loopd::fault::KINDS
+            .into_iter()
+            .filter(|k| k.name() != "slow-close")
+        {
             assert!(
-                EXPLAINS.iter().any(|(_, faults)| faults.contains(&kind.name())),
+                EXPLAINS
+                    .iter()
+                    .any(|(_, faults)| faults.contains(&kind.name())),
                 "{kind} explains nothing"
             );
         }
         for (error, _) in EXPLAINS {
-            let known = loopd_bench_error_names().contains(error) || ["loss", "late"].contains(error);
+            let known =
+                loopd_bench_error_names().contains(error) || ["loss", "late"].contains(error);
             assert!(known, "{error} is not an error kind loopd-bench counts");
         }
     }
 
     fn loopd_bench_error_names() -> Vec<&'static str> {
-        crate::errors::ErrorKind::ALL.iter().map(|k| k.name()).collect()
+        crate::errors::ErrorKind::ALL
+            .iter()
+            .map(|k| k.name())
+            .collect()
     }
 }

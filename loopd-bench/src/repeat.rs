@@ -7,8 +7,8 @@
 //! each series whether it is done.
 
 use crate::config::BenchConfig;
-use crate::faults::Reconciliation;
 pub use crate::config::{Confidence, Repeat};
+use crate::faults::Reconciliation;
 use crate::record::Second;
 use crate::report::iterations::{interval, Interval, Iteration, Iterations};
 pub use crate::report::iterations::{DEFAULT_LEVEL, EXIT_NOT_CONFIDENT};

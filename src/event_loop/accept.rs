@@ -125,22 +125,8 @@ impl EventLoop {
                 }
                 budget -= 1;
                 match self.listeners[i].accept() {
-                    Accepted::Stream(stream, peer) => {
-                        if let Some(f) = self.listeners[i].faults.as_mut() {
-                            if f.backlog_waited {
-                                // It waited in the backlog through a stop-accept window.
-                                f.switch.note(FaultKind::StopAccept);
-                            }
-                        }
-                        self.add(i, stream, peer)
-                    }
-                    Accepted::Drained => {
-                        let l = &mut self.listeners[i];
-                        l.ready = false;
-                        if let Some(f) = l.faults.as_mut() {
-                            f.backlog_waited = false;
-                        }
-                    }
+                    Accepted::Stream(stream, peer) => self.add(i, stream, peer),
+                    Accepted::Drained => self.listeners[i].ready = false,
                     Accepted::Skip(e) => debug!("accept: connection lost before accept: {e}"),
                     Accepted::Exhausted(e) => {
                         self.pause_accept(i, &e);
@@ -170,6 +156,8 @@ impl EventLoop {
         let (stop, stop_next) = f.window(FaultKind::StopAccept, now);
         let next = [refuse_next, stop_next, self.listener_faults_next];
         self.listener_faults_next = next.into_iter().flatten().min();
+        f.switch.set_active(FaultKind::Refuse, refuse);
+        f.switch.set_active(FaultKind::StopAccept, stop);
         let refusing = refuse && !f.refused;
         let refused_over = !refuse && f.refused;
         f.refused = refuse;
@@ -182,8 +170,20 @@ impl EventLoop {
         }
         f.stopped = stop;
         if stop_over {
-            f.backlog_waited = true;
+            f.backlog_counted = 0;
             info!("fault stop-accept over: {addr} accepts again");
+        }
+        if stop && l.ready {
+            // Each connection that joins the backlog while accepting is stopped is counted
+            // once, as it arrives (its readable edge brought this turn), so a client sees
+            // the count while it waits.
+            if let (Some(n), Some(f)) = (l.backlog(), l.faults.as_mut()) {
+                for _ in f.backlog_counted..n {
+                    f.switch.note(FaultKind::StopAccept);
+                }
+                f.backlog_counted = f.backlog_counted.max(n);
+            }
+            l.ready = false;
         }
         if refusing {
             info!("fault refuse: {addr} stops listening");

@@ -43,7 +43,7 @@ mod rng;
 pub mod spec;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +85,8 @@ pub struct Switch {
     plan: Mutex<Arc<Plan>>,
     /// Injections by [`Kind::index`].
     injected: [AtomicU64; KINDS.len()],
+    /// Whether a listener fault's window (stop-accept, refuse) is open now, by kind.
+    active: [AtomicBool; KINDS.len()],
 }
 
 /// A listener's faults, as one generation of its [`Switch`] has them.
@@ -142,6 +144,7 @@ impl Switch {
             generation: AtomicU64::new(0),
             plan: Mutex::new(Arc::new(Plan::new(faults))),
             injected: std::array::from_fn(|_| AtomicU64::new(0)),
+            active: std::array::from_fn(|_| AtomicBool::new(false)),
         })
     }
 
@@ -176,6 +179,18 @@ impl Switch {
     /// Counts one injection of `kind`.
     pub fn note(&self, kind: Kind) {
         self.injected[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records whether the window of listener fault `kind` is open now.
+    pub fn set_active(&self, kind: Kind, active: bool) {
+        self.active[kind.index()].store(active, Ordering::Relaxed);
+    }
+
+    /// Whether the window of listener fault `kind` is open now: a refuse window refuses
+    /// connects the kernel answers, one by one, without loopd seeing them, so a client
+    /// reconciling its refused connects needs to know the window was open.
+    pub fn is_active(&self, kind: Kind) -> bool {
+        self.active[kind.index()].load(Ordering::Relaxed)
     }
 
     /// Injections of `kind` so far.
@@ -246,9 +261,9 @@ pub(crate) struct Local {
     pub(crate) refused: bool,
     /// `stop-accept`: accepting is stopped now.
     pub(crate) stopped: bool,
-    /// A `stop-accept` window ended and the connections that waited in the backlog are being
-    /// accepted: each is counted.
-    pub(crate) backlog_waited: bool,
+    /// `stop-accept`: the most connections seen waiting in the backlog during the window,
+    /// each counted once.
+    pub(crate) backlog_counted: u32,
 }
 
 impl Local {
@@ -260,7 +275,7 @@ impl Local {
             generation,
             refused: false,
             stopped: false,
-            backlog_waited: false,
+            backlog_counted: 0,
         }
     }
 
