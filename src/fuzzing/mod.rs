@@ -18,6 +18,7 @@
 //! | [`chunked`] | the chunked body decoder, in any cuts | `chunked` |
 //! | [`udp`] | the UDP services behind their guard, datagrams from any source | `udp` |
 //! | `x509` | the client certificate's subject reader (`tls` feature) | `x509` |
+//! | [`fault_spec`] | the `--fault` spec parser (also `POST /faults`'s query) | `fault_spec` |
 
 use std::path::{Path, PathBuf};
 
@@ -32,13 +33,43 @@ pub use http::{chunked, http_head};
 pub use input::{Input, Rng};
 pub use stream::{admin, frame, http, line, proxy, server_reply, SETUP};
 
+/// The `--fault` spec parser (`LISTENER=FAULT[;FAULT…]`), which also reads the query of a
+/// run-time `POST /faults`: any bytes (as UTF-8, lossily) give a spec or an error, never a
+/// panic; a spec prints as text that parses back to the same spec; and every fault it holds
+/// has a value and options within the documented bounds.
+pub fn fault_spec(data: &[u8]) {
+    use crate::fault::spec::{MAX_BYTES, MAX_DURATION};
+    use crate::fault::{FaultSpec, Value};
+    let text = String::from_utf8_lossy(data);
+    let Ok(spec) = text.parse::<FaultSpec>() else {
+        return;
+    };
+    let printed = spec.to_string();
+    let again: FaultSpec = printed
+        .parse()
+        .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}, which fails: {e}"));
+    assert_eq!(again, spec, "{text:?} printed as {printed:?}");
+    for f in &spec.faults {
+        assert!(f.ppm <= crate::fault::spec::CERTAIN);
+        match f.value {
+            Value::Duration(d) => assert!(d <= MAX_DURATION),
+            Value::Bytes(b) => assert!(b <= MAX_BYTES),
+            Value::Count(_) | Value::None => {}
+        }
+        for d in [f.after, f.jitter, f.gap] {
+            assert!(d <= MAX_DURATION);
+        }
+        assert!(f.window.is_none_or(|w| w <= MAX_DURATION));
+    }
+}
+
 /// A fuzz target: the fuzzer's bytes in, a panic if a property is broken.
 pub type Target = fn(&[u8]);
 
 /// Every target of this library, by its name in `fuzz/` (its binary, and its directories
 /// under `fuzz/corpus/` and `fuzz/artifacts/`).
 pub fn targets() -> Vec<(&'static str, Target)> {
-    let plain: [(&'static str, Target); 8] = [
+    let plain: [(&'static str, Target); 9] = [
         ("proxy", proxy),
         ("line", line),
         ("frame", frame),
@@ -47,6 +78,7 @@ pub fn targets() -> Vec<(&'static str, Target)> {
         ("http_head", http_head),
         ("chunked", chunked),
         ("udp", udp),
+        ("fault_spec", fault_spec),
     ];
     #[cfg(feature = "tls")]
     let tls: [(&'static str, Target); 1] = [("x509", x509)];
