@@ -18,7 +18,7 @@
 //! lists them in order): readiness and what the kernel promises, one turn of the loop, a
 //! connection's life, framing, backpressure, closing, timers and limits, TLS, UDP, scaling;
 //! then the appendices — measurements, operations, load testing, the same loop in about 80
-//! lines of plain mio (`examples/echo_loop.rs`), and the other pollers.
+//! lines of plain mio (`examples/echo_loop.rs`), the other pollers, and fault injection.
 //!
 //! # Layout
 //!
