@@ -639,8 +639,10 @@ fn faults_are_counted_listed_and_changed_through_admin() {
 /// only the reply is corrupted.
 #[test]
 fn faults_act_after_the_proxy_header() {
-    let mut config = Config::default();
-    config.listen = vec!["echo=127.0.0.1:0,proxy".parse().unwrap()];
+    let mut config = Config {
+        listen: vec!["echo=127.0.0.1:0,proxy".parse().unwrap()],
+        ..Config::default()
+    };
     config.deployment.faults.specs = vec!["echo@0=corrupt;first-byte-delay:200ms".parse().unwrap()];
     let server = loopd::Server::new(&config).unwrap();
     let addr = server.local_addrs()[0];

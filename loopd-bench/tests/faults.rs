@@ -19,8 +19,10 @@ use common::{haproxy, wait_until, Scratch, TestServer, HAPROXY_DEFAULTS};
 /// A server of `service` on an ephemeral port whose listener injects `faults`, with an
 /// admin endpoint; its service address and metrics URL.
 fn faulted(service: Builtin, faults: &str, server_id: &str) -> (TestServer, SocketAddr, String) {
-    let mut config = Config::default();
-    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    let mut config = Config {
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::default()
+    };
     config.loops.server_id = server_id.into();
     if !faults.is_empty() {
         config.deployment.faults.specs =

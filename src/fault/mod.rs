@@ -10,7 +10,7 @@
 //! | decision point | where | faults |
 //! | --- | --- | --- |
 //! | accept | `event_loop/accept.rs` | `stop-accept`, `refuse`, `fail-first` (streams), `blackhole`, per-connection choices |
-//! | a reply produced | `Serving::call` → [`ConnFaults::on_reply`] | `delay`, `first-byte-delay`, `corrupt`, `close-before-reply`, `close-after`, `reset-after` (N or SIZE), `fail-first` (framed) |
+//! | a reply produced | `Serving::call` → `ConnFaults::on_reply` | `delay`, `first-byte-delay`, `corrupt`, `close-before-reply`, `close-after`, `reset-after` (N or SIZE), `fail-first` (framed) |
 //! | output flushed | `Serving::flush` → [`Hold`] | `bandwidth`, `slice`, held replies, RST at an offset |
 //! | a deadline | `Serving::on_deadline` | `idle-close`, `reset-after:DUR`, releases |
 //! | the peer's FIN | `Serving::advance_close` | `slow-close` |
@@ -20,7 +20,7 @@
 //! socket: the bounds. A held reply must stay in the connection's own output buffer, where
 //! the watermarks see it (reading pauses, a streaming service stops producing); a wrapper
 //! service cannot hold bytes the watermark counts, and a wrapper socket would hold them in a
-//! second buffer the watermark does not see. The connection asks its [`ConnFaults`] at each
+//! second buffer the watermark does not see. The connection asks its `ConnFaults` at each
 //! point and otherwise runs its usual code. A connection of a listener without faults never
 //! allocates one and pays one `None` check at those points.
 //!
@@ -37,9 +37,9 @@
 //! (`loopd_faults_injected_total`), once for each thing a client could notice: a reply
 //! held, a connection reset, a datagram dropped. That is what lets a client reconcile.
 
-mod hold;
+pub mod hold;
 mod policy;
-mod rng;
+pub mod rng;
 pub mod spec;
 
 use std::fmt;

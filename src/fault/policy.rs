@@ -86,11 +86,10 @@ impl ConnFaults {
             }
             chosen |= 1 << i;
             match (f.kind, f.value) {
-                (Kind::FailFirst, Value::Count(n)) if !switch.framed() => {
-                    if plan.fails_first(n) {
-                        switch.note(Kind::FailFirst);
-                        return Accept::Reset;
-                    }
+                // Counting is the guard's side effect: every connection counts once.
+                (Kind::FailFirst, Value::Count(n)) if !switch.framed() && plan.fails_first(n) => {
+                    switch.note(Kind::FailFirst);
+                    return Accept::Reset;
                 }
                 (Kind::Blackhole, _) => blackhole = true,
                 (Kind::Bandwidth, Value::Bytes(rate)) => pace = Pace::Rate(rate),
@@ -181,11 +180,12 @@ impl ConnFaults {
                 continue;
             }
             match (f.kind, f.value) {
-                (Kind::FailFirst, Value::Count(n)) if self.switch.framed() => {
-                    if plan.fails_first(n) {
-                        self.switch.note(Kind::FailFirst);
-                        return self.drop_reply(output, start, f.how);
-                    }
+                // Counting is the guard's side effect: every request counts once.
+                (Kind::FailFirst, Value::Count(n))
+                    if self.switch.framed() && plan.fails_first(n) =>
+                {
+                    self.switch.note(Kind::FailFirst);
+                    return self.drop_reply(output, start, f.how);
                 }
                 (Kind::CloseBeforeReply, _) => {
                     self.switch.note(Kind::CloseBeforeReply);
