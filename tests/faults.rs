@@ -709,3 +709,28 @@ fn a_hold_longer_than_the_write_stall_timeout_is_not_a_stall() {
     assert!(took >= Duration::from_millis(1500), "{took:?}");
     assert_eq!(server.stats().closed_write_stall, 0);
 }
+
+/// A deadline that comes due with nothing to do is not left armed in the past: with
+/// `idle-close` shorter than a `delay`, the held reply keeps the connection from being idle,
+/// and the loop sleeps until the reply's time instead of waking again and again. The
+/// daemon's CPU time over the hold says which.
+#[test]
+fn a_held_reply_does_not_spin_the_idle_close_deadline() {
+    let d = common::daemon::Daemon::start(&[
+        "-l",
+        "echo=127.0.0.1:0",
+        "--fault",
+        "echo=idle-close:50ms;delay:1500ms",
+    ]);
+    let mut c = connect(d.addr());
+    let before = d.cpu_time();
+    let took = timed_round_trip(&mut c, b"held");
+    let spent = d.cpu_time() - before;
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    // A loop that woke for a past deadline would burn the whole hold; a sleeping one a
+    // few milliseconds. Half the hold tells them apart on a loaded machine.
+    assert!(
+        spent < Duration::from_millis(750),
+        "{spent:?} of CPU over a {took:?} hold"
+    );
+}

@@ -322,6 +322,16 @@ impl ConnFaults {
         self.switch.note(kind);
     }
 
+    /// A deadline came due: a held FIN whose time has come is released for good, so that
+    /// its deadline, once past, is never armed again (the FIN may still wait for output to
+    /// flush, and a past deadline would come due at once, again and again).
+    pub(crate) fn settle(&mut self, now: Time) {
+        if self.fin_at.is_some_and(|t| now >= t) {
+            self.slow_close = None;
+            self.fin_at = None;
+        }
+    }
+
     /// `slow-close`: whether our FIN, due now that the peer finished, must wait; the first
     /// call starts the wait.
     pub(crate) fn hold_fin(&mut self, now: Time) -> bool {

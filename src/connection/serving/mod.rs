@@ -434,7 +434,11 @@ impl Serving {
                 self.finished = true;
                 self.set_state(io, State::Closing, cx.now);
             }
-            Due::Work => {}
+            Due::Work => {
+                if let Some(faults) = self.faults_mut() {
+                    faults.settle(cx.now);
+                }
+            }
         }
         let mut budget = cx.limits.read_budget;
         let flow = self.work(io, cx, &mut budget);
