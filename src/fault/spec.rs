@@ -628,6 +628,8 @@ fn count(v: &str) -> Result<u64, String> {
 /// of a time and a duration far from overflowing.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
+/// A duration, rounded up to whole milliseconds: the loop's clock counts milliseconds, so
+/// that is what a fault can do, and what its spec prints (`250us` is `1ms`).
 fn duration(v: &str) -> Result<Duration, String> {
     let d = if v == "0" {
         Duration::ZERO
@@ -635,6 +637,7 @@ fn duration(v: &str) -> Result<Duration, String> {
         humantime::parse_duration(v)
             .map_err(|e| format!("'{v}' is not a duration like 250ms or 2s ({e})"))?
     };
+    let d = Duration::from_millis(d.as_nanos().div_ceil(1_000_000).min(u64::MAX as u128) as u64);
     if d > MAX_DURATION {
         return Err(format!(
             "'{v}' is longer than a day, the longest a fault takes"
@@ -818,6 +821,19 @@ mod tests {
             let printed = a.to_string();
             assert_eq!(spec(&printed), a, "{s} printed as {printed}");
         }
+    }
+
+    /// Durations are whole milliseconds, rounded up: what the loop can do, and what prints
+    /// back (found by the fuzz target: `delay:166666.66us` printed as `166ms`).
+    #[test]
+    fn durations_are_whole_milliseconds() {
+        let f: Fault = "delay:166666.66us".parse().unwrap();
+        assert_eq!(f.value, Value::Duration(Duration::from_millis(167)));
+        let f: Fault = "delay:250us,jitter:1ns".parse().unwrap();
+        assert_eq!(
+            (f.duration(), f.jitter),
+            (Duration::from_millis(1), Duration::from_millis(1))
+        );
     }
 
     /// Which transport each kind can act on.
