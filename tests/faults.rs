@@ -734,3 +734,59 @@ fn a_held_reply_does_not_spin_the_idle_close_deadline() {
         "{spent:?} of CPU over a {took:?} hold"
     );
 }
+
+/// A service asks for the same machinery itself (an HTTP service's `delay=` and `close=`):
+/// `Output::hold` holds that call's reply, later replies wait behind it, and `Output::reset`
+/// ends the connection with RST once its reply is sent — on a listener with no faults.
+#[test]
+fn a_service_holds_and_resets_through_the_same_machinery() {
+    use loopd::service::{ConnInfo, Handler, Output, Service, ServiceFactory};
+
+    /// Answers each line with itself; `slow` is held 300 ms, `bye` is the last, then RST.
+    struct Knobs;
+    impl Service for Knobs {
+        fn on_input(&mut self, input: &[u8], out: &mut Output<'_>) -> usize {
+            let mut used = 0;
+            while let Some(n) = input[used..].iter().position(|&b| b == b'\n') {
+                let line = &input[used..used + n + 1];
+                out.write(line);
+                match line {
+                    b"slow\n" => out.hold(Duration::from_millis(300)),
+                    b"bye\n" => out.reset(),
+                    _ => {}
+                }
+                used += n + 1;
+            }
+            used
+        }
+    }
+
+    let factory: Arc<dyn ServiceFactory> =
+        Arc::new(|_: &ConnInfo<'_>| Box::new(Knobs) as Box<dyn Service>);
+    let config = Config::default();
+    let endpoint =
+        loopd::EndpointSpec::bind("127.0.0.1:0".parse().unwrap(), Handler::Stream(factory));
+    let server =
+        loopd::Server::with_endpoints(&config.deployment, &config.loops, vec![endpoint]).unwrap();
+    let addr = server.local_addrs()[0];
+    let handle = server.handle();
+    let t = thread::spawn(move || server.run());
+
+    let mut c = connect(addr);
+    assert!(timed_round_trip(&mut c, b"fast\n") < Duration::from_millis(300));
+    // The held reply, and the one behind it, wait; a later call is not held by itself.
+    let start = Instant::now();
+    c.write_all(b"slow\nnext\n").unwrap();
+    assert_eq!(read_n(&mut c, 10), b"slow\nnext\n");
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(timed_round_trip(&mut c, b"quick\n") < Duration::from_millis(300));
+    c.write_all(b"bye\n").unwrap();
+    let (got, end) = read_until_end(&mut c, PATIENCE);
+    assert_eq!((got, end), (b"bye\n".to_vec(), End::Rst));
+    handle.shutdown();
+    t.join().unwrap().unwrap();
+}

@@ -11,6 +11,7 @@ use super::rng::Rng;
 use super::spec::{Fault, How, Kind, Per, Value};
 use super::{since_start, Plan, Switch};
 use crate::buffer::Buffer;
+use crate::service::Asked;
 use crate::timer::Time;
 
 /// What accept decides for a new connection of a faulted listener.
@@ -46,7 +47,9 @@ pub(crate) struct Reply {
 /// The faults of one connection. Kept in the connection's cold part for its whole life.
 #[derive(Debug)]
 pub(crate) struct ConnFaults {
-    switch: Arc<Switch>,
+    /// The listener's switch, where injections are counted; `None` for a connection whose
+    /// service asked for a hold or a reset itself (nothing injected, nothing counted).
+    switch: Option<Arc<Switch>>,
     plan: Arc<Plan>,
     rng: Rng,
     /// Which of the plan's faults were chosen at accept (bit `i` for fault `i`).
@@ -121,7 +124,7 @@ impl ConnFaults {
             hold.end_at(n, how);
         }
         Accept::Serve(Box::new(ConnFaults {
-            switch: Arc::clone(switch),
+            switch: Some(Arc::clone(switch)),
             plan: Arc::clone(plan),
             rng,
             chosen,
@@ -135,6 +138,33 @@ impl ConnFaults {
             ending: ending.map(|(_, _, kind)| kind),
             blackhole,
         }))
+    }
+
+    /// The schedule of a connection whose service asks for holds or a reset itself
+    /// ([`Output::hold`](crate::service::Output::hold)), with no faults of its listener.
+    pub(crate) fn for_service(now: Time) -> ConnFaults {
+        ConnFaults {
+            switch: None,
+            plan: Arc::new(Plan::default()),
+            rng: Rng::new(0),
+            chosen: 0,
+            hold: Hold::new(Pace::Free, now),
+            next_release: None,
+            replies: 0,
+            reset_at: None,
+            idle_close: None,
+            slow_close: None,
+            fin_at: None,
+            ending: None,
+            blackhole: false,
+        }
+    }
+
+    /// Counts one injection of `kind` at the listener's switch.
+    fn count(&self, kind: Kind) {
+        if let Some(switch) = &self.switch {
+            switch.note(kind);
+        }
     }
 
     /// Whether fault `i` of the plan acts on this message: chosen at accept, or chosen now.
@@ -153,16 +183,22 @@ impl ConnFaults {
         start: usize,
         len: usize,
         now: Time,
+        asked: Asked,
     ) -> Reply {
         let mut reply = Reply {
             kept: len,
             ..Reply::default()
         };
         if len == 0 {
+            // Nothing to hold; a reset asked with no reply comes once what waits is sent.
+            if asked.reset {
+                self.hold.end_at(self.hold.produced(), How::Rst);
+            }
             return reply;
         }
         let plan = Arc::clone(&self.plan);
-        let mut hold_until: Option<Time> = None;
+        // What the service asked for itself comes first; faults may hold longer.
+        let mut hold_until: Option<Time> = asked.hold.map(|d| not_before(now, d));
         let mut end_after: Option<(How, Kind)> = None;
         for (i, f) in plan.faults.iter().enumerate() {
             if !matches!(
@@ -182,18 +218,18 @@ impl ConnFaults {
             match (f.kind, f.value) {
                 // Counting is the guard's side effect: every request counts once.
                 (Kind::FailFirst, Value::Count(n))
-                    if self.switch.framed() && plan.fails_first(n) =>
+                    if self.switch.as_ref().is_some_and(|s| s.framed()) && plan.fails_first(n) =>
                 {
-                    self.switch.note(Kind::FailFirst);
+                    self.count(Kind::FailFirst);
                     return self.drop_reply(output, start, f.how);
                 }
                 (Kind::CloseBeforeReply, _) => {
-                    self.switch.note(Kind::CloseBeforeReply);
+                    self.count(Kind::CloseBeforeReply);
                     return self.drop_reply(output, start, f.how);
                 }
                 (Kind::Blackhole, _) if f.per == Per::Msg => {
                     // This reply is never sent; the connection goes on.
-                    self.switch.note(Kind::Blackhole);
+                    self.count(Kind::Blackhole);
                     output.truncate(start);
                     reply.kept = 0;
                     return reply;
@@ -201,16 +237,16 @@ impl ConnFaults {
                 (Kind::Corrupt, _) => {
                     let at = start + self.rng.below(len as u64) as usize;
                     output.as_mut_slice()[at] ^= 0xFF;
-                    self.switch.note(Kind::Corrupt);
+                    self.count(Kind::Corrupt);
                 }
                 (Kind::Delay, Value::Duration(d)) => {
                     let d = self.jittered(d, f.jitter);
                     hold_until = hold_until.max(Some(not_before(now, d)));
-                    self.switch.note(Kind::Delay);
+                    self.count(Kind::Delay);
                 }
                 (Kind::FirstByteDelay, Value::Duration(d)) if self.replies == 0 => {
                     hold_until = hold_until.max(Some(not_before(now, d)));
-                    self.switch.note(Kind::FirstByteDelay);
+                    self.count(Kind::FirstByteDelay);
                 }
                 (Kind::CloseAfter | Kind::ResetAfter, Value::Count(n)) if self.replies + 1 == n => {
                     let how = if f.kind == Kind::CloseAfter {
@@ -233,12 +269,15 @@ impl ConnFaults {
             self.hold.end_at(self.hold.produced(), how);
             self.ending = Some(kind);
         }
+        if asked.reset {
+            self.hold.end_at(self.hold.produced(), How::Rst);
+        }
         if self.hold.ending_reached() == Some(How::Fin) {
             // Every byte before a FIN ending is produced: the connection finishes, flushing
             // them first (its usual graceful close).
             reply.finish = true;
             if let Some(kind) = self.ending.take() {
-                self.switch.note(kind);
+                self.count(kind);
             }
         }
         self.next_release = self.hold.next_release(now);
@@ -273,7 +312,7 @@ impl ConnFaults {
         let due = self.hold.ending_due().filter(|&how| how == How::Rst);
         if due.is_some() {
             if let Some(kind) = self.ending.take() {
-                self.switch.note(kind);
+                self.count(kind);
             }
         }
         due
@@ -319,7 +358,7 @@ impl ConnFaults {
 
     /// Counts the fault that fired from a deadline.
     pub(crate) fn note(&self, kind: Kind) {
-        self.switch.note(kind);
+        self.count(kind);
     }
 
     /// A deadline came due: a held FIN whose time has come is released for good, so that
@@ -338,10 +377,13 @@ impl ConnFaults {
         let Some(d) = self.slow_close else {
             return false;
         };
-        let at = *self.fin_at.get_or_insert_with(|| {
-            self.switch.note(Kind::SlowClose);
-            not_before(now, d)
-        });
+        let at = match self.fin_at {
+            Some(at) => at,
+            None => {
+                self.count(Kind::SlowClose);
+                *self.fin_at.insert(not_before(now, d))
+            }
+        };
         if now >= at {
             self.slow_close = None;
             self.fin_at = None;

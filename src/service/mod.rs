@@ -226,6 +226,25 @@ pub struct Output<'a> {
     borrowed: Option<Borrowed>,
     high_watermark: usize,
     finished: &'a mut bool,
+    /// What the service asked of this call's output besides its bytes.
+    asked: Asked,
+}
+
+/// What a service asked of one call's output besides its bytes: to hold it, or to end the
+/// connection with RST once it is sent ([`Output::hold`], [`Output::reset`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Asked {
+    /// Hold this call's output at least this long.
+    pub(crate) hold: Option<std::time::Duration>,
+    /// RST once this call's output is sent.
+    pub(crate) reset: bool,
+}
+
+impl Asked {
+    /// Whether anything was asked.
+    pub(crate) fn any(&self) -> bool {
+        self.hold.is_some() || self.reset
+    }
 }
 
 /// Output recorded by reference: where its bytes lie.
@@ -273,6 +292,7 @@ impl<'a> Output<'a> {
             borrowed: None,
             high_watermark,
             finished,
+            asked: Asked::default(),
         }
     }
 
@@ -368,6 +388,27 @@ impl<'a> Output<'a> {
     /// Whether [`Output::finish`] has been called.
     pub fn is_finished(&self) -> bool {
         *self.finished
+    }
+
+    /// Holds what this call writes for at least `d` before it is sent: a reply a protocol
+    /// delays on purpose (an HTTP service's `delay=`). The connection keeps it as pending
+    /// output, so it counts against the high watermark like any other, and replies written
+    /// by later calls wait behind it. The same machinery as the `delay` fault
+    /// ([`Hold`](crate::fault::Hold)); the time is the loop's, in whole milliseconds.
+    pub fn hold(&mut self, d: std::time::Duration) {
+        self.asked.hold = Some(self.asked.hold.map_or(d, |h| h.max(d)));
+    }
+
+    /// Ends the connection with RST (`SO_LINGER` 0) once what was written so far, this
+    /// call's output included, is sent: an abortive close a protocol asks for on purpose.
+    /// [`Output::finish`] is the graceful close.
+    pub fn reset(&mut self) {
+        self.asked.reset = true;
+    }
+
+    /// What the service asked of this call besides its bytes.
+    pub(crate) fn asked(&self) -> Asked {
+        self.asked
     }
 }
 

@@ -10,7 +10,8 @@ use log::{debug, trace};
 
 use super::{Cold, Offer, Serving, State};
 use crate::connection::{Context, Io};
-use crate::fault::How;
+use crate::fault::{ConnFaults, How};
+use crate::service::Asked;
 use crate::service::{Output, Service};
 use crate::socket::Socket;
 use crate::stats::{CloseReason, Stats};
@@ -80,9 +81,10 @@ impl Serving {
         };
         let answer = hook(self.service.as_mut(), input, &mut out);
         let mut produced = out.pending() - before;
+        let asked = out.asked();
         cx.out_borrowed = out.take_borrowed();
-        if produced > 0 && self.faults().is_some() {
-            produced = self.fault_reply(io, cx, produced)?;
+        if (produced > 0 && self.faults().is_some()) || asked.any() {
+            produced = self.fault_reply(io, cx, produced, asked)?;
         }
         if self.finished && self.state == State::Open {
             self.set_state(io, State::Closing, cx.now);
@@ -108,14 +110,23 @@ impl Serving {
     /// Hands a reply of `produced` bytes to the connection's faults: it moves into the output
     /// buffer (where the watermarks see it while it is held), and may be dropped, corrupted,
     /// cut, held, or end the connection. Returns the bytes kept.
+    ///
+    /// A service's own requests ([`Output::hold`](crate::service::Output::hold),
+    /// [`Output::reset`](crate::service::Output::reset)) take the same path: a connection
+    /// whose service asks gets the schedule then, with no faults of its listener.
     fn fault_reply<S: Socket>(
         &mut self,
         io: &mut Io<S>,
         cx: &mut Context<'_>,
         produced: usize,
+        asked: Asked,
     ) -> ControlFlow<CloseReason, usize> {
         let borrowed = cx.out_borrowed.take();
+        let now = cx.now;
         let cold = self.cold();
+        if cold.faults.is_none() {
+            cold.faults = Some(Box::new(ConnFaults::for_service(now)));
+        }
         // The reply lies in the output buffer (queued behind pending bytes), or in the loop's
         // scratch buffers: moved behind the rest.
         let in_scratch = borrowed.is_some() || !cx.out_scratch.is_empty();
@@ -128,7 +139,7 @@ impl Serving {
         let Some(faults) = cold.faults.as_deref_mut() else {
             return Continue(produced);
         };
-        let reply = faults.on_reply(&mut cold.output, start, produced, cx.now);
+        let reply = faults.on_reply(&mut cold.output, start, produced, cx.now, asked);
         if reply.reset {
             debug!("conn {}: fault: reset instead of a reply", io.id);
             io.socket.set_abortive();
