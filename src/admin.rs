@@ -25,6 +25,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use crate::control::{Endpoint, Health, ServerHandle};
+use crate::fault::spec::listener_name;
 use crate::fault::{FaultSpec, Switch};
 use crate::metrics::{self, EndpointSample, Exposition, Kind};
 use crate::service::http::head::{self, Body, Head, Parsed};
@@ -133,10 +134,11 @@ impl AdminState {
             .unwrap_or_default();
         let mut changed = Vec::new();
         for (endpoint, switch) in &switches {
-            if spec
-                .listener
-                .matches(&endpoint.service, None, endpoint.addr)
-            {
+            if spec.listener.matches(
+                &listener_name(&endpoint.service, endpoint.proxy, endpoint.tls),
+                None,
+                endpoint.addr,
+            ) {
                 if let Err(e) = switch.set(spec.faults.clone()) {
                     return Response::text(400, &e);
                 }

@@ -43,6 +43,7 @@ use crate::config::{connection_share, Config, Deployment, LoopConfig, ADMIN_CONN
 use crate::control::{Endpoint, Exit, Health, ServerHandle};
 use crate::endpoint::{Bound, EndpointSpec, Origin, Serve};
 use crate::event_loop::EventLoop;
+use crate::fault::spec::listener_name;
 use crate::fault::{FaultConfig, Rng, Switch};
 use crate::logging::{log_with_fields, Fields};
 use crate::service::Handler;
@@ -117,10 +118,9 @@ impl Server {
             let datagram = handler.socket_type() == socket2::Type::DGRAM;
             let sockets = sockets(spec.origin, handler.socket_type(), copies)?;
             let bound = sockets[0].local_addr()?.as_socket();
+            let name = listener_name(&spec.name, spec.proxy, spec.tls);
             let switch = match bound {
-                Some(bound) if !is_admin => {
-                    faults.switch(&spec.name, configured, bound, datagram)?
-                }
+                Some(bound) if !is_admin => faults.switch(&name, configured, bound, datagram)?,
                 _ => None,
             };
             for (loop_sockets, socket) in per_loop.iter_mut().zip(sockets) {

@@ -790,3 +790,47 @@ fn a_service_holds_and_resets_through_the_same_machinery() {
     handle.shutdown();
     t.join().unwrap().unwrap();
 }
+
+/// Under socket activation a fault names its listener by the socket's name
+/// (`FileDescriptorName=`), here `echo,proxy`: the PROXY header is read first, then the
+/// reply is held; the admin socket beside it has no faults.
+#[test]
+fn socket_activation_names_the_faulted_listener() {
+    let activate = require("systemd-socket-activate", "systemd");
+    let loopd = common::daemon::loopd_binary();
+    let (p_echo, p_admin) = (free_port(), free_port());
+    let listen = |p: u16| format!("--listen=127.0.0.1:{p}");
+    let daemon = common::daemon::Daemon::start_program(
+        None,
+        &activate,
+        &[
+            &listen(p_echo),
+            &listen(p_admin),
+            "--fdname=echo,proxy:admin",
+            loopd.to_str().unwrap(),
+            "--fault",
+            "echo,proxy=first-byte-delay:300ms",
+        ],
+        &[],
+    );
+    let echo: SocketAddr = ([127, 0, 0, 1], p_echo).into();
+    let mut c = wait_until("the activated socket", || TcpStream::connect(echo).ok());
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    let start = Instant::now();
+    c.write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\nheld")
+        .unwrap();
+    assert_eq!(read_n(&mut c, 4), b"held");
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+    let admin: SocketAddr = ([127, 0, 0, 1], p_admin).into();
+    let listed = http_get(admin, "/faults").body;
+    assert!(
+        listed.contains(&format!("echo@{echo}=first-byte-delay:300ms")),
+        "{listed}"
+    );
+    assert!(listed.contains("first-byte-delay injected 1"), "{listed}");
+    drop(daemon);
+}

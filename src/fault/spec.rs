@@ -376,10 +376,20 @@ pub struct Selector {
 }
 
 impl Selector {
-    /// Whether the listener `name`, given as `configured` and bound at `bound`, is this one.
+    /// Whether the listener `name` (its service, with its options as a socket's name has
+    /// them: `echo,proxy`), given as `configured` and bound at `bound`, is this one. A
+    /// selector with options names only listeners with exactly those, in any order; one
+    /// without names the service's listeners whatever their options.
     pub fn matches(&self, name: &str, configured: Option<SocketAddr>, bound: SocketAddr) -> bool {
-        let service = name.split(',').next().unwrap_or(name);
-        if self.service != name && self.service != service {
+        let split = |s: &str| {
+            let mut parts = s.split(',');
+            let service = parts.next().unwrap_or_default().to_string();
+            let mut options: Vec<String> = parts.map(str::to_string).collect();
+            options.sort();
+            (service, options)
+        };
+        let ((want, want_options), (service, options)) = (split(&self.service), split(name));
+        if want != service || (!want_options.is_empty() && want_options != options) {
             return false;
         }
         let port_ok = self
@@ -444,6 +454,19 @@ impl FromStr for Selector {
             port,
         })
     }
+}
+
+/// A listener as a socket's name gives it, and as a [`Selector`] with options matches it:
+/// the service, then `,proxy` and `,tls` if it has them.
+pub fn listener_name(service: &str, proxy: bool, tls: bool) -> String {
+    let mut name = service.to_string();
+    for (option, on) in [("proxy", proxy), ("tls", tls)] {
+        if on {
+            name.push(',');
+            name.push_str(option);
+        }
+    }
+    name
 }
 
 /// One `--fault LISTENER=FAULT[;FAULT…]`.
@@ -772,6 +795,14 @@ mod tests {
         assert!(spec("echo=corrupt")
             .listener
             .matches("echo,proxy", None, bound));
+        let named = |selector: &str, name: &str| {
+            spec(&format!("{selector}=corrupt"))
+                .listener
+                .matches(name, None, bound)
+        };
+        assert!(named("echo,tls,proxy", "echo,proxy,tls"));
+        assert!(!named("echo,proxy", "echo"));
+        assert!(!named("echo,proxy", "echo,proxy,tls"));
         assert!(!spec("line@40000=corrupt")
             .listener
             .matches("echo", None, bound));
