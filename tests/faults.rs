@@ -598,6 +598,7 @@ fn faults_are_counted_listed_and_changed_through_admin() {
             read_n(&mut c, 100);
         }
         let metrics = http_get(admin, "/metrics").body;
+        promtool_accepts(&metrics);
         let sample = format!(
             "loopd_faults_injected_total{{service=\"echo\",listener=\"{echo}\",fault=\"corrupt\"}}"
         );
