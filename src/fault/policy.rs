@@ -392,3 +392,103 @@ impl ConnFaults {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection of a listener with `faults`, accepted at time 0, with its switch.
+    fn conn(faults: &str, framed: bool) -> (Box<ConnFaults>, Arc<Switch>) {
+        let spec: crate::fault::FaultSpec = format!("echo={faults}").parse().unwrap();
+        let switch = Arc::new(Switch::new("echo@test".into(), false, framed, spec.faults).unwrap());
+        let plan = switch.plan();
+        match ConnFaults::accept(&switch, &plan, 7, Time(0)) {
+            Accept::Serve(f) => (f, switch),
+            Accept::Reset => panic!("reset at accept"),
+        }
+    }
+
+    fn reply(f: &mut ConnFaults, out: &mut Buffer, bytes: &[u8], now: u64) -> Reply {
+        let start = out.len();
+        out.extend(bytes);
+        f.on_reply(out, start, bytes.len(), Time(now), Asked::default())
+    }
+
+    /// close-after:N finishes after the Nth reply and counts once; earlier replies go free.
+    #[test]
+    fn close_after_counts_replies() {
+        let (mut f, switch) = conn("close-after:2", false);
+        let mut out = Buffer::new();
+        assert!(!reply(&mut f, &mut out, b"one", 0).finish);
+        assert!(reply(&mut f, &mut out, b"two", 0).finish);
+        assert_eq!(switch.injected(Kind::CloseAfter), 1);
+        assert_eq!(out.as_slice(), b"onetwo");
+    }
+
+    /// reset-after:SIZE cuts the reply at the size, and the RST is due once it is sent.
+    #[test]
+    fn reset_after_size_cuts_and_comes_due() {
+        let (mut f, switch) = conn("reset-after:4B", false);
+        let mut out = Buffer::new();
+        let r = reply(&mut f, &mut out, b"abcdef", 0);
+        assert_eq!((r.kept, out.as_slice()), (4, &b"abcd"[..]));
+        assert_eq!(f.after_flush(Time(0)), None, "nothing sent yet");
+        assert_eq!(f.hold.sendable(Time(0)), 4);
+        f.hold.sent(4, Time(0));
+        assert_eq!(f.after_flush(Time(0)), Some(How::Rst));
+        assert_eq!(switch.injected(Kind::ResetAfter), 1);
+    }
+
+    /// close-before-reply drops the reply and asks for the close, by how: FIN or RST.
+    #[test]
+    fn close_before_reply_drops_the_reply() {
+        for (how, fin) in [("", true), (",how:rst", false)] {
+            let (mut f, _) = conn(&format!("close-before-reply{how}"), false);
+            let mut out = Buffer::new();
+            out.extend(b"earlier");
+            let r = reply(&mut f, &mut out, b"dropped", 0);
+            assert_eq!((r.kept, r.finish, r.reset), (0, fin, !fin));
+            assert_eq!(out.as_slice(), b"earlier", "only the reply is dropped");
+        }
+    }
+
+    /// A delay holds each reply from the time it is produced, never less.
+    #[test]
+    fn delay_holds_from_production() {
+        let (mut f, switch) = conn("delay:10ms", false);
+        let mut out = Buffer::new();
+        reply(&mut f, &mut out, b"x", 5);
+        assert_eq!(f.hold.sendable(Time(15)), 0);
+        assert_eq!(f.deadline(Time(5), false), Some(Time(16)));
+        assert_eq!(f.hold.sendable(Time(16)), 1);
+        assert_eq!(switch.injected(Kind::Delay), 1);
+    }
+
+    /// fail-first on a framed service fails that many requests, then none.
+    #[test]
+    fn fail_first_counts_requests_of_a_framed_service() {
+        let (mut f, switch) = conn("fail-first:1", true);
+        let mut out = Buffer::new();
+        assert!(reply(&mut f, &mut out, b"PONG\r\n", 0).reset);
+        assert!(!reply(&mut f, &mut out, b"PONG\r\n", 0).reset);
+        assert_eq!(switch.injected(Kind::FailFirst), 1);
+    }
+
+    /// A service's own hold and reset take the same path with no listener faults, and
+    /// count nothing.
+    #[test]
+    fn a_service_asks_for_a_hold_and_a_reset() {
+        let mut f = ConnFaults::for_service(Time(0));
+        let mut out = Buffer::new();
+        out.extend(b"late");
+        let asked = Asked {
+            hold: Some(Duration::from_millis(20)),
+            reset: true,
+        };
+        f.on_reply(&mut out, 0, 4, Time(0), asked);
+        assert_eq!(f.hold.sendable(Time(20)), 0);
+        assert_eq!(f.hold.sendable(Time(21)), 4);
+        f.hold.sent(4, Time(21));
+        assert_eq!(f.after_flush(Time(21)), Some(How::Rst));
+    }
+}
