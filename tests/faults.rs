@@ -835,3 +835,35 @@ fn socket_activation_names_the_faulted_listener() {
     assert!(listed.contains("first-byte-delay injected 1"), "{listed}");
     drop(daemon);
 }
+
+/// A framed service's replies are counted one by one, however many requests one read holds:
+/// `close-after:3` answers exactly three of ten pipelined `PING`s, then FIN; `corrupt`
+/// flips one byte in each reply.
+#[test]
+fn pipelined_requests_are_counted_one_by_one() {
+    let server = faulted(&[Builtin::Line], "close-after:3", |_| {});
+    let mut c = connect(server.addr());
+    c.write_all(&b"PING\n".repeat(10)).unwrap();
+    let (got, end) = read_until_end(&mut c, PATIENCE);
+    assert_eq!(end, End::Fin);
+    assert_eq!(
+        got,
+        b"PONG\r\n".repeat(3),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+
+    let server = faulted(&[Builtin::Line], "corrupt", |_| {});
+    let mut c = connect(server.addr());
+    c.write_all(&b"PING\n".repeat(5)).unwrap();
+    let got = read_n(&mut c, 30);
+    for (i, reply) in got.chunks(6).enumerate() {
+        let flipped = reply
+            .iter()
+            .zip(b"PONG\r\n")
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(flipped, 1, "reply {i}: {reply:?}");
+    }
+    assert_eq!(injected(&server, "corrupt"), 5);
+}

@@ -59,6 +59,7 @@ impl Service for Frame {
                 break; // incomplete: wait for the rest
             };
             out.write(frame);
+            out.end_reply();
             used += HEADER + len;
         }
         used

@@ -169,6 +169,7 @@ fn reply(out: &mut Output<'_>, parts: &[&[u8]]) {
         out.write(part);
     }
     out.write(b"\r\n");
+    out.end_reply();
 }
 
 impl Service for Line {

@@ -228,6 +228,9 @@ pub struct Output<'a> {
     finished: &'a mut bool,
     /// What the service asked of this call's output besides its bytes.
     asked: Asked,
+    /// Where each reply ended ([`Output::end_reply`]), as pending output then; kept only
+    /// when the connection has faults that act per reply.
+    marks: Option<&'a mut Vec<usize>>,
 }
 
 /// What a service asked of one call's output besides its bytes: to hold it, or to end the
@@ -293,7 +296,14 @@ impl<'a> Output<'a> {
             high_watermark,
             finished,
             asked: Asked::default(),
+            marks: None,
         }
+    }
+
+    /// The same sink, keeping where each reply ends in `marks`.
+    pub(crate) fn with_marks(mut self, marks: &'a mut Vec<usize>) -> Output<'a> {
+        self.marks = Some(marks);
+        self
     }
 
     /// A sink whose first write may be recorded by reference: a slice of `window` (the fresh
@@ -409,6 +419,19 @@ impl<'a> Output<'a> {
     /// What the service asked of this call besides its bytes.
     pub(crate) fn asked(&self) -> Asked {
         self.asked
+    }
+
+    /// Marks the end of one reply: a framed service's answer to one request, when one read
+    /// holds several. Faults that act per message (`close-after:N`, `delay`, `corrupt`, …)
+    /// count these replies; a call that marks none is one reply. Costs a branch when the
+    /// connection has no faults.
+    pub fn end_reply(&mut self) {
+        let at = self.pending();
+        if let Some(marks) = self.marks.as_deref_mut() {
+            if marks.last() != Some(&at) {
+                marks.push(at);
+            }
+        }
     }
 }
 

@@ -45,6 +45,9 @@ impl Serving {
             .high_watermark
             .saturating_sub(io.socket.pending_output());
         let scratch: &[u8] = cx.scratch;
+        // With faults, where each reply ends (a framed service marks them).
+        let mut marks = Vec::new();
+        let faulted = self.faults().is_some();
         // What waits already: held input, and pending output the reply must queue behind.
         let (held, pending) = match self.cold.as_deref_mut() {
             Some(c) => (
@@ -79,12 +82,17 @@ impl Serving {
                 )
             }
         };
+        if faulted {
+            out = out.with_marks(&mut marks);
+        }
         let answer = hook(self.service.as_mut(), input, &mut out);
         let mut produced = out.pending() - before;
         let asked = out.asked();
         cx.out_borrowed = out.take_borrowed();
-        if (produced > 0 && self.faults().is_some()) || asked.any() {
-            produced = self.fault_reply(io, cx, produced, asked)?;
+        if (produced > 0 && faulted) || asked.any() {
+            // Each reply's end, from the start of this call's output.
+            let ends: Vec<usize> = marks.iter().map(|m| m - before).collect();
+            produced = self.fault_reply(io, cx, produced, asked, &ends)?;
         }
         if self.finished && self.state == State::Open {
             self.set_state(io, State::Closing, cx.now);
@@ -114,12 +122,17 @@ impl Serving {
     /// A service's own requests ([`Output::hold`](crate::service::Output::hold),
     /// [`Output::reset`](crate::service::Output::reset)) take the same path: a connection
     /// whose service asks gets the schedule then, with no faults of its listener.
+    ///
+    /// `ends` are where the replies of this call end (a framed service marks them): each is
+    /// handed to the faults on its own, in order, so `close-after:3` closes after the third
+    /// of ten pipelined requests' replies, and what follows it is never sent.
     fn fault_reply<S: Socket>(
         &mut self,
         io: &mut Io<S>,
         cx: &mut Context<'_>,
         produced: usize,
         asked: Asked,
+        ends: &[usize],
     ) -> ControlFlow<CloseReason, usize> {
         let borrowed = cx.out_borrowed.take();
         let now = cx.now;
@@ -136,20 +149,63 @@ impl Serving {
         }
         cold.output.extend(cx.out_scratch.as_slice());
         cx.out_scratch.clear();
-        let Some(faults) = cold.faults.as_deref_mut() else {
+        let Cold {
+            output,
+            faults: Some(faults),
+            ..
+        } = cold
+        else {
             return Continue(produced);
         };
-        let reply = faults.on_reply(&mut cold.output, start, produced, cx.now, asked);
-        if reply.reset {
-            debug!("conn {}: fault: reset instead of a reply", io.id);
-            io.socket.set_abortive();
-            return Break(CloseReason::Fault);
+        // The replies: up to each mark, and what follows the last one.
+        let mut bounds: Vec<usize> = ends
+            .iter()
+            .copied()
+            .filter(|&e| e > 0 && e < produced)
+            .collect();
+        bounds.dedup();
+        bounds.push(produced);
+        // Taken apart and put back reply by reply: a reply dropped in the middle leaves no
+        // gap, and one that ends the connection leaves nothing after it.
+        let call: Vec<u8> = if bounds.len() > 1 {
+            let bytes = output.as_slice()[start..].to_vec();
+            output.truncate(start);
+            bytes
+        } else {
+            Vec::new()
+        };
+        let (mut kept, mut from, mut finish) = (0, 0, false);
+        for (i, &end) in bounds.iter().enumerate() {
+            let at = if call.is_empty() {
+                start
+            } else {
+                let at = output.len();
+                output.extend(&call[from..end]);
+                at
+            };
+            let last = i + 1 == bounds.len();
+            let asked = Asked {
+                hold: asked.hold,
+                reset: asked.reset && last,
+            };
+            let reply = faults.on_reply(output, at, end - from, now, asked);
+            from = end;
+            kept += reply.kept;
+            if reply.reset {
+                debug!("conn {}: fault: reset instead of a reply", io.id);
+                io.socket.set_abortive();
+                return Break(CloseReason::Fault);
+            }
+            if reply.finish {
+                finish = true;
+                break;
+            }
         }
-        if reply.finish {
+        if finish {
             debug!("conn {}: fault: closing after this reply", io.id);
             self.finished = true;
         }
-        Continue(reply.kept)
+        Continue(kept)
     }
 
     /// Writes new output from the scratch buffer, or pending output after a writable edge,
