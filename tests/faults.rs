@@ -867,3 +867,17 @@ fn pipelined_requests_are_counted_one_by_one() {
     }
     assert_eq!(injected(&server, "corrupt"), 5);
 }
+
+/// HTTP responses are replies one by one too: `close-after:2` answers two of three
+/// pipelined requests, then FIN.
+#[test]
+fn pipelined_http_requests_are_counted_one_by_one() {
+    let server = faulted(&[Builtin::Http], "close-after:2", |_| {});
+    let mut c = connect(server.addr());
+    c.write_all(&b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(3))
+        .unwrap();
+    let (got, end) = read_until_end(&mut c, PATIENCE);
+    assert_eq!(end, End::Fin);
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 2, "{text}");
+}

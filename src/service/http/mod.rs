@@ -495,6 +495,8 @@ impl Http {
 
     /// The request and its response are done: close if asked, or wait for the next.
     fn complete(&mut self, out: &mut Output<'_>) -> bool {
+        // One response is one reply, for the faults that count them (pipelined requests).
+        out.end_reply();
         if let Some(request) = self.current.take() {
             if request.close {
                 out.finish();
