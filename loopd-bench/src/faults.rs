@@ -163,7 +163,10 @@ pub fn parse(page: &str) -> Counters {
         if let (Some(service), Some(listener), Some(fault), Some(v)) =
             (label("service"), label("listener"), label("fault"), value)
         {
-            if v.is_finite() && v >= 0.0 {
+            // Only a window without a count of its own needs its gauge (stop-accept counts
+            // each connection that waits).
+            let window_only = suffix.is_empty() || UNBOUNDED.contains(&fault.as_str());
+            if v.is_finite() && v >= 0.0 && window_only {
                 out.insert((format!("{service}@{listener}{suffix}"), fault), v as u64);
             }
         }
@@ -443,6 +446,13 @@ mod tests {
             Some(&5)
         );
         assert_eq!(c.len(), 2);
+        // An open refuse window counts as one; an open stop-accept window counts its
+        // connections, not itself.
+        let page = "loopd_faults_active{service=\"echo\",listener=\"127.0.0.1:7007\",fault=\"refuse\"} 1\n\
+                    loopd_faults_active{service=\"echo\",listener=\"127.0.0.1:7007\",fault=\"stop-accept\"} 1\n";
+        let c = parse(page);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.keys().next().unwrap().1, "refuse");
     }
 
     /// No fault explains more errors than it injected, and what is left is unexplained.
