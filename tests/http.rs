@@ -416,3 +416,38 @@ fn a_request_held_behind_a_generated_body_is_answered() {
     assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answer}");
     assert!(answer.ends_with("\r\n\r\nsecond"), "{answer}");
 }
+
+/// fortio's `delay` knob holds the response as the `delay` fault holds a reply: a pipelined
+/// request behind it waits too (responses stay in order), a request without it is answered
+/// at once, and a probability list is accepted.
+#[test]
+fn the_delay_knob_holds_the_response() {
+    let server = http_server(Config::default());
+    let mut c = connect(server.addr());
+    let started = std::time::Instant::now();
+    c.write_all(
+        b"GET /healthz?delay=1s HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /hostname?delay=0s:50,0s:50 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let answer = String::from_utf8_lossy(&read_to_eof(&mut c)).into_owned();
+    let waited = started.elapsed();
+    assert_eq!(answer.matches("HTTP/1.1 200 ").count(), 2, "{answer}");
+    // The hold counts from the loop's turn, in whole milliseconds.
+    assert!(
+        waited >= Duration::from_millis(995),
+        "answered after {waited:?}: {answer}"
+    );
+
+    let started = std::time::Instant::now();
+    let answer = raw(
+        server.addr(),
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "no delay asked, none given: {:?}",
+        started.elapsed()
+    );
+}

@@ -1,9 +1,16 @@
-//! Fortio's query knobs: `status`, `size`, `close` and `header` on any path, each value
-//! optionally a probability list (`status=503:10,429:5` answers 503 one time in ten, 429 one
-//! time in twenty, and the endpoint's own status otherwise).
+//! Fortio's query knobs: `delay`, `status`, `size`, `close` and `header` on any path, each
+//! value optionally a probability list (`status=503:10,429:5` answers 503 one time in ten,
+//! 429 one time in twenty, and the endpoint's own status otherwise; `delay=150us:10,2ms:5`).
 //!
 //! Choices come from a small generator seeded per connection, so they cost nothing and need
-//! no lock. `delay` waits for the fault machinery's timers and is refused for now (501).
+//! no lock. A delay is the fault machinery's hold ([`Output::hold`](crate::service::Output::hold)):
+//! the response is output the connection keeps, under its watermarks, until its time.
+
+use std::time::Duration;
+
+/// The longest `delay` a query can ask for, as fortio's `-max-echo-delay` default: a longer
+/// wait is a property of the listener (the `delay` fault), not of any client's query.
+pub const MAX_DELAY: Duration = Duration::from_millis(1500);
 
 /// What the knobs of one request decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -14,6 +21,8 @@ pub struct Knobs {
     pub size: Option<u64>,
     /// `close`: close the connection after the response.
     pub close: bool,
+    /// `delay`: hold the response this long (at most [`MAX_DELAY`]).
+    pub delay: Option<Duration>,
 }
 
 /// A knob the query got wrong: answered with 400 (or 501 for one not implemented).
@@ -151,10 +160,10 @@ pub fn read<'q>(
             }
             "header" => header(value)?,
             "delay" => {
-                return Err(BadKnob {
-                    status: 501,
-                    reason: "the delay knob is not implemented yet",
-                })
+                let parse = |v: &str| humantime::parse_duration(v).ok();
+                if let Some(d) = choose(value, rng, parse)? {
+                    knobs.delay = Some(d.min(MAX_DELAY));
+                }
             }
             _ => {}
         }
@@ -202,7 +211,8 @@ mod tests {
             Ok(Knobs {
                 status: Some(503),
                 size: Some(10),
-                close: true
+                close: true,
+                delay: None,
             })
         );
         assert_eq!(knobs("size=5000").unwrap().size, Some(1000));
@@ -210,7 +220,12 @@ mod tests {
         assert_eq!(knobs("status=99").unwrap_err().status, 400);
         assert_eq!(knobs("status=503:101").unwrap_err().status, 400);
         assert_eq!(knobs("status=503:60,429:60").unwrap_err().status, 400);
-        assert_eq!(knobs("delay=1ms").unwrap_err().status, 501);
+        assert_eq!(
+            knobs("delay=2ms").unwrap().delay,
+            Some(Duration::from_millis(2))
+        );
+        assert_eq!(knobs("delay=1h").unwrap().delay, Some(MAX_DELAY));
+        assert_eq!(knobs("delay=soon").unwrap_err().status, 400);
         assert_eq!(knobs("close=false"), Ok(Knobs::default()));
     }
 

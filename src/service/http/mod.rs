@@ -155,6 +155,8 @@ struct Reply {
     head_only: bool,
     /// HTTP/1.0 with `Connection: keep-alive`: say so in the response.
     keep_alive_1_0: bool,
+    /// The `delay` knob: the response is held this long once written.
+    delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -271,6 +273,7 @@ impl Http {
             body,
             head_only: head.is_head(),
             keep_alive_1_0,
+            delay: knobs.delay,
         };
         if echo == Echo::Off {
             request.reply = Some(reply);
@@ -280,6 +283,9 @@ impl Http {
                 Reading::Length(n) => Some(n),
                 Reading::Chunked(..) => None,
             };
+            if let Some(d) = knobs.delay {
+                out.hold(d);
+            }
             self.write_head(out, status, length, close, keep_alive_1_0);
         }
         self.current = Some(request);
@@ -454,6 +460,11 @@ impl Http {
                 }
                 _ => 0,
             };
+            if let Some(d) = reply.delay {
+                // Held as the `delay` fault holds a reply: pending output, under the
+                // watermarks, and what later calls write waits behind it.
+                out.hold(d);
+            }
             self.write_head(out, reply.status, Some(length), close, reply.keep_alive_1_0);
             if !reply.head_only && !response::is_bodiless(reply.status) {
                 match reply.body {
