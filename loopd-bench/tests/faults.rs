@@ -137,10 +137,27 @@ fn every_fault_kind_is_reconciled() {
             ],
             Some("fail-first"),
         ),
-        // idle-close is not here: loopd-bench's closed loop is never idle, and its open loop
-        // sends a connection's first message one interval after it connects, so an idle
-        // close longer than the gap never fires and a shorter one fires before anything is
-        // measured. tests/faults.rs measures it on the wire; the table maps it.
+        // idle-close: loopd-bench's closed loop is never idle, so the open loop, whose
+        // connections wait a whole interval (here 500 ms) before their first message: on
+        // half of them (chosen at accept) the idle close comes first, and the others carry
+        // the run.
+        (
+            Builtin::Line,
+            "idle-close:50ms,per:conn,p:50%",
+            &[
+                "--protocol",
+                "line",
+                "-c",
+                "8",
+                "--rate",
+                "16",
+                "-d",
+                "2s",
+                "--warmup",
+                "0s",
+            ],
+            Some("idle-close"),
+        ),
         (Builtin::Echo, "blackhole,p:50%", &tcp, Some("blackhole")),
         (
             Builtin::Echo,
