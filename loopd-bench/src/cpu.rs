@@ -194,10 +194,16 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
         match httparse::parse_chunk_size(body) {
             Ok(httparse::Status::Complete((_, 0))) => return Ok(out),
             Ok(httparse::Status::Complete((start, size))) => {
-                let end = start + size as usize;
+                // A size beyond the page is a truncated chunk, not an overflow.
+                let end = usize::try_from(size)
+                    .ok()
+                    .and_then(|size| start.checked_add(size))
+                    .ok_or("a truncated chunk")?;
                 let chunk = body.get(start..end).ok_or("a truncated chunk")?;
                 out.extend_from_slice(chunk);
-                body = body.get(end + 2..).ok_or("a truncated chunk")?;
+                body = body
+                    .get(end.saturating_add(2)..)
+                    .ok_or("a truncated chunk")?;
             }
             _ => return Err("a malformed chunked body".into()),
         }
