@@ -394,3 +394,92 @@ listen lines
     let _ = refused;
     assert!(out.contains("Errors reconciled"), "{out}");
 }
+
+/// The keep-alive race that costs deployments steady 502s: a backend whose idle keep-alive
+/// timeout is shorter than the balancer's closes a connection just as the balancer sends a
+/// request on it. HAProxy in `mode http` with `http-reuse always` and `retries 0` keeps
+/// reusing one server connection; loopd-bench's open loop makes the gap between requests on
+/// it a little longer than the backend's `idle-close`, so the close and the next request
+/// meet. HAProxy answers the lost request with a 502, or closes the client's connection
+/// without an answer (for the client to retry): both are counted. With the backend's idle
+/// timeout the longer one (60 s, beyond any gap), the same load sees neither.
+#[test]
+fn the_keep_alive_race_behind_haproxy() {
+    let scratch = Scratch::new("keep-alive-race");
+    // Requests through the balancer, at these rates over 200 connections: gaps of 4.1 to
+    // 4.4 ms on the one server connection, the idle close at 4 ms.
+    let rates = ["225", "235", "245"];
+    let mut measure = |faults: &str, rates: &[&str]| -> (u64, u64, u64) {
+        let (_backend, backend, _) = faulted(Builtin::Http, faults, "backend");
+        let port = common::free_port();
+        let config = format!(
+            "global
+    maxconn 4096
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    retries 0
+listen web
+    bind 127.0.0.1:{port}
+    http-reuse always
+    server backend {backend}
+"
+        );
+        let (proxy, _config) = haproxy(&config);
+        let front: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_until(&format!("haproxy on {front}: {:?}", proxy.log()), || {
+            std::net::TcpStream::connect(front).ok()
+        });
+        let target = front.to_string();
+        let (mut ok, mut bad_gateway, mut closed) = (0, 0, 0);
+        for rate in rates {
+            let (_, out, report) = run(
+                &[
+                    &target,
+                    "--protocol",
+                    "http",
+                    "-c",
+                    "200",
+                    "--rate",
+                    rate,
+                    "-d",
+                    "4s",
+                    "--warmup",
+                    "0s",
+                ],
+                &scratch,
+                &format!("race-{rate}"),
+            );
+            let status = |s: &str| report["http_status"][s].as_u64().unwrap_or(0);
+            ok += status("200");
+            bad_gateway += status("502");
+            closed += report["errors"]["unexpected_close"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no error counts\n{out}"));
+        }
+        (ok, bad_gateway, closed)
+    };
+
+    let (ok, bad_gateway, closed) = measure("idle-close:4ms", &rates);
+    assert!(
+        bad_gateway + closed > 0,
+        "the race was never hit: {ok} answered, none lost"
+    );
+    println!(
+        "backend idle close 4 ms: {bad_gateway} x 502 and {closed} closes without an answer \
+         in {} requests",
+        ok + bad_gateway + closed
+    );
+
+    let (ok, bad_gateway, closed) = measure("idle-close:60s", &rates[1..2]);
+    assert!(ok > 0);
+    assert_eq!(
+        (bad_gateway, closed),
+        (0, 0),
+        "the backend's idle timeout is the longer one: nothing is lost"
+    );
+}
