@@ -283,8 +283,9 @@ pub struct Args {
     /// failing backend; repeatable. LISTENER is SERVICE@PORT, SERVICE@ADDR:PORT or a socket's
     /// name; FAULT is KIND[:VALUE][,p:PERCENT,per:conn|msg,after:DUR,for:DUR]: delay,
     /// first-byte-delay, bandwidth, slice, close-after, idle-close, reset-after,
-    /// close-before-reply, blackhole, slow-close, stop-accept, refuse, corrupt; UDP: drop,
-    /// duplicate, reorder, delay (docs/F-fault-injection.md). None by default.
+    /// close-before-reply, blackhole, slow-close, stop-accept, refuse, corrupt, fail-first;
+    /// UDP: drop, duplicate, reorder, delay, corrupt, fail-first (docs/F-fault-injection.md).
+    /// None by default.
     #[arg(
         long = "fault",
         value_name = "LISTENER=FAULT;...",
