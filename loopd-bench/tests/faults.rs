@@ -409,7 +409,7 @@ fn the_keep_alive_race_behind_haproxy() {
     // Requests through the balancer, at these rates over 200 connections: gaps of 4.1 to
     // 4.4 ms on the one server connection, the idle close at 4 ms.
     let rates = ["225", "235", "245"];
-    let mut measure = |faults: &str, rates: &[&str]| -> (u64, u64, u64) {
+    let measure = |faults: &str, rates: &[&str]| -> (u64, u64, u64) {
         let (_backend, backend, _) = faulted(Builtin::Http, faults, "backend");
         let port = common::free_port();
         let config = format!(
