@@ -26,6 +26,7 @@ use hdrhistogram::serialization::interval_log::{
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
+use super::latency::add_read;
 use super::{Connections, Parts, Report, Window};
 use crate::config::RecordedConfig;
 use crate::record::histogram::new_histogram;
@@ -184,14 +185,14 @@ pub fn read_hlog(text: &str) -> Result<Report, String> {
         match i.tag().map(|t| t.as_str()) {
             Some(UNCORRECTED_TAG) => {
                 any_uncorrected = true;
-                uncorrected.add(&h).map_err(|e| format!("{e:?}"))?;
+                add_read(&mut uncorrected, &h)?;
             }
             _ => {
-                latency.add(&h).map_err(|e| format!("{e:?}"))?;
+                add_read(&mut latency, &h)?;
                 let entry = seconds
                     .entry(i.start_timestamp())
                     .or_insert((i.duration(), 0));
-                entry.1 += h.len();
+                entry.1 = entry.1.saturating_add(h.len());
             }
         }
     }

@@ -85,7 +85,20 @@ impl Latency {
 /// Adds the histogram inside `l`, if any, to `h`.
 pub fn add_serialized(h: &mut Histogram<u64>, l: &Option<Latency>) -> Result<(), String> {
     if let Some(l) = l {
-        h.add(l.histogram()?).map_err(|e| format!("{e:?}"))?;
+        add_read(h, &l.histogram()?)?;
+    }
+    Ok(())
+}
+
+/// Adds `other`, a histogram read from a file, to `h`, refusing a sum the HdrHistogram
+/// format cannot write back: a count beyond `i64::MAX` in one bucket (a measured run never
+/// comes near; a doctored or corrupt file can, and the merged report must still be
+/// writable). Found by the `merge_hlog` fuzz target, which merges a log with itself.
+pub fn add_read(h: &mut Histogram<u64>, other: &Histogram<u64>) -> Result<(), String> {
+    h.add(other).map_err(|e| format!("{e:?}"))?;
+    let limit = i64::MAX as u64;
+    if h.iter_recorded().any(|v| v.count_at_value() > limit) {
+        return Err("a histogram count too large to be real (over 2^63 in one bucket)".into());
     }
     Ok(())
 }
@@ -105,6 +118,24 @@ pub fn human_us(us: f64) -> String {
 mod tests {
     use super::*;
     use crate::record::histogram::new_histogram;
+
+    /// Two histograms whose sum no file could hold are refused when read, not written out
+    /// to fail later (the serialiser refuses a count over 2^63): a merge of a doctored log
+    /// with itself found it.
+    #[test]
+    fn a_sum_too_large_to_write_is_refused() {
+        let mut h = new_histogram();
+        h.record_n(1_000, i64::MAX as u64 / 2 + 1).unwrap();
+        let mut sum = h.clone();
+        assert_eq!(
+            add_read(&mut sum, &h).map_err(|e| e.contains("too large")),
+            Err(true)
+        );
+        let mut fine = h.clone();
+        let mut one = new_histogram();
+        one.record(1_000).unwrap();
+        assert_eq!(add_read(&mut fine, &one), Ok(()));
+    }
 
     /// A histogram survives the trip through its interchange format.
     #[test]
