@@ -18,7 +18,7 @@ use std::time::Duration;
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
-use crate::transport::{Datagram, Dial, Handshake, Session, Stream};
+use crate::transport::{Datagram, Dial, Handshake, Layer, Session, Stream};
 
 /// One scripted answer to a read (a stream's bytes, or one datagram).
 #[derive(Clone, Debug)]
@@ -222,7 +222,9 @@ impl Stream for FakeStream {
             Some(Shake::Fail(kind)) => Handshake::Failed(kind.into()),
         }
     }
+}
 
+impl Layer for FakeStream {
     fn buffered(&self) -> bool {
         self.0.borrow().buffered
     }
@@ -252,6 +254,8 @@ source!(FakeStream);
 /// datagram if it fits the window.
 #[derive(Debug)]
 pub struct FakeDatagram(Shared);
+
+impl Layer for FakeDatagram {}
 
 impl Datagram for FakeDatagram {
     const LOSS_TIMEOUT: Duration = Duration::from_secs(1);

@@ -21,7 +21,7 @@ use mio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
 use crate::net::bind_source;
-use crate::transport::{Dial, Handshake, Session, Stream};
+use crate::transport::{Dial, Handshake, Layer, Stream};
 
 /// Opens TCP connections: see [`Tcp::open`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -68,21 +68,8 @@ impl Stream for TcpStream {
             },
         }
     }
-
-    /// The kernel's receive queue is all there is: a short read proves it empty.
-    fn buffered(&self) -> bool {
-        false
-    }
-
-    /// Every byte written went to the kernel; there is nothing of TCP's own to send.
-    fn owes_output(&self) -> bool {
-        false
-    }
-
-    /// Nothing to say before the FIN, which the drop sends.
-    fn close(&mut self) {}
-
-    fn session(&self) -> Option<Session> {
-        None
-    }
 }
+
+/// A plain socket: the kernel's queues are all there is, and nothing of TCP's own is sent
+/// before the FIN that the drop sends.
+impl Layer for TcpStream {}

@@ -11,7 +11,7 @@
 //!    records; rustls decrypts them all, and [`read`](Read::read) hands out what fits the
 //!    caller's buffer. The socket may then say `WouldBlock` while rustls still holds
 //!    plaintext — no edge will announce it. So a read from rustls that fills the buffer, or a
-//!    socket read that filled what rustls offered, leaves [`buffered`](Stream::buffered)
+//!    socket read that filled what rustls offered, leaves [`buffered`](Layer::buffered)
 //!    true, and the flow's reading pass goes on (or, out of budget, the flow goes on the run
 //!    queue). A read comes back short *and* `buffered` is false only when rustls is empty and
 //!    the socket's last read came back short or `WouldBlock`: then the next byte is a new
@@ -21,7 +21,7 @@
 //! 2. **It has output of its own.** The ClientHello (queued when the session is made, sent
 //!    when TCP connects), the client's Finished, alerts, `close_notify`: all written eagerly,
 //!    right after whatever produced them; what the socket does not take stays in rustls and
-//!    [`owes_output`](Stream::owes_output) says so. The flow flushes it first on the writable
+//!    [`owes_output`](Layer::owes_output) says so. The flow flushes it first on the writable
 //!    edge, even with nothing to send, and keeps the connection until it has left. A write
 //!    whose records the socket refused (`WouldBlock`) still reports the plaintext taken: the
 //!    refusal guarantees the writable edge that flushes them.
@@ -83,7 +83,7 @@ use crate::config::{TlsSettings, TlsVersions, Trust};
 use crate::errors::{ErrorKind, TlsError};
 use crate::net::{interrupted, would_block};
 use crate::record::tls::{HandshakeKind, Negotiated};
-use crate::transport::{Dial, Handshake, Session, Stream};
+use crate::transport::{Dial, Handshake, Layer, Session, Stream};
 
 /// Cap on rustls's queue of encrypted records waiting for the socket: four full records,
 /// as the server's layer, which is what one large write of the flow produces at most
@@ -630,7 +630,9 @@ impl<S: Stream> Stream for TlsStream<S> {
         }
         self.tls_handshake()
     }
+}
 
+impl<S: Stream> Layer for TlsStream<S> {
     fn buffered(&self) -> bool {
         self.failed.is_none() && (self.plaintext_more || self.socket_more)
     }

@@ -23,14 +23,14 @@
 //!
 //! * **A short read means drained** — for a socket. A layer can hold bytes it already took
 //!   from the socket (decrypted records) after the socket said `WouldBlock`, and no edge will
-//!   announce them. [`Stream::buffered`] says "more may be read without a new edge"; the
+//!   announce them. [`Layer::buffered`] says "more may be read without a new edge"; the
 //!   flow's reading goes on while it is true.
 //! * **Output exists only when the flow writes** — for a socket. A layer has output of its
-//!   own: handshake flights, alerts, `close_notify`. [`Stream::owes_output`] says some is
+//!   own: handshake flights, alerts, `close_notify`. [`Layer::owes_output`] says some is
 //!   queued; the flow flushes it on the writable edge even with no message to send, and does
 //!   not drop a connection that still owes it.
 //! * **Closing is dropping** — for a socket (the drop sends FIN). A layer says goodbye
-//!   first: [`Stream::close`] starts it (TLS: queues `close_notify` and writes it).
+//!   first: [`Layer::close`] starts it (TLS: queues `close_notify` and writes it).
 //! * **The handshake is the connect.** A layer's handshake follows the socket's: the socket's
 //!   completion is reported on its own ([`Handshake::Connected`]) so the two are timed apart,
 //!   and what the layer's handshake settled is its [`Session`].
@@ -73,30 +73,45 @@ pub struct Session {
     pub ticket_pending: bool,
 }
 
+/// What a layer between the flow and the kernel (TLS) adds to a socket: input it holds,
+/// output of its own, a goodbye, a session. The defaults are a plain socket's, which has
+/// none of them — the kernel's queues are all there is — so TCP and UDP sockets take them as
+/// they are, and a flow asks the same questions of every transport without knowing which.
+pub trait Layer {
+    /// Whether more may be read now without a new readiness edge, although the last read
+    /// came back short: bytes the stream took from the socket and holds (a TLS layer's
+    /// decrypted records), or a socket it has not yet seen drained. A plain socket: never,
+    /// the kernel's receive queue is all there is and a short read proves it empty.
+    fn buffered(&self) -> bool {
+        false
+    }
+    /// Whether output of the stream's own (a handshake flight, an alert, `close_notify`)
+    /// waits for the socket: flush it (`Write::flush`) on the writable edge, and keep the
+    /// connection until it has left. A plain socket: never, every byte written went to the
+    /// kernel.
+    fn owes_output(&self) -> bool {
+        false
+    }
+    /// Starts closing the way the protocol wants before the socket is dropped: a TLS stream
+    /// queues `close_notify` and writes what it can ([`owes_output`](Layer::owes_output)
+    /// says whether some is left). A plain socket has nothing to say: its FIN goes when it is
+    /// dropped.
+    fn close(&mut self) {}
+    /// What the layer's handshake settled, once done; `None` for a plain socket.
+    fn session(&self) -> Option<Session> {
+        None
+    }
+}
+
 /// A byte stream to the server. Registered with the poller like any mio source.
-pub trait Stream: Read + Write + Source {
+pub trait Stream: Read + Write + Source + Layer {
     /// Whether the connection the dial started is established; asked on each readiness
     /// event while it is connecting.
     fn handshake(&mut self) -> Handshake;
-    /// Whether more may be read now without a new readiness edge, although the last read
-    /// came back short: bytes the stream took from the socket and holds (a TLS layer's
-    /// decrypted records), or a socket it has not yet seen drained. A plain socket: never.
-    fn buffered(&self) -> bool;
-    /// Whether output of the stream's own (a handshake flight, an alert, `close_notify`)
-    /// waits for the socket: flush it (`Write::flush`) on the writable edge, and keep the
-    /// connection until it has left. A plain socket: never.
-    fn owes_output(&self) -> bool;
-    /// Starts closing the way the protocol wants before the socket is dropped: a TLS stream
-    /// queues `close_notify` and writes what it can ([`owes_output`](Stream::owes_output)
-    /// says whether some is left). A plain socket has nothing to say: its FIN goes when it is
-    /// dropped.
-    fn close(&mut self);
-    /// What the layer's handshake settled, once done; `None` for a plain socket.
-    fn session(&self) -> Option<Session>;
 }
 
 /// A connected datagram socket. Registered with the poller like any mio source.
-pub trait Datagram: Source {
+pub trait Datagram: Source + Layer {
     /// How long a datagram may go unanswered before it counts as lost.
     const LOSS_TIMEOUT: Duration;
     /// Sends one datagram.

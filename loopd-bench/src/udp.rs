@@ -20,7 +20,7 @@ use std::time::Duration;
 use mio::net::UdpSocket;
 
 use crate::net::any_address;
-use crate::transport::{Datagram, Dial};
+use crate::transport::{Datagram, Dial, Layer};
 
 /// A datagram not answered within this long is lost. Loopback round trips take
 /// microseconds, a loaded LAN milliseconds; a second is unambiguous for both.
@@ -49,6 +49,9 @@ impl Dial for Udp {
         Udp::open(target, source)
     }
 }
+
+/// A plain socket: the kernel's queues are all there is.
+impl Layer for UdpSocket {}
 
 impl Datagram for UdpSocket {
     const LOSS_TIMEOUT: Duration = LOSS_TIMEOUT;

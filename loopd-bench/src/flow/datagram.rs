@@ -21,7 +21,7 @@ use crate::errors::ErrorKind;
 use crate::net::{interrupted, would_block};
 use crate::payload::{self, Codec, Dir};
 use crate::schedule::Wake;
-use crate::transport::{Datagram, Handshake, Session};
+use crate::transport::{Datagram, Handshake};
 
 /// The datagram [`Wire`] over a datagram socket `D`.
 #[derive(Debug)]
@@ -152,20 +152,6 @@ impl<D: Datagram> Wire for Datagrams<D> {
 
     /// One `recv` is one datagram: only `WouldBlock` says drained, and the reading pass
     /// waits for it.
-    fn buffered(_: &Conn<Self>) -> bool {
-        false
-    }
-
-    fn owes_output(_: &Conn<Self>) -> bool {
-        false
-    }
-
-    fn close(_: &mut Conn<Self>) {}
-
-    fn session(_: &Conn<Self>) -> Option<Session> {
-        None
-    }
-
     fn heard(_: &Conn<Self>) -> bool {
         false // no handshake mode over datagrams
     }

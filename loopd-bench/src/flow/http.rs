@@ -28,7 +28,7 @@ use super::{Ctx, Failure, Pending, RECV_BUDGET};
 use crate::errors::ErrorKind;
 use crate::http::{Event, FramingError, ResponseParser};
 use crate::payload::{Cursor, Dir};
-use crate::transport::{Handshake, Session, Stream};
+use crate::transport::{Handshake, Stream};
 
 /// The HTTP [`Wire`] over a stream socket `S`.
 #[derive(Debug)]
@@ -171,22 +171,6 @@ impl<S: Stream> Wire for Http<S> {
                 format!("connection {id}: {unanswered} responses outstanding, {why}")
             });
         }
-    }
-
-    fn buffered(conn: &Conn<Self>) -> bool {
-        conn.socket.buffered()
-    }
-
-    fn owes_output(conn: &Conn<Self>) -> bool {
-        conn.socket.owes_output()
-    }
-
-    fn close(conn: &mut Conn<Self>) {
-        conn.socket.close();
-    }
-
-    fn session(conn: &Conn<Self>) -> Option<Session> {
-        conn.socket.session()
     }
 
     fn heard(_: &Conn<Self>) -> bool {

@@ -4,7 +4,7 @@
 //!
 //! * **Drain or remember, with a budget.** [`read_some`] reads until the socket is drained
 //!   (`WouldBlock`, or a short read: the receive queue was empty — unless the stream says it
-//!   still holds bytes, [`Stream::buffered`], as a TLS layer can), end-of-file, or the
+//!   still holds bytes, [`Layer::buffered`], as a TLS layer can), end-of-file, or the
 //!   receive budget. Stopping at the budget with data left is remembered (the flow goes on
 //!   the worker's run queue), because no new edge will announce data that is already
 //!   queued. Without the budget one fast connection — a chargen server that never stops —
@@ -34,7 +34,7 @@ use crate::config::{Expect, Load};
 use crate::errors::ErrorKind;
 use crate::net::{interrupted, would_block};
 use crate::payload::{self, check_chargen, Codec, Cursor, Dir, Gather};
-use crate::transport::{Handshake, Session, Stream};
+use crate::transport::{Handshake, Layer, Stream};
 
 /// The byte-stream [`Wire`] over a stream socket `S`.
 #[derive(Debug)]
@@ -186,22 +186,6 @@ impl<S: Stream> Wire for Bytes<S> {
                 format!("connection {id}: {unanswered} replies outstanding, {why}")
             });
         }
-    }
-
-    fn buffered(conn: &Conn<Self>) -> bool {
-        conn.socket.buffered()
-    }
-
-    fn owes_output(conn: &Conn<Self>) -> bool {
-        conn.socket.owes_output()
-    }
-
-    fn close(conn: &mut Conn<Self>) {
-        conn.socket.close();
-    }
-
-    fn session(conn: &Conn<Self>) -> Option<Session> {
-        conn.socket.session()
     }
 
     fn heard(conn: &Conn<Self>) -> bool {
@@ -402,7 +386,7 @@ pub enum ReadEnd {
 }
 
 /// What a reading pass needs of a stream: its bytes, and whether a short read proves it
-/// drained ([`Stream::buffered`]).
+/// drained ([`Layer::buffered`]).
 pub trait Drain: Read {
     /// More may be read now although the last read came back short.
     fn buffered(&self) -> bool;
@@ -410,7 +394,7 @@ pub trait Drain: Read {
 
 impl<S: Stream> Drain for S {
     fn buffered(&self) -> bool {
-        Stream::buffered(self)
+        Layer::buffered(self)
     }
 }
 

@@ -13,7 +13,7 @@ use mio::event::Source;
 
 use super::backend::Backend;
 use super::{Ctx, Failure, Pending};
-use crate::transport::{Handshake, Session};
+use crate::transport::{Handshake, Layer, Session};
 
 /// How a write pass ended, when it did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub enum WriteEnd {
 /// How messages travel over one kind of socket.
 pub trait Wire: Sized {
     /// The socket.
-    type Socket: Source;
+    type Socket: Source + Layer;
     /// What the discipline keeps per connection besides the [`Conn`]'s common parts.
     type State;
     /// Whether a new socket must complete a handshake before it carries messages.
@@ -72,16 +72,23 @@ pub trait Wire: Sized {
     /// The run is over with the connection still waiting for `why`: counts what it waited
     /// for (`replies`: the load expects replies to its messages).
     fn abandon(conn: &mut Conn<Self>, cx: &mut Ctx<Self::Socket>, why: &str, replies: bool);
-    /// Whether the socket may have more to read without a new edge
-    /// ([`Stream::buffered`](crate::transport::Stream::buffered)).
-    fn buffered(conn: &Conn<Self>) -> bool;
+    /// Whether the socket may have more to read without a new edge ([`Layer::buffered`]).
+    fn buffered(conn: &Conn<Self>) -> bool {
+        conn.socket.buffered()
+    }
     /// Whether the socket owes output of its own: the connection is not idle until it has
-    /// left ([`Stream::owes_output`](crate::transport::Stream::owes_output)).
-    fn owes_output(conn: &Conn<Self>) -> bool;
+    /// left ([`Layer::owes_output`]).
+    fn owes_output(conn: &Conn<Self>) -> bool {
+        conn.socket.owes_output()
+    }
     /// Starts the close the transport wants before the socket is dropped.
-    fn close(conn: &mut Conn<Self>);
+    fn close(conn: &mut Conn<Self>) {
+        conn.socket.close();
+    }
     /// What a layer's handshake settled, if there is a layer.
-    fn session(conn: &Conn<Self>) -> Option<Session>;
+    fn session(conn: &Conn<Self>) -> Option<Session> {
+        conn.socket.session()
+    }
     /// Handshake mode: whether the server has said its first word since the handshake —
     /// bytes, a session ticket, or its close.
     fn heard(conn: &Conn<Self>) -> bool;
