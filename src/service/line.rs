@@ -238,31 +238,11 @@ impl Service for Line {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::Proxied;
-    use crate::service::Harness;
+    use crate::service::{test_connection, Harness};
 
     /// A line service for a client at 192.0.2.7:4242 (through a proxy, if `proxied`).
     fn service(max_line: usize, proxied: bool) -> Line {
-        let stats = Arc::new(Stats::default());
-        let server_id: Arc<str> = Arc::from("web-1");
-        let client = "192.0.2.7:4242".parse().unwrap();
-        let conn = ConnInfo {
-            peer: if proxied {
-                "127.0.0.1:50000".parse().unwrap()
-            } else {
-                client
-            },
-            proxied: proxied.then(|| Proxied {
-                source: client,
-                destination: "198.51.100.1:7100".parse().unwrap(),
-            }),
-            listener: "127.0.0.1:7100".parse().unwrap(),
-            loop_index: 3,
-            server_id: &server_id,
-            stats: &stats,
-            tls: None,
-        };
-        Line::new(&conn, max_line)
+        test_connection(proxied, |conn| Line::new(conn, max_line))
     }
 
     fn line() -> Harness<Line> {

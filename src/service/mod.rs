@@ -635,6 +635,33 @@ impl FromStr for Builtin {
     }
 }
 
+/// Test helper: what a service is told about its connection, for a client at
+/// 192.0.2.7:4242 on listener 127.0.0.1:7100, loop 3 of server `web-1` — through a PROXY
+/// header from 127.0.0.1:50000 if `proxied` — passed to `make`.
+#[cfg(test)]
+pub(crate) fn test_connection<S>(proxied: bool, make: impl FnOnce(&ConnInfo<'_>) -> S) -> S {
+    let stats = Arc::new(Stats::default());
+    let server_id: Arc<str> = Arc::from("web-1");
+    let client: SocketAddr = "192.0.2.7:4242".parse().unwrap();
+    let conn = ConnInfo {
+        peer: if proxied {
+            "127.0.0.1:50000".parse().unwrap()
+        } else {
+            client
+        },
+        proxied: proxied.then(|| Proxied {
+            source: client,
+            destination: "198.51.100.1:7100".parse().unwrap(),
+        }),
+        listener: "127.0.0.1:7100".parse().unwrap(),
+        loop_index: 3,
+        server_id: &server_id,
+        stats: &stats,
+        tls: None,
+    };
+    make(&conn)
+}
+
 /// Test helper: drives a service with plain byte slices, no sockets.
 #[cfg(test)]
 pub(crate) struct Harness<S> {

@@ -1,32 +1,11 @@
 //! The `http` service driven with byte slices, no sockets.
 
 use super::*;
-use crate::proxy::Proxied;
-use crate::service::Harness;
-use crate::stats::Stats;
+use crate::service::{test_connection, Harness};
 
 /// An `http` service for a client at 192.0.2.7:4242 (through a proxy, if `proxied`).
 fn service(limits: HttpLimits, proxied: bool) -> Http {
-    let stats = Arc::new(Stats::default());
-    let server_id: Arc<str> = Arc::from("web-1");
-    let client = "192.0.2.7:4242".parse().unwrap();
-    let conn = ConnInfo {
-        peer: if proxied {
-            "127.0.0.1:50000".parse().unwrap()
-        } else {
-            client
-        },
-        proxied: proxied.then(|| Proxied {
-            source: client,
-            destination: "198.51.100.1:7100".parse().unwrap(),
-        }),
-        listener: "127.0.0.1:7100".parse().unwrap(),
-        loop_index: 3,
-        server_id: &server_id,
-        stats: &stats,
-        tls: None,
-    };
-    Http::new(&conn, limits)
+    test_connection(proxied, |conn| Http::new(conn, limits))
 }
 
 fn http() -> Harness<Http> {
