@@ -1023,17 +1023,9 @@ mod output_contract {
 
     /// An `http` service, as a listener's factory makes it for a client at 192.0.2.7.
     fn http() -> Box<dyn Service> {
-        let (server_id, stats): (Arc<str>, _) = (Arc::from("web-1"), Arc::new(Stats::default()));
-        let conn = ConnInfo {
-            peer: "192.0.2.7:4242".parse().unwrap(),
-            proxied: None,
-            listener: "127.0.0.1:7100".parse().unwrap(),
-            loop_index: 0,
-            server_id: &server_id,
-            stats: &stats,
-            tls: None,
-        };
-        Box::new(Http::new(&conn, HttpLimits::default()))
+        crate::service::test_connection(false, |conn| {
+            Box::new(Http::new(conn, HttpLimits::default()))
+        })
     }
 
     /// A keep-alive request answered whole, with nothing held, ends its turn waiting for the
@@ -1230,7 +1222,6 @@ mod framing {
     use super::*;
     use crate::service::{Frame, Line};
     use proptest::prelude::*;
-    use std::sync::Arc;
 
     fn limits() -> Limits {
         Limits {
@@ -1266,18 +1257,7 @@ mod framing {
     }
 
     fn line_service() -> Box<dyn Service> {
-        let stats = Arc::new(Stats::default());
-        let server_id: Arc<str> = Arc::from("test");
-        let conn = ConnInfo {
-            peer: "127.0.0.1:1".parse().unwrap(),
-            proxied: None,
-            listener: "127.0.0.1:7100".parse().unwrap(),
-            loop_index: 0,
-            server_id: &server_id,
-            stats: &stats,
-            tls: None,
-        };
-        Box::new(Line::new(&conn, 200))
+        crate::service::test_connection(false, |conn| Box::new(Line::new(conn, 200)))
     }
 
     /// Requests whose replies do not depend on time or counters.
