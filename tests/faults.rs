@@ -546,6 +546,42 @@ fn held_output_stays_under_the_watermark() {
     }
 }
 
+/// The same bound where replies are larger than their requests: `line`'s `STATS` (6 bytes
+/// in, hundreds out) and `http`'s `size=` (a small request, a 64 KiB generated body), each
+/// reply held by `delay` while the client pipelines faster than the holds release them.
+/// The peak stays within one read of the watermark, and every reply arrives.
+#[test]
+fn held_replies_larger_than_their_requests_stay_under_the_watermark() {
+    let cases: [(Builtin, &[u8], usize, &str); 2] = [
+        (Builtin::Line, b"STATS\n", 5000, "\r\n"),
+        (
+            Builtin::Http,
+            b"GET /?size=65536 HTTP/1.1\r\nHost: x\r\n\r\n",
+            100,
+            "HTTP/1.1 200 ",
+        ),
+    ];
+    for (service, request, n, per_reply) in cases {
+        let server = faulted(&[service], "delay:20ms", |_| {});
+        let mut c = connect(server.addr());
+        let got = exchange(&mut c, &request.repeat(n), 64 * 1024);
+        let got = String::from_utf8_lossy(&got);
+        assert_eq!(got.matches(per_reply).count(), n, "{service}: every reply");
+        let s = server.stats();
+        let high = loopd::config::DEFAULT_HIGH_WATERMARK as u64;
+        let read = loopd::event_loop::SCRATCH_SIZE as u64;
+        assert!(
+            s.peak_pending_output <= high + read,
+            "{service}: peak {} over {high} + {read}",
+            s.peak_pending_output
+        );
+        assert!(
+            s.backpressure_pauses > 0,
+            "{service}: reading never paused: {s}"
+        );
+    }
+}
+
 /// Which replies `corrupt,p:30%` corrupts over 40 sequential connections, by index.
 fn corrupted_connections(seed: u64) -> Vec<usize> {
     let mut config = Config::default();
