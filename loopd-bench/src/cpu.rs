@@ -21,6 +21,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use loopd::service::http::chunked::Decoder;
 use serde::{Deserialize, Serialize};
 
 /// How long a scrape may take before it is given up.
@@ -187,27 +188,22 @@ pub(crate) fn page(raw: &[u8]) -> Result<String, String> {
     String::from_utf8(body).map_err(|_| "the page is not UTF-8".into())
 }
 
-/// A chunked body, joined (`Connection: close` servers rarely chunk, but some do).
+/// A chunked body, joined (`Connection: close` servers rarely chunk, but some do), by the
+/// server's own strict decoder: one reading of the chunked grammar in the project.
 fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut decoder = Decoder::new();
     let mut out = Vec::new();
-    loop {
-        match httparse::parse_chunk_size(body) {
-            Ok(httparse::Status::Complete((_, 0))) => return Ok(out),
-            Ok(httparse::Status::Complete((start, size))) => {
-                // A size beyond the page is a truncated chunk, not an overflow.
-                let end = usize::try_from(size)
-                    .ok()
-                    .and_then(|size| start.checked_add(size))
-                    .ok_or("a truncated chunk")?;
-                let chunk = body.get(start..end).ok_or("a truncated chunk")?;
-                out.extend_from_slice(chunk);
-                body = body
-                    .get(end.saturating_add(2)..)
-                    .ok_or("a truncated chunk")?;
-            }
-            _ => return Err("a malformed chunked body".into()),
+    while !decoder.is_done() {
+        let step = decoder
+            .decode(body)
+            .map_err(|e| format!("a malformed chunked body: {}", e.reason()))?;
+        if step.consumed == 0 {
+            return Err("a truncated chunked body".into());
         }
+        out.extend_from_slice(step.data);
+        body = &body[step.consumed..];
     }
+    Ok(out)
 }
 
 /// The value of the `process_cpu_seconds_total` sample in a Prometheus text page (the sum,
