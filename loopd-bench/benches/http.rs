@@ -8,14 +8,18 @@
 //! 1. **Server.** wrk (`-t1 -c50`, keep-alive) against loopd `http` (`GET /healthz`: 200,
 //!    body `ok`) and against nginx (one worker, `return 200 'ok'`, access log off): requests
 //!    per second and the server's CPU per request (`/proc/PID/stat` over the run, nginx's
-//!    worker). Target: loopd's CPU per request at most 0.9× nginx's.
+//!    worker). Target: loopd's CPU per request at most 0.9× nginx's. Beside them, the floor:
+//!    `benches/peers/echo_epoll.c` in `reply` mode answers every read with a fixed response,
+//!    no parsing, no timers, so its CPU per request is what the kernel costs (receive, send,
+//!    `epoll_wait`). What a server spends above it is its own work, and the two servers'
+//!    own work is compared too.
 //! 2. **Client.** wrk and loopd-bench (`--protocol http --http-method get -c50`, one thread,
 //!    every response parsed and checked, latency in HdrHistograms) against the same nginx:
 //!    requests per second per client core (the client's own CPU time, from
 //!    `getrusage(RUSAGE_CHILDREN)` around each run). Target: loopd-bench at least 1.0× wrk.
 //!
 //! Rounds alternate between the contenders; medians are printed. Tunables:
-//! `HTTP_BENCH_SECS` (default 4) per run, `HTTP_BENCH_ROUNDS` (3).
+//! `HTTP_BENCH_SECS` (default 4) per run, `HTTP_BENCH_ROUNDS` (5).
 
 mod support;
 
@@ -24,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use support::common::{free_port, require, wait_until, Scratch};
-use support::{loopd_release, median, release_binary, start_loopd, Server};
+use support::{
+    compile_epoll_peer, loopd_release, median, release_binary, start_loopd, started, Server,
+};
 
 /// Connections each client keeps open: enough to keep one server core busy.
 const CONNECTIONS: usize = 50;
@@ -219,51 +225,82 @@ fn with_cpu<T>(pid: u32, f: impl FnOnce() -> T) -> (T, f64) {
 
 fn main() {
     let secs = tunable("HTTP_BENCH_SECS", 4);
-    let rounds = tunable("HTTP_BENCH_ROUNDS", 3) as usize;
+    let rounds = tunable("HTTP_BENCH_ROUNDS", 5) as usize;
     let _ = loopd_release();
     let bench: PathBuf = release_binary("loopd-bench", "loopd-bench");
     let loopd: Server = start_loopd(Some(SERVER_CPU), &["--listen", "http=127.0.0.1:0", "-q"]);
     let loopd_addr = loopd.addr_of("http");
     let nginx = Nginx::start();
     let nginx_worker = nginx.worker();
+    let floor = started(Server::start_program(
+        Some(SERVER_CPU),
+        &compile_epoll_peer(),
+        &["reply"],
+        &[],
+    ));
     let loopd_url = format!("http://{loopd_addr}/healthz");
     let nginx_url = format!("http://{}/", nginx.addr);
+    let floor_url = format!("http://{}/", floor.addr());
 
-    // 1. The servers under wrk.
-    let (mut l_rate, mut l_us, mut n_rate, mut n_us) = (vec![], vec![], vec![], vec![]);
+    // 1. The servers under wrk, and the floor. Each ratio is taken within its round, so a
+    //    round the machine slowed for all three moves it less than it moves the medians.
+    let servers = [
+        (loopd.pid() as u32, loopd_url.as_str()),
+        (floor.pid() as u32, floor_url.as_str()),
+        (nginx_worker, nginx_url.as_str()),
+    ];
+    let (mut rates, mut us) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]]);
+    let (mut ratio, mut own_ratio) = (vec![], vec![]);
     for round in 1..=rounds {
-        let (run, cpu) = with_cpu(loopd.pid() as u32, || wrk(&loopd_url, secs));
-        l_rate.push(run.rate);
-        l_us.push(cpu * 1e6 / (run.rate * secs as f64));
-        let (run, cpu) = with_cpu(nginx_worker, || wrk(&nginx_url, secs));
-        n_rate.push(run.rate);
-        n_us.push(cpu * 1e6 / (run.rate * secs as f64));
+        let mut this = [0.0; 3];
+        for (i, &(pid, url)) in servers.iter().enumerate() {
+            let (run, cpu) = with_cpu(pid, || wrk(url, secs));
+            rates[i].push(run.rate);
+            this[i] = cpu * 1e6 / (run.rate * secs as f64);
+            us[i].push(this[i]);
+        }
+        let [l, f, n] = this;
+        ratio.push(l / n);
+        own_ratio.push((l - f) / (n - f));
         println!(
-            "  round {round}: loopd {:.0} req/s {:.2} µs/req; nginx {:.0} req/s {:.2} µs/req",
-            l_rate[round - 1],
-            l_us[round - 1],
-            n_rate[round - 1],
-            n_us[round - 1]
+            "  round {round}: loopd {:.0} req/s {l:.2} µs/req; floor {:.0} req/s {f:.2} µs/req; nginx {:.0} req/s {n:.2} µs/req; loopd ÷ nginx {:.2}",
+            rates[0][round - 1],
+            rates[1][round - 1],
+            rates[2][round - 1],
+            l / n
         );
     }
-    let (l_us, n_us) = (median(l_us), median(n_us));
+    let [l_rate, f_rate, n_rate] = rates;
+    let [l_us, f_us, n_us] = us.map(median);
     println!(
         "HTTP/1.1 servers under wrk -t1 -c{CONNECTIONS} (keep-alive, GET, 2-byte body), server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}, {secs} s x {rounds}"
     );
-    println!("| server | requests/s | server CPU µs/request | ÷ nginx |");
-    println!("|---|---:|---:|---:|");
+    println!("| server | requests/s | server CPU µs/request | above the floor | ÷ nginx |");
+    println!("|---|---:|---:|---:|---:|");
     println!(
-        "| loopd http (GET /healthz) | {:.0} | {l_us:.2} | {:.2} |",
+        "| loopd http (GET /healthz) | {:.0} | {l_us:.2} | {:.2} | {:.2} |",
         median(l_rate),
+        l_us - f_us,
         l_us / n_us
     );
     println!(
-        "| nginx 1 worker (return 200) | {:.0} | {n_us:.2} | 1.00 |",
-        median(n_rate)
+        "| nginx 1 worker (return 200) | {:.0} | {n_us:.2} | {:.2} | 1.00 |",
+        median(n_rate),
+        n_us - f_us
     );
     println!(
-        "server CPU per request, loopd ÷ nginx: {:.2} (target ≤ 0.90)",
+        "| floor: C, edge-triggered, fixed reply, no parsing | {:.0} | {f_us:.2} | 0 | {:.2} |",
+        median(f_rate),
+        f_us / n_us
+    );
+    println!(
+        "server CPU per request, loopd ÷ nginx: median of rounds {:.2}, of medians {:.2} (target ≤ 0.90)",
+        median(ratio),
         l_us / n_us
+    );
+    println!(
+        "own work above the floor, loopd ÷ nginx: median of rounds {:.2}",
+        median(own_ratio)
     );
 
     // 2. The clients against nginx.
@@ -297,5 +334,6 @@ fn main() {
         b / w
     );
     drop(nginx);
+    drop(floor);
     drop(loopd);
 }

@@ -27,12 +27,13 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use loopd_bench::{BenchConfig, Stop};
-use support::{count_events, median, pin_current_thread, profile, start_loopd, started, Server};
+use support::{
+    compile_epoll_peer, count_events, median, pin_current_thread, profile, start_loopd, started,
+    Server,
+};
 
 /// Rounds per load; the servers take turns within each.
 const ROUNDS: usize = 3;
@@ -114,25 +115,6 @@ const NAMES: [&str; 3] = [
     "C, edge-triggered",
     "loopd (mio, edge)",
 ];
-
-/// Compiles the C peer into the target directory with the system's C compiler.
-fn compile_peer() -> PathBuf {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers/echo_epoll.c");
-    let exe = std::env::current_exe().expect("the bench executable's path");
-    let out = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the target directory")
-        .join("echo_epoll");
-    let status = Command::new("cc")
-        .args(["-O2", "-Wall", "-Wextra", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .status()
-        .expect("run cc (the system's C compiler; Debian's gcc)");
-    assert!(status.success(), "compiling {} failed", source.display());
-    out
-}
 
 fn start(which: usize, peer: &std::path::Path) -> Server {
     match which {
@@ -254,7 +236,7 @@ fn epoll_share(shares: &[(String, f64)]) -> f64 {
 }
 
 fn main() {
-    let peer = compile_peer();
+    let peer = compile_epoll_peer();
     let servers: Vec<Server> = (0..3).map(|i| start(i, &peer)).collect();
     pin_current_thread(1).expect("pin the client to CPU 1");
 

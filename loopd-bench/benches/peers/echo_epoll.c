@@ -13,6 +13,11 @@
  *       until a short read or EAGAIN (loopd's rule: a short read emptied the queue, and a
  *       later arrival raises a new edge), remembering a drain cut short by a blocked write.
  *
+ *   reply: et, but each read is answered with one fixed HTTP/1.1 response (200, body `ok`)
+ *       instead of its echo: the kernel's floor for a keep-alive request, for
+ *       `cargo bench -p loopd-bench --bench http`. No parsing at all, so it is right only
+ *       for a client that sends one request and waits for its answer (wrk does).
+ *
  * It prints `listening on echo=127.0.0.1:PORT` on standard error, as loopd does, and serves
  * until killed. A benchmark peer, not a server: no limits, no timeouts, no accept back-off.
  */
@@ -38,7 +43,8 @@ struct conn {
 
 static struct conn conns[MAX_FDS];
 static char buf[BUF];
-static int ep, edge;
+static int ep, edge, reply;
+static const char RESPONSE[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 static void die(const char *what) { perror(what); exit(1); }
 
@@ -66,15 +72,21 @@ static int flush(int fd) {
     return 1;
 }
 
-/* Echoes `n` bytes just read: written now, the tail kept. Returns 1 if all went out. */
+/* Echoes `n` bytes just read (in reply mode, answers them): written now, the tail kept.
+ * Returns 1 if all went out. */
 static int echo(int fd, size_t n) {
     struct conn *c = &conns[fd];
-    ssize_t w = write(fd, buf, n);
+    const char *data = buf;
+    if (reply) {
+        data = RESPONSE;
+        n = sizeof RESPONSE - 1;
+    }
+    ssize_t w = write(fd, data, n);
     if (w < 0 && errno != EAGAIN) return -1;
     if (w == (ssize_t)n) return 1;
     if (w < 0) w = 0;
     if (!c->tail && !(c->tail = malloc(BUF))) die("malloc");
-    memcpy(c->tail, buf + w, n - w);
+    memcpy(c->tail, data + w, n - w);
     c->off = 0;
     c->len = n - w;
     return 0;
@@ -133,11 +145,12 @@ static void on_listener(int lfd) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2 || (strcmp(argv[1], "lt") && strcmp(argv[1], "et"))) {
-        fprintf(stderr, "usage: %s lt|et\n", argv[0]);
+    if (argc != 2 || (strcmp(argv[1], "lt") && strcmp(argv[1], "et") && strcmp(argv[1], "reply"))) {
+        fprintf(stderr, "usage: %s lt|et|reply\n", argv[0]);
         return 2;
     }
-    edge = !strcmp(argv[1], "et");
+    reply = !strcmp(argv[1], "reply");
+    edge = reply || !strcmp(argv[1], "et");
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (lfd < 0) die("socket");
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

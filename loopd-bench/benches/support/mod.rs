@@ -39,6 +39,26 @@ pub fn release_binary(package: &str, bin: &str) -> PathBuf {
     dir.join(bin)
 }
 
+/// Compiles the C peer `benches/peers/echo_epoll.c` into the target directory with the
+/// system's C compiler, and returns the program.
+pub fn compile_epoll_peer() -> PathBuf {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/peers/echo_epoll.c");
+    let exe = std::env::current_exe().expect("the bench executable's path");
+    let out = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the target directory")
+        .join("echo_epoll");
+    let status = Command::new("cc")
+        .args(["-O2", "-Wall", "-Wextra", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .expect("run cc (the system's C compiler; Debian's gcc)");
+    assert!(status.success(), "compiling {} failed", source.display());
+    out
+}
+
 /// Waits for `server`'s start-up line, so its address is known, and returns it.
 pub fn started(server: Server) -> Server {
     server.addr();

@@ -131,6 +131,10 @@ pub fn read<'q>(
     mut header: impl FnMut(&'q str) -> Result<(), BadKnob>,
 ) -> Result<Knobs, BadKnob> {
     let mut knobs = Knobs::default();
+    if query.is_empty() {
+        // Most requests: nothing to split.
+        return Ok(knobs);
+    }
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {

@@ -86,7 +86,9 @@ impl Default for HttpLimits {
 pub struct Http {
     client: SocketAddr,
     server_id: Arc<str>,
-    /// `loopd-server: ID LISTENER LOOP\r\n`, formatted once per connection.
+    /// `HTTP/1.1 200 OK\r\n` and `loopd-server: ID LISTENER LOOP\r\n`, formatted once per
+    /// connection: most responses begin with both, in one piece; any other status writes
+    /// its own line and the header alone.
     ident: Box<[u8]>,
     limits: HttpLimits,
     /// The request being served, from its head to the end of its response.
@@ -177,7 +179,9 @@ impl Http {
 
     /// The same, with the knobs' choices drawn from `seed`: a run that must repeat them.
     pub fn with_seed(conn: &ConnInfo<'_>, limits: HttpLimits, seed: u64) -> Http {
-        let ident = format!(
+        let mut ident = response::OK_LINE.to_vec();
+        let _ = write!(
+            ident,
             "loopd-server: {} {} {}\r\n",
             conn.server_id, conn.listener, conn.loop_index
         );
@@ -185,7 +189,7 @@ impl Http {
         Http {
             client: peer,
             server_id: Arc::clone(conn.server_id),
-            ident: ident.into_bytes().into_boxed_slice(),
+            ident: ident.into_boxed_slice(),
             limits,
             current: None,
             rng: Rng::new(seed),
@@ -345,17 +349,28 @@ impl Http {
         close: bool,
         keep_alive_1_0: bool,
     ) {
-        response::status_line(out, status);
-        out.write(&self.ident);
-        if !response::is_bodiless(status) {
-            match length {
-                Some(n) => {
-                    out.write(b"Content-Length: ");
-                    response::decimal(out, n);
-                    out.write(b"\r\n");
-                }
-                None => out.write(b"Transfer-Encoding: chunked\r\n"),
+        if status == 200 {
+            out.write(&self.ident);
+        } else {
+            response::status_line(out, status);
+            out.write(&self.ident[response::OK_LINE.len()..]);
+        }
+        response::date(out);
+        // The usual head ends with its length, and the blank line goes in the same piece.
+        let last = !close && !keep_alive_1_0 && self.extra.is_empty();
+        let ended = match length {
+            _ if response::is_bodiless(status) => false,
+            Some(n) => {
+                response::content_length(out, n, last);
+                last
             }
+            None => {
+                out.write(b"Transfer-Encoding: chunked\r\n");
+                false
+            }
+        };
+        if ended {
+            return;
         }
         if close {
             out.write(b"Connection: close\r\n");

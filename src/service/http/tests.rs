@@ -12,6 +12,16 @@ fn http() -> Harness<Http> {
     Harness::new(service(HttpLimits::default(), false))
 }
 
+/// `response` with its one `Date` line taken out (checked to be there, after the
+/// `loopd-server` header), so the rest can be compared byte for byte.
+fn without_date(response: &str) -> String {
+    let at = response.find("\r\nDate: ").expect("a Date header") + 2;
+    let end = at + response[at..].find("\r\n").expect("the Date line ends") + 2;
+    assert_eq!(end - at, 37, "Date: an IMF-fixdate: {response:?}");
+    assert!(response[..at].contains("loopd-server: "), "{response:?}");
+    format!("{}{}", &response[..at], &response[end..])
+}
+
 fn ask(h: &mut Harness<Http>, request: &[u8]) -> (usize, String) {
     let used = h.input(request);
     (used, String::from_utf8_lossy(&h.take_output()).into_owned())
@@ -23,7 +33,7 @@ fn endpoints() {
     let mut h = http();
     let (_, r) = ask(&mut h, b"GET /hostname HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(
-        r,
+        without_date(&r),
         "HTTP/1.1 200 OK\r\nloopd-server: web-1 127.0.0.1:7100 3\r\nContent-Length: 5\r\n\r\nweb-1"
     );
     let (_, r) = ask(&mut h, b"GET /clientip HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -33,7 +43,10 @@ fn endpoints() {
     let (_, r) = ask(&mut h, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(r.contains("\r\n\r\nNOW: 20"), "{r}");
     let (_, r) = ask(&mut h, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{r}");
+    assert_eq!(
+        without_date(&r),
+        "HTTP/1.1 404 Not Found\r\nloopd-server: web-1 127.0.0.1:7100 3\r\nContent-Length: 9\r\n\r\nnot found"
+    );
     let (_, r) = ask(
         &mut h,
         b"GET /echo?msg=hi%20there&x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -288,7 +301,8 @@ fn output_contract() {
     assert_eq!(offset, flood.len());
     let answer = 1000
         + "HTTP/1.1 200 OK\r\nloopd-server: web-1 127.0.0.1:7100 3\r\nContent-Length: 1000\r\n\r\n"
-            .len();
+            .len()
+        + "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n".len();
     assert_eq!(total, 50 * answer);
 }
 
