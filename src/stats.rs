@@ -140,7 +140,8 @@ counters! {
     closed_linger_timeout,
     /// Closed for a service protocol violation.
     closed_protocol,
-    /// Closed because a partial request outlived the request timeout.
+    /// Closed because a partial request outlived the request timeout (reset, or answered
+    /// and closed gracefully, as HTTP answers 408).
     closed_request_timeout,
     /// Aborted at the drain deadline.
     closed_forced,

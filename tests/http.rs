@@ -253,7 +253,8 @@ fn bounds_431_413_400() {
 }
 
 /// A head still incomplete at the request timeout is answered 408, then the connection
-/// closes gracefully (FIN, not a reset), so the client reads the answer.
+/// closes gracefully (FIN, not a reset), so the client reads the answer; the close is
+/// counted as a request timeout, not as the FIN exchange that ended it.
 #[test]
 fn request_timeout_is_408() {
     let mut config = Config::default();
@@ -268,6 +269,13 @@ fn request_timeout_is_408() {
         "{answer}"
     );
     assert!(answer.contains("Connection: close\r\n"), "{answer}");
+    drop(c);
+    let s = server.wait_stats("the close counted", |s| s.active == 0);
+    assert_eq!(
+        (s.closed_request_timeout, s.closed_server, s.closed_peer),
+        (1, 0, 0),
+        "{s}"
+    );
 }
 
 /// The output contract: 1,000 pipelined 39-byte requests for 16,000-byte answers (16 MB),

@@ -147,6 +147,18 @@ fn statuses_counted_and_expected() {
     let (code, report, stderr) = bench_json(server.addr(), &expected);
     assert_clean(code, &report, &stderr);
     assert_eq!(status(&report, 404), 50);
+    // The report says what was asked, and which statuses were answers.
+    assert_eq!(
+        report["runs"][0]["http"],
+        serde_json::json!({
+            "method": "GET",
+            "path": "/nope",
+            "headers": [],
+            "expect_status": [404],
+        }),
+        "{}",
+        report["runs"][0]
+    );
     let knobs = [
         "-n",
         "400",

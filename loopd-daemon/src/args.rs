@@ -75,7 +75,9 @@ pub struct Args {
 
     /// line, frame and http services: end a connection whose partial request has been
     /// arriving for this long, so slow clients cannot hold every slot (line and frame reset
-    /// it: nothing is owed; http answers 408 and closes).
+    /// it: nothing is owed; http answers 408 and closes). For http that is the request head; a
+    /// body is consumed as it arrives, and a body that stops arriving meets the idle timeout
+    /// (as nginx's client_body_timeout bounds the time between reads, not the whole upload).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "LOOPD_REQUEST_TIMEOUT")]
     request_timeout: Duration,
 

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use serde::{Deserialize, Serialize};
+
 use crate::http::{request_head, valid_header, Method};
 
 /// The requests of an HTTP run and the statuses it expects.
@@ -25,6 +27,31 @@ impl Default for HttpSettings {
             path: "/echo".into(),
             headers: Vec::new(),
             expect_status: Vec::new(),
+        }
+    }
+}
+
+/// The HTTP settings as a JSON report records them: what each request was, and which
+/// statuses counted as answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedHttp {
+    /// `GET` or `POST`.
+    pub method: String,
+    /// The request path, query included.
+    pub path: String,
+    /// Extra request headers, `Name: value`.
+    pub headers: Vec<String>,
+    /// The statuses that are not errors; empty means any 2xx.
+    pub expect_status: Vec<u16>,
+}
+
+impl From<&HttpSettings> for RecordedHttp {
+    fn from(h: &HttpSettings) -> RecordedHttp {
+        RecordedHttp {
+            method: h.method.name().into(),
+            path: h.path.clone(),
+            headers: h.headers.clone(),
+            expect_status: h.expect_status.clone(),
         }
     }
 }

@@ -5,8 +5,10 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::http::RecordedHttp;
 use super::tls::RecordedTls;
 use super::{BenchConfig, Expect, Mode, Segment, Stop};
+use crate::payload::Protocol;
 
 /// The settings as recorded in a JSON report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,6 +69,9 @@ pub struct RecordedConfig {
     /// `--tls`: the TLS settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RecordedTls>,
+    /// `--protocol http`: the requests' method, path and headers, and the statuses expected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<RecordedHttp>,
 }
 
 impl From<&BenchConfig> for RecordedConfig {
@@ -105,6 +110,7 @@ impl From<&BenchConfig> for RecordedConfig {
             server_metrics: c.cpu.server.as_ref().map(|s| s.describe()),
             system_cpu: c.cpu.system,
             tls: c.tls.as_ref().map(RecordedTls::from),
+            http: (c.protocol == Protocol::Http).then(|| RecordedHttp::from(&c.http)),
         }
     }
 }

@@ -122,6 +122,10 @@ pub(crate) struct Serving {
     held_for_room: bool,
     /// The service has produced its last byte.
     finished: bool,
+    /// Why the server began this close, when the reason is its own and the close still ends
+    /// gracefully (a request timeout answered, HTTP's 408): the close is counted under it,
+    /// not under the FIN exchange that ends it.
+    ending: Option<CloseReason>,
 }
 
 /// What a connection holds only while something waits: a partial request, output the kernel
@@ -174,6 +178,7 @@ impl Serving {
             paused: false,
             held_for_room: false,
             finished: false,
+            ending: None,
         }
     }
 
@@ -370,7 +375,8 @@ impl Serving {
                     service.on_request_timeout(out)
                 });
                 if self.finished || answered.is_break() {
-                    // Counted by how the close ends, like any close the server begins.
+                    // Counted as a request timeout however the graceful close then ends.
+                    self.ending = Some(CloseReason::RequestTimeout);
                     info!(
                         "conn {}: request incomplete after {:?}; answered, closing",
                         io.id,
@@ -477,8 +483,16 @@ impl Serving {
         }
     }
 
+    /// Ends the connection. A graceful end of a close the server began for a reason of its
+    /// own (`ending`) is counted under that reason; an abortive one keeps its own.
     fn close<S>(&mut self, io: &Io<S>, reason: CloseReason, now: Time) -> Turn {
         self.set_state(io, State::Closed, now);
+        let reason = match (self.ending, reason) {
+            (Some(why), CloseReason::Server | CloseReason::Peer | CloseReason::LingerTimeout) => {
+                why
+            }
+            _ => reason,
+        };
         Turn::Closed(reason)
     }
 
