@@ -266,6 +266,7 @@ const OUTSIDE_NAMES: &[&str] = &[
     "_copy_to_iter",
     "_raw_spin_unlock_irqrestore",
     "tcp_sendmsg_locked",
+    "client_body_timeout",
     "client_header_timeout",
     "lingering_time",
     "lingering_timeout",
