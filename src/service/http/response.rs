@@ -99,28 +99,32 @@ pub fn content_length(out: &mut Output<'_>, n: u64, last: bool) {
 
 /// `Date: <IMF-fixdate>\r\n` (RFC 9110 §6.6.1: an origin server with a clock sends it).
 /// The line is kept per thread and formatted again only when the second changes, as nginx
-/// keeps its cached time: a response pays one clock read.
+/// keeps its cached time: a response pays one clock read. A clock outside the years an
+/// IMF-fixdate can say (before 1970, after 9999) is not one to date by, and RFC 9110 says a
+/// server without a clock sends no `Date`: then none is sent.
 pub fn date(out: &mut Output<'_>) {
     /// `Date: ` (6), the date (29: `Sun, 06 Nov 1994 08:49:37 GMT`), CRLF (2).
     const LINE: usize = 37;
+    /// 10000-01-01T00:00:00Z, in seconds since the epoch.
+    const YEAR_10000: u64 = 253_402_300_800;
     thread_local! {
         static DATE: RefCell<(u64, [u8; LINE])> = const { RefCell::new((u64::MAX, [0; LINE])) };
     }
     let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let second = match now.duration_since(UNIX_EPOCH) {
+        Ok(since) if since.as_secs() < YEAR_10000 => since.as_secs(),
+        _ => return,
+    };
     DATE.with_borrow_mut(|(cached, line)| {
         if *cached != second {
             let text = httpdate::fmt_http_date(now);
-            if text.len() == LINE - 8 {
-                line[..6].copy_from_slice(b"Date: ");
-                line[6..LINE - 2].copy_from_slice(text.as_bytes());
-                line[LINE - 2..].copy_from_slice(b"\r\n");
-                *cached = second;
-            }
+            debug_assert_eq!(text.len(), LINE - 8, "{text}");
+            line[..6].copy_from_slice(b"Date: ");
+            line[6..LINE - 2].copy_from_slice(text.as_bytes());
+            line[LINE - 2..].copy_from_slice(b"\r\n");
+            *cached = second;
         }
-        if *cached == second {
-            out.write(&line[..]);
-        }
+        out.write(&line[..]);
     });
 }
 
