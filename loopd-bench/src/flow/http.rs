@@ -22,9 +22,9 @@ use std::marker::PhantomData;
 use std::time::Instant;
 
 use super::backend::Backend;
-use super::stream::{flush_layer, read_some, ReadEnd, Requests};
+use super::stream::{flush_layer, receive_replies, Received, Requests};
 use super::wire::{Conn, Wire, WriteEnd};
-use super::{Ctx, Failure, Pending, RECV_BUDGET};
+use super::{Ctx, Failure, Pending};
 use crate::errors::ErrorKind;
 use crate::http::{Event, FramingError, ResponseParser};
 use crate::payload::{Cursor, Dir};
@@ -103,7 +103,6 @@ impl<S: Stream> Wire for Http<S> {
 
     fn receive(conn: &mut Conn<Self>, cx: &mut Ctx<S>, now: Instant) -> Result<(), Failure> {
         let mut scratch = std::mem::take(&mut cx.buffers.scratch);
-        let mut failure = None;
         let Conn {
             id,
             socket,
@@ -121,29 +120,17 @@ impl<S: Stream> Wire for Http<S> {
             served,
             backend,
         };
-        let end = read_some(
-            socket,
-            &mut scratch,
-            RECV_BUDGET,
-            *peer_closing,
-            |data| match responses.take(cx, data, now) {
-                Ok(()) => true,
-                Err(f) => {
-                    failure = Some(f);
-                    false
-                }
-            },
-        );
+        let received = receive_replies(socket, &mut scratch, *peer_closing, |data| {
+            responses.take(cx, data, now)
+        });
         cx.buffers.scratch = scratch;
-        match end {
-            ReadEnd::Drained => Ok(()),
-            ReadEnd::Budget => {
+        match received? {
+            Received::Drained => Ok(()),
+            Received::Budget => {
                 conn.read_pending = true;
                 Ok(())
             }
-            ReadEnd::Eof => Err(peer_closed(conn)),
-            ReadEnd::Failed(e) => Err(Failure::io("read", &e)),
-            ReadEnd::Stopped => Err(failure.expect("a handler that stops says why")),
+            Received::Eof => Err(peer_closed(conn)),
         }
     }
 

@@ -117,7 +117,6 @@ impl<S: Stream> Wire for Bytes<S> {
 
     fn receive(conn: &mut Conn<Self>, cx: &mut Ctx<S>, now: Instant) -> Result<(), Failure> {
         let mut scratch = std::mem::take(&mut cx.buffers.scratch);
-        let mut failure = None;
         let mut reply = Reply {
             id: conn.id,
             stream: &mut conn.wire,
@@ -125,34 +124,22 @@ impl<S: Stream> Wire for Bytes<S> {
             served: &mut conn.served,
             backend: &mut conn.backend,
         };
-        let end = read_some(
-            &mut conn.socket,
-            &mut scratch,
-            RECV_BUDGET,
-            conn.peer_closing,
-            |data| match reply.take(cx, data, now) {
-                Ok(()) => true,
-                Err(f) => {
-                    failure = Some(f);
-                    false
-                }
-            },
-        );
+        let received = receive_replies(&mut conn.socket, &mut scratch, conn.peer_closing, |data| {
+            reply.take(cx, data, now)
+        });
         cx.buffers.scratch = scratch;
-        match end {
-            ReadEnd::Drained => Ok(()),
-            ReadEnd::Budget => {
+        match received? {
+            Received::Drained => Ok(()),
+            Received::Budget => {
                 conn.read_pending = true;
                 Ok(())
             }
             // After a handshake, the server's close is one of the answers waited for.
-            ReadEnd::Eof if cx.cfg.mode.load() == Load::Handshake => {
+            Received::Eof if cx.cfg.mode.load() == Load::Handshake => {
                 conn.wire.finished = true;
                 Ok(())
             }
-            ReadEnd::Eof => Err(peer_closed(conn, &cx.codec)),
-            ReadEnd::Failed(e) => Err(Failure::io("read", &e)),
-            ReadEnd::Stopped => Err(failure.expect("a handler that stops says why")),
+            Received::Eof => Err(peer_closed(conn, &cx.codec)),
         }
     }
 
@@ -383,6 +370,44 @@ pub enum ReadEnd {
     Failed(io::Error),
     /// The data handler stopped the pass (the flow failed on what it read).
     Stopped,
+}
+
+/// How a stream wire's receive pass ended, once a failure is out of the way.
+pub enum Received {
+    /// The socket is drained; the next arrival is a new edge.
+    Drained,
+    /// The budget ran out with data possibly left: the connection reads again next turn.
+    Budget,
+    /// The peer finished sending: the wire judges whether that was owed.
+    Eof,
+}
+
+/// The receive pass both stream wires make: reads up to [`RECV_BUDGET`] into `scratch` and
+/// hands each piece to `take`, whose first failure ends the pass and is the result; a read
+/// error is a failure too.
+pub fn receive_replies<R: Drain>(
+    r: &mut R,
+    scratch: &mut [u8],
+    peer_closing: bool,
+    mut take: impl FnMut(&[u8]) -> Result<(), Failure>,
+) -> Result<Received, Failure> {
+    let mut failure = None;
+    let end = read_some(r, scratch, RECV_BUDGET, peer_closing, |data| {
+        match take(data) {
+            Ok(()) => true,
+            Err(f) => {
+                failure = Some(f);
+                false
+            }
+        }
+    });
+    match end {
+        ReadEnd::Drained => Ok(Received::Drained),
+        ReadEnd::Budget => Ok(Received::Budget),
+        ReadEnd::Eof => Ok(Received::Eof),
+        ReadEnd::Failed(e) => Err(Failure::io("read", &e)),
+        ReadEnd::Stopped => Err(failure.expect("a handler that stops says why")),
+    }
 }
 
 /// What a reading pass needs of a stream: its bytes, and whether a short read proves it
