@@ -7,8 +7,6 @@
 mod common;
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::Command;
 
 use common::daemon::Daemon;
 use common::*;
@@ -62,17 +60,6 @@ fn whoami_is_the_client(port: u16, proxy: &Daemon) {
         format!("{me}\r\n"),
         "the client's address, not the proxy's"
     );
-}
-
-/// nginx's master, stopped with SIGTERM so that it takes its worker with it (a killed master
-/// would leave the worker serving).
-struct Nginx(Daemon);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.0.signal(libc::SIGTERM);
-        self.0.wait_exit();
-    }
 }
 
 #[test]
@@ -154,13 +141,7 @@ listen line_v2
 
 #[test]
 fn behind_nginx_stream() {
-    let nginx = require("nginx", "nginx-light");
-    let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
-    assert!(
-        module.exists(),
-        "{} is missing: install Debian's libnginx-mod-stream (apt-get install -y libnginx-mod-stream; .ci/run does)",
-        module.display()
-    );
+    let module = nginx_stream_module();
     let loopd = Daemon::start(&[
         "-l",
         "echo=127.0.0.1:0,proxy",
@@ -200,17 +181,7 @@ stream {{
         module = module.display(),
         dir = scratch.0.display(),
     );
-    let path = scratch.write("nginx.conf", &config);
-    let proxy = Nginx(Daemon::spawn({
-        let mut cmd = Command::new(nginx);
-        cmd.arg("-p")
-            .arg(&scratch.0)
-            .arg("-c")
-            .arg(&path)
-            .arg("-e")
-            .arg("stderr");
-        cmd
-    }));
+    let proxy = Nginx::start(&scratch, &config);
     let proxy = &proxy.0;
 
     ten_mib_with_half_close(p_echo, proxy, 3);

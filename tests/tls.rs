@@ -1002,13 +1002,7 @@ fn pump(s: Tls, data: &[u8]) -> Vec<u8> {
 
 /// Starts HAProxy with `listen` sections after the shared defaults; waits for `ports`.
 fn haproxy_with(listen: &str, ports: &[u16]) -> (Daemon, Scratch) {
-    let (proxy, dir) = haproxy(&format!("{HAPROXY_DEFAULTS}{listen}"));
-    for &port in ports {
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_until(&format!("haproxy on {addr} ({:?})", proxy.log()), || {
-            TcpStream::connect(addr).ok()
-        });
-    }
+    let (proxy, dir) = haproxy_listening(&format!("{HAPROXY_DEFAULTS}{listen}"), ports);
     (proxy, dir)
 }
 
@@ -1142,13 +1136,7 @@ fn haproxy_reencrypts_to_a_verified_tls_backend() {
 /// presents its certificate and sees the name.
 #[test]
 fn nginx_routes_by_sni_to_two_tls_backends() {
-    let nginx = require("nginx", "nginx-light");
-    let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
-    assert!(
-        module.exists(),
-        "{} is missing: install Debian's libnginx-mod-stream (apt-get install -y libnginx-mod-stream; .ci/run does)",
-        module.display()
-    );
+    let module = nginx_stream_module();
     let pki = Pki::new("nginx-sni");
     let backend = |name: &str| {
         let (cert, key) = pki.issue(&[name], name);
@@ -1192,15 +1180,7 @@ stream {{
         a = a.addr(),
         b = b.addr(),
     );
-    let path = scratch.write("nginx.conf", &config);
-    let mut cmd = Command::new(nginx);
-    cmd.arg("-p")
-        .arg(&scratch.0)
-        .arg("-c")
-        .arg(&path)
-        .arg("-e")
-        .arg("stderr");
-    let proxy = Nginx(Daemon::spawn(cmd));
+    let proxy = Nginx::start(&scratch, &config);
     wait_until(&format!("nginx ({:?})", proxy.0.log()), || {
         TcpStream::connect(local(port)).ok()
     });
@@ -1211,16 +1191,6 @@ stream {{
         let server = ask(&mut s, "SERVER");
         assert!(server.starts_with(&format!("{name} ")), "{server}");
         assert!(ask(&mut s, "TLS").contains(&format!(" sni={name} ")));
-    }
-}
-
-/// nginx's master, stopped with SIGTERM so that it takes its worker with it.
-struct Nginx(Daemon);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.0.signal(libc::SIGTERM);
-        self.0.wait_exit();
     }
 }
 

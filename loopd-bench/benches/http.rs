@@ -31,9 +31,9 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use support::common::{free_port, require, wait_until, Scratch};
+use support::common::{free_port, require, wait_until, Nginx, Scratch};
 use support::{
     compile_epoll_peer, loopd_release, median, release_binary, start_loopd, started, Server,
 };
@@ -52,21 +52,12 @@ fn tunable(name: &str, default: u64) -> u64 {
 }
 
 /// nginx with one worker pinned to the server's core, answering `return 200 'ok'` on every
-/// path, access log off; stopped (master and worker) when dropped.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    _dir: Scratch,
-}
-
-impl Nginx {
-    fn start() -> Nginx {
-        let nginx = require("nginx", "nginx-light");
-        let dir = Scratch::new("bench-nginx-http");
-        let port = free_port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let config = format!(
-            "daemon off;
+/// path, access log off, run from `dir`; returned once it listens, with its address.
+fn start_nginx(dir: &Scratch) -> (Nginx, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = format!(
+        "daemon off;
 worker_processes 1;
 worker_cpu_affinity {affinity:b};
 error_log stderr warn;
@@ -82,51 +73,14 @@ http {{
     }}
 }}
 ",
-            affinity = 1u64 << SERVER_CPU,
-            dir = dir.0.display(),
-        );
-        let conf = dir.write("nginx.conf", &config);
-        let child = Command::new(nginx)
-            .arg("-p")
-            .arg(&dir.0)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg("stderr")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        wait_until("nginx listening", || {
-            std::net::TcpStream::connect(addr).ok()
-        });
-        Nginx {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// The worker's pid (the master's only child).
-    fn worker(&self) -> u32 {
-        let master = self.child.id();
-        wait_until("nginx's worker", || {
-            let children =
-                std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).ok()?;
-            children.split_whitespace().next()?.parse().ok()
-        })
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM to the master takes the worker with it.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
+        affinity = 1u64 << SERVER_CPU,
+        dir = dir.0.display(),
+    );
+    let nginx = Nginx::start(dir, &config);
+    wait_until("nginx listening", || {
+        std::net::TcpStream::connect(addr).ok()
+    });
+    (nginx, addr)
 }
 
 /// CPU seconds process `pid` has used, summed over its threads from the scheduler's own
@@ -262,7 +216,8 @@ fn main() {
     let bench: PathBuf = release_binary("loopd-bench", "loopd-bench");
     let loopd: Server = start_loopd(Some(SERVER_CPU), &["--listen", "http=127.0.0.1:0", "-q"]);
     let loopd_addr = loopd.addr_of("http");
-    let nginx = Nginx::start();
+    let nginx_dir = Scratch::new("bench-nginx-http");
+    let (nginx, nginx_addr) = start_nginx(&nginx_dir);
     let nginx_worker = nginx.worker();
     let floor = started(Server::start_program(
         Some(SERVER_CPU),
@@ -271,7 +226,7 @@ fn main() {
         &[],
     ));
     let loopd_url = format!("http://{loopd_addr}/healthz");
-    let nginx_url = format!("http://{}/", nginx.addr);
+    let nginx_url = format!("http://{nginx_addr}/");
     let floor_url = format!("http://{}/", floor.addr());
 
     // 1. The servers under wrk, and the floor, in short alternating rounds.
@@ -339,7 +294,7 @@ fn main() {
     let (mut w_rate, mut w_per_core, mut b_rate, mut b_per_core) = (vec![], vec![], vec![], vec![]);
     for round in 1..=client_rounds {
         let w = wrk(&nginx_url, client_secs);
-        let b = loopd_bench(&bench, nginx.addr, "/", client_secs);
+        let b = loopd_bench(&bench, nginx_addr, "/", client_secs);
         println!(
             "  round {round}: wrk {:.0} req/s on {:.2} cores; loopd-bench {:.0} req/s on {:.2} cores",
             w.rate, w.cores, b.rate, b.cores

@@ -18,33 +18,8 @@ use loopd::{EndpointSpec, Server};
 use loopd_bench::report::Latency;
 use serde_json::Value;
 
-use client::bench;
+use client::{bench, bench_json, bench_json_warmup, errors};
 use common::{TestServer, PATIENCE};
-
-/// Runs loopd-bench with `--json -` and returns the exit code, the report and stderr.
-fn bench_json(target: SocketAddr, args: &[&str]) -> (i32, Value, String) {
-    let target = target.to_string();
-    let mut all = vec![target.as_str(), "--json", "-", "--warmup", "0s"];
-    all.extend_from_slice(args);
-    let out = bench(&all);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !stderr.contains("panicked"),
-        "loopd-bench panicked: {stderr}"
-    );
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr: {stderr}"));
-    (out.status.code().expect("exit code"), report, stderr)
-}
-
-fn errors(report: &Value) -> u64 {
-    report["errors"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum()
-}
 
 fn count(report: &Value, key: &str) -> u64 {
     report[key]
@@ -319,18 +294,6 @@ fn connections_beyond_the_server_cap_are_reported() {
     assert!(err.contains("5 served"), "{err}");
 }
 
-/// Runs loopd-bench against `target` with `--warmup warmup` and `args`, with `--json -`.
-fn bench_warmup(target: SocketAddr, warmup: &str, args: &[&str]) -> (i32, Value, String) {
-    let target = target.to_string();
-    let mut all = vec![target.as_str(), "--json", "-", "--warmup", warmup];
-    all.extend_from_slice(args);
-    let out = bench(&all);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr: {stderr}"));
-    (out.status.code().expect("exit code"), report, stderr)
-}
-
 /// Connections that never established: the connect errors of every kind.
 fn connect_errors(report: &Value) -> u64 {
     [
@@ -354,7 +317,7 @@ fn starved_connections_are_unserved_with_or_without_a_warmup() {
     config.deployment.max_connections = 5;
     let server = TestServer::start(config, &[Builtin::Echo]);
     for warmup in ["0s", "1s"] {
-        let (code, r, err) = bench_warmup(server.addr(), warmup, &["-c", "15", "-d", "1s"]);
+        let (code, r, err) = bench_json_warmup(server.addr(), warmup, &["-c", "15", "-d", "1s"]);
         let c = &r["connections"];
         assert_eq!(c["established"], 15, "warm-up {warmup}: {c}");
         assert_eq!(c["served"], 5, "warm-up {warmup}: {c}");
@@ -381,7 +344,7 @@ fn connections_established_after_the_window_are_unserved() {
     config.loops.backlog = 1;
     let server = TestServer::start(config, &[Builtin::Echo]);
     for warmup in ["0s", "500ms"] {
-        let (code, r, err) = bench_warmup(server.addr(), warmup, &["-c", "6", "-d", "500ms"]);
+        let (code, r, err) = bench_json_warmup(server.addr(), warmup, &["-c", "6", "-d", "500ms"]);
         let c = &r["connections"];
         assert_eq!(c["served"], 1, "warm-up {warmup}: {c}");
         let unserved = r["errors"]["unserved"].as_u64().unwrap();

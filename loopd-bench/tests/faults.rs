@@ -14,7 +14,7 @@ use loopd::service::Builtin;
 use serde_json::Value;
 
 use client::{bench, printed, read_json};
-use common::{haproxy, wait_until, Scratch, TestServer, HAPROXY_DEFAULTS};
+use common::{haproxy_listening, Scratch, TestServer, HAPROXY_DEFAULTS};
 
 /// A server of `service` on an ephemeral port whose listener injects `faults`, with an
 /// admin endpoint; its service address and metrics URL.
@@ -264,11 +264,8 @@ listen lines
     server beta {beta} check inter 200ms observe layer4 error-limit 1 on-error mark-down
 "
     );
-    let (proxy, _config) = haproxy(&config);
+    let (_proxy, _config) = haproxy_listening(&config, &[port]);
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_until(&format!("haproxy on {front}: {:?}", proxy.log()), || {
-        std::net::TcpStream::connect(front).ok()
-    });
     let scratch = Scratch::new("haproxy-faults");
     let target = front.to_string();
     let (code, out, report) = run(
@@ -347,11 +344,8 @@ listen lines
     server beta {beta}
 "
     );
-    let (proxy, _config) = haproxy(&config);
+    let (_proxy, _config) = haproxy_listening(&config, &[port]);
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_until(&format!("haproxy on {front}: {:?}", proxy.log()), || {
-        std::net::TcpStream::connect(front).ok()
-    });
     let scratch = Scratch::new("haproxy-refuse");
     let target = front.to_string();
     let (code, out, report) = run(
@@ -429,11 +423,8 @@ listen web
     server backend {backend}
 "
         );
-        let (proxy, _config) = haproxy(&config);
+        let (_proxy, _config) = haproxy_listening(&config, &[port]);
         let front: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_until(&format!("haproxy on {front}: {:?}", proxy.log()), || {
-            std::net::TcpStream::connect(front).ok()
-        });
         let target = front.to_string();
         let (mut ok, mut bad_gateway, mut closed) = (0, 0, 0);
         for rate in rates {

@@ -10,51 +10,22 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 
 use loopd::config::Config;
 use loopd::service::Builtin;
 use serde_json::Value;
 
-use client::bench;
+use client::{bench_json, error, errors};
 use common::daemon::Daemon;
-use common::{free_port, haproxy, require, wait_until, Scratch, TestServer, HAPROXY_DEFAULTS};
+use common::{
+    free_port, haproxy_listening, wait_until, Nginx, Scratch, TestServer, HAPROXY_DEFAULTS,
+};
 
 /// Runs loopd-bench with `--json -` and `--protocol http`: exit code, report, stderr.
-fn bench_json(target: SocketAddr, args: &[&str]) -> (i32, Value, String) {
-    let target = target.to_string();
-    let mut all = vec![
-        target.as_str(),
-        "--json",
-        "-",
-        "--warmup",
-        "0s",
-        "--protocol",
-        "http",
-    ];
+fn http_json(target: SocketAddr, args: &[&str]) -> (i32, Value, String) {
+    let mut all = vec!["--protocol", "http"];
     all.extend_from_slice(args);
-    let out = bench(&all);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !stderr.contains("panicked"),
-        "loopd-bench panicked: {stderr}"
-    );
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr: {stderr}"));
-    (out.status.code().expect("exit code"), report, stderr)
-}
-
-fn error(report: &Value, kind: &str) -> u64 {
-    report["errors"][kind].as_u64().unwrap_or(0)
-}
-
-fn errors(report: &Value) -> u64 {
-    report["errors"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum()
+    bench_json(target, &all)
 }
 
 fn status(report: &Value, code: u16) -> u64 {
@@ -79,7 +50,7 @@ fn http_backend(server_id: &str) -> TestServer {
 #[test]
 fn against_loopd_http() {
     let server = http_backend("h1");
-    let (code, report, stderr) = bench_json(
+    let (code, report, stderr) = http_json(
         server.addr(),
         &["-n", "4000", "-c", "4", "--pipeline", "8", "-s", "1000"],
     );
@@ -89,7 +60,7 @@ fn against_loopd_http() {
     assert_eq!(server.stats().accepted, 4, "kept alive");
 
     let (code, report, stderr) =
-        bench_json(server.addr(), &["-n", "200", "-c", "2", "-m", "connect"]);
+        http_json(server.addr(), &["-n", "200", "-c", "2", "-m", "connect"]);
     assert_clean(code, &report, &stderr);
     assert_eq!(status(&report, 200), 200);
     assert!(
@@ -97,7 +68,7 @@ fn against_loopd_http() {
         "a connection per request"
     );
 
-    let (code, report, stderr) = bench_json(
+    let (code, report, stderr) = http_json(
         server.addr(),
         &[
             "-n",
@@ -115,7 +86,7 @@ fn against_loopd_http() {
 
     // Open loop: latency from each request's intended send time, beside the uncorrected.
     let (code, report, stderr) =
-        bench_json(server.addr(), &["--rate", "2000", "-d", "1s", "-c", "4"]);
+        http_json(server.addr(), &["--rate", "2000", "-d", "1s", "-c", "4"]);
     assert_clean(code, &report, &stderr);
     assert!(status(&report, 200) > 1000, "{}", report["http_status"]);
     assert!(
@@ -138,13 +109,13 @@ fn statuses_counted_and_expected() {
         "--http-path",
         "/nope",
     ];
-    let (code, report, _) = bench_json(server.addr(), &args);
+    let (code, report, _) = http_json(server.addr(), &args);
     assert_ne!(code, 0);
     assert_eq!(status(&report, 404), 50);
     assert_eq!(error(&report, "http_status"), 50);
     let mut expected = args.to_vec();
     expected.extend(["--expect-status", "404"]);
-    let (code, report, stderr) = bench_json(server.addr(), &expected);
+    let (code, report, stderr) = http_json(server.addr(), &expected);
     assert_clean(code, &report, &stderr);
     assert_eq!(status(&report, 404), 50);
     // The report says what was asked, and which statuses were answers.
@@ -169,7 +140,7 @@ fn statuses_counted_and_expected() {
         "--expect-status",
         "200,503",
     ];
-    let (code, report, stderr) = bench_json(server.addr(), &knobs);
+    let (code, report, stderr) = http_json(server.addr(), &knobs);
     assert_clean(code, &report, &stderr);
     let (ok, unavailable) = (status(&report, 200), status(&report, 503));
     assert_eq!(ok + unavailable, 400);
@@ -207,7 +178,7 @@ fn a_wrong_echo_is_found_and_located() {
         c.write_all(&answer).unwrap();
         let _ = c.read(&mut buf);
     });
-    let (code, report, _) = bench_json(addr, &["-n", "1", "-c", "1", "-s", "100"]);
+    let (code, report, _) = http_json(addr, &["-n", "1", "-c", "1", "-s", "100"]);
     assert_ne!(code, 0);
     assert_eq!(error(&report, "mismatch"), 1, "{}", report["errors"]);
     let example = report["error_examples"][0].as_str().unwrap();
@@ -230,7 +201,7 @@ fn https_to_loopd() {
         "--tls-key",
         common::pki::Pki::path(&pki.key),
     ]);
-    let (code, report, stderr) = bench_json(
+    let (code, report, stderr) = http_json(
         daemon.addr(),
         &[
             "--tls",
@@ -253,21 +224,10 @@ fn https_to_loopd() {
     assert_eq!(report["connections"]["established"], 2);
 }
 
-/// nginx's master, stopped with SIGTERM so that it takes its worker with it.
-struct Nginx(Daemon);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.0.signal(libc::SIGTERM);
-        self.0.wait_exit();
-    }
-}
-
 /// nginx: `return 200` (GET, status and framing), and `proxy_pass` to loopd's http service
 /// (POST /echo, every body checked through nginx, keep-alive on both sides).
 #[test]
 fn against_nginx() {
-    let nginx = require("nginx", "nginx-light");
     let backend = http_backend("behind-nginx");
     let (p_return, p_proxy) = (free_port(), free_port());
     let scratch = Scratch::new("nginx-http");
@@ -299,24 +259,14 @@ http {{
         dir = scratch.0.display(),
         backend = backend.addr(),
     );
-    let path = scratch.write("nginx.conf", &config);
-    let _proxy = Nginx(Daemon::spawn({
-        let mut cmd = Command::new(nginx);
-        cmd.arg("-p")
-            .arg(&scratch.0)
-            .arg("-c")
-            .arg(&path)
-            .arg("-e")
-            .arg("stderr");
-        cmd
-    }));
+    let _proxy = Nginx::start(&scratch, &config);
     for port in [p_return, p_proxy] {
         wait_until("nginx listening", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
     }
     let front: SocketAddr = ([127, 0, 0, 1], p_return).into();
-    let (code, report, stderr) = bench_json(
+    let (code, report, stderr) = http_json(
         front,
         &[
             "-n",
@@ -332,7 +282,7 @@ http {{
     assert_clean(code, &report, &stderr);
     assert_eq!(status(&report, 200), 2000);
     let front: SocketAddr = ([127, 0, 0, 1], p_proxy).into();
-    let (code, report, stderr) = bench_json(
+    let (code, report, stderr) = http_json(
         front,
         &["-n", "2000", "-c", "4", "-s", "4096", "--per-backend"],
     );
@@ -359,12 +309,9 @@ listen web
         alpha.addr(),
         beta.addr()
     );
-    let (proxy, _config) = haproxy(&config);
+    let (_proxy, _config) = haproxy_listening(&config, &[port]);
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_until(&format!("haproxy on {front}: {:?}", proxy.log()), || {
-        std::net::TcpStream::connect(front).ok()
-    });
-    let (code, report, stderr) = bench_json(
+    let (code, report, stderr) = http_json(
         front,
         &["-n", "4000", "-c", "8", "-s", "512", "--per-backend"],
     );

@@ -13,7 +13,7 @@ use loopd::service::Builtin;
 use serde_json::Value;
 
 use client::{bench, printed, read_json};
-use common::{haproxy, wait_until, Scratch, TestServer, HAPROXY_DEFAULTS};
+use common::{haproxy_listening, Scratch, TestServer, HAPROXY_DEFAULTS};
 
 fn line_backend(server_id: &str) -> TestServer {
     let mut config = Config::default();
@@ -62,11 +62,8 @@ listen lines
             alpha.addr(),
             beta.addr()
         );
-        let (proxy, _config) = haproxy(&config);
+        let (_proxy, _config) = haproxy_listening(&config, &[port]);
         let front: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_until(&format!("haproxy on {front}: {:?}", proxy.log()), || {
-            std::net::TcpStream::connect(front).ok()
-        });
         let json = scratch.0.join(format!("{balance}.json"));
         let svg = scratch.0.join(format!("{balance}.svg"));
         let (code, summary) = run(&[

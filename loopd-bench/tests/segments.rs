@@ -22,7 +22,7 @@ use loopd_bench::payload::{parse_header, HEADER_LEN};
 use loopd_bench::DRAIN_GRACE;
 use serde_json::Value;
 
-use client::bench;
+use client::{bench, errors};
 use common::{require, wait_until, Scratch, PATIENCE};
 
 fn root() -> PathBuf {
@@ -279,15 +279,6 @@ fn start_pod(args: &[String], index: u32) -> std::process::Child {
 
 fn u(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
-}
-
-fn errors(report: &Value) -> u64 {
-    report["errors"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum()
 }
 
 /// The Job's segments, as local processes with the index in their environment and a shared

@@ -16,33 +16,12 @@ use loopd::config::Config;
 use loopd::service::Builtin;
 use serde_json::Value;
 
-use client::{bench, printed};
+use client::{bench, bench_json, error, errors, printed};
 use common::{haproxy, TestServer, HAPROXY_DEFAULTS};
 use tls_peers::{wait_listening, Fault, Nginx, Pki, Proxy, SServer};
 
-/// A run's exit code, its JSON report and everything it printed.
-fn run(target: SocketAddr, args: &[&str]) -> (i32, Value, String) {
-    let target = target.to_string();
-    let mut all = vec![target.as_str(), "--json", "-", "--warmup", "0s"];
-    all.extend_from_slice(args);
-    let out = bench(&all);
-    let text = printed(&out);
-    assert!(!text.contains("panicked"), "loopd-bench panicked: {text}");
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}): {text}"));
-    (out.status.code().expect("an exit code"), report, text)
-}
-
 fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
-}
-
-fn error(report: &Value, kind: &str) -> u64 {
-    n(&report["errors"][kind])
-}
-
-fn errors(report: &Value) -> u64 {
-    report["errors"].as_object().unwrap().values().map(n).sum()
 }
 
 /// Full and resumed handshakes, inside the window and out: everything the server saw.
@@ -106,7 +85,7 @@ fn every_stream_mode_through_haproxy_ssl() {
         let mut args = vec!["-c", "4", "-d", "500ms"];
         args.extend_from_slice(mode);
         args.extend_from_slice(&tls);
-        let (code, r, text) = run(front(i), &args);
+        let (code, r, text) = bench_json(front(i), &args);
         assert_clean(code, &r, &text);
         let (full, resumed) = all_handshakes(&r);
         assert!(full + resumed >= 4, "{text}");
@@ -138,7 +117,7 @@ fn resumption_matches_s_servers_count() {
     for version in ["-tls1_3", "-tls1_2"] {
         let server = SServer::start(&pki, &[version]);
         let pid = server.pid().to_string();
-        let (code, r, text) = run(
+        let (code, r, text) = bench_json(
             server.addr,
             &[
                 "-m",
@@ -197,7 +176,7 @@ fn resumption_matches_s_servers_count() {
 fn no_tickets_no_resumption() {
     let pki = Pki::new("no-tickets");
     let server = SServer::start(&pki, &["-tls1_3", "-num_tickets", "0"]);
-    let (code, r, text) = run(
+    let (code, r, text) = bench_json(
         server.addr,
         &[
             "-m",
@@ -248,7 +227,7 @@ fn client_certificates() {
     let with = |extra: &[&str]| {
         let mut args = base.to_vec();
         args.extend_from_slice(extra);
-        run(server.addr, &args)
+        bench_json(server.addr, &args)
     };
 
     let (code, r, text) = with(&[]);
@@ -290,7 +269,7 @@ fn refused_certificates_name_the_problem() {
     let server = SServer::start(&pki, &[]);
     let base = ["-m", "handshake", "-c", "1", "-d", "200ms"];
 
-    let (code, r, text) = run(server.addr, &base);
+    let (code, r, text) = bench_json(server.addr, &base);
     assert_eq!(code, 1, "{text}");
     assert!(error(&r, "tls_certificate") >= 1, "{text}");
     assert!(text.contains("UnknownIssuer"), "{text}");
@@ -303,14 +282,14 @@ fn refused_certificates_name_the_problem() {
         "--tls-sni",
         "elsewhere.test",
     ]);
-    let (code, r, text) = run(server.addr, &wrong_name);
+    let (code, r, text) = bench_json(server.addr, &wrong_name);
     assert_eq!(code, 1, "{text}");
     assert!(error(&r, "tls_certificate") >= 1, "{text}");
     assert!(text.contains("elsewhere.test"), "{text}");
 
     let mut insecure = base.to_vec();
     insecure.push("--insecure");
-    let (code, r, text) = run(server.addr, &insecure);
+    let (code, r, text) = bench_json(server.addr, &insecure);
     assert_clean(code, &r, &text);
 }
 
@@ -321,7 +300,7 @@ fn an_alert_is_counted_with_its_name() {
     let pki = Pki::new("alert");
     let server = SServer::start(&pki, &["-tls1_2"]);
     let ca = pki.ca.to_str().unwrap();
-    let (code, r, text) = run(
+    let (code, r, text) = bench_json(
         server.addr,
         &[
             "-c",
@@ -349,7 +328,7 @@ fn an_alert_is_counted_with_its_name() {
 #[test]
 fn a_silent_server_is_a_handshake_timeout() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (code, r, text) = run(
+    let (code, r, text) = bench_json(
         silent.local_addr().unwrap(),
         &[
             "-c",
@@ -388,18 +367,18 @@ fn a_flipped_byte_and_a_truncation_are_caught_through_tls() {
     ];
 
     let clean = Proxy::start(&pki, echo.addr(), Fault::None);
-    let (code, r, text) = run(clean.addr, &args);
+    let (code, r, text) = bench_json(clean.addr, &args);
     assert_clean(code, &r, &text);
 
     let flip = Proxy::start(&pki, echo.addr(), Fault::Flip(1000));
-    let (code, r, text) = run(flip.addr, &args);
+    let (code, r, text) = bench_json(flip.addr, &args);
     assert_eq!(code, 1, "{text}");
     assert_eq!(error(&r, "mismatch"), 1, "{text}");
     // 64-byte messages: byte 1000 is byte 40 of message 15.
     assert!(text.contains("message 15: byte 40"), "{text}");
 
     let cut = Proxy::start(&pki, echo.addr(), Fault::Truncate(1000));
-    let (code, r, text) = run(cut.addr, &args);
+    let (code, r, text) = bench_json(cut.addr, &args);
     assert_eq!(code, 1, "{text}");
     assert_eq!(error(&r, "tls_truncated"), 1, "{text}");
     assert!(text.contains("without close_notify"), "{text}");
@@ -430,7 +409,7 @@ fn resumption_matches_nginx_and_merges() {
         let mut totals = (0, 0);
         for k in 0..2 {
             let path = json(k);
-            let (code, r, text) = run(
+            let (code, r, text) = bench_json(
                 nginx.addr,
                 &[
                     "-m",
@@ -558,7 +537,7 @@ fn resumption_matches_loopds_own_metrics() {
             .sum()
     };
     for (version, name) in [("1.3", "TLSv1.3"), ("1.2", "TLSv1.2")] {
-        let (code, r, text) = run(
+        let (code, r, text) = bench_json(
             echo,
             &[
                 "-m",
@@ -592,12 +571,12 @@ fn resumption_matches_loopds_own_metrics() {
     let tls = ["--tls", "--cacert", ca, "--tls-sni", "localhost"];
     let mut args = vec!["-m", "echo", "-c", "4", "-d", "500ms", "-s", "16KiB"];
     args.extend_from_slice(&tls);
-    let (code, r, text) = run(echo, &args);
+    let (code, r, text) = bench_json(echo, &args);
     assert_clean(code, &r, &text);
     assert!(n(&r["messages"]) > 0, "{text}");
     let mut args = vec!["-m", "echo", "--protocol", "line", "-c", "2", "-d", "300ms"];
     args.extend_from_slice(&tls);
-    let (code, r, text) = run(line, &args);
+    let (code, r, text) = bench_json(line, &args);
     assert_clean(code, &r, &text);
     assert_eq!(r["tls"]["negotiated"][0]["version"], "TLSv1.3", "{text}");
 }

@@ -332,6 +332,66 @@ defaults
 
 /// A real HAProxy (Debian's package) running `config` in the foreground, and the directory
 /// holding its configuration.
+/// nginx's stream module, checked to be installed (Debian's libnginx-mod-stream).
+pub fn nginx_stream_module() -> &'static std::path::Path {
+    let module = std::path::Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
+    assert!(
+        module.exists(),
+        "{} is missing: install Debian's libnginx-mod-stream (apt-get install -y libnginx-mod-stream; .ci/run does)",
+        module.display()
+    );
+    module
+}
+
+/// nginx's master, serving `config` from `scratch` (its prefix, where the configuration is
+/// written), its log collected from standard error. Dropped, it is stopped with SIGTERM so
+/// that the master takes its worker with it (a killed master would leave the worker serving).
+pub struct Nginx(pub daemon::Daemon);
+
+impl Nginx {
+    pub fn start(scratch: &Scratch, config: &str) -> Nginx {
+        let nginx = require("nginx", "nginx-light");
+        let path = scratch.write("nginx.conf", config);
+        let mut cmd = std::process::Command::new(nginx);
+        cmd.arg("-p")
+            .arg(&scratch.0)
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg("stderr");
+        Nginx(daemon::Daemon::spawn(cmd))
+    }
+
+    /// The worker's pid (the master's only child), for its CPU time.
+    pub fn worker(&self) -> u32 {
+        let master = self.0.pid();
+        wait_until("nginx's worker", || {
+            let children =
+                std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).ok()?;
+            children.split_whitespace().next()?.parse().ok()
+        })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.0.signal(libc::SIGTERM);
+        self.0.wait_exit();
+    }
+}
+
+/// [`haproxy`], returned once it listens on every port of `ports` (on 127.0.0.1).
+pub fn haproxy_listening(config: &str, ports: &[u16]) -> (daemon::Daemon, Scratch) {
+    let (proxy, scratch) = haproxy(config);
+    for &port in ports {
+        wait_until(
+            &format!("haproxy on port {port}: {:?}", proxy.log()),
+            || TcpStream::connect(("127.0.0.1", port)).ok(),
+        );
+    }
+    (proxy, scratch)
+}
+
 pub fn haproxy(config: &str) -> (daemon::Daemon, Scratch) {
     let haproxy = require("haproxy", "haproxy");
     let scratch = Scratch::new("haproxy");

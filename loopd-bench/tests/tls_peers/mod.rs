@@ -171,12 +171,7 @@ impl Nginx {
     /// `pki`'s for the configuration and the log).
     pub fn start_with(pki: &Pki, chain: &Path, key: &Path, ssl: &str, cpu: Option<usize>) -> Nginx {
         let nginx = require("nginx", "nginx-light");
-        let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
-        assert!(
-            module.exists(),
-            "{} is missing: install Debian's libnginx-mod-stream (apt-get install -y libnginx-mod-stream; .ci/run does)",
-            module.display()
-        );
+        let module = super::common::nginx_stream_module();
         let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let dir = pki.dir.join(format!("nginx-{port}"));
