@@ -39,7 +39,9 @@
 //!
 //! Nothing is allocated per request: the head is parsed into an array on the stack, numbers
 //! are formatted on the stack, and the few things a response may need to hold (a decoded
-//! `msg`, the `header` knobs) live in two buffers the connection keeps and reuses.
+//! `msg`, the `header` knobs) live in two buffers the connection keeps and reuses. The one
+//! allocation left is the `Date` line's, once a second per thread. `tests/http_allocations.rs`
+//! counts them with a global allocator around 10,000 keep-alive requests of four kinds.
 
 pub mod chunked;
 pub mod head;
